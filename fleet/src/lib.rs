@@ -1,0 +1,16 @@
+//! The fleet's common language, shared by the master and the slaves.
+//!
+//! - [`proto`]: the gRPC contract (the only place wire types live).
+//! - [`scenario`]: the YAML scenario format, its validation and the resolved model sent to slaves.
+//! - [`stats`]: mergeable per-interval statistics built on HDR histograms.
+//! - [`tags`]: the cloud tag names every Lobster resource carries.
+//!
+//! Nothing here opens a socket or calls a cloud.
+
+pub mod proto;
+pub mod scenario;
+pub mod stats;
+pub mod tags;
+
+/// The version every Lobster binary reports (master and slaves must agree on the wire contract).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,77 @@
+//! The scenario file as written in YAML: every field optional where a default exists, unknown
+//! fields rejected, values kept with their source location for validation messages.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::value::{DurationValue, Number, StatusList, ThinkValue, Threshold, Whole};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScenarioFile {
+    pub name: Spanned<String>,
+    pub target: Spanned<String>,
+    pub duration: Option<Spanned<DurationValue>>,
+    pub timeout: Option<Spanned<DurationValue>>,
+    pub think: Option<Spanned<ThinkValue>>,
+    pub load: Spanned<LoadFile>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub data: Option<Spanned<DataFile>>,
+    pub requests: Spanned<Vec<Spanned<RequestFile>>>,
+    #[serde(default)]
+    pub sla: Vec<Spanned<SlaFile>>,
+}
+
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoadFile {
+    pub users: Option<Spanned<Whole>>,
+    pub rate: Option<Spanned<Number>>,
+    pub ramp: Option<Spanned<DurationValue>>,
+    pub stages: Option<Spanned<Vec<Spanned<StageFile>>>>,
+    pub max_connections: Option<Spanned<Whole>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StageFile {
+    pub duration: Spanned<DurationValue>,
+    pub users: Option<Spanned<Whole>>,
+    pub rate: Option<Spanned<Number>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DataFile {
+    pub items: Option<Vec<String>>,
+    pub file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RequestFile {
+    pub name: Spanned<String>,
+    pub method: Option<Spanned<String>>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub expect: Option<Spanned<StatusList>>,
+    pub weight: Option<Spanned<Whole>>,
+}
+
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SlaFile {
+    pub metric: Spanned<String>,
+    pub max: Option<Spanned<Threshold>>,
+    pub min: Option<Spanned<Threshold>>,
+    pub window: Option<Spanned<DurationValue>>,
+    pub request: Option<Spanned<String>>,
+    pub abort: Option<bool>,
+}

@@ -1,0 +1,396 @@
+//! Scenarios: the YAML format users write (see `docs/scenario.md`), its validation, and the
+//! resolved [`Scenario`] the master slices and sends to slaves as JSON.
+//!
+//! Parsing is pure: [`parse`] takes text and returns a [`Scenario`] or a [`ScenarioError`] that
+//! names the file, line, column and what was expected. Only [`load`] touches the file system
+//! (the scenario file itself and an optional `data.file`).
+
+mod file;
+mod profile;
+mod validate;
+pub mod value;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use profile::{Arrivals, Model, Profile, Stage};
+
+/// Largest scenario file accepted, in bytes.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A validated, self-contained load test.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    /// Base URL every request path is joined to.
+    pub target: Target,
+    /// How long load is generated (suspended time not counted).
+    pub duration_ms: u64,
+    /// Per-request timeout.
+    pub timeout_ms: u64,
+    /// Closed model: pause of a user between two requests.
+    pub think: Think,
+    /// Load over time, fleet-wide: users (closed) or thousandths of a request per second (open).
+    pub load: Profile,
+    /// Open model: most concurrent connections over the whole fleet.
+    pub max_connections: u32,
+    /// Headers sent with every request (a request's own headers win).
+    pub headers: Vec<(String, String)>,
+    pub requests: Vec<Request>,
+    /// Data items sliced across slaves; requests use them as `{{item}}`.
+    pub data: Vec<String>,
+    pub sla: Vec<SlaRule>,
+}
+
+/// A parsed `http://host:port/base` target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// Path prefix joined before every request path, without trailing slash (may be empty).
+    pub base_path: String,
+}
+
+impl Target {
+    /// Parses a target URL. Only `http` is supported by the engine today.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            return Err(format!(
+                "target `{url}`: https targets are not supported yet (use http://)"
+            ));
+        } else {
+            return Err(format!(
+                "target `{url}` is not a URL: expected e.g. `http://127.0.0.1:8080`"
+            ));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(format!("target `{url}` has no host"));
+        }
+        if authority.contains('@') {
+            return Err(format!("target `{url}`: credentials in the URL are not supported"));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| format!("target `{url}`: invalid host or port"))?;
+        if path.contains(['?', '#', ' ']) {
+            return Err(format!("target `{url}`: the base URL may not have a query or fragment"));
+        }
+        Ok(Target {
+            host,
+            port,
+            base_path: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `host:port` as sent in the `Host` header and used to connect.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority(), self.base_path)
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &rest[..end];
+        let port = match &rest[end + 1..] {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if !valid_host {
+        return None;
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
+    };
+    Some((host.to_string(), port))
+}
+
+/// Think time, drawn uniformly from `[min_ms, max_ms]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Think {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+/// One named request of the mix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub name: String,
+    pub method: String,
+    /// Path below the target's base path; may contain `{{item}}`.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// Statuses that count as success; empty means any 2xx or 3xx.
+    pub expect: Vec<u16>,
+    /// Relative share of the mix.
+    pub weight: u32,
+}
+
+impl Request {
+    /// Whether a response with this status is a success.
+    pub fn accepts(&self, status: u16) -> bool {
+        if self.expect.is_empty() {
+            (200..400).contains(&status)
+        } else {
+            self.expect.contains(&status)
+        }
+    }
+
+    /// Whether the request uses a data item.
+    pub fn uses_item(&self) -> bool {
+        self.path.contains(ITEM)
+            || self.body.as_deref().is_some_and(|b| b.contains(ITEM))
+            || self.headers.iter().any(|(_, v)| v.contains(ITEM))
+    }
+}
+
+/// The placeholder replaced by the slave's next data item.
+pub const ITEM: &str = "{{item}}";
+
+/// A service-level rule evaluated fleet-wide on the merged stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaRule {
+    pub metric: Metric,
+    pub bound: Bound,
+    /// Sliding window the metric is computed over.
+    pub window_ms: u64,
+    /// Restrict the rule to one request of the mix.
+    pub request: Option<String>,
+    /// Abort the whole run at the first violation (otherwise the run only fails at the end).
+    pub abort: bool,
+}
+
+impl fmt::Display for SlaRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.metric.name())?;
+        if let Some(r) = &self.request {
+            write!(f, "[{r}]")?;
+        }
+        let (op, v) = match self.bound {
+            Bound::Max(v) => ("<=", v),
+            Bound::Min(v) => (">=", v),
+        };
+        write!(f, " {op} {}{} over {}s", fmt_num(v), self.metric.unit(), self.window_ms as f64 / 1000.0)
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// What an SLA rule measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    P50,
+    P90,
+    P95,
+    P99,
+    P999,
+    Max,
+    Mean,
+    /// Failed requests over all requests, in percent.
+    ErrorRate,
+    /// Requests per second.
+    Rps,
+}
+
+impl Metric {
+    /// All metrics with the names used in scenario files.
+    pub const ALL: [Metric; 9] = [
+        Metric::P50,
+        Metric::P90,
+        Metric::P95,
+        Metric::P99,
+        Metric::P999,
+        Metric::Max,
+        Metric::Mean,
+        Metric::ErrorRate,
+        Metric::Rps,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::P50 => "p50",
+            Metric::P90 => "p90",
+            Metric::P95 => "p95",
+            Metric::P99 => "p99",
+            Metric::P999 => "p99.9",
+            Metric::Max => "max",
+            Metric::Mean => "mean",
+            Metric::ErrorRate => "error_rate",
+            Metric::Rps => "rps",
+        }
+    }
+
+    /// Unit of the metric's values: `ms`, `%` or empty.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::ErrorRate => "%",
+            Metric::Rps => "",
+            _ => "ms",
+        }
+    }
+
+    /// Whether the metric is a latency (values in milliseconds).
+    pub fn is_latency(self) -> bool {
+        !matches!(self, Metric::ErrorRate | Metric::Rps)
+    }
+
+    pub fn from_name(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// The side of a threshold that is a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// Violated when the metric is above this value.
+    Max(f64),
+    /// Violated when the metric is below this value.
+    Min(f64),
+}
+
+impl Bound {
+    /// Whether `value` violates the bound.
+    pub fn violated_by(self, value: f64) -> bool {
+        match self {
+            Bound::Max(limit) => value > limit,
+            Bound::Min(limit) => value < limit,
+        }
+    }
+}
+
+/// A scenario that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The scenario file (or its data file) could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario; the position is 1-based (0 when unknown).
+    #[error("{}", located(path, *line, *column, message))]
+    Invalid {
+        path: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+}
+
+fn located(path: &str, line: u64, column: u64, message: &str) -> String {
+    if line == 0 {
+        format!("{path}: {message}")
+    } else {
+        format!("{path}:{line}:{column}: {message}")
+    }
+}
+
+/// Reads and validates a scenario file. `data.file` is read relative to the scenario's folder.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let shown = path.display().to_string();
+    let read_err = |source| ScenarioError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ScenarioError::Invalid {
+            path: shown,
+            line: 0,
+            column: 0,
+            message: format!("file is {} bytes, larger than the {MAX_FILE_BYTES} accepted", meta.len()),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    let text = String::from_utf8(bytes).map_err(|e| ScenarioError::Invalid {
+        path: shown.clone(),
+        line: 0,
+        column: 0,
+        message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    validate::parse(&text, &shown, &|file: &str| {
+        let p = base.join(file);
+        std::fs::read_to_string(&p).map_err(|e| format!("cannot read data file {}: {e}", p.display()))
+    })
+}
+
+/// Validates scenario text. `source` names it in errors; a `data.file` is refused (use [`load`]).
+pub fn parse(text: &str, source: &str) -> Result<Scenario, ScenarioError> {
+    validate::parse(text, source, &|file: &str| {
+        Err(format!("data file `{file}` cannot be read here: give the data inline as `items`"))
+    })
+}
+
+impl Scenario {
+    /// The scenario as JSON, as sent to slaves.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("scenario serializes")
+    }
+
+    /// Reads the JSON sent by the master.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Overrides the target (`--target`).
+    pub fn set_target(&mut self, url: &str) -> Result<(), String> {
+        self.target = Target::parse(url)?;
+        Ok(())
+    }
+
+    /// Overrides the duration (`--duration`); the load profile holds its last value beyond its
+    /// stages and is cut at the duration.
+    pub fn set_duration_ms(&mut self, ms: u64) -> Result<(), String> {
+        validate::check_duration_ms(ms)?;
+        self.duration_ms = ms;
+        Ok(())
+    }
+
+    /// The open model's load, or `None` for the closed model.
+    pub fn is_open(&self) -> bool {
+        self.load.model == Model::Open
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+//! Load over time: a start value and linear stages, and the arrival schedule of the open model.
+//!
+//! Units: users for the closed model; thousandths of a request per second ("millirate") for the
+//! open model, so that rates slice into exact integers.
+
+use serde::{Deserialize, Serialize};
+
+/// Which load model a profile drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// A fixed number of users, each sending its next request after the previous one (and think).
+    Closed,
+    /// Requests arrive at a rate whatever the server's latency.
+    Open,
+}
+
+/// One stage: the load moves linearly to `target` over `duration_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    pub duration_ms: u64,
+    pub target: u64,
+}
+
+/// The load at every moment: `start` at time zero, then each stage in turn; after the last stage
+/// the last target holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub model: Model,
+    pub start: u64,
+    pub stages: Vec<Stage>,
+}
+
+impl Profile {
+    /// A profile that holds `value` from time zero.
+    pub fn constant(model: Model, value: u64) -> Self {
+        Profile {
+            model,
+            start: value,
+            stages: Vec::new(),
+        }
+    }
+
+    /// The amounts that slicing divides: the start value and every stage target.
+    pub fn amounts(&self) -> Vec<u64> {
+        std::iter::once(self.start)
+            .chain(self.stages.iter().map(|s| s.target))
+            .collect()
+    }
+
+    /// The same shape with other amounts (one per [`Profile::amounts`] entry): a slave's share.
+    pub fn with_amounts(&self, amounts: &[u64]) -> Option<Profile> {
+        if amounts.len() != self.stages.len() + 1 {
+            return None;
+        }
+        Some(Profile {
+            model: self.model,
+            start: amounts[0],
+            stages: self
+                .stages
+                .iter()
+                .zip(&amounts[1..])
+                .map(|(s, &target)| Stage {
+                    duration_ms: s.duration_ms,
+                    target,
+                })
+                .collect(),
+        })
+    }
+
+    /// Largest value the profile reaches.
+    pub fn peak(&self) -> u64 {
+        self.amounts().into_iter().max().unwrap_or(0)
+    }
+
+    /// The load at `t_ms` (linear within a stage).
+    pub fn value_at(&self, t_ms: u64) -> f64 {
+        let mut from = self.start as f64;
+        let mut at = 0u64;
+        for s in &self.stages {
+            if t_ms < at + s.duration_ms {
+                let f = (t_ms - at) as f64 / s.duration_ms as f64;
+                return from + (s.target as f64 - from) * f;
+            }
+            at += s.duration_ms;
+            from = s.target as f64;
+        }
+        from
+    }
+
+    /// Linear pieces `(start_ms, duration_ms or None for the final hold, from, to)`.
+    fn pieces(&self) -> impl Iterator<Item = (u64, Option<u64>, f64, f64)> + '_ {
+        let mut at = 0u64;
+        let mut from = self.start as f64;
+        self.stages
+            .iter()
+            .filter(|s| s.duration_ms > 0)
+            .map(move |s| {
+                let piece = (at, Some(s.duration_ms), from, s.target as f64);
+                at += s.duration_ms;
+                from = s.target as f64;
+                piece
+            })
+            .chain(std::iter::once((
+                self.stages.iter().map(|s| s.duration_ms).sum(),
+                None,
+                self.stages.last().map_or(self.start, |s| s.target) as f64,
+                self.stages.last().map_or(self.start, |s| s.target) as f64,
+            )))
+    }
+}
+
+/// The open model's schedule: when the k-th request (0-based) of a rate profile is due.
+///
+/// With rate r(t) (requests per ms), arrival k is due at the time t where the cumulative count
+/// ∫₀ᵗ r reaches k. Latency is measured from this intended time, so a slow server does not hide
+/// its queueing delay (no coordinated omission).
+#[derive(Clone, Debug)]
+pub struct Arrivals {
+    /// (start_ms, duration_ms or None, rate at start per ms, rate at end per ms, arrivals before)
+    pieces: Vec<(f64, Option<f64>, f64, f64, f64)>,
+}
+
+impl Arrivals {
+    /// The schedule of a profile whose values are thousandths of a request per second.
+    pub fn new(profile: &Profile) -> Self {
+        let mut before = 0.0;
+        let pieces = profile
+            .pieces()
+            .map(|(start, dur, from, to)| {
+                // millirate -> requests per ms
+                let (a, b) = (from / 1_000_000.0, to / 1_000_000.0);
+                let piece = (start as f64, dur.map(|d| d as f64), a, b, before);
+                if let Some(d) = dur {
+                    before += (a + b) / 2.0 * d as f64;
+                }
+                piece
+            })
+            .collect();
+        Arrivals { pieces }
+    }
+
+    /// Milliseconds after time zero at which arrival `k` is due, or `None` if it never is.
+    pub fn due_ms(&self, k: u64) -> Option<f64> {
+        let n = k as f64;
+        for &(start, dur, a, b, before) in &self.pieces {
+            let n_in = n - before;
+            match dur {
+                Some(d) => {
+                    let total = (a + b) / 2.0 * d;
+                    if n_in < total {
+                        return Some(start + solve(a, b, d, n_in));
+                    }
+                }
+                None => {
+                    return if a > 0.0 { Some(start + n_in / a) } else { None };
+                }
+            }
+        }
+        None
+    }
+
+    /// How many arrivals are due strictly before `t_ms`.
+    pub fn count_before(&self, t_ms: f64) -> u64 {
+        let mut count = 0.0;
+        for &(start, dur, a, b, before) in &self.pieces {
+            if t_ms <= start {
+                break;
+            }
+            let tau = match dur {
+                Some(d) => (t_ms - start).min(d),
+                None => t_ms - start,
+            };
+            let slope = dur.map_or(0.0, |d| (b - a) / d);
+            count = before + a * tau + slope * tau * tau / 2.0;
+        }
+        count.ceil().max(0.0) as u64
+    }
+}
+
+/// Time τ within a piece whose rate goes linearly from `a` to `b` over `d` at which the
+/// cumulative count `a τ + (b - a) τ² / (2d)` reaches `n`.
+fn solve(a: f64, b: f64, d: f64, n: f64) -> f64 {
+    if n <= 0.0 {
+        return 0.0;
+    }
+    let c = (b - a) / (2.0 * d);
+    if c.abs() < 1e-18 {
+        return n / a;
+    }
+    // Root of c τ² + a τ - n = 0, in the form that stays accurate when c is small.
+    let disc = (a * a + 4.0 * c * n).max(0.0);
+    2.0 * n / (a + disc.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(start: u64, stages: &[(u64, u64)]) -> Profile {
+        Profile {
+            model: Model::Open,
+            start,
+            stages: stages
+                .iter()
+                .map(|&(duration_ms, target)| Stage { duration_ms, target })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn value_moves_linearly_then_holds() {
+        let p = Profile {
+            model: Model::Closed,
+            start: 0,
+            stages: vec![
+                Stage { duration_ms: 10_000, target: 30 },
+                Stage { duration_ms: 10_000, target: 10 },
+            ],
+        };
+        assert_eq!(p.value_at(0), 0.0);
+        assert_eq!(p.value_at(5_000), 15.0);
+        assert_eq!(p.value_at(10_000), 30.0);
+        assert_eq!(p.value_at(15_000), 20.0);
+        assert_eq!(p.value_at(99_000), 10.0);
+    }
+
+    #[test]
+    fn constant_rate_arrivals_are_evenly_spaced() {
+        let a = Arrivals::new(&Profile::constant(Model::Open, 200_000)); // 200 rps
+        assert_eq!(a.due_ms(0), Some(0.0));
+        assert!((a.due_ms(1).unwrap() - 5.0).abs() < 1e-9);
+        assert!((a.due_ms(200).unwrap() - 1000.0).abs() < 1e-6);
+        assert_eq!(a.count_before(1000.0), 200);
+        assert_eq!(a.count_before(20_000.0), 4000);
+    }
+
+    #[test]
+    fn ramp_arrivals_match_the_integral() {
+        // 0 -> 100 rps over 10 s: 500 arrivals during the ramp, then 100 per second.
+        let a = Arrivals::new(&open(0, &[(10_000, 100_000)]));
+        assert_eq!(a.count_before(10_000.0), 500);
+        assert_eq!(a.count_before(11_000.0), 600);
+        let t = a.due_ms(499).unwrap();
+        assert!(t < 10_000.0 && t > 9_900.0, "{t}");
+        // Monotonic schedule.
+        let mut last = -1.0;
+        for k in 0..1000 {
+            let t = a.due_ms(k).unwrap();
+            assert!(t >= last, "arrival {k} at {t} before {last}");
+            last = t;
+        }
+    }
+
+    #[test]
+    fn zero_rate_never_arrives() {
+        let a = Arrivals::new(&Profile::constant(Model::Open, 0));
+        assert_eq!(a.due_ms(0), None);
+        let down = Arrivals::new(&open(10_000, &[(1_000, 0)])); // 10 rps down to 0 over 1 s
+        assert_eq!(down.count_before(5_000.0), 5);
+        assert_eq!(down.due_ms(5), None);
+    }
+}

@@ -1,0 +1,151 @@
+//! Scenario parsing: the minimal example, both models, stages, and a table of bad inputs.
+
+use super::*;
+
+const SMOKE: &str = "name: smoke
+target: http://127.0.0.1:8080
+duration: 20s
+load:
+  users: 30
+requests:
+  - name: home
+    path: /
+  - name: item
+    method: GET
+    path: /item/42
+    weight: 2
+";
+
+#[test]
+fn the_minimal_example_is_accepted_as_written() {
+    let s = parse(SMOKE, "smoke.yaml").unwrap();
+    assert_eq!(s.name, "smoke");
+    assert_eq!(s.target.authority(), "127.0.0.1:8080");
+    assert_eq!(s.duration_ms, 20_000);
+    assert_eq!(s.load, Profile::constant(Model::Closed, 30));
+    assert_eq!(s.requests.len(), 2);
+    assert_eq!(s.requests[0].method, "GET");
+    assert_eq!(s.requests[0].weight, 1);
+    assert_eq!(s.requests[1].weight, 2);
+    assert!(s.requests[0].accepts(200) && s.requests[0].accepts(302) && !s.requests[0].accepts(500));
+}
+
+#[test]
+fn rate_selects_the_open_model() {
+    let s = parse(&SMOKE.replace("users: 30", "rate: 200"), "open.yaml").unwrap();
+    assert!(s.is_open());
+    assert_eq!(s.load, Profile::constant(Model::Open, 200_000));
+}
+
+#[test]
+fn ramp_and_stages_build_profiles() {
+    let s = parse(&SMOKE.replace("users: 30", "users: 30\n  ramp: 10s"), "r.yaml").unwrap();
+    assert_eq!(s.load.start, 0);
+    assert_eq!(s.load.stages, vec![Stage { duration_ms: 10_000, target: 30 }]);
+
+    let staged = "name: peak
+target: http://localhost:9000/api/
+load:
+  rate: 10
+  stages:
+    - {duration: 30s, rate: 100}
+    - {duration: 1m, rate: 100}
+    - {duration: 10s, rate: 0}
+requests:
+  - {name: a, path: /a, expect: [200, 204], headers: {X-Test: '1'}}
+sla:
+  - {metric: p99, max: 800ms, window: 10s}
+  - {metric: error_rate, max: 1%, request: a, abort: false}
+  - {metric: rps, min: 5}
+";
+    let s = parse(staged, "peak.yaml").unwrap();
+    assert_eq!(s.duration_ms, 100_000);
+    assert_eq!(s.target.base_path, "/api");
+    assert_eq!(s.load.model, Model::Open);
+    assert_eq!(s.load.amounts(), vec![10_000, 100_000, 100_000, 0]);
+    assert_eq!(s.sla.len(), 3);
+    assert_eq!(s.sla[0].to_string(), "p99 <= 800ms over 10s");
+    assert_eq!(s.sla[1].to_string(), "error_rate[a] <= 1% over 10s");
+    assert!(!s.sla[1].abort);
+    assert_eq!(s.sla[2].bound, Bound::Min(5.0));
+}
+
+#[test]
+fn think_and_data() {
+    let text = format!(
+        "{SMOKE}think: {{min: 100ms, max: 1s}}\ndata:\n  items: [a, b, c]\n"
+    )
+    .replace("/item/42", "/item/{{item}}");
+    let s = parse(&text, "d.yaml").unwrap();
+    assert_eq!(s.think, Think { min_ms: 100, max_ms: 1000 });
+    assert_eq!(s.data, vec!["a", "b", "c"]);
+    assert!(s.requests[1].uses_item());
+}
+
+#[test]
+fn json_round_trip() {
+    let s = parse(SMOKE, "smoke.yaml").unwrap();
+    assert_eq!(Scenario::from_json(&s.to_json()).unwrap(), s);
+}
+
+/// Bad scenarios: each must be refused with a located message containing the given words.
+#[test]
+fn bad_scenarios_are_refused_with_a_location() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("empty file", "", "empty"),
+        ("not a mapping", "- a\n- b\n", ""),
+        ("syntax error", "name: [unclosed\n", ""),
+        ("unknown top-level field", &format!("{SMOKE}colour: red\n"), "colour"),
+        ("missing name", &SMOKE.replace("name: smoke\n", ""), "name"),
+        ("missing target", &SMOKE.replace("target: http://127.0.0.1:8080\n", ""), "target"),
+        ("target not a url", &SMOKE.replace("http://127.0.0.1:8080", "localhost"), "not a URL"),
+        ("https target", &SMOKE.replace("http://", "https://"), "https"),
+        ("target bad port", &SMOKE.replace(":8080", ":99999"), "port"),
+        ("missing duration", &SMOKE.replace("duration: 20s\n", ""), "duration"),
+        ("bad duration", &SMOKE.replace("20s", "twenty"), "duration"),
+        ("zero duration", &SMOKE.replace("20s", "0s"), "longer than zero"),
+        ("negative duration", &SMOKE.replace("20s", "-5"), "negative"),
+        ("users and rate", &SMOKE.replace("users: 30", "users: 30\n  rate: 5"), "not both"),
+        ("zero users", &SMOKE.replace("users: 30", "users: 0"), "users"),
+        ("negative users", &SMOKE.replace("users: 30", "users: -3"), ""),
+        ("users as text", &SMOKE.replace("users: 30", "users: many"), ""),
+        ("zero rate", &SMOKE.replace("users: 30", "rate: 0"), "rate"),
+        ("absurd rate", &SMOKE.replace("users: 30", "rate: 1e12"), "rate"),
+        ("no load", &SMOKE.replace("users: 30", "ramp: 5s"), "users"),
+        ("unknown load field", &SMOKE.replace("users: 30", "users: 30\n  vus: 3"), "vus"),
+        ("empty requests", "name: x\ntarget: http://a\nduration: 1s\nload: {users: 1}\nrequests: []\n", "at least one"),
+        ("duplicate request", &SMOKE.replace("name: item", "name: home"), "duplicate"),
+        ("path without slash", &SMOKE.replace("path: /item/42", "path: item/42"), "start with"),
+        ("bad method", &SMOKE.replace("method: GET", "method: \"G T\""), "method"),
+        ("zero weight", &SMOKE.replace("weight: 2", "weight: 0"), "weight"),
+        ("negative weight", &SMOKE.replace("weight: 2", "weight: -2"), ""),
+        ("bad expect", &SMOKE.replace("weight: 2", "expect: 999"), "status"),
+        ("unknown request field", &SMOKE.replace("weight: 2", "wieght: 2"), "wieght"),
+        ("item without data", &SMOKE.replace("/item/42", "/item/{{item}}"), "data"),
+        ("unknown variable", &SMOKE.replace("/item/42", "/item/{{user}}"), "user"),
+        ("bad sla metric", &format!("{SMOKE}sla:\n  - {{metric: p42, max: 1s}}\n"), "p42"),
+        ("sla without bound", &format!("{SMOKE}sla:\n  - {{metric: p99}}\n"), "max"),
+        ("sla wrong unit", &format!("{SMOKE}sla:\n  - {{metric: p99, max: 5%}}\n"), "duration"),
+        ("sla unknown request", &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, request: nope}}\n"), "nope"),
+        ("sla tiny window", &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, window: 10ms}}\n"), "window"),
+        ("ramp and stages", &SMOKE.replace("users: 30", "ramp: 1s\n  stages: [{duration: 1s, users: 2}]"), "not both"),
+        ("mixed stages", &SMOKE.replace("users: 30", "stages: [{duration: 1s, users: 2}, {duration: 1s, rate: 2}]"), "same model"),
+        ("think min above max", &format!("{SMOKE}think: {{min: 2s, max: 1s}}\n"), "min"),
+        ("bad header name", &format!("{SMOKE}headers: {{\"a b\": c}}\n"), "header"),
+        ("tab indentation", "name: x\n\ttarget: y\n", ""),
+    ];
+    assert!(cases.len() >= 40);
+    for (what, text, words) in cases {
+        match parse(text, "bad.yaml") {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.starts_with("bad.yaml"), "{what}: no file in `{msg}`");
+                assert!(msg.contains(words), "{what}: `{msg}` lacks `{words}`");
+                if !matches!(*what, "empty file") {
+                    assert!(matches!(e, ScenarioError::Invalid { line, .. } if line > 0), "{what}: no line in `{msg}`");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Scalar values of the scenario format: durations, rates and percentages, each accepted in the
+//! forms users write (`20s`, `1m30s`, `500ms`, a bare number of seconds; `200`, `0.5`; `1%`).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A duration written as `500ms`, `20s`, `1m30s`, `2h`, or a bare number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurationVisitor).map(DurationValue)
+    }
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as `500ms`, `20s`, `1m30s` or a number of seconds")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        u64::try_from(v)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom(format!("duration must not be negative, got {v}")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| E::custom(format!("duration must be a finite number of seconds ≥ 0, got {v}")))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse_duration(v).map_err(E::custom)
+    }
+}
+
+/// Parses `500ms`, `20s`, `1m30s`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration: expected e.g. `20s`".into());
+    }
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("invalid duration `{text}`: expected a number of seconds ≥ 0"));
+    }
+    // humantime does not take fractions (`1.5s`); accept a single fractional unit ourselves.
+    for (unit, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
+        if let Some(number) = text.strip_suffix(unit) {
+            if let Ok(v) = number.trim().parse::<f64>() {
+                return Duration::try_from_secs_f64(v * scale)
+                    .map_err(|_| format!("invalid duration `{text}`: must be ≥ 0"));
+            }
+        }
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration `{text}` ({e}): expected e.g. `500ms`, `20s`, `1m30s`"))
+}
+
+/// A non-negative number (`200`, `0.5`), used for arrival rates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Number(pub f64);
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = f64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_any(V).map(Number)
+    }
+}
+
+/// A whole number ≥ 0 (users, weights, connection counts), with a clear message otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Whole(pub u64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(format!("expected a whole number ≥ 0, got {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+                Err(E::custom(format!("expected a whole number, got {v}")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+                Err(E::custom(format!("expected a whole number, got `{v}`")))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<u64, E> {
+                Err(E::custom(format!("expected a whole number, got `{v}`")))
+            }
+        }
+        d.deserialize_any(V).map(Whole)
+    }
+}
+
+/// Think time: `1s`, or `{min: 500ms, max: 2s}` for a uniform draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThinkValue {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl<'de> Deserialize<'de> for ThinkValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ThinkValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `1s`, or `{min: 500ms, max: 2s}`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ThinkValue, E> {
+                let d = DurationVisitor.visit_u64(v)?;
+                Ok(ThinkValue { min: d, max: d })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ThinkValue, E> {
+                let d = DurationVisitor.visit_i64(v)?;
+                Ok(ThinkValue { min: d, max: d })
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ThinkValue, E> {
+                let d = DurationVisitor.visit_f64(v)?;
+                Ok(ThinkValue { min: d, max: d })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ThinkValue, E> {
+                let d = DurationVisitor.visit_str(v)?;
+                Ok(ThinkValue { min: d, max: d })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ThinkValue, A::Error> {
+                let (mut min, mut max) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "min" => min = Some(map.next_value::<DurationValue>()?.0),
+                        "max" => max = Some(map.next_value::<DurationValue>()?.0),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["min", "max"]));
+                        }
+                    }
+                }
+                match (min, max) {
+                    (Some(min), Some(max)) => Ok(ThinkValue { min, max }),
+                    _ => Err(de::Error::custom("think needs both `min` and `max`")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Expected statuses: `200` or `[200, 204]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusList(pub Vec<u16>);
+
+impl<'de> Deserialize<'de> for StatusList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<u16>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an HTTP status code or a list of them")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<u16>, E> {
+                status(v).map(|s| vec![s])
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<u16>, E> {
+                Err(E::custom(format!("expected an HTTP status code, got {v}")))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u16>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Whole(v)) = seq.next_element::<Whole>()? {
+                    out.push(status(v)?);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V).map(StatusList)
+    }
+}
+
+fn status<E: de::Error>(v: u64) -> Result<u16, E> {
+    u16::try_from(v)
+        .ok()
+        .filter(|s| (100..=599).contains(s))
+        .ok_or_else(|| E::custom(format!("expected an HTTP status code between 100 and 599, got {v}")))
+}
+
+/// An SLA threshold: a duration (`800ms`), a percentage (`1%`) or a plain number.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Threshold {
+    /// Written with a time unit.
+    Duration(Duration),
+    /// Written with `%`.
+    Percent(f64),
+    /// A bare number; its unit comes from the metric (ms for latency, % for error rate).
+    Number(f64),
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Threshold;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a threshold such as `800ms`, `1%` or a number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Threshold, E> {
+                Ok(Threshold::Number(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Threshold, E> {
+                Ok(Threshold::Number(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Threshold, E> {
+                Ok(Threshold::Number(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Threshold, E> {
+                let t = v.trim();
+                if let Some(p) = t.strip_suffix('%') {
+                    return p
+                        .trim()
+                        .parse::<f64>()
+                        .map(Threshold::Percent)
+                        .map_err(|_| E::custom(format!("invalid percentage `{v}`: expected e.g. `1%`")));
+                }
+                if let Ok(n) = t.parse::<f64>() {
+                    return Ok(Threshold::Number(n));
+                }
+                parse_duration(t).map(Threshold::Duration).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_the_forms_users_write() {
+        let ms = |t: &str| parse_duration(t).map(|d| d.as_millis());
+        assert_eq!(ms("20s"), Ok(20_000));
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms("1m30s"), Ok(90_000));
+        assert_eq!(ms("1.5s"), Ok(1_500));
+        assert_eq!(ms("2h"), Ok(7_200_000));
+        assert_eq!(ms("3"), Ok(3_000));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e400s").is_err());
+    }
+}

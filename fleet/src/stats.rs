@@ -1,0 +1,346 @@
+//! Mergeable statistics: per-interval, per-endpoint HDR histograms of latency, counts by error
+//! class, and bytes.
+//!
+//! Invariant: statistics are merged, never averaged. Fleet-wide percentiles come from the sum of
+//! every slave's histograms, so they equal the percentiles of all raw samples within the
+//! histogram's precision ([`SIGFIG`] significant digits).
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::proto;
+use crate::scenario::Metric;
+
+/// Significant decimal digits kept by every latency histogram (relative error ≤ 0.1 %).
+pub const SIGFIG: u8 = 3;
+/// Latencies above this (one hour, in microseconds) are recorded as this value.
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Largest `highest trackable value` accepted in a histogram from the wire.
+const MAX_WIRE_HIGHEST: u64 = 1 << 42;
+/// Most endpoints accepted in one interval from the wire.
+pub const MAX_WIRE_ENDPOINTS: usize = 1000;
+/// Most error classes accepted per endpoint from the wire.
+const MAX_WIRE_ERROR_KEYS: usize = 64;
+/// Cookie of an uncompressed V2 histogram (`0x1c849303 | 0x10`).
+const V2_COOKIE: u32 = 0x1c84_9313;
+
+/// A new, empty latency histogram (microseconds, auto-resizing).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new(SIGFIG).expect("3 significant digits is a valid histogram configuration")
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// A 4xx status that the request did not expect.
+    Status4xx,
+    /// A 5xx status that the request did not expect.
+    Status5xx,
+    /// Any other status that the request did not expect.
+    StatusOther,
+    /// No complete response within the request timeout.
+    Timeout,
+    /// The connection could not be opened.
+    Connect,
+    /// The connection broke while sending or receiving.
+    Io,
+    /// The server's response was not valid HTTP/1.1.
+    Protocol,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::Status4xx,
+        ErrorClass::Status5xx,
+        ErrorClass::StatusOther,
+        ErrorClass::Timeout,
+        ErrorClass::Connect,
+        ErrorClass::Io,
+        ErrorClass::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Status4xx => "status_4xx",
+            ErrorClass::Status5xx => "status_5xx",
+            ErrorClass::StatusOther => "status_other",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Io => "io",
+            ErrorClass::Protocol => "protocol",
+        }
+    }
+
+    /// The class of an unexpected status.
+    pub fn of_status(status: u16) -> ErrorClass {
+        match status {
+            400..=499 => ErrorClass::Status4xx,
+            500..=599 => ErrorClass::Status5xx,
+            _ => ErrorClass::StatusOther,
+        }
+    }
+}
+
+/// Statistics of one endpoint (request name) over some time.
+#[derive(Clone, Debug)]
+pub struct EndpointStats {
+    pub requests: u64,
+    pub failures: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Failures by [`ErrorClass::as_str`].
+    pub errors: BTreeMap<String, u64>,
+    /// Latency in microseconds of every request that got a response or timed out.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        EndpointStats {
+            requests: 0,
+            failures: 0,
+            bytes_received: 0,
+            bytes_sent: 0,
+            errors: BTreeMap::new(),
+            latency_us: new_histogram(),
+        }
+    }
+}
+
+impl EndpointStats {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &EndpointStats) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
+        self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
+        for (k, v) in &other.errors {
+            let e = self.errors.entry(k.clone()).or_default();
+            *e = e.saturating_add(*v);
+        }
+        // Both histograms share the configuration checked on decode, so addition only resizes.
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    /// Failed requests over all requests, in percent (0 when there were none).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failures as f64 * 100.0 / self.requests as f64
+        }
+    }
+
+    fn to_proto(&self, name: &str) -> proto::EndpointStats {
+        let mut latency = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.latency_us, &mut latency)
+            .expect("serializing a histogram into memory cannot fail");
+        proto::EndpointStats {
+            name: name.to_string(),
+            requests: self.requests,
+            failures: self.failures,
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
+            latency_us: latency,
+            errors: self.errors.clone().into_iter().collect(),
+        }
+    }
+
+    fn from_proto(p: &proto::EndpointStats) -> Result<Self, StatsError> {
+        if p.errors.len() > MAX_WIRE_ERROR_KEYS || p.errors.keys().any(|k| k.len() > 64) {
+            return Err(StatsError::TooManyErrorClasses(p.name.clone()));
+        }
+        let latency_us = decode_histogram(&p.latency_us)
+            .map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
+        if latency_us.len() > p.requests {
+            return Err(StatsError::Inconsistent(p.name.clone()));
+        }
+        Ok(EndpointStats {
+            requests: p.requests,
+            failures: p.failures.min(p.requests),
+            bytes_received: p.bytes_received,
+            bytes_sent: p.bytes_sent,
+            errors: p.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            latency_us,
+        })
+    }
+}
+
+/// Decodes a V2 histogram from the wire, refusing configurations we never send (they could
+/// make the decoder allocate without bound).
+fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    if bytes.is_empty() {
+        return Ok(new_histogram());
+    }
+    if bytes.len() < 40 {
+        return Err("histogram shorter than its header".into());
+    }
+    let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    if u32_at(0) != V2_COOKIE {
+        return Err("not an uncompressed V2 histogram".into());
+    }
+    if u32_at(4) as usize != bytes.len() - 40 {
+        return Err("histogram length does not match its payload".into());
+    }
+    if u32_at(12) != u32::from(SIGFIG) || u64_at(16) != 1 {
+        return Err(format!("histogram must have {SIGFIG} significant digits and lowest value 1"));
+    }
+    let highest = u64_at(24);
+    if !(2..=MAX_WIRE_HIGHEST).contains(&highest) {
+        return Err(format!("histogram highest value {highest} out of range"));
+    }
+    let mut h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("invalid histogram: {e:?}"))?;
+    h.auto(true);
+    Ok(h)
+}
+
+/// Statistics of every endpoint over one interval (or a merge of many).
+#[derive(Clone, Debug, Default)]
+pub struct IntervalStats {
+    pub endpoints: BTreeMap<String, EndpointStats>,
+    /// Open model: arrivals that were due but never sent.
+    pub dropped: u64,
+}
+
+impl IntervalStats {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &IntervalStats) {
+        for (name, e) in &other.endpoints {
+            self.endpoints.entry(name.clone()).or_default().merge(e);
+        }
+        self.dropped = self.dropped.saturating_add(other.dropped);
+    }
+
+    /// All endpoints merged into one.
+    pub fn total(&self) -> EndpointStats {
+        let mut t = EndpointStats::default();
+        for e in self.endpoints.values() {
+            t.merge(e);
+        }
+        t
+    }
+
+    /// Requests over all endpoints.
+    pub fn requests(&self) -> u64 {
+        self.endpoints.values().map(|e| e.requests).sum()
+    }
+
+    /// The wire form; the caller sets run id, index and `last`.
+    pub fn to_proto(&self, run_id: &str, index: u64, last: bool) -> proto::StatsInterval {
+        proto::StatsInterval {
+            run_id: run_id.to_string(),
+            index,
+            last,
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|(name, e)| e.to_proto(name))
+                .collect(),
+            dropped: self.dropped,
+        }
+    }
+
+    /// Reads and checks an interval from the wire.
+    pub fn from_proto(p: &proto::StatsInterval) -> Result<Self, StatsError> {
+        if p.endpoints.len() > MAX_WIRE_ENDPOINTS {
+            return Err(StatsError::TooManyEndpoints(p.endpoints.len()));
+        }
+        let mut endpoints = BTreeMap::new();
+        for e in &p.endpoints {
+            if e.name.is_empty() || e.name.len() > 100 {
+                return Err(StatsError::BadName);
+            }
+            if endpoints
+                .insert(e.name.clone(), EndpointStats::from_proto(e)?)
+                .is_some()
+            {
+                return Err(StatsError::DuplicateEndpoint(e.name.clone()));
+            }
+        }
+        Ok(IntervalStats {
+            endpoints,
+            dropped: p.dropped,
+        })
+    }
+}
+
+/// An interval from the wire that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StatsError {
+    /// More endpoints than any scenario can have.
+    #[error("interval lists {0} endpoints, more than {MAX_WIRE_ENDPOINTS}")]
+    TooManyEndpoints(usize),
+    /// The same endpoint twice.
+    #[error("endpoint `{0}` appears twice in one interval")]
+    DuplicateEndpoint(String),
+    /// An empty or overlong endpoint name.
+    #[error("endpoint name empty or longer than 100 bytes")]
+    BadName,
+    /// Too many or overlong error class keys.
+    #[error("endpoint `{0}` has too many error classes")]
+    TooManyErrorClasses(String),
+    /// The latency histogram is malformed or of a foreign configuration.
+    #[error("endpoint `{0}`: {1}")]
+    Histogram(String, String),
+    /// More latency samples than requests.
+    #[error("endpoint `{0}` has more latency samples than requests")]
+    Inconsistent(String),
+}
+
+/// Latency percentiles in milliseconds, read from a merged histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    #[serde(rename = "p99_9")]
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl LatencySummary {
+    /// Reads the summary of a histogram of microseconds (all zero when empty).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencySummary {
+            min: ms(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+
+    /// The value of a latency metric (`None` for non-latency metrics).
+    pub fn metric(&self, m: Metric) -> Option<f64> {
+        Some(match m {
+            Metric::P50 => self.p50,
+            Metric::P90 => self.p90,
+            Metric::P95 => self.p95,
+            Metric::P99 => self.p99,
+            Metric::P999 => self.p999,
+            Metric::Max => self.max,
+            Metric::Mean => self.mean,
+            Metric::ErrorRate | Metric::Rps => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! Merging is exact: fleet-wide percentiles equal the raw samples' within the precision.
+
+use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+/// Nearest-rank percentile of raw samples.
+fn raw_quantile(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn assert_close(what: &str, hist_ms: f64, raw_us: u64) {
+    let raw_ms = raw_us as f64 / 1000.0;
+    // 3 significant digits: the bucket holding a value spans at most 1/1000 of it (plus 1 µs).
+    let tolerance = raw_ms / 1000.0 + 0.001;
+    assert!(
+        (hist_ms - raw_ms).abs() <= tolerance,
+        "{what}: merged {hist_ms} ms vs raw {raw_ms} ms (tolerance {tolerance})"
+    );
+}
+
+/// Samples from several slaves with very different latency distributions, sent over the wire
+/// and merged as the master does: the merged percentiles match the raw reference.
+fn check_merge_against_raw(slaves: usize, intervals: usize, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut raw = Vec::new();
+    let mut merged = IntervalStats::default();
+    for s in 0..slaves {
+        for i in 0..intervals {
+            let mut slave = IntervalStats::default();
+            let e = slave.endpoints.entry("item".into()).or_default();
+            let n = rng.random_range(0..400);
+            for _ in 0..n {
+                // Slave s is 10^s times slower; a few outliers.
+                let base = 100u64 * 10u64.pow(s as u32 % 4);
+                let v = if rng.random_ratio(1, 50) {
+                    rng.random_range(1..MAX_LATENCY_US / 100)
+                } else {
+                    rng.random_range(base..base * 3)
+                };
+                e.latency_us.record(v).unwrap();
+                e.requests += 1;
+                raw.push(v);
+            }
+            let wire = slave.to_proto("run", i as u64, false);
+            merged.merge(&IntervalStats::from_proto(&wire).map_err(|e| e.to_string()).unwrap());
+        }
+    }
+    raw.sort_unstable();
+    let total = merged.total();
+    assert_eq!(total.requests, raw.len() as u64);
+    assert_eq!(total.latency_us.len(), raw.len() as u64);
+    if raw.is_empty() {
+        return;
+    }
+    let sum = LatencySummary::of(&total.latency_us);
+    for (name, q, got) in [
+        ("p50", 0.50, sum.p50),
+        ("p90", 0.90, sum.p90),
+        ("p95", 0.95, sum.p95),
+        ("p99", 0.99, sum.p99),
+        ("p99.9", 0.999, sum.p999),
+    ] {
+        assert_close(name, got, raw_quantile(&raw, q));
+    }
+    assert_close("max", sum.max, *raw.last().unwrap());
+    assert_close("min", sum.min, raw[0]);
+}
+
+#[test]
+fn merged_percentiles_equal_raw_samples_across_three_slaves() {
+    check_merge_against_raw(3, 20, 7);
+}
+
+#[test]
+fn averaging_percentiles_would_be_wrong() {
+    // Two slaves: one fast, one slow. Averaging their p99s is far from the true p99.
+    let mut fast = EndpointStats::default();
+    let mut slow = EndpointStats::default();
+    for _ in 0..990 {
+        fast.latency_us.record(1_000).unwrap();
+    }
+    for _ in 0..10 {
+        slow.latency_us.record(500_000).unwrap();
+    }
+    let avg = (LatencySummary::of(&fast.latency_us).p99 + LatencySummary::of(&slow.latency_us).p99) / 2.0;
+    let mut merged = fast.clone();
+    merged.merge(&slow);
+    let p99 = LatencySummary::of(&merged.latency_us).p99;
+    assert!((p99 - 1.0).abs() < 0.01, "true p99 is 1 ms, got {p99}");
+    assert!(avg > 200.0, "the average of p99s ({avg}) is wrong by design");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn merge_is_exact_for_any_fleet(slaves in 3usize..8, intervals in 1usize..6, seed in any::<u64>()) {
+        check_merge_against_raw(slaves, intervals, seed);
+    }
+
+    /// Decoding arbitrary bytes never panics.
+    #[test]
+    fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_histogram(&bytes);
+    }
+}
+
+#[test]
+fn foreign_histograms_are_refused() {
+    let mut h: Histogram<u64> = Histogram::new_with_bounds(1, 1 << 60, 5).unwrap();
+    h.record(5).unwrap();
+    let mut bytes = Vec::new();
+    V2Serializer::new().serialize(&h, &mut bytes).unwrap();
+    assert!(decode_histogram(&bytes).unwrap_err().contains("significant digits"));
+    let wire = proto::StatsInterval {
+        endpoints: vec![
+            proto::EndpointStats { name: "a".into(), ..Default::default() },
+            proto::EndpointStats { name: "a".into(), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    assert_eq!(IntervalStats::from_proto(&wire).unwrap_err(), StatsError::DuplicateEndpoint("a".into()));
+}
