@@ -1,0 +1,593 @@
+//! The slave agent: joins the master, holds one session, runs the shares it is given, and
+//! survives the master going away.
+//!
+//! Lifecycle: connect → `Join` (token) → `Session` (first message `Attach`) → heartbeats,
+//! statistics and events up; work and acks down. When the session breaks the agent reconnects
+//! with capped exponential backoff and jitter; the run in progress goes on and its intervals
+//! wait in the [`Spool`]. If the master stays silent longer than its lease, the agent pauses
+//! its load (dead-man switch) until the master is back and says what to do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lobster_fleet::proto::{
+    self, EventKind, MasterMessage, SlaveMessage, SlaveState, control_client::ControlClient,
+    master_message::Kind as Down, slave_message::Kind as Up,
+};
+use lobster_fleet::scenario::{Profile, Scenario};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::backoff::Backoff;
+use crate::engine::{Gauges, LoadControl, Output, Run};
+use crate::spool::Spool;
+
+/// Who this slave is, as told to the master in `Join`.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub instance_id: String,
+    pub instance_type: String,
+    pub region: String,
+    pub host: String,
+    /// Cores of the host.
+    pub cores: u32,
+    /// 1-based index of this slave on its host.
+    pub slave_index: u32,
+    pub slaves_on_host: u32,
+    pub boot_id: String,
+    /// Random per process; keys this slave's statistics at the master.
+    pub slave_uid: String,
+}
+
+impl Identity {
+    /// Thousandths of a core this slave may use: the host's cores shared by its slaves.
+    pub fn millicores(&self) -> u32 {
+        (self.cores.max(1) * 1000 / self.slaves_on_host.max(1)).max(1)
+    }
+}
+
+/// Everything the agent needs, resolved before any I/O.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// gRPC endpoint of the master, e.g. `http://127.0.0.1:7401`.
+    pub master: String,
+    /// The fleet's join token (secret: never logged).
+    pub join_token: String,
+    pub identity: Identity,
+    /// First reconnect delay ceiling.
+    pub backoff_base: Duration,
+    /// Largest reconnect delay.
+    pub backoff_cap: Duration,
+    /// On shutdown, how long to wait for the last interval to be acknowledged.
+    pub drain_deadline: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("master", &self.master)
+            .field("join_token", &"<redacted>")
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// Largest gRPC message the agent accepts (an assignment carries the scenario and data items).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Unacked intervals are sent again after this long.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// The run this slave carries now.
+struct Current {
+    run_id: Arc<str>,
+    control: watch::Sender<LoadControl>,
+    stop: CancellationToken,
+    /// Set once `Stop` arrived or the share ended by itself.
+    stopping: bool,
+    /// Paused by the dead-man switch (not by the master).
+    deadman: bool,
+}
+
+/// The agent's state across sessions.
+struct State {
+    spool: Spool,
+    current: Option<Current>,
+    draining: bool,
+    gauges: Arc<Gauges>,
+    out_tx: mpsc::Sender<Output>,
+    /// Last message from the master (any message proves it alive).
+    last_contact: Instant,
+    lease: Duration,
+}
+
+/// A live session with the master.
+struct Session {
+    tx: mpsc::Sender<SlaveMessage>,
+    inbound: tonic::Streaming<MasterMessage>,
+    heartbeat: Duration,
+    lease: Duration,
+    slave_id: String,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The master could not be reached.
+    #[error("cannot connect to the master at {0}")]
+    Connect(String, #[source] tonic::transport::Error),
+    /// The master refused the join (wrong token, too many slaves, ...).
+    #[error("the master refused the join: {0}")]
+    Refused(String),
+    /// The call failed on the way.
+    #[error("session call failed: {0}")]
+    Call(String),
+}
+
+pub struct Agent {
+    config: AgentConfig,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Self {
+        Agent { config }
+    }
+
+    /// Runs until `shutdown`, then stops the load, waits (bounded) for the last interval to be
+    /// acknowledged, and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let cfg = Arc::new(self.config);
+        let id = &cfg.identity;
+        let span = info_span!("slave", instance = %id.instance_id, index = id.slave_index);
+        run_agent(cfg.clone(), shutdown).instrument(span).await;
+    }
+}
+
+async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
+    {
+        let (out_tx, mut out_rx) = mpsc::channel::<Output>(256);
+        let mut state = State {
+            spool: Spool::default(),
+            current: None,
+            draining: false,
+            gauges: Arc::new(Gauges::default()),
+            out_tx,
+            last_contact: Instant::now(),
+            lease: Duration::from_secs(15),
+        };
+        let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            // Not connected: try once, while still collecting the run's output.
+            let attempt = open_session(cfg.clone(), state.run_id());
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    r = &mut attempt => break Some(r),
+                    Some(o) = out_rx.recv() => state.on_output(o, None),
+                    _ = tick.tick() => state.check_deadman(),
+                    _ = shutdown.cancelled(), if deadline.is_none() => {
+                        deadline = Some(begin_shutdown(&mut state, &cfg));
+                    }
+                    _ = sleep_opt(deadline) => break None,
+                }
+                if deadline.is_some() && state.finished() {
+                    break None;
+                }
+            };
+            let session = match result {
+                None => return leave(&state),
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    let delay = backoff.next_delay();
+                    match &e {
+                        SessionError::Refused(_) => error!(error = %e, retry_in_ms = delay.as_millis() as u64, "join refused"),
+                        _ => warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "master unreachable"),
+                    }
+                    let wake = tokio::time::Instant::now() + delay;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(wake) => break,
+                            Some(o) = out_rx.recv() => state.on_output(o, None),
+                            _ = tick.tick() => state.check_deadman(),
+                            _ = shutdown.cancelled(), if deadline.is_none() => {
+                                deadline = Some(begin_shutdown(&mut state, &cfg));
+                            }
+                            _ = sleep_opt(deadline) => return leave(&state),
+                        }
+                        if deadline.is_some() && state.finished() {
+                            return leave(&state);
+                        }
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            info!(slave_id = %session.slave_id, "joined the master");
+            state.lease = session.lease;
+            state.last_contact = Instant::now();
+            let Session { tx, mut inbound, heartbeat, .. } = session;
+            state.spool.reset_sent();
+            state.flush(&tx);
+            let mut hb = tokio::time::interval(heartbeat);
+            hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(msg)) => {
+                            state.last_contact = Instant::now();
+                            state.on_master(msg, &tx, &cfg);
+                        }
+                        Ok(None) => { info!("the master closed the session"); break; }
+                        Err(status) => { warn!(code = ?status.code(), message = status.message(), "session broke"); break; }
+                    },
+                    Some(o) = out_rx.recv() => state.on_output(o, Some(&tx)),
+                    _ = hb.tick() => {
+                        let _ = tx.try_send(state.heartbeat());
+                        state.flush(&tx);
+                        state.check_deadman();
+                    }
+                    _ = shutdown.cancelled(), if deadline.is_none() => {
+                        deadline = Some(begin_shutdown(&mut state, &cfg));
+                        let _ = tx.try_send(state.heartbeat());
+                    }
+                    _ = sleep_opt(deadline) => return leave(&state),
+                }
+                if deadline.is_some() && state.finished() {
+                    return leave(&state);
+                }
+            }
+        }
+    }
+
+}
+
+fn leave(state: &State) {
+    if !state.spool.is_empty() {
+        warn!(unacknowledged = state.spool.len(), "leaving with intervals the master never acknowledged");
+    }
+    info!("slave stopped");
+}
+
+fn begin_shutdown(state: &mut State, cfg: &AgentConfig) -> tokio::time::Instant {
+    info!(deadline_s = cfg.drain_deadline.as_secs(), "shutting down: stopping load, sending the last interval");
+    state.draining = true;
+    if let Some(c) = &mut state.current {
+        c.stopping = true;
+        c.stop.cancel();
+    }
+    tokio::time::Instant::now() + cfg.drain_deadline
+}
+
+async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connects, joins and opens the session stream (with `Attach` as its first message).
+async fn open_session(cfg: Arc<AgentConfig>, run_id: Option<Arc<str>>) -> Result<Session, SessionError> {
+    let endpoint = Endpoint::from_shared(cfg.master.clone())
+        .map_err(|e| SessionError::Connect(cfg.master.clone(), e))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel: Channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| SessionError::Connect(cfg.master.clone(), e))?;
+    let mut client = ControlClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let id = &cfg.identity;
+    let reply = client
+        .join(proto::JoinRequest {
+            join_token: cfg.join_token.clone(),
+            instance_id: id.instance_id.clone(),
+            host: id.host.clone(),
+            cores: id.cores,
+            slave_index: id.slave_index,
+            version: lobster_fleet::VERSION.to_string(),
+            boot_id: id.boot_id.clone(),
+            slave_uid: id.slave_uid.clone(),
+            millicores: id.millicores(),
+            instance_type: id.instance_type.clone(),
+            region: id.region.clone(),
+            slaves_on_host: id.slaves_on_host,
+        })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::AlreadyExists
+            | tonic::Code::InvalidArgument => SessionError::Refused(s.message().to_string()),
+            _ => SessionError::Call(format!("{:?}: {}", s.code(), s.message())),
+        })?
+        .into_inner();
+    let (tx, rx) = mpsc::channel::<SlaveMessage>(256);
+    tx.try_send(SlaveMessage {
+        kind: Some(Up::Attach(proto::Attach {
+            slave_uid: id.slave_uid.clone(),
+            session_secret: reply.session_secret.clone(),
+            run_id: run_id.map(|r| r.to_string()).unwrap_or_default(),
+        })),
+    })
+    .expect("fresh channel has room");
+    let inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| SessionError::Call(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    Ok(Session {
+        tx,
+        inbound,
+        heartbeat: Duration::from_millis(u64::from(reply.heartbeat_ms.clamp(100, 60_000))),
+        lease: Duration::from_millis(u64::from(reply.lease_ms.clamp(500, 600_000))),
+        slave_id: reply.slave_id,
+    })
+}
+
+fn event(kind: EventKind, run_id: &str, message: impl Into<String>) -> SlaveMessage {
+    SlaveMessage {
+        kind: Some(Up::Event(proto::Event {
+            kind: kind as i32,
+            run_id: run_id.to_string(),
+            message: message.into(),
+        })),
+    }
+}
+
+impl State {
+    fn run_id(&self) -> Option<Arc<str>> {
+        self.current.as_ref().map(|c| c.run_id.clone())
+    }
+
+    /// Nothing left to do before exiting: no run and every interval acknowledged.
+    fn finished(&self) -> bool {
+        self.current.is_none() && self.spool.is_empty()
+    }
+
+    fn heartbeat(&self) -> SlaveMessage {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (state, run_id, rate) = match &self.current {
+            None if self.draining => (SlaveState::Draining, String::new(), 0),
+            None => (SlaveState::Idle, String::new(), 0),
+            Some(c) => {
+                let ctl = c.control.borrow();
+                let st = if c.stopping {
+                    SlaveState::Stopping
+                } else if ctl.suspended {
+                    SlaveState::Suspended
+                } else {
+                    SlaveState::Running
+                };
+                let rate = match ctl.profile.model {
+                    lobster_fleet::scenario::Model::Open => {
+                        ctl.profile.value_at(ctl.load_ms(Instant::now())) as u64
+                    }
+                    lobster_fleet::scenario::Model::Closed => 0,
+                };
+                (st, c.run_id.to_string(), rate)
+            }
+        };
+        SlaveMessage {
+            kind: Some(Up::Heartbeat(proto::Heartbeat {
+                state: state as i32,
+                run_id,
+                active_users: self.gauges.active_users.load(Relaxed),
+                rate_millis: rate,
+                in_flight: self.gauges.in_flight.load(Relaxed),
+                spooled: self.spool.len() as u32,
+                connections: self.gauges.connections.load(Relaxed),
+            })),
+        }
+    }
+
+    /// Sends spooled intervals that are due (never sent on this session, or unacked too long).
+    fn flush(&mut self, tx: &mpsc::Sender<SlaveMessage>) {
+        for msg in self.spool.due(Instant::now(), RESEND_AFTER) {
+            if tx
+                .try_send(SlaveMessage {
+                    kind: Some(Up::Stats(msg)),
+                })
+                .is_err()
+            {
+                // The session is backed up; what was not sent is resent later.
+                self.spool.reset_sent();
+                break;
+            }
+        }
+    }
+
+    fn on_output(&mut self, o: Output, tx: Option<&mpsc::Sender<SlaveMessage>>) {
+        match o {
+            Output::Interval { run_id, index, stats, last } => {
+                let msg = stats.to_proto(&run_id, index, last);
+                debug!(run_id = %run_id, index, requests = stats.requests(), last, "interval");
+                if stats.requests() > 0 || last {
+                    // Activity for the VM's idle watcher: slaves log at least once per interval under load.
+                    info!(run_id = %run_id, index, requests = stats.requests(), last, "interval recorded");
+                }
+                self.spool.push(run_id.clone(), msg);
+                if last && self.current.as_ref().is_some_and(|c| c.run_id == run_id) {
+                    info!(run_id = %run_id, "share done");
+                    self.current = None;
+                }
+                if let Some(tx) = tx {
+                    self.flush(tx);
+                }
+            }
+            Output::Event { run_id, kind, message } => {
+                if let Some(tx) = tx {
+                    let _ = tx.try_send(event(kind, &run_id, message));
+                }
+            }
+        }
+    }
+
+    /// Pauses the load when the master has been silent longer than its lease.
+    fn check_deadman(&mut self) {
+        let silent = self.last_contact.elapsed();
+        let Some(c) = &mut self.current else { return };
+        if c.stopping || c.deadman || silent <= self.lease {
+            return;
+        }
+        warn!(run_id = %c.run_id, silent_ms = silent.as_millis() as u64, "master silent longer than its lease: pausing load (dead-man switch)");
+        c.deadman = true;
+        pause(c);
+    }
+
+    fn on_master(&mut self, msg: MasterMessage, tx: &mpsc::Sender<SlaveMessage>, cfg: &AgentConfig) {
+        let Some(kind) = msg.kind else { return };
+        match kind {
+            Down::Ack(a) => self.spool.ack(&a.run_id, &a.indexes),
+            Down::Assign(a) => self.on_assign(a, tx, cfg),
+            Down::Rescale(r) => {
+                if let Some(c) = self.current_for(&r.run_id) {
+                    let Some(share) = r.share else { return };
+                    c.control.send_modify(|ctl| apply_share(ctl, &share, r.load_elapsed_ms));
+                    info!(run_id = %r.run_id, "share rescaled");
+                }
+            }
+            Down::Suspend(s) => {
+                if let Some(c) = self.current_for(&s.run_id) {
+                    pause(c);
+                    info!(run_id = %s.run_id, "suspended");
+                }
+            }
+            Down::Resume(r) => {
+                if let Some(c) = self.current_for(&r.run_id) {
+                    resume(c, r.load_elapsed_ms);
+                    info!(run_id = %r.run_id, "resumed");
+                }
+            }
+            Down::Stop(s) => {
+                let stopped = match self.current_for(&s.run_id) {
+                    Some(c) => {
+                        c.stopping = true;
+                        c.stop.cancel();
+                        true
+                    }
+                    None => false,
+                };
+                info!(run_id = %s.run_id, reason = %s.reason, "stop");
+                let _ = tx.try_send(event(EventKind::Stopped, &s.run_id, if stopped { "stopped" } else { "not running" }));
+            }
+            Down::Drain(d) => {
+                info!(reason = %d.reason, "draining: no new work");
+                self.draining = true;
+            }
+        }
+    }
+
+    fn current_for(&mut self, run_id: &str) -> Option<&mut Current> {
+        self.current.as_mut().filter(|c| &*c.run_id == run_id)
+    }
+
+    fn on_assign(&mut self, a: proto::Assign, tx: &mpsc::Sender<SlaveMessage>, cfg: &AgentConfig) {
+        let Some(share) = a.share.clone() else {
+            let _ = tx.try_send(event(EventKind::Error, &a.run_id, "assignment without a share"));
+            return;
+        };
+        // The master re-adopting a run we already carry (after a reconnect): update it.
+        if let Some(c) = self.current_for(&a.run_id) {
+            c.control.send_modify(|ctl| apply_share(ctl, &share, a.load_elapsed_ms));
+            c.deadman = false;
+            if a.suspended {
+                pause(c);
+            } else {
+                resume(c, a.load_elapsed_ms);
+            }
+            info!(run_id = %a.run_id, "run re-adopted by the master");
+            return;
+        }
+        if self.draining {
+            let _ = tx.try_send(event(EventKind::Error, &a.run_id, "draining: refusing new work"));
+            return;
+        }
+        let scenario = match Scenario::from_json(&a.scenario_json) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                let _ = tx.try_send(event(EventKind::Error, &a.run_id, format!("invalid scenario: {e}")));
+                return;
+            }
+        };
+        let Some(profile) = scenario.load.with_amounts(&amounts(&share)) else {
+            let _ = tx.try_send(event(EventKind::Error, &a.run_id, "share does not match the scenario's stages"));
+            return;
+        };
+        if let Some(old) = self.current.take() {
+            warn!(run_id = %old.run_id, "a new run replaces an unfinished one");
+            old.stop.cancel();
+        }
+        let now = Instant::now();
+        let control = LoadControl {
+            profile,
+            load_origin: now - Duration::from_millis(a.load_elapsed_ms),
+            suspended: a.suspended,
+            items: Arc::new(share.items.clone()),
+            max_connections: share.max_connections,
+        };
+        let (ctl_tx, ctl_rx) = watch::channel(control);
+        let run_id: Arc<str> = a.run_id.as_str().into();
+        let stop = CancellationToken::new();
+        let run = Run {
+            run_id: run_id.clone(),
+            scenario,
+            run_origin: now - Duration::from_millis(a.run_elapsed_ms),
+            control: ctl_rx,
+            out: self.out_tx.clone(),
+            gauges: self.gauges.clone(),
+        };
+        let span = info_span!("run", run_id = %run_id, instance = %cfg.identity.instance_id, index = cfg.identity.slave_index);
+        tokio::spawn(run.run(stop.clone()).instrument(span));
+        info!(run_id = %run_id, start = share.start, stages = share.stage_targets.len(), "share assigned");
+        self.current = Some(Current {
+            run_id,
+            control: ctl_tx,
+            stop,
+            stopping: false,
+            deadman: false,
+        });
+    }
+}
+
+fn amounts(share: &proto::Share) -> Vec<u64> {
+    std::iter::once(share.start)
+        .chain(share.stage_targets.iter().copied())
+        .collect()
+}
+
+fn apply_share(ctl: &mut LoadControl, share: &proto::Share, load_elapsed_ms: u64) {
+    let shape = Profile {
+        model: ctl.profile.model,
+        start: 0,
+        stages: ctl.profile.stages.clone(),
+    };
+    if let Some(p) = shape.with_amounts(&amounts(share)) {
+        ctl.profile = p;
+    }
+    ctl.items = Arc::new(share.items.clone());
+    ctl.max_connections = share.max_connections;
+    if !ctl.suspended {
+        ctl.load_origin = Instant::now() - Duration::from_millis(load_elapsed_ms);
+    }
+}
+
+fn pause(c: &mut Current) {
+    c.control.send_modify(|ctl| ctl.suspended = true);
+}
+
+fn resume(c: &mut Current, load_elapsed_ms: u64) {
+    c.deadman = false;
+    c.control.send_modify(|ctl| {
+        ctl.suspended = false;
+        ctl.load_origin = Instant::now() - Duration::from_millis(load_elapsed_ms);
+    });
+}

@@ -1,0 +1,128 @@
+//! Command-line flags of `lobster-slave`, resolved into an [`AgentConfig`] before any I/O.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::agent::{AgentConfig, Identity};
+use crate::bench::BenchArgs;
+
+/// The Lobster slave: joins a master and generates the load it is given.
+#[derive(Debug, Parser)]
+#[command(name = "lobster-slave", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Worker threads of this slave's runtime (one slave per core is the usual layout).
+    #[arg(long, env = "LOBSTER_THREADS", default_value_t = 1, global = true)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the load engine alone against a URL (no master), for benchmarks.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The master's gRPC URL, e.g. http://10.0.0.5:7401.
+    #[arg(long, env = "LOBSTER_MASTER")]
+    pub master: Option<String>,
+    /// The fleet's join token (prefer the environment variable: arguments are visible to `ps`).
+    #[arg(long, env = "LOBSTER_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Instance id (from IMDS on a cloud VM); defaults to `local-<host>`.
+    #[arg(long, env = "LOBSTER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    #[arg(long, env = "LOBSTER_INSTANCE_TYPE", default_value = "local")]
+    pub instance_type: String,
+    #[arg(long, env = "LOBSTER_REGION", default_value = "local")]
+    pub region: String,
+    /// 1-based index of this slave on its host.
+    #[arg(long, env = "LOBSTER_SLAVE_INDEX", default_value_t = 1)]
+    pub slave_index: u32,
+    /// How many slaves share this host.
+    #[arg(long, env = "LOBSTER_SLAVES_ON_HOST", default_value_t = 1)]
+    pub slaves_on_host: u32,
+    /// Cores of the host (default: what the OS reports).
+    #[arg(long, env = "LOBSTER_CORES")]
+    pub cores: Option<u32>,
+    /// Boot id of the host (default: the kernel's).
+    #[arg(long, env = "LOBSTER_BOOT_ID")]
+    pub boot_id: Option<String>,
+}
+
+/// Flags that cannot make a working agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No master address.
+    #[error("no master: pass --master URL or set LOBSTER_MASTER")]
+    NoMaster,
+    /// The master address is not an http(s) URL.
+    #[error("invalid master URL `{0}`: expected e.g. http://127.0.0.1:7401")]
+    BadMaster(String),
+    /// No join token.
+    #[error("no join token: set LOBSTER_JOIN_TOKEN (or pass --join-token)")]
+    NoToken,
+    /// A count out of range.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+impl AgentArgs {
+    /// Resolves the flags (reads the host name and boot id, nothing else).
+    pub fn resolve(self) -> Result<AgentConfig, ConfigError> {
+        let master = self.master.ok_or(ConfigError::NoMaster)?;
+        if !(master.starts_with("http://") || master.starts_with("https://")) || master.len() < 10 {
+            return Err(ConfigError::BadMaster(master));
+        }
+        let join_token = self.join_token.filter(|t| !t.is_empty()).ok_or(ConfigError::NoToken)?;
+        if self.slave_index == 0 {
+            return Err(ConfigError::Zero("--slave-index"));
+        }
+        if self.slaves_on_host == 0 {
+            return Err(ConfigError::Zero("--slaves-on-host"));
+        }
+        let host = hostname();
+        let cores = match self.cores {
+            Some(0) => return Err(ConfigError::Zero("--cores")),
+            Some(c) => c,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        };
+        Ok(AgentConfig {
+            master,
+            join_token,
+            identity: Identity {
+                instance_id: self.instance_id.unwrap_or_else(|| format!("local-{host}")),
+                instance_type: self.instance_type,
+                region: self.region,
+                host,
+                cores,
+                slave_index: self.slave_index,
+                slaves_on_host: self.slaves_on_host,
+                boot_id: self.boot_id.unwrap_or_else(boot_id),
+                slave_uid: uuid::Uuid::new_v4().to_string(),
+            },
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(10),
+            drain_deadline: Duration::from_secs(10),
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,137 @@
+//! The closed model: N users, each sending its next request when the previous one completed
+//! (plus think time). A controller follows the profile every 100 ms, starting users up to the
+//! target; users above the target leave after their current request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lobster_fleet::scenario::Think;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::exchange::{Outcome, Shared, Worker};
+use super::{Items, LoadControl, Mix, changed_or_halt};
+
+const TICK: Duration = Duration::from_millis(100);
+/// Pause after a failed connect, so a dead target is not hammered in a tight loop.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+
+pub(super) async fn drive(
+    shared: Arc<Shared>,
+    mix: Arc<Mix>,
+    mut control: watch::Receiver<LoadControl>,
+    halt: CancellationToken,
+) {
+    let duration_ms = shared.scenario.duration_ms;
+    let target = Arc::new(AtomicU64::new(0));
+    let items = Arc::new(Items {
+        next: Default::default(),
+    });
+    let mut users: Vec<Option<JoinHandle<()>>> = Vec::new();
+    loop {
+        let ctl = control.borrow_and_update().clone();
+        let now = Instant::now();
+        let load_ms = ctl.load_ms(now);
+        if !ctl.suspended && load_ms >= duration_ms {
+            break;
+        }
+        let want = ctl.profile.value_at(load_ms).floor().max(0.0) as u64;
+        target.store(want, Ordering::Relaxed);
+        if !ctl.suspended {
+            if users.len() < want as usize {
+                users.resize_with(want as usize, || None);
+            }
+            for (i, slot) in users.iter_mut().enumerate().take(want as usize) {
+                if slot.as_ref().is_none_or(|h| h.is_finished()) {
+                    *slot = Some(tokio::spawn(user(
+                        i as u64,
+                        shared.clone(),
+                        mix.clone(),
+                        control.clone(),
+                        target.clone(),
+                        items.clone(),
+                        halt.clone(),
+                    )));
+                }
+            }
+        }
+        let until_end = Duration::from_millis(duration_ms.saturating_sub(load_ms));
+        tokio::select! {
+            _ = tokio::time::sleep(TICK.min(until_end)) => {}
+            r = control.changed() => if r.is_err() { break },
+            _ = halt.cancelled() => break,
+        }
+    }
+    halt.cancel();
+    for u in users.into_iter().flatten() {
+        let _ = u.await;
+    }
+}
+
+async fn user(
+    index: u64,
+    shared: Arc<Shared>,
+    mix: Arc<Mix>,
+    mut control: watch::Receiver<LoadControl>,
+    target: Arc<AtomicU64>,
+    items: Arc<Items>,
+    halt: CancellationToken,
+) {
+    let gauges = shared.gauges.clone();
+    gauges.active_users.fetch_add(1, Ordering::Relaxed);
+    let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ index);
+    let mut worker = Worker::new();
+    let total = mix.total_weight();
+    let think = shared.scenario.think;
+    let (mut suspended, mut my_items) = {
+        let c = control.borrow_and_update();
+        (c.suspended, c.items.clone())
+    };
+    while !halt.is_cancelled() && index < target.load(Ordering::Relaxed) {
+        if control.has_changed().unwrap_or(false) {
+            let c = control.borrow_and_update();
+            suspended = c.suspended;
+            my_items = c.items.clone();
+        }
+        if suspended {
+            if !changed_or_halt(&mut control, &halt).await {
+                break;
+            }
+            // Re-read on the next turn (borrow_and_update above).
+            suspended = control.borrow().suspended;
+            continue;
+        }
+        let req = mix.pick(rng.random_range(0..total));
+        let item = if req.uses_item() {
+            items.next(&my_items)
+        } else {
+            ""
+        };
+        let pause = match worker.exchange(&shared, req, item, None).await {
+            Outcome::ConnectFailed => CONNECT_BACKOFF.max(think_time(&think, &mut rng)),
+            Outcome::Done => think_time(&think, &mut rng),
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = halt.cancelled() => break,
+            }
+        }
+    }
+    worker.finish(&gauges);
+    gauges.active_users.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn think_time(t: &Think, rng: &mut SmallRng) -> Duration {
+    if t.max_ms == 0 {
+        Duration::ZERO
+    } else if t.min_ms == t.max_ms {
+        Duration::from_millis(t.min_ms)
+    } else {
+        Duration::from_millis(rng.random_range(t.min_ms..=t.max_ms))
+    }
+}

@@ -1,0 +1,342 @@
+//! A lean HTTP/1.1 keep-alive client connection: the engine's hot path.
+//!
+//! One connection per user (closed model) or per worker (open model); requests are written
+//! from bytes prepared once per scenario request and responses are parsed with `httparse`
+//! into a buffer owned by the connection, so a request allocates nothing. The body is
+//! counted and discarded. Framing follows RFC 9112: `Content-Length`, `chunked`, or
+//! read-until-close; 1xx interim responses are skipped; HEAD, 204 and 304 have no body.
+//!
+//! Why not hyper's client: it costs a task hand-off and a channel per request; this loop
+//! does one write and (usually) one read per request, which is what the benchmark against
+//! wrk rewards (see `scripts/bench/engine`).
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Initial (and usual) size of the read buffer.
+const BUF: usize = 16 * 1024;
+/// Most headers parsed in one response.
+const MAX_HEADERS: usize = 64;
+
+/// A completed response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Bytes of the whole response (head and body) read from the socket.
+    pub bytes: u64,
+    /// Whether the connection may carry another request.
+    pub keep_alive: bool,
+}
+
+/// Why a request on a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The connection broke while writing or reading.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The server closed the connection before a complete response.
+    #[error("connection closed before a complete response")]
+    Closed,
+    /// The response was not valid HTTP/1.1.
+    #[error("invalid response: {0}")]
+    Protocol(&'static str),
+}
+
+/// One open HTTP/1.1 connection.
+pub struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Unparsed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Connection {
+    /// Opens a TCP connection (no delay) to `addr`.
+    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            buf: vec![0; BUF],
+            start: 0,
+            end: 0,
+        })
+    }
+
+    /// Sends one request (head and body already serialized in `request`) and reads the whole
+    /// response. `head_request` tells that the method was HEAD (no response body).
+    pub async fn send(&mut self, request: &[u8], head_request: bool) -> Result<Response, HttpError> {
+        self.stream.write_all(request).await?;
+        let mut bytes = 0u64;
+        loop {
+            let (status, head_len, framing, keep_alive) = self.read_head().await?;
+            self.start += head_len;
+            bytes += head_len as u64;
+            if (100..200).contains(&status) && status != 101 {
+                continue; // interim response; the final one follows
+            }
+            let no_body = head_request || status == 204 || status == 304 || status < 200;
+            let body = if no_body {
+                0
+            } else {
+                match framing {
+                    Framing::Length(n) => self.skip(n).await?,
+                    Framing::Chunked => self.skip_chunked().await?,
+                    Framing::UntilClose => self.skip_until_close().await?,
+                }
+            };
+            let keep_alive = keep_alive && !(matches!(framing, Framing::UntilClose) && !no_body);
+            return Ok(Response {
+                status,
+                bytes: bytes + body,
+                keep_alive,
+            });
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(false)` at end of stream.
+    async fn fill(&mut self) -> Result<bool, HttpError> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_HEAD {
+                self.buf.resize(self.buf.len() * 2, 0);
+            } else {
+                return Err(HttpError::Protocol("response head too large"));
+            }
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    async fn read_head(&mut self) -> Result<(u16, usize, Framing, bool), HttpError> {
+        loop {
+            if self.end > self.start {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut headers);
+                match resp.parse(&self.buf[self.start..self.end]) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let status = resp.code.ok_or(HttpError::Protocol("no status code"))?;
+                        let (framing, keep_alive) = framing(&resp)?;
+                        return Ok((status, n, framing, keep_alive));
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(HttpError::Protocol("too many response headers"));
+                    }
+                    Err(_) => return Err(HttpError::Protocol("malformed response head")),
+                }
+            }
+            if !self.fill().await? {
+                return Err(HttpError::Closed);
+            }
+        }
+    }
+
+    /// Consumes `n` body bytes.
+    async fn skip(&mut self, mut n: u64) -> Result<u64, HttpError> {
+        let total = n;
+        loop {
+            let have = (self.end - self.start) as u64;
+            let take = have.min(n);
+            self.start += take as usize;
+            n -= take;
+            if n == 0 {
+                return Ok(total);
+            }
+            if !self.fill().await? {
+                return Err(HttpError::Closed);
+            }
+        }
+    }
+
+    async fn skip_until_close(&mut self) -> Result<u64, HttpError> {
+        let mut total = (self.end - self.start) as u64;
+        self.start = self.end;
+        while self.fill().await? {
+            total += (self.end - self.start) as u64;
+            self.start = self.end;
+        }
+        Ok(total)
+    }
+
+    /// Consumes a chunked body, its last chunk and trailers.
+    async fn skip_chunked(&mut self) -> Result<u64, HttpError> {
+        let mut total = 0u64;
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
+                    Ok(httparse::Status::Complete((n, size))) => {
+                        self.start += n;
+                        total += n as u64;
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if !self.fill().await? {
+                            return Err(HttpError::Closed);
+                        }
+                    }
+                    Err(_) => return Err(HttpError::Protocol("malformed chunk size")),
+                }
+            };
+            if size == 0 {
+                // Trailers: header lines up to an empty line.
+                loop {
+                    match self.buf[self.start..self.end].windows(2).position(|w| w == b"\r\n") {
+                        Some(0) => {
+                            self.start += 2;
+                            return Ok(total + 2);
+                        }
+                        Some(i) => {
+                            self.start += i + 2;
+                            total += i as u64 + 2;
+                        }
+                        None => {
+                            if !self.fill().await? {
+                                return Err(HttpError::Closed);
+                            }
+                        }
+                    }
+                }
+            }
+            total += self.skip(size.saturating_add(2)).await?;
+        }
+    }
+}
+
+/// How the body of a response is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+fn framing(resp: &httparse::Response<'_, '_>) -> Result<(Framing, bool), HttpError> {
+    let mut length = None;
+    let mut chunked = false;
+    let mut keep_alive = resp.version == Some(1);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(HttpError::Protocol("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HttpError::Protocol("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    let framing = if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    Ok((framing, keep_alive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Serves the given raw responses, one per request read, on a loopback listener.
+    async fn serve(responses: Vec<&'static [u8]>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            for r in responses {
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                // Write in two pieces to exercise partial reads.
+                let mid = r.len() / 2;
+                s.write_all(&r[..mid]).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+                s.write_all(&r[mid..]).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn framings_on_one_keep_alive_connection() {
+        let addr = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nTrailer: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        ])
+        .await;
+        let mut c = Connection::connect(addr).await.unwrap();
+        let r = c.send(GET, false).await.unwrap();
+        assert_eq!((r.status, r.keep_alive), (200, true));
+        let r = c.send(GET, false).await.unwrap();
+        assert_eq!((r.status, r.keep_alive), (404, true));
+        let r = c.send(GET, false).await.unwrap();
+        assert_eq!(r.status, 204);
+        let r = c.send(GET, false).await.unwrap();
+        assert_eq!((r.status, r.keep_alive), (200, false));
+    }
+
+    #[tokio::test]
+    async fn body_until_close_and_errors() {
+        let addr = serve(vec![b"HTTP/1.0 200 OK\r\n\r\nall of it"]).await;
+        let mut c = Connection::connect(addr).await.unwrap();
+        let r = c.send(GET, false).await.unwrap();
+        assert_eq!((r.status, r.keep_alive), (200, false));
+        assert!(r.bytes >= 9);
+
+        let addr = serve(vec![b"NOT HTTP AT ALL\r\n\r\n"]).await;
+        let mut c = Connection::connect(addr).await.unwrap();
+        assert!(matches!(c.send(GET, false).await, Err(HttpError::Protocol(_))));
+
+        let addr = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await;
+        let mut c = Connection::connect(addr).await.unwrap();
+        assert!(matches!(c.send(GET, false).await, Err(HttpError::Closed)));
+
+        let addr = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"]).await;
+        let mut c = Connection::connect(addr).await.unwrap();
+        assert!(matches!(c.send(GET, false).await, Err(HttpError::Protocol(_))));
+    }
+}

@@ -1,0 +1,247 @@
+//! The load engine: runs this slave's share of one run and reports it interval by interval.
+//!
+//! A [`Run`] owns the workers of one share. The master can change the share while it runs
+//! (rescale, suspend, resume) through the [`LoadControl`] watch channel; stopping is a
+//! [`CancellationToken`]. Workers never start a request after the stop, and requests in flight
+//! complete (bounded by the request timeout) before the last interval is sent, so the sum of all
+//! intervals is exactly what this slave sent.
+//!
+//! Time: `run_origin` is the run's time zero (interval `k` covers `[k, k+1)` seconds after it);
+//! `load_origin` is the load profile's time zero, which moves forward while suspended.
+
+mod closed;
+mod exchange;
+pub mod http;
+mod mix;
+mod open;
+mod recorder;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lobster_fleet::proto::EventKind;
+use lobster_fleet::scenario::{Model, Profile, Scenario};
+use lobster_fleet::stats::IntervalStats;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use exchange::Shared;
+pub use mix::Mix;
+pub use recorder::Recorder;
+
+/// The share this slave runs now; replaced as a whole on rescale, suspend and resume.
+#[derive(Clone, Debug)]
+pub struct LoadControl {
+    /// This slave's load profile (users or millirate over load time).
+    pub profile: Profile,
+    /// Load time zero.
+    pub load_origin: Instant,
+    /// No new requests while true; the load clock is frozen.
+    pub suspended: bool,
+    /// This slave's data items.
+    pub items: Arc<Vec<String>>,
+    /// Open model: most connections this slave may open.
+    pub max_connections: u32,
+}
+
+impl LoadControl {
+    /// Load time now, in milliseconds.
+    pub fn load_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.load_origin).as_millis() as u64
+    }
+}
+
+/// What a run reports to the session.
+#[derive(Debug)]
+pub enum Output {
+    /// Statistics of interval `index` (whole seconds since the run's origin).
+    Interval {
+        run_id: Arc<str>,
+        index: u64,
+        stats: IntervalStats,
+        last: bool,
+    },
+    /// Something the master should know.
+    Event {
+        run_id: Arc<str>,
+        kind: EventKind,
+        message: String,
+    },
+}
+
+/// Live counters for heartbeats.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub active_users: AtomicU32,
+    pub in_flight: AtomicU32,
+    pub connections: AtomicU32,
+}
+
+/// One share of one run.
+pub struct Run {
+    pub run_id: Arc<str>,
+    pub scenario: Arc<Scenario>,
+    /// The run's time zero on this host's monotonic clock.
+    pub run_origin: Instant,
+    pub control: watch::Receiver<LoadControl>,
+    pub out: mpsc::Sender<Output>,
+    pub gauges: Arc<Gauges>,
+}
+
+/// Hands out data items round-robin.
+pub(crate) struct Items {
+    next: AtomicUsize,
+}
+
+impl Items {
+    fn next<'a>(&self, items: &'a [String]) -> &'a str {
+        if items.is_empty() {
+            return "";
+        }
+        &items[self.next.fetch_add(1, Ordering::Relaxed) % items.len()]
+    }
+}
+
+impl Run {
+    /// Runs the share until the scenario's duration or `stop`, then sends the last interval.
+    pub async fn run(self, stop: CancellationToken) {
+        let run_id = self.run_id.clone();
+        let started = Instant::now();
+        let addr = match resolve(&self.scenario).await {
+            Ok(a) => a,
+            Err(message) => {
+                warn!(run_id = %run_id, %message, "target unreachable");
+                let _ = self
+                    .out
+                    .send(Output::Event {
+                        run_id: run_id.clone(),
+                        kind: EventKind::Error,
+                        message,
+                    })
+                    .await;
+                self.send_last(IntervalStats::default(), 0).await;
+                return;
+            }
+        };
+        let names = self.scenario.requests.iter().map(|r| r.name.clone()).collect();
+        let shared = Arc::new(Shared {
+            scenario: self.scenario.clone(),
+            addr,
+            timeout: Duration::from_millis(self.scenario.timeout_ms),
+            recorder: Recorder::new(names),
+            gauges: self.gauges.clone(),
+        });
+        let mix = Arc::new(Mix::new(&self.scenario));
+        let _ = self
+            .out
+            .send(Output::Event {
+                run_id: run_id.clone(),
+                kind: EventKind::Started,
+                message: format!("target {addr}"),
+            })
+            .await;
+
+        // The collector sends interval k at run_origin + (k+1) s.
+        let collector_stop = CancellationToken::new();
+        let next_index = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let collector = tokio::spawn(collect(
+            shared.clone(),
+            self.run_origin,
+            run_id.clone(),
+            self.out.clone(),
+            next_index.clone(),
+            collector_stop.clone(),
+        ));
+
+        let halt = stop.child_token();
+        let driver = match self.scenario.load.model {
+            Model::Closed => tokio::spawn(closed::drive(
+                shared.clone(),
+                mix,
+                self.control.clone(),
+                halt.clone(),
+            )),
+            Model::Open => tokio::spawn(open::drive(
+                shared.clone(),
+                mix,
+                self.control.clone(),
+                halt.clone(),
+            )),
+        };
+        if let Err(e) = driver.await {
+            warn!(run_id = %run_id, error = %e, "load driver failed");
+        }
+        collector_stop.cancel();
+        let _ = collector.await;
+        let elapsed = self.run_origin.elapsed().as_secs();
+        let index = elapsed.max(next_index.load(Ordering::Relaxed));
+        self.send_last(shared.recorder.take(), index).await;
+        info!(run_id = %run_id, secs = started.elapsed().as_secs_f64(), "share finished");
+    }
+
+    async fn send_last(&self, stats: IntervalStats, index: u64) {
+        let _ = self
+            .out
+            .send(Output::Interval {
+                run_id: self.run_id.clone(),
+                index,
+                stats,
+                last: true,
+            })
+            .await;
+    }
+}
+
+async fn collect(
+    shared: Arc<Shared>,
+    run_origin: Instant,
+    run_id: Arc<str>,
+    out: mpsc::Sender<Output>,
+    next_index: Arc<std::sync::atomic::AtomicU64>,
+    stop: CancellationToken,
+) {
+    let mut index = run_origin.elapsed().as_secs();
+    next_index.store(index, Ordering::Relaxed);
+    loop {
+        let boundary = run_origin + Duration::from_secs(index + 1);
+        tokio::select! {
+            _ = tokio::time::sleep_until(boundary.into()) => {}
+            _ = stop.cancelled() => return,
+        }
+        let stats = shared.recorder.take();
+        let _ = out
+            .send(Output::Interval {
+                run_id: run_id.clone(),
+                index,
+                stats,
+                last: false,
+            })
+            .await;
+        index += 1;
+        next_index.store(index, Ordering::Relaxed);
+    }
+}
+
+async fn resolve(s: &Scenario) -> Result<SocketAddr, String> {
+    let authority = (s.target.host.as_str(), s.target.port);
+    let mut addrs = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", s.target.authority()))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", s.target.authority()))
+}
+
+/// Waits until the control changes or `halt`; returns false on halt.
+pub(crate) async fn changed_or_halt(
+    control: &mut watch::Receiver<LoadControl>,
+    halt: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        r = control.changed() => r.is_ok(),
+        _ = halt.cancelled() => false,
+    }
+}

@@ -1,0 +1,143 @@
+//! Where every request's outcome lands: one slot per endpoint (a latency histogram and
+//! counters behind an uncontended mutex), taken out whole once per interval.
+//!
+//! Each request is recorded exactly once, so the sum of all intervals a slave sends is exactly
+//! what it did; which interval a request falls into is the one open when it completed.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use lobster_fleet::stats::{self, EndpointStats, ErrorClass, IntervalStats, MAX_LATENCY_US};
+
+/// The outcome of one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Latency in microseconds; `None` when the request never reached the server.
+    pub latency_us: Option<u64>,
+    /// Why it failed, if it did.
+    pub error: Option<ErrorClass>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+struct Slot {
+    requests: u64,
+    failures: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
+    errors: [u64; ErrorClass::ALL.len()],
+    latency_us: Histogram<u64>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            requests: 0,
+            failures: 0,
+            bytes_received: 0,
+            bytes_sent: 0,
+            errors: [0; ErrorClass::ALL.len()],
+            latency_us: stats::new_histogram(),
+        }
+    }
+}
+
+/// Per-endpoint accumulators shared by every worker of a run.
+pub struct Recorder {
+    names: Vec<String>,
+    slots: Vec<Mutex<Slot>>,
+    dropped: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new(names: Vec<String>) -> Self {
+        let slots = names.iter().map(|_| Mutex::new(Slot::new())).collect();
+        Recorder {
+            names,
+            slots,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one request of endpoint `endpoint`.
+    pub fn record(&self, endpoint: usize, s: Sample) {
+        let Some(slot) = self.slots.get(endpoint) else {
+            return;
+        };
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.requests += 1;
+        slot.bytes_sent += s.bytes_sent;
+        slot.bytes_received += s.bytes_received;
+        if let Some(e) = s.error {
+            slot.failures += 1;
+            slot.errors[e as usize] += 1;
+        }
+        if let Some(us) = s.latency_us {
+            slot.latency_us.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        }
+    }
+
+    /// Counts open-model arrivals that were due but never sent.
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes everything recorded since the last take.
+    pub fn take(&self) -> IntervalStats {
+        let mut out = IntervalStats {
+            dropped: self.dropped.swap(0, Ordering::Relaxed),
+            ..Default::default()
+        };
+        for (name, slot) in self.names.iter().zip(&self.slots) {
+            let s = std::mem::replace(&mut *slot.lock().unwrap_or_else(|p| p.into_inner()), Slot::new());
+            let errors = ErrorClass::ALL
+                .iter()
+                .zip(s.errors)
+                .filter(|(_, n)| *n > 0)
+                .map(|(c, n)| (c.as_str().to_string(), n))
+                .collect();
+            out.endpoints.insert(
+                name.clone(),
+                EndpointStats {
+                    requests: s.requests,
+                    failures: s.failures,
+                    bytes_received: s.bytes_received,
+                    bytes_sent: s.bytes_sent,
+                    errors,
+                    latency_us: s.latency_us,
+                },
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_lands_in_exactly_one_take() {
+        let r = Recorder::new(vec!["a".into(), "b".into()]);
+        let ok = Sample {
+            latency_us: Some(1500),
+            error: None,
+            bytes_sent: 10,
+            bytes_received: 100,
+        };
+        r.record(0, ok);
+        r.record(1, Sample { error: Some(ErrorClass::Status5xx), ..ok });
+        r.record(1, Sample { latency_us: None, error: Some(ErrorClass::Connect), ..ok });
+        r.record(7, ok); // unknown endpoint: ignored, never a panic
+        let first = r.take();
+        r.record(0, ok);
+        let second = r.take();
+        assert_eq!(first.requests() + second.requests(), 4);
+        let b = &first.endpoints["b"];
+        assert_eq!((b.requests, b.failures, b.latency_us.len()), (2, 2, 1));
+        assert_eq!(b.errors["status_5xx"], 1);
+        assert_eq!(b.errors["connect"], 1);
+        assert_eq!(second.endpoints["a"].requests, 1);
+    }
+}

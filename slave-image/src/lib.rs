@@ -1,0 +1,17 @@
+//! The Lobster slave agent, baked into the template image.
+//!
+//! - [`agent`]: session with the master (join, heartbeats, reconnect, dead-man switch).
+//! - [`engine`]: the load engine (closed and open models, HTTP/1.1 hot path, recorder).
+//! - [`spool`]: statistics intervals kept until acknowledged.
+//! - [`backoff`]: reconnect delays.
+//! - [`config`]: flags resolved into a config before any I/O.
+//! - [`bench`]: the engine alone, for benchmarks.
+//!
+//! Nothing here listens on a socket: a slave only dials out.
+
+pub mod agent;
+pub mod backoff;
+pub mod bench;
+pub mod config;
+pub mod engine;
+pub mod spool;

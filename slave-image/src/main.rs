@@ -1,0 +1,89 @@
+//! `lobster-slave`: parse flags, build the runtime, run the agent until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lobster_slave::config::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOBSTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Some(Command::Bench(args)) => {
+            let scenario = match lobster_slave::bench::scenario_for(&args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let r = runtime.block_on(lobster_slave::bench::run(scenario));
+            if args.json {
+                println!("{}", serde_json::to_string(&r).expect("result serializes"));
+            } else {
+                println!(
+                    "requests {} failures {} in {:.2}s: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+                    r.requests, r.failures, r.seconds, r.rps, r.latency_ms.p50, r.latency_ms.p99
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        None => {
+            let config = match cli.agent.resolve() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let forced = runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                let force = CancellationToken::new();
+                tokio::spawn(signals(shutdown.clone(), force.clone()));
+                tokio::select! {
+                    _ = lobster_slave::agent::Agent::new(config).run(shutdown) => false,
+                    _ = force.cancelled() => true,
+                }
+            });
+            if forced {
+                eprintln!("second signal: exiting now");
+                return ExitCode::from(130);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+async fn signals(shutdown: CancellationToken, force: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    force.cancel();
+}
