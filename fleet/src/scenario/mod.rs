@@ -386,7 +386,12 @@ impl Scenario {
         Ok(())
     }
 
-    /// The open model's load, or `None` for the closed model.
+    /// Checks the invariants a parsed scenario has (for scenarios that arrive as JSON).
+    pub fn check(&self) -> Result<(), String> {
+        validate::check(self)
+    }
+
+    /// Whether the scenario uses the open model.
     pub fn is_open(&self) -> bool {
         self.load.model == Model::Open
     }

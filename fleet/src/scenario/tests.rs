@@ -83,9 +83,19 @@ fn think_and_data() {
 }
 
 #[test]
-fn json_round_trip() {
+fn json_round_trip_and_check() {
     let s = parse(SMOKE, "smoke.yaml").unwrap();
     assert_eq!(Scenario::from_json(&s.to_json()).unwrap(), s);
+    assert_eq!(s.check(), Ok(()));
+    let mut bad = s.clone();
+    bad.requests[0].weight = 0;
+    assert!(bad.check().is_err());
+    let mut bad = s.clone();
+    bad.load.start = 0;
+    assert!(bad.check().is_err(), "zero load");
+    let mut bad = s;
+    bad.duration_ms = 0;
+    assert!(bad.check().is_err());
 }
 
 /// Bad scenarios: each must be refused with a located message containing the given words.

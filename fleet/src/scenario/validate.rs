@@ -465,3 +465,73 @@ fn resolve_sla(r: &Spanned<SlaFile>, requests: &[Request]) -> Res<SlaRule> {
         abort: s.abort.unwrap_or(true),
     })
 }
+
+/// Checks the invariants of a resolved scenario (one that arrives as JSON, not from a file).
+pub(super) fn check(s: &Scenario) -> Result<(), String> {
+    if s.name.trim().is_empty() || s.name.len() > 200 {
+        return Err("name must be 1 to 200 characters".into());
+    }
+    Target::parse(&s.target.to_string())?;
+    check_duration_ms(s.duration_ms)?;
+    if s.timeout_ms == 0 || s.timeout_ms > 3_600_000 {
+        return Err("timeout must be between 1ms and 1h".into());
+    }
+    if s.think.min_ms > s.think.max_ms || s.think.max_ms > 3_600_000 {
+        return Err("think time must have min <= max <= 1h".into());
+    }
+    let limit = match s.load.model {
+        Model::Closed => MAX_USERS,
+        Model::Open => (MAX_RATE * 1000.0) as u64,
+    };
+    if s.load.stages.len() > 1000 || s.load.stages.iter().any(|st| st.duration_ms == 0 || st.duration_ms > MAX_DURATION_MS) {
+        return Err("stages must be 1 to 1000 and last longer than zero".into());
+    }
+    if s.load.amounts().iter().any(|&a| a > limit) || s.load.peak() == 0 {
+        return Err("load out of range".into());
+    }
+    if s.max_connections == 0 || s.max_connections > 10_000_000 {
+        return Err("max_connections must be between 1 and 10000000".into());
+    }
+    if s.requests.is_empty() || s.requests.len() > MAX_REQUESTS {
+        return Err(format!("requests must be 1 to {MAX_REQUESTS}"));
+    }
+    if s.data.len() > MAX_DATA_ITEMS {
+        return Err(format!("more than {MAX_DATA_ITEMS} data items"));
+    }
+    let mut names = BTreeSet::new();
+    let header_ok = |(k, v): &(String, String)| is_token(k) && !v.contains(['\r', '\n', '\0']);
+    if !s.headers.iter().all(header_ok) {
+        return Err("invalid header".into());
+    }
+    for r in &s.requests {
+        if r.name.trim().is_empty() || r.name.len() > 100 || !names.insert(r.name.as_str()) {
+            return Err(format!("request name `{}` empty, too long or repeated", r.name));
+        }
+        if !is_token(&r.method) || !r.path.starts_with('/') || r.path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(format!("request `{}` has an invalid method or path", r.name));
+        }
+        if !r.headers.iter().all(header_ok) {
+            return Err(format!("request `{}` has an invalid header", r.name));
+        }
+        if r.weight == 0 || r.weight > 1_000_000 || r.expect.iter().any(|c| !(100..=599).contains(c)) {
+            return Err(format!("request `{}` has an invalid weight or expected status", r.name));
+        }
+        if r.uses_item() && s.data.is_empty() {
+            return Err(format!("request `{}` uses {ITEM} but there is no data", r.name));
+        }
+    }
+    for rule in &s.sla {
+        let v = match rule.bound {
+            Bound::Max(v) | Bound::Min(v) => v,
+        };
+        if !v.is_finite() || v < 0.0 || !(1000..=3_600_000).contains(&rule.window_ms) {
+            return Err(format!("SLA rule `{rule}` out of range"));
+        }
+        if let Some(req) = &rule.request {
+            if !names.contains(req.as_str()) {
+                return Err(format!("SLA rule names unknown request `{req}`"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -74,7 +74,9 @@ impl Recorder {
             slot.errors[e as usize] += 1;
         }
         if let Some(us) = s.latency_us {
-            slot.latency_us.saturating_record(us.clamp(1, MAX_LATENCY_US));
+            // `record` resizes the histogram; `saturating_record` would clamp to its current
+            // (initially tiny) range instead.
+            let _ = slot.latency_us.record(us.clamp(1, MAX_LATENCY_US));
         }
     }
 
@@ -139,5 +141,17 @@ mod tests {
         assert_eq!(b.errors["status_5xx"], 1);
         assert_eq!(b.errors["connect"], 1);
         assert_eq!(second.endpoints["a"].requests, 1);
+    }
+
+    #[test]
+    fn fresh_histograms_keep_exact_extremes() {
+        // Regression: saturating_record on a fresh auto-resizing histogram clamped to 2 µs.
+        let r = Recorder::new(vec!["a".into()]);
+        for us in [1500, 150, 90_000] {
+            r.record(0, Sample { latency_us: Some(us), error: None, bytes_sent: 0, bytes_received: 0 });
+        }
+        let h = &r.take().endpoints["a"].latency_us;
+        assert_eq!(h.min(), 150);
+        assert!(h.max() >= 90_000 && h.max() < 90_100);
     }
 }

@@ -1,0 +1,195 @@
+//! The master's HTTP API, used by the CLI (`lobster run`, `fleet status`) and scrapers.
+//!
+//! Bound to loopback by default. Routes:
+//! - `GET /api/health`: version and the gRPC address slaves dial.
+//! - `GET /api/slaves`: registered slaves.
+//! - `GET /api/runs`, `POST /api/runs` (`{scenario, quorum, quorum_timeout_ms}`).
+//! - `GET /api/runs/{id}?after=N`: phase, the closed seconds after N, the report once done.
+//! - `POST /api/runs/{id}/stop|suspend|resume`.
+//! - `GET /metrics`: Prometheus text format.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lobster_fleet::scenario::Scenario;
+use serde::{Deserialize, Serialize};
+
+use crate::control::run::RunOptions;
+use crate::control::{Action, ApiError, Command, ControlHandle};
+use crate::metrics::Metrics;
+
+/// Largest request body (a scenario with its data items).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub control: ControlHandle,
+    pub metrics: Arc<Metrics>,
+    /// gRPC URL slaves dial.
+    pub grpc_url: String,
+    /// Required as `Authorization: Bearer …` when set.
+    pub token: Option<String>,
+}
+
+/// `POST /api/runs` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateRun {
+    pub scenario: Scenario,
+    /// Slaves needed to start.
+    pub quorum: u32,
+    pub quorum_timeout_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Created {
+    pub run_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    pub grpc: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct After {
+    after: Option<u64>,
+}
+
+/// An error as the API answers it: a status and `{"error": "..."}`.
+pub struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        let code = match e {
+            ApiError::Busy(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+fn unavailable() -> Failure {
+    Failure(StatusCode::SERVICE_UNAVAILABLE, "the master is shutting down".into())
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/slaves", get(slaves))
+        .route("/api/runs", get(runs).post(create_run))
+        .route("/api/runs/{id}", get(get_run))
+        .route("/api/runs/{id}/{action}", post(act))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+async fn auth(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &s.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
+        if !ok {
+            return Failure(StatusCode::UNAUTHORIZED, "missing or wrong API token".into()).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn health(State(s): State<ApiState>) -> Json<Health> {
+    Json(Health {
+        version: lobster_fleet::VERSION.to_string(),
+        grpc: s.grpc_url.clone(),
+        pid: std::process::id(),
+    })
+}
+
+async fn slaves(State(s): State<ApiState>) -> Result<impl IntoResponse, Failure> {
+    let v = s.control.ask(Command::Slaves).await.ok_or_else(unavailable)?;
+    Ok(Json(v))
+}
+
+async fn runs(State(s): State<ApiState>) -> Result<impl IntoResponse, Failure> {
+    let v = s.control.ask(Command::Runs).await.ok_or_else(unavailable)??;
+    Ok(Json(v))
+}
+
+async fn create_run(
+    State(s): State<ApiState>,
+    body: Result<Json<CreateRun>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, Failure> {
+    let Json(body) = body.map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid run request: {}", e.body_text())))?;
+    body.scenario
+        .check()
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid scenario: {e}")))?;
+    if body.quorum == 0 || body.quorum > 100_000 {
+        return Err(Failure(StatusCode::BAD_REQUEST, "quorum must be between 1 and 100000".into()));
+    }
+    let options = RunOptions {
+        quorum: body.quorum,
+        quorum_timeout_ms: body.quorum_timeout_ms.clamp(1, 24 * 3600 * 1000),
+    };
+    let id = s
+        .control
+        .ask(|tx| Command::CreateRun(Box::new(body.scenario), options, tx))
+        .await
+        .ok_or_else(unavailable)??;
+    Ok((StatusCode::CREATED, Json(Created { run_id: id })))
+}
+
+async fn get_run(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: Result<Query<After>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, Failure> {
+    let Query(q) = q.map_err(|e| Failure(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let v = s
+        .control
+        .ask(|tx| Command::GetRun(id, q.after.unwrap_or(0), tx))
+        .await
+        .ok_or_else(unavailable)??;
+    Ok(Json(v))
+}
+
+async fn act(State(s): State<ApiState>, Path((id, action)): Path<(String, String)>) -> Result<impl IntoResponse, Failure> {
+    let action = match action.as_str() {
+        "stop" => Action::Stop,
+        "suspend" => Action::Suspend,
+        "resume" => Action::Resume,
+        other => return Err(Failure(StatusCode::NOT_FOUND, format!("unknown action `{other}`: expected stop, suspend or resume"))),
+    };
+    s.control
+        .ask(|tx| Command::Act(id, action, tx))
+        .await
+        .ok_or_else(unavailable)??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.render(),
+    )
+}

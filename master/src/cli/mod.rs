@@ -1,0 +1,144 @@
+//! The `lobster` command line: flags parsed into resolved settings before any I/O, one error
+//! printed once with its chain, and exit codes that scripts can rely on:
+//! 0 success (a run passed), 1 a run failed or aborted, 2 bad input, 3 the environment failed
+//! (unreachable master, busy port, ...), 130 interrupted twice.
+
+mod master;
+mod run;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::home::Home;
+
+/// Lobster: a cloud-elastic fleet manager for distributed load testing.
+#[derive(Debug, Parser)]
+#[command(name = "lobster", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State directory (default: $LOBSTER_HOME or ~/.lobster).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `lobster_master=debug` (logs go to stderr).
+    #[arg(long, global = true, env = "LOBSTER_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the control plane in the foreground (gRPC for slaves, HTTP API on loopback).
+    Master(master::MasterArgs),
+    /// Run a load test on the registered fleet (and optional local slaves).
+    Run(run::RunArgs),
+    /// Serve a fast built-in HTTP target with a request counter.
+    Target(target::TargetArgs),
+}
+
+/// How the command ended.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+/// Exit code for bad input.
+pub const BAD_INPUT: u8 = 2;
+/// Exit code for a failed environment.
+pub const TROUBLE: u8 = 3;
+
+impl Failure {
+    pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: BAD_INPUT, error: error.into() }
+    }
+
+    pub fn trouble(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: TROUBLE, error: error.into() }
+    }
+}
+
+/// Parses the command line and runs the command; the returned code is the process's.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { BAD_INPUT } else { 0 });
+        }
+    };
+    let default_log = match cli.command {
+        Commands::Run(_) => "warn",
+        _ => "info",
+    };
+    let filter = cli.log.clone().unwrap_or_else(|| default_log.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)))
+        .with_writer(std::io::stderr)
+        .init();
+    let home = Home::resolve(cli.home.clone());
+    let threads = match &cli.command {
+        Commands::Target(t) => t.threads,
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(TROUBLE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let (shutdown, force) = signals();
+        let work = async {
+            match cli.command {
+                Commands::Master(a) => master::master(a, &home, shutdown).await,
+                Commands::Run(a) => run::run(a, &home, shutdown).await,
+                Commands::Target(a) => target::target(a, shutdown).await,
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            _ = force.cancelled() => Err(Failure { code: 130, error: anyhow::anyhow!("interrupted twice: exiting now") }),
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM cancels `shutdown` (drain); the second cancels `force`.
+fn signals() -> (CancellationToken, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let force = CancellationToken::new();
+    let (s, f) = (shutdown.clone(), force.clone());
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        s.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        f.cancel();
+    });
+    (shutdown, force)
+}
+
+/// Parses a duration flag (`20s`, `1m30s`, `500ms`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    lobster_fleet::scenario::value::parse_duration(s)
+}

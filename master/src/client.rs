@@ -1,0 +1,83 @@
+//! A client of the master's HTTP API (control-plane calls from the CLI).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
+
+use crate::api::{CreateRun, Created, Health};
+use crate::control::{RunView, SlaveView};
+
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(3))
+            .no_proxy()
+            .build()
+            .expect("http client");
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            token,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+        let status = resp.status();
+        if !status.is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let msg = body.get("error").and_then(|e| e.as_str()).unwrap_or("no details");
+            bail!("the master answered {status}: {msg}");
+        }
+        resp.json().await.context("unreadable answer from the master")
+    }
+
+    pub async fn health(&self) -> anyhow::Result<Health> {
+        let r = self.req(reqwest::Method::GET, "/api/health").timeout(Duration::from_secs(2)).send().await?;
+        Self::decode(r).await
+    }
+
+    pub async fn slaves(&self) -> anyhow::Result<Vec<SlaveView>> {
+        Self::decode(self.req(reqwest::Method::GET, "/api/slaves").send().await?).await
+    }
+
+    pub async fn create_run(&self, body: &CreateRun) -> anyhow::Result<String> {
+        let r = self.req(reqwest::Method::POST, "/api/runs").json(body).send().await?;
+        Ok(Self::decode::<Created>(r).await?.run_id)
+    }
+
+    pub async fn run(&self, id: &str, after: u64) -> anyhow::Result<RunView> {
+        let r = self.req(reqwest::Method::GET, &format!("/api/runs/{id}?after={after}")).send().await?;
+        Self::decode(r).await
+    }
+
+    pub async fn act(&self, id: &str, action: &str) -> anyhow::Result<()> {
+        let r = self.req(reqwest::Method::POST, &format!("/api/runs/{id}/{action}")).send().await?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            bail!("the master answered {status}: {}", body.get("error").and_then(|e| e.as_str()).unwrap_or(""));
+        }
+        Ok(())
+    }
+}

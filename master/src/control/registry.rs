@@ -1,0 +1,224 @@
+//! The registry of slaves: who joined, their sessions, their last heartbeat.
+//!
+//! A slave is *registered* while it holds a live session. Its uid (random per slave process)
+//! is its key; a join with a uid whose session is alive is refused, so nobody can take over
+//! another slave's identity, and each session carries a secret handed out at join.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lobster_fleet::proto::{Heartbeat, JoinRequest, MasterMessage, SlaveState};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// Outbound queue of one session; a slave that lets it fill up is cut off.
+pub type SessionTx = mpsc::Sender<Result<MasterMessage, Status>>;
+
+/// Capacity of a session's outbound queue.
+pub const SESSION_QUEUE: usize = 256;
+
+pub struct Session {
+    pub id: u64,
+    pub tx: SessionTx,
+}
+
+/// One slave as the master knows it.
+pub struct Slave {
+    /// Short id for people and logs (`s-12`).
+    pub id: String,
+    pub uid: String,
+    pub join: JoinRequest,
+    pub secret: String,
+    pub session: Option<Session>,
+    pub last_seen: Instant,
+    pub joined_unix_ms: u64,
+    pub heartbeat: Heartbeat,
+    /// No new work (asked by the VM's idle watcher or an operator).
+    pub draining: bool,
+}
+
+impl Slave {
+    pub fn state(&self) -> SlaveState {
+        SlaveState::try_from(self.heartbeat.state).unwrap_or(SlaveState::Unspecified)
+    }
+}
+
+/// What `lobster fleet status` and the API show of a slave (no secrets).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct SlaveView {
+    pub id: String,
+    pub instance_id: String,
+    pub instance_type: String,
+    pub host: String,
+    pub slave_index: u32,
+    pub cores: u32,
+    pub millicores: u32,
+    pub version: String,
+    pub state: String,
+    pub run_id: String,
+    pub draining: bool,
+    pub connected: bool,
+    pub last_seen_ms: u64,
+    /// RFC 3339 time of the last join.
+    pub joined_at: String,
+    pub active_users: u32,
+    pub in_flight: u32,
+    pub spooled: u32,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub slaves: BTreeMap<String, Slave>,
+    next_id: u64,
+    next_session: u64,
+}
+
+impl Registry {
+    /// Admits a join (the token was already checked). Returns the slave id and its secret.
+    pub fn join(&mut self, req: JoinRequest, lease: Duration, max_slaves: usize, now: Instant, unix_ms: u64) -> Result<(String, String), Status> {
+        if let Some(existing) = self.slaves.get(&req.slave_uid) {
+            let alive = existing.session.is_some() && now.duration_since(existing.last_seen) < lease;
+            if alive {
+                return Err(Status::already_exists("a live slave already holds this slave uid"));
+            }
+            if existing.join.instance_id != req.instance_id || existing.join.slave_index != req.slave_index {
+                return Err(Status::permission_denied("this slave uid belongs to another instance or index"));
+            }
+        } else if self.connected() >= max_slaves {
+            return Err(Status::resource_exhausted(format!("the master accepts at most {max_slaves} slaves")));
+        }
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        let id = match self.slaves.get(&req.slave_uid) {
+            Some(s) => s.id.clone(),
+            None => {
+                self.next_id += 1;
+                format!("s-{}", self.next_id)
+            }
+        };
+        let draining = self.slaves.get(&req.slave_uid).is_some_and(|s| s.draining);
+        self.slaves.insert(
+            req.slave_uid.clone(),
+            Slave {
+                id: id.clone(),
+                uid: req.slave_uid.clone(),
+                join: req,
+                secret: secret.clone(),
+                session: None,
+                last_seen: now,
+                joined_unix_ms: unix_ms,
+                heartbeat: Heartbeat::default(),
+                draining,
+            },
+        );
+        Ok((id, secret))
+    }
+
+    /// Binds a session stream to a joined slave whose secret matches.
+    pub fn attach(&mut self, uid: &str, secret: &str, tx: SessionTx, now: Instant) -> Result<u64, Status> {
+        let Some(s) = self.slaves.get_mut(uid) else {
+            return Err(Status::unauthenticated("unknown slave: join first"));
+        };
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(s.secret.as_bytes(), secret.as_bytes())) {
+            return Err(Status::unauthenticated("wrong session secret"));
+        }
+        self.next_session += 1;
+        s.session = Some(Session {
+            id: self.next_session,
+            tx,
+        });
+        s.last_seen = now;
+        Ok(self.next_session)
+    }
+
+    /// The uid of the slave holding session `session`.
+    pub fn by_session(&self, session: u64) -> Option<&str> {
+        self.slaves
+            .values()
+            .find(|s| s.session.as_ref().is_some_and(|x| x.id == session))
+            .map(|s| s.uid.as_str())
+    }
+
+    /// Ends a session; returns the slave's uid if it was the current one.
+    pub fn detach(&mut self, session: u64) -> Option<String> {
+        let s = self
+            .slaves
+            .values_mut()
+            .find(|s| s.session.as_ref().is_some_and(|x| x.id == session))?;
+        s.session = None;
+        Some(s.uid.clone())
+    }
+
+    /// Queues a message for a slave; a full queue cuts the slave off (returns false).
+    pub fn send(&mut self, uid: &str, msg: MasterMessage) -> bool {
+        let Some(s) = self.slaves.get_mut(uid) else { return false };
+        let Some(session) = &s.session else { return false };
+        match session.tx.try_send(Ok(msg)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(slave = %s.id, "session queue full: cutting the slave off");
+                let _ = session.tx.try_send(Err(Status::resource_exhausted("too slow: cut off")));
+                s.session = None;
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                s.session = None;
+                false
+            }
+        }
+    }
+
+    /// Slaves with a session but silent for longer than `lease`: their sessions are dropped and
+    /// their uids returned. Slaves without a session for `forget_after` are forgotten.
+    pub fn expire(&mut self, now: Instant, lease: Duration, forget_after: Duration) -> Vec<String> {
+        let mut lost = Vec::new();
+        for s in self.slaves.values_mut() {
+            if s.session.is_some() && now.duration_since(s.last_seen) > lease {
+                s.session = None;
+                lost.push(s.uid.clone());
+            }
+        }
+        self.slaves
+            .retain(|_, s| s.session.is_some() || now.duration_since(s.last_seen) < forget_after);
+        lost
+    }
+
+    /// Slaves holding a live session.
+    pub fn connected(&self) -> usize {
+        self.slaves.values().filter(|s| s.session.is_some()).count()
+    }
+
+    /// Connected slaves free for new work, sorted by uid.
+    pub fn available(&self) -> Vec<&Slave> {
+        self.slaves
+            .values()
+            .filter(|s| s.session.is_some() && !s.draining)
+            .filter(|s| matches!(s.state(), SlaveState::Idle | SlaveState::Unspecified))
+            .collect()
+    }
+
+    pub fn view(&self, now: Instant) -> Vec<SlaveView> {
+        self.slaves
+            .values()
+            .map(|s| SlaveView {
+                id: s.id.clone(),
+                instance_id: s.join.instance_id.clone(),
+                instance_type: s.join.instance_type.clone(),
+                host: s.join.host.clone(),
+                slave_index: s.join.slave_index,
+                cores: s.join.cores,
+                millicores: s.join.millicores,
+                version: s.join.version.clone(),
+                state: format!("{:?}", s.state()).to_lowercase(),
+                run_id: s.heartbeat.run_id.clone(),
+                draining: s.draining,
+                connected: s.session.is_some(),
+                last_seen_ms: now.duration_since(s.last_seen).as_millis() as u64,
+                joined_at: crate::clock::rfc3339(s.joined_unix_ms),
+                active_users: s.heartbeat.active_users,
+                in_flight: s.heartbeat.in_flight,
+                spooled: s.heartbeat.spooled,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,566 @@
+//! One run's lifecycle: init → running ⇄ suspended → stopping → passed/failed/aborted.
+//!
+//! All slices of a run share its id and its time zero. Methods take `now` and return the
+//! messages to send ([`Outbox`]); the controller delivers them. Nothing here does I/O, so the
+//! lifecycle is tested with plain values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lobster_fleet::proto::{self, MasterMessage, master_message::Kind as Down};
+use lobster_fleet::scenario::Scenario;
+use lobster_fleet::stats::IntervalStats;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::aggregate::{Aggregator, Point};
+use crate::report::{LostSlave, Report, Status, StopInfo, figures};
+use crate::sla::SlaGuard;
+use crate::slicer::{self, Slot};
+
+/// Messages to deliver: (slave uid, message).
+pub type Outbox = Vec<(String, MasterMessage)>;
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for a quorum of slaves.
+    Init,
+    Running,
+    Suspended,
+    /// Stop sent; waiting for the slaves' last intervals.
+    Stopping,
+    Done(Status),
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Init => "init",
+            Phase::Running => "running",
+            Phase::Suspended => "suspended",
+            Phase::Stopping => "stopping",
+            Phase::Done(s) => s.as_str(),
+        }
+    }
+}
+
+/// How many slaves a run needs and how long it waits for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub quorum: u32,
+    pub quorum_timeout_ms: u64,
+}
+
+/// A slave taking part in a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Participant {
+    pub slave_id: String,
+    pub instance_id: String,
+    pub slave_index: u32,
+    pub millicores: u32,
+    /// Carries a share now (not lost).
+    pub active: bool,
+    /// Its last interval arrived.
+    pub got_last: bool,
+    /// Its share as last sent (amounts), to send rescales only on change.
+    #[serde(skip)]
+    pub share: Option<proto::Share>,
+    /// When the session went away (or the master restarted) without the slave being lost yet.
+    #[serde(skip)]
+    pub detached_since: Option<Instant>,
+    #[serde(skip)]
+    pub stop_acked_ms: Option<u64>,
+}
+
+/// Who a slave is, when it joins a run.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub uid: String,
+    pub slave_id: String,
+    pub instance_id: String,
+    pub slave_index: u32,
+    pub millicores: u32,
+}
+
+struct Stopping {
+    reason: String,
+    /// Status if nothing else decides (an abort); `None` means judge by the SLA rules.
+    forced: Option<Status>,
+    sent_at: Instant,
+    at_s: f64,
+    deadline: Instant,
+}
+
+/// The state persisted for recovery after a master restart.
+#[derive(Serialize, Deserialize)]
+pub struct Persisted {
+    pub phase: Phase,
+    pub options: RunOptions,
+    pub started_unix_ms: Option<u64>,
+    pub suspended_total_ms: u64,
+    pub suspended_since_unix_ms: Option<u64>,
+    pub participants: BTreeMap<String, Participant>,
+    pub lost: Vec<LostSlave>,
+}
+
+pub struct Run {
+    pub id: String,
+    pub scenario: Arc<Scenario>,
+    /// The scenario as sent to slaves (data items travel in the shares).
+    wire_json: String,
+    pub phase: Phase,
+    pub options: RunOptions,
+    created: Instant,
+    pub created_unix_ms: u64,
+    started: Option<Instant>,
+    pub started_unix_ms: Option<u64>,
+    suspended_since: Option<Instant>,
+    suspended_total: Duration,
+    pub participants: BTreeMap<String, Participant>,
+    pub agg: Aggregator,
+    sla: SlaGuard,
+    stop: Option<Stopping>,
+    lost: Vec<LostSlave>,
+    /// The final report, once done.
+    pub report: Option<Report>,
+    /// Set when the persisted state changed and should be saved.
+    pub dirty: bool,
+}
+
+/// How long a run waits for the last intervals after the stop, beyond the request timeout.
+const STOP_SLACK: Duration = Duration::from_secs(5);
+/// Longest wait for in-flight requests after a stop.
+const MAX_INFLIGHT_WAIT: Duration = Duration::from_secs(60);
+
+impl Run {
+    pub fn new(id: String, scenario: Scenario, options: RunOptions, now: Instant, unix_ms: u64) -> Self {
+        let mut wire = scenario.clone();
+        wire.data = Vec::new();
+        let sla = SlaGuard::new(&scenario.sla);
+        Run {
+            id,
+            wire_json: wire.to_json(),
+            scenario: Arc::new(scenario),
+            phase: Phase::Init,
+            options,
+            created: now,
+            created_unix_ms: unix_ms,
+            started: None,
+            started_unix_ms: None,
+            suspended_since: None,
+            suspended_total: Duration::ZERO,
+            participants: BTreeMap::new(),
+            agg: Aggregator::default(),
+            sla,
+            stop: None,
+            lost: Vec::new(),
+            report: None,
+            dirty: true,
+        }
+    }
+
+    /// Rebuilds a run from the store after a restart; participants must re-attach within the lease.
+    pub fn recover(id: String, scenario: Scenario, p: Persisted, created_unix_ms: u64, now: Instant, unix_ms: u64) -> Self {
+        let mut run = Run::new(id, scenario, p.options, now, created_unix_ms);
+        let ago = |ms: u64| now.checked_sub(Duration::from_millis(unix_ms.saturating_sub(ms))).unwrap_or(now);
+        run.phase = p.phase;
+        run.started_unix_ms = p.started_unix_ms;
+        run.started = p.started_unix_ms.map(ago);
+        run.suspended_total = Duration::from_millis(p.suspended_total_ms);
+        run.suspended_since = p.suspended_since_unix_ms.map(ago);
+        run.participants = p.participants;
+        for part in run.participants.values_mut() {
+            part.detached_since = Some(now);
+        }
+        run.lost = p.lost;
+        if run.phase == Phase::Stopping {
+            // The stop was sent before the restart; wait a little for the last intervals again.
+            run.stop = Some(Stopping {
+                reason: "stopped (recovered after a master restart)".into(),
+                forced: None,
+                sent_at: now,
+                at_s: run.elapsed(now).as_secs_f64(),
+                deadline: now + STOP_SLACK,
+            });
+        }
+        run
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        let unix_now = crate::clock::unix_ms();
+        Persisted {
+            phase: self.phase,
+            options: self.options,
+            started_unix_ms: self.started_unix_ms,
+            suspended_total_ms: self.suspended_total.as_millis() as u64,
+            suspended_since_unix_ms: self
+                .suspended_since
+                .map(|s| unix_now.saturating_sub(s.elapsed().as_millis() as u64)),
+            participants: self.participants.clone(),
+            lost: self.lost.clone(),
+        }
+    }
+
+    /// Wall time since the run started.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        self.started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+    }
+
+    /// Load time: wall time minus suspended time.
+    pub fn load_elapsed(&self, now: Instant) -> Duration {
+        let suspended = self.suspended_total
+            + self.suspended_since.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        self.elapsed(now).saturating_sub(suspended)
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
+    }
+
+    fn active(&self) -> impl Iterator<Item = (&String, &Participant)> {
+        self.participants.iter().filter(|(_, p)| p.active)
+    }
+
+    /// Starts the run if enough slaves are available; every available slave takes part.
+    pub fn try_start(&mut self, now: Instant, unix_ms: u64, available: Vec<Candidate>) -> Outbox {
+        if self.phase != Phase::Init || (available.len() as u32) < self.options.quorum.max(1) {
+            return Vec::new();
+        }
+        self.started = Some(now);
+        self.started_unix_ms = Some(unix_ms);
+        self.phase = Phase::Running;
+        self.dirty = true;
+        for c in available {
+            self.participants.insert(c.uid.clone(), participant(&c));
+        }
+        info!(run_id = %self.id, slaves = self.participants.len(), "run started");
+        self.reslice(now)
+    }
+
+    /// Whether the quorum wait is over without a start.
+    pub fn quorum_expired(&self, now: Instant) -> bool {
+        self.phase == Phase::Init
+            && now.duration_since(self.created) >= Duration::from_millis(self.options.quorum_timeout_ms)
+    }
+
+    /// A slave became available during the run: give it a share.
+    pub fn add_slave(&mut self, now: Instant, c: Candidate) -> Outbox {
+        if !matches!(self.phase, Phase::Running | Phase::Suspended) || self.participants.get(&c.uid).is_some_and(|p| p.active) {
+            return Vec::new();
+        }
+        info!(run_id = %self.id, slave = %c.slave_id, "slave joins the run");
+        let mut p = participant(&c);
+        if let Some(old) = self.participants.get(&c.uid) {
+            p.got_last = old.got_last;
+        }
+        self.participants.insert(c.uid.clone(), p);
+        self.dirty = true;
+        self.reslice(now)
+    }
+
+    /// A participant came back with this run's id (reconnect, or after a master restart).
+    pub fn readopt(&mut self, now: Instant, c: Candidate) -> Outbox {
+        match self.phase {
+            Phase::Stopping | Phase::Done(_) => return vec![(c.uid, stop_msg(&self.id, "the run is over"))],
+            Phase::Init => return Vec::new(),
+            Phase::Running | Phase::Suspended => {}
+        }
+        match self.participants.get_mut(&c.uid) {
+            Some(p) if p.active => {
+                p.detached_since = None;
+                // Send the share again so the slave aligns with this master's clock.
+                p.share = None;
+                self.reslice(now)
+            }
+            _ => self.add_slave(now, c),
+        }
+    }
+
+    /// A participant's session ended (it may come back before it is declared lost).
+    pub fn detached(&mut self, now: Instant, uid: &str) {
+        if let Some(p) = self.participants.get_mut(uid) {
+            p.detached_since.get_or_insert(now);
+        }
+    }
+
+    /// A participant is gone: its share goes to the others.
+    pub fn lose_slave(&mut self, now: Instant, uid: &str, reason: &str) -> Outbox {
+        let at_s = self.elapsed(now).as_secs_f64();
+        let Some(p) = self.participants.get_mut(uid).filter(|p| p.active) else {
+            return Vec::new();
+        };
+        p.active = false;
+        p.share = None;
+        self.dirty = true;
+        warn!(run_id = %self.id, slave = %p.slave_id, reason, "slave lost");
+        let mut lost = LostSlave {
+            slave_id: p.slave_id.clone(),
+            instance_id: p.instance_id.clone(),
+            slave_index: p.slave_index,
+            at_s,
+            reason: reason.to_string(),
+            redistributed_after_ms: None,
+        };
+        let finished = p.got_last;
+        let out = match self.phase {
+            Phase::Running | Phase::Suspended if !finished => {
+                if self.active().count() == 0 {
+                    self.lost.push(lost);
+                    return self.request_stop(now, "all slaves lost", Some(Status::Aborted));
+                }
+                let out = self.reslice(now);
+                lost.redistributed_after_ms = Some(now.elapsed().as_millis() as u64);
+                out
+            }
+            _ => Vec::new(),
+        };
+        self.lost.push(lost);
+        out
+    }
+
+    /// Recomputes every active participant's share; sends `Assign` to new ones, `Rescale` to
+    /// those whose share changed.
+    fn reslice(&mut self, now: Instant) -> Outbox {
+        let slots: Vec<Slot> = self
+            .active()
+            .map(|(uid, p)| Slot {
+                key: uid.clone(),
+                millicores: u64::from(p.millicores),
+            })
+            .collect();
+        let shares = slicer::shares(&self.scenario, &slots);
+        let (run_ms, load_ms) = (self.elapsed(now).as_millis() as u64, self.load_elapsed(now).as_millis() as u64);
+        let suspended = self.phase == Phase::Suspended;
+        let mut out = Vec::new();
+        for (slot, share) in slots.into_iter().zip(shares) {
+            let p = self.participants.get_mut(&slot.key).expect("active participant");
+            let msg = match &p.share {
+                None => Down::Assign(proto::Assign {
+                    run_id: self.id.clone(),
+                    scenario_json: self.wire_json.clone(),
+                    share: Some(share.clone()),
+                    run_elapsed_ms: run_ms,
+                    load_elapsed_ms: load_ms,
+                    suspended,
+                }),
+                Some(old) if *old == share => continue,
+                Some(_) => Down::Rescale(proto::Rescale {
+                    run_id: self.id.clone(),
+                    share: Some(share.clone()),
+                    load_elapsed_ms: load_ms,
+                }),
+            };
+            p.share = Some(share);
+            out.push((slot.key, MasterMessage { kind: Some(msg) }));
+        }
+        out
+    }
+
+    /// Records a slave's interval; false if it was a resend.
+    pub fn on_stats(&mut self, uid: &str, index: u64, last: bool, stats: &IntervalStats) -> bool {
+        let new = self.agg.add(uid, index, stats);
+        if last {
+            if let Some(p) = self.participants.get_mut(uid) {
+                p.got_last = true;
+            }
+        }
+        new
+    }
+
+    /// A slave acknowledged the stop.
+    pub fn on_stopped(&mut self, uid: &str, now: Instant) {
+        if let (Some(stop), Some(p)) = (&self.stop, self.participants.get_mut(uid)) {
+            p.stop_acked_ms.get_or_insert(now.duration_since(stop.sent_at).as_millis() as u64);
+        }
+    }
+
+    /// Stops every participant. `forced` sets the final status (an abort); otherwise the SLA decides.
+    pub fn request_stop(&mut self, now: Instant, reason: &str, forced: Option<Status>) -> Outbox {
+        if self.is_done() || self.stop.is_some() {
+            return Vec::new();
+        }
+        info!(run_id = %self.id, reason, "stopping run");
+        if let Some(s) = self.suspended_since.take() {
+            self.suspended_total += now.saturating_duration_since(s);
+        }
+        let wait = Duration::from_millis(self.scenario.timeout_ms).min(MAX_INFLIGHT_WAIT) + STOP_SLACK;
+        self.stop = Some(Stopping {
+            reason: reason.to_string(),
+            forced,
+            sent_at: now,
+            at_s: self.elapsed(now).as_secs_f64(),
+            deadline: now + wait,
+        });
+        self.dirty = true;
+        if self.phase == Phase::Init {
+            self.phase = Phase::Stopping;
+            return Vec::new();
+        }
+        self.phase = Phase::Stopping;
+        self.active()
+            .map(|(uid, _)| (uid.clone(), stop_msg(&self.id, reason)))
+            .collect()
+    }
+
+    pub fn suspend(&mut self, now: Instant) -> Result<Outbox, String> {
+        if self.phase != Phase::Running {
+            return Err(format!("run is {}, not running", self.phase.name()));
+        }
+        self.phase = Phase::Suspended;
+        self.suspended_since = Some(now);
+        self.dirty = true;
+        let msg = |id: &str| MasterMessage {
+            kind: Some(Down::Suspend(proto::Suspend { run_id: id.to_string() })),
+        };
+        Ok(self.active().map(|(u, _)| (u.clone(), msg(&self.id))).collect())
+    }
+
+    pub fn resume(&mut self, now: Instant) -> Result<Outbox, String> {
+        if self.phase != Phase::Suspended {
+            return Err(format!("run is {}, not suspended", self.phase.name()));
+        }
+        if let Some(s) = self.suspended_since.take() {
+            self.suspended_total += now.saturating_duration_since(s);
+        }
+        self.phase = Phase::Running;
+        self.dirty = true;
+        let load_ms = self.load_elapsed(now).as_millis() as u64;
+        let msg = |id: &str| MasterMessage {
+            kind: Some(Down::Resume(proto::Resume {
+                run_id: id.to_string(),
+                load_elapsed_ms: load_ms,
+            })),
+        };
+        Ok(self.active().map(|(u, _)| (u.clone(), msg(&self.id))).collect())
+    }
+
+    /// Advances time: closes intervals (evaluating SLA rules), ends the run at its duration,
+    /// declares silent participants lost, finishes the stop. Returns messages and the newly
+    /// closed points.
+    pub fn tick(&mut self, now: Instant, lease: Duration) -> (Outbox, Vec<Point>) {
+        let mut out = Vec::new();
+        let mut points = Vec::new();
+        if self.quorum_expired(now) {
+            let reason = format!(
+                "quorum not reached: fewer than {} slave(s) within {} s",
+                self.options.quorum,
+                self.options.quorum_timeout_ms / 1000
+            );
+            out.extend(self.request_stop(now, &reason, Some(Status::Aborted)));
+        }
+        let gone: Vec<String> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.active && p.detached_since.is_some_and(|d| now.duration_since(d) > lease))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for uid in gone {
+            out.extend(self.lose_slave(now, &uid, "did not come back within its lease"));
+        }
+        if self.started.is_some() {
+            let expected: BTreeSet<String> = self
+                .active()
+                .filter(|(_, p)| !p.got_last)
+                .map(|(u, _)| u.clone())
+                .collect();
+            for closed in self.agg.close_ready(self.elapsed(now), &expected) {
+                if let Some(abort) = self.sla.on_interval(closed.index, &closed.stats) {
+                    let reason = format!("SLA violated: {} (was {:.2})", abort.rule, abort.value);
+                    out.extend(self.request_stop(now, &reason, Some(Status::Aborted)));
+                }
+                points.push(closed.point);
+            }
+        }
+        if self.phase == Phase::Running && self.load_elapsed(now).as_millis() as u64 >= self.scenario.duration_ms {
+            out.extend(self.request_stop(now, "duration reached", None));
+        }
+        if self.phase == Phase::Stopping {
+            let all_in = self.active().all(|(_, p)| p.got_last);
+            let deadline = self.stop.as_ref().is_some_and(|s| now >= s.deadline);
+            if all_in || deadline {
+                points.extend(self.finish(now).into_iter());
+            }
+        }
+        (out, points)
+    }
+
+    /// Closes the run and builds its report.
+    fn finish(&mut self, now: Instant) -> Vec<Point> {
+        let closed: Vec<Point> = self.agg.close_all().into_iter().map(|c| c.point).collect();
+        let stop = self.stop.take().unwrap_or(Stopping {
+            reason: "stopped".into(),
+            forced: None,
+            sent_at: now,
+            at_s: 0.0,
+            deadline: now,
+        });
+        let status = stop.forced.unwrap_or(if self.sla.passed() { Status::Passed } else { Status::Failed });
+        let missing: Vec<String> = self
+            .active()
+            .filter(|(_, p)| !p.got_last)
+            .map(|(_, p)| p.slave_id.clone())
+            .collect();
+        let seconds = self.load_elapsed(now).as_secs_f64().min(self.scenario.duration_ms as f64 / 1000.0);
+        let order: Vec<String> = self.scenario.requests.iter().map(|r| r.name.clone()).collect();
+        let (totals, endpoints) = figures(&self.agg.total, &order, seconds);
+        let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);
+        let report = Report {
+            run_id: self.id.clone(),
+            name: self.scenario.name.clone(),
+            status,
+            target: self.scenario.target.to_string(),
+            model: format!("{:?}", self.scenario.load.model).to_lowercase(),
+            started_at: crate::clock::rfc3339(started_unix),
+            ended_at: crate::clock::rfc3339(crate::clock::unix_ms()),
+            duration_s: seconds,
+            slaves: self.participants.len() as u32,
+            lost_slaves: self.lost.clone(),
+            totals,
+            endpoints,
+            sla: self.sla.results(),
+            stop: StopInfo {
+                reason: stop.reason,
+                at_s: stop.at_s,
+                propagation_ms: self.participants.values().filter_map(|p| p.stop_acked_ms).max(),
+                missing_final: missing,
+            },
+            late_requests: self.agg.late_requests,
+            series: self.agg.series.clone(),
+        };
+        info!(run_id = %self.id, status = status.as_str(), requests = report.totals.requests, "run finished");
+        self.phase = Phase::Done(status);
+        self.report = Some(report);
+        self.dirty = true;
+        closed
+    }
+}
+
+fn participant(c: &Candidate) -> Participant {
+    Participant {
+        slave_id: c.slave_id.clone(),
+        instance_id: c.instance_id.clone(),
+        slave_index: c.slave_index,
+        millicores: c.millicores.max(1),
+        active: true,
+        got_last: false,
+        share: None,
+        detached_since: None,
+        stop_acked_ms: None,
+    }
+}
+
+/// A `Stop` for a run.
+pub fn stop_msg(run_id: &str, reason: &str) -> MasterMessage {
+    MasterMessage {
+        kind: Some(Down::Stop(proto::Stop {
+            run_id: run_id.to_string(),
+            reason: reason.to_string(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! The run lifecycle as a table of events and expected messages.
+
+use super::*;
+use lobster_fleet::stats::EndpointStats;
+
+fn scenario(extra: &str) -> Scenario {
+    lobster_fleet::scenario::parse(
+        &format!("name: t\ntarget: http://127.0.0.1:9\nduration: 10s\nload: {{users: 10}}\nrequests: [{{name: a, path: /}}]\n{extra}"),
+        "t.yaml",
+    )
+    .unwrap()
+}
+
+fn cand(uid: &str) -> Candidate {
+    Candidate {
+        uid: uid.into(),
+        slave_id: format!("s-{uid}"),
+        instance_id: "i-1".into(),
+        slave_index: 1,
+        millicores: 1000,
+    }
+}
+
+fn kinds(out: &Outbox) -> Vec<(String, &'static str, u64)> {
+    out.iter()
+        .map(|(u, m)| match m.kind.as_ref().unwrap() {
+            Down::Assign(a) => (u.clone(), "assign", a.share.as_ref().unwrap().start),
+            Down::Rescale(r) => (u.clone(), "rescale", r.share.as_ref().unwrap().start),
+            Down::Stop(_) => (u.clone(), "stop", 0),
+            Down::Suspend(_) => (u.clone(), "suspend", 0),
+            Down::Resume(_) => (u.clone(), "resume", 0),
+            _ => (u.clone(), "other", 0),
+        })
+        .collect()
+}
+
+fn stats(requests: u64, latency_ms: u64) -> IntervalStats {
+    let mut s = IntervalStats::default();
+    let mut e = EndpointStats::default();
+    e.requests = requests;
+    for _ in 0..requests {
+        e.latency_us.record(latency_ms * 1000).unwrap();
+    }
+    s.endpoints.insert("a".into(), e);
+    s
+}
+
+const LEASE: Duration = Duration::from_secs(3);
+
+#[test]
+fn quorum_start_rescale_on_join_and_loss() {
+    let t0 = Instant::now();
+    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 2, quorum_timeout_ms: 5000 }, t0, 0);
+    assert!(r.try_start(t0, 0, vec![cand("a")]).is_empty(), "below quorum");
+    let out = r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    assert_eq!(kinds(&out), vec![("a".into(), "assign", 5), ("b".into(), "assign", 5)]);
+    assert_eq!(r.phase, Phase::Running);
+
+    let t1 = t0 + Duration::from_secs(1);
+    let out = r.add_slave(t1, cand("c"));
+    assert_eq!(
+        kinds(&out),
+        vec![("a".into(), "rescale", 4), ("b".into(), "rescale", 3), ("c".into(), "assign", 3)]
+    );
+    let out = r.lose_slave(t1, "b", "killed");
+    assert_eq!(kinds(&out), vec![("a".into(), "rescale", 5), ("c".into(), "rescale", 5)]);
+    assert_eq!(r.lost.len(), 1);
+    assert!(r.lose_slave(t1, "b", "again").is_empty(), "a lost slave is lost once");
+}
+
+#[test]
+fn quorum_timeout_aborts() {
+    let t0 = Instant::now();
+    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 3, quorum_timeout_ms: 2000 }, t0, 0);
+    r.tick(t0 + Duration::from_secs(1), LEASE);
+    assert_eq!(r.phase, Phase::Init);
+    r.tick(t0 + Duration::from_secs(2), LEASE);
+    assert_eq!(r.phase, Phase::Done(Status::Aborted));
+    assert!(r.report.as_ref().unwrap().stop.reason.contains("quorum"));
+}
+
+#[test]
+fn duration_end_stop_and_report() {
+    let t0 = Instant::now();
+    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 1, quorum_timeout_ms: 5000 }, t0, 0);
+    r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    for i in 0..10 {
+        r.on_stats("a", i, false, &stats(10, 5));
+        r.on_stats("b", i, false, &stats(10, 5));
+    }
+    let (out, points) = r.tick(t0 + Duration::from_secs(10), LEASE);
+    assert_eq!(points.len(), 10);
+    assert_eq!(kinds(&out), vec![("a".into(), "stop", 0), ("b".into(), "stop", 0)]);
+    assert_eq!(r.phase, Phase::Stopping);
+    r.on_stopped("a", t0 + Duration::from_millis(10_050));
+    r.on_stats("a", 10, true, &stats(1, 5));
+    r.tick(t0 + Duration::from_millis(10_100), LEASE);
+    assert_eq!(r.phase, Phase::Stopping, "waits for b's last interval");
+    r.on_stats("b", 10, true, &stats(1, 5));
+    r.tick(t0 + Duration::from_millis(10_200), LEASE);
+    let rep = r.report.as_ref().unwrap();
+    assert_eq!(rep.status, Status::Passed);
+    assert_eq!(rep.totals.requests, 202);
+    assert_eq!(rep.stop.propagation_ms, Some(50));
+    assert!(rep.stop.missing_final.is_empty());
+}
+
+#[test]
+fn sla_violation_aborts_at_once() {
+    let t0 = Instant::now();
+    let mut r = Run::new(
+        "r".into(),
+        scenario("sla: [{metric: p99, max: 100ms}]"),
+        RunOptions { quorum: 1, quorum_timeout_ms: 5000 },
+        t0,
+        0,
+    );
+    r.try_start(t0, 0, vec![cand("a")]);
+    r.on_stats("a", 0, false, &stats(10, 500));
+    let (out, _) = r.tick(t0 + Duration::from_millis(1_010), LEASE);
+    assert_eq!(kinds(&out), vec![("a".into(), "stop", 0)]);
+    r.on_stats("a", 1, true, &stats(1, 500));
+    r.tick(t0 + Duration::from_millis(1_100), LEASE);
+    let rep = r.report.as_ref().unwrap();
+    assert_eq!(rep.status, Status::Aborted);
+    assert!(!rep.sla[0].passed && rep.sla[0].aborted_run);
+}
+
+#[test]
+fn suspend_freezes_load_time_and_detached_slaves_expire() {
+    let t0 = Instant::now();
+    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 1, quorum_timeout_ms: 5000 }, t0, 0);
+    r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    let t1 = t0 + Duration::from_secs(2);
+    assert_eq!(kinds(&r.suspend(t1).unwrap()).len(), 2);
+    assert!(r.suspend(t1).is_err());
+    let t2 = t1 + Duration::from_secs(5);
+    r.resume(t2).unwrap();
+    assert_eq!(r.load_elapsed(t2), Duration::from_secs(2));
+    r.detached(t2, "b");
+    let (out, _) = r.tick(t2 + LEASE + Duration::from_millis(1), LEASE);
+    assert_eq!(kinds(&out), vec![("a".into(), "rescale", 10)]);
+    assert_eq!(r.lost[0].slave_id, "s-b");
+}

@@ -1,0 +1,100 @@
+//! The gRPC control plane (`lobster.v1.Control`): forwards joins, sessions and drains to the
+//! control loop. A session's first message must be `Attach` within a few seconds; inbound
+//! messages go to the loop through its bounded channel, so a flooding slave only slows itself.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use lobster_fleet::proto::{
+    DrainReply, DrainRequest, JoinReply, JoinRequest, MasterMessage, SlaveMessage,
+    control_server::{Control, ControlServer},
+    slave_message::Kind as Up,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info_span};
+
+use crate::control::{Command, ControlHandle, SESSION_QUEUE};
+
+/// Largest gRPC message accepted from a slave.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Time a new session has to send `Attach`.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ControlService {
+    control: ControlHandle,
+}
+
+impl ControlService {
+    pub fn server(control: ControlHandle) -> ControlServer<Self> {
+        ControlServer::new(ControlService { control })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+fn gone() -> Status {
+    Status::unavailable("the master is shutting down")
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let req = req.into_inner();
+        self.control
+            .ask(|tx| Command::Join(req, tx))
+            .await
+            .ok_or_else(gone)?
+            .map(Response::new)
+    }
+
+    type SessionStream = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send + 'static>>;
+
+    async fn session(&self, req: Request<Streaming<SlaveMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(ATTACH_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Attach within 10 s"))??;
+        let Some(SlaveMessage { kind: Some(Up::Attach(attach)) }) = first else {
+            return Err(Status::invalid_argument("the first session message must be Attach"));
+        };
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let session = self
+            .control
+            .ask(|reply| Command::Attach { attach: attach.clone(), tx, reply })
+            .await
+            .ok_or_else(gone)??;
+        let control = self.control.clone();
+        let span = info_span!("session", session, uid = %attach.slave_uid);
+        tokio::spawn(
+            async move {
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(SlaveMessage { kind: Some(kind) })) => {
+                            if !control.tell(Command::FromSlave(session, kind)).await {
+                                break;
+                            }
+                        }
+                        Ok(Some(SlaveMessage { kind: None })) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                control.tell(Command::Detached(session)).await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
+        let req = req.into_inner();
+        self.control
+            .ask(|tx| Command::Drain(req, tx))
+            .await
+            .ok_or_else(gone)?
+            .map(Response::new)
+    }
+}
+

@@ -1,0 +1,64 @@
+//! Prometheus metrics of the master, served at `/metrics` by the HTTP API.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Every metric the master exports (names carry the `lobster_` prefix).
+pub struct Metrics {
+    registry: Registry,
+    pub joins: Counter,
+    pub joins_refused: Counter,
+    pub sessions: Counter,
+    pub intervals: Counter,
+    pub intervals_rejected: Counter,
+    pub requests: Counter,
+    pub runs: Counter,
+    pub runs_finished: Family<Vec<(String, String)>, Counter>,
+    pub slaves_connected: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lobster");
+        let m = Metrics {
+            registry: Registry::default(),
+            joins: Counter::default(),
+            joins_refused: Counter::default(),
+            sessions: Counter::default(),
+            intervals: Counter::default(),
+            intervals_rejected: Counter::default(),
+            requests: Counter::default(),
+            runs: Counter::default(),
+            runs_finished: Family::default(),
+            slaves_connected: Gauge::default(),
+        };
+        registry.register("joins", "Slave joins accepted", m.joins.clone());
+        registry.register("joins_refused", "Slave joins or attaches refused (wrong token, limits, impostors)", m.joins_refused.clone());
+        registry.register("sessions", "Slave sessions opened", m.sessions.clone());
+        registry.register("intervals", "Statistics intervals merged", m.intervals.clone());
+        registry.register("intervals_rejected", "Malformed statistics intervals refused", m.intervals_rejected.clone());
+        registry.register("requests", "Load requests counted in merged intervals", m.requests.clone());
+        registry.register("runs", "Runs created", m.runs.clone());
+        registry.register("runs_finished", "Runs finished, by status", m.runs_finished.clone());
+        registry.register("slaves_connected", "Slaves holding a live session", m.slaves_connected.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn finished(&self, status: &str) {
+        self.runs_finished
+            .get_or_create(&vec![("status".to_string(), status.to_string())])
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a string cannot fail");
+        out
+    }
+}

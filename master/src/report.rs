@@ -1,0 +1,280 @@
+//! The run report: what `--json` writes, what the API serves and what the summary prints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use lobster_fleet::stats::{EndpointStats, IntervalStats, LatencySummary};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Point;
+use crate::sla::RuleResult;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Ran to its end (or was stopped by the user) and every SLA rule held.
+    Passed,
+    /// Ran to its end but an SLA rule was violated.
+    Failed,
+    /// Ended early: an aborting SLA rule, no slaves left, a quorum never reached, a shutdown.
+    Aborted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Aborted => "aborted",
+        }
+    }
+}
+
+/// Latency figures in milliseconds.
+pub type Latency = LatencySummary;
+
+/// Fleet-wide totals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub failures: u64,
+    /// Requests per second of load time.
+    pub rps: f64,
+    pub error_rate_percent: f64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Failures by class.
+    pub errors: BTreeMap<String, u64>,
+    /// Open model: arrivals due but never sent.
+    pub dropped: u64,
+    pub latency_ms: LatencyOut,
+}
+
+/// Latency as serialized in reports (same fields as [`LatencySummary`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyOut {
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+}
+
+impl From<LatencySummary> for LatencyOut {
+    fn from(s: LatencySummary) -> Self {
+        LatencyOut {
+            min: s.min,
+            mean: s.mean,
+            p50: s.p50,
+            p90: s.p90,
+            p95: s.p95,
+            p99: s.p99,
+            p99_9: s.p999,
+            max: s.max,
+        }
+    }
+}
+
+/// One request of the mix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    pub name: String,
+    pub requests: u64,
+    pub failures: u64,
+    pub rps: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub latency_ms: LatencyOut,
+}
+
+/// A slave that left the run before its end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LostSlave {
+    pub slave_id: String,
+    pub instance_id: String,
+    pub slave_index: u32,
+    /// Run second at which it was declared lost.
+    pub at_s: f64,
+    pub reason: String,
+    /// Milliseconds from the loss to the rescale sent to the others.
+    pub redistributed_after_ms: Option<u64>,
+}
+
+/// How the stop went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StopInfo {
+    pub reason: String,
+    /// Run second at which the stop was sent.
+    pub at_s: f64,
+    /// Longest time from sending `Stop` to a slave's acknowledgement.
+    pub propagation_ms: Option<u64>,
+    /// Slaves whose last interval never arrived (their last second is missing).
+    pub missing_final: Vec<String>,
+}
+
+/// Everything about a finished run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub run_id: String,
+    pub name: String,
+    pub status: Status,
+    pub target: String,
+    pub model: String,
+    pub started_at: String,
+    pub ended_at: String,
+    /// Load time (suspended time excluded), seconds.
+    pub duration_s: f64,
+    /// Slaves that took part.
+    pub slaves: u32,
+    pub lost_slaves: Vec<LostSlave>,
+    pub totals: Totals,
+    pub endpoints: Vec<EndpointReport>,
+    pub sla: Vec<RuleResult>,
+    pub stop: StopInfo,
+    /// Requests that arrived after their second closed (in the totals, not in the series).
+    pub late_requests: u64,
+    pub series: Vec<Point>,
+}
+
+fn errors(e: &EndpointStats) -> BTreeMap<String, u64> {
+    e.errors.clone()
+}
+
+/// Totals and per-endpoint figures of merged stats over `seconds` of load.
+pub fn figures(total: &IntervalStats, order: &[String], seconds: f64) -> (Totals, Vec<EndpointReport>) {
+    let t = total.total();
+    let per_s = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    let totals = Totals {
+        requests: t.requests,
+        failures: t.failures,
+        rps: per_s(t.requests),
+        error_rate_percent: t.error_rate(),
+        bytes_received: t.bytes_received,
+        bytes_sent: t.bytes_sent,
+        errors: errors(&t),
+        dropped: total.dropped,
+        latency_ms: LatencySummary::of(&t.latency_us).into(),
+    };
+    let endpoints = order
+        .iter()
+        .map(|name| {
+            let e = total.endpoints.get(name).cloned().unwrap_or_default();
+            EndpointReport {
+                name: name.clone(),
+                requests: e.requests,
+                failures: e.failures,
+                rps: per_s(e.requests),
+                errors: errors(&e),
+                latency_ms: LatencySummary::of(&e.latency_us).into(),
+            }
+        })
+        .collect();
+    (totals, endpoints)
+}
+
+impl Report {
+    /// The summary printed at the end of `lobster run`.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let t = &self.totals;
+        let _ = writeln!(
+            o,
+            "\nrun {} ({}) {}: {} on {} slave(s), {:.1} s of load against {}",
+            self.run_id,
+            self.name,
+            self.status.as_str().to_uppercase(),
+            self.stop.reason,
+            self.slaves,
+            self.duration_s,
+            self.target
+        );
+        let _ = writeln!(
+            o,
+            "requests {}  failures {} ({:.2}%)  {:.1} req/s  received {} B  sent {} B{}",
+            t.requests,
+            t.failures,
+            t.error_rate_percent,
+            t.rps,
+            t.bytes_received,
+            t.bytes_sent,
+            if t.dropped > 0 { format!("  dropped {}", t.dropped) } else { String::new() }
+        );
+        if !t.errors.is_empty() {
+            let list: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(o, "errors: {}", list.join(", "));
+        }
+        let _ = writeln!(
+            o,
+            "{:<20} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (ms)", "requests", "fail", "min", "p50", "p90", "p95", "p99", "max"
+        );
+        let row = |o: &mut String, name: &str, req: u64, fail: u64, l: &LatencyOut| {
+            let _ = writeln!(
+                o,
+                "{:<20} {:>10} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                truncate(name, 20), req, fail, l.min, l.p50, l.p90, l.p95, l.p99, l.max
+            );
+        };
+        row(&mut o, "all", t.requests, t.failures, &t.latency_ms);
+        for e in &self.endpoints {
+            row(&mut o, &e.name, e.requests, e.failures, &e.latency_ms);
+        }
+        if !self.sla.is_empty() {
+            let _ = writeln!(o, "SLA");
+            for r in &self.sla {
+                let mark = if r.passed { "pass" } else { "FAIL" };
+                let worst = r.worst.map_or(String::new(), |w| format!(" (worst {w:.2})"));
+                let when = r
+                    .violated_at_s
+                    .map_or(String::new(), |s| format!(", violated in second {s}"));
+                let abort = if r.aborted_run { ", aborted the run" } else { "" };
+                let _ = writeln!(o, "  {mark}  {}{worst}{when}{abort}", r.rule);
+            }
+        }
+        for l in &self.lost_slaves {
+            let _ = writeln!(
+                o,
+                "lost slave {} ({} #{}) at {:.1}s: {}",
+                l.slave_id, l.instance_id, l.slave_index, l.at_s, l.reason
+            );
+        }
+        if !self.stop.missing_final.is_empty() {
+            let _ = writeln!(o, "no final statistics from: {}", self.stop.missing_final.join(", "));
+        }
+        o
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(std::iter::once('…')).collect()
+    }
+}
+
+/// Header of the live one-second table.
+pub fn live_header() -> String {
+    format!(
+        "{:>6} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "second", "req/s", "fail", "p50 ms", "p95 ms", "p99 ms", "max ms", "slaves"
+    )
+}
+
+/// One line of the live table.
+pub fn live_line(p: &Point) -> String {
+    format!(
+        "{:>6} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6}",
+        p.index + 1,
+        p.requests,
+        p.failures,
+        p.latency_ms.p50,
+        p.latency_ms.p95,
+        p.latency_ms.p99,
+        p.latency_ms.max,
+        p.slaves
+    )
+}

@@ -1,0 +1,233 @@
+//! The master process: gRPC for slaves, the HTTP API, the control loop and the run store,
+//! started together and stopped in order (the control loop first drains the active run while
+//! both servers still run, then the servers stop).
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState};
+use crate::control::{ControlHandle, Controller, Settings};
+use crate::grpc::ControlService;
+use crate::home::{Home, write_private};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// How to run a master.
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    /// Holds the run store, the join token, the lock and `master.json`.
+    pub state_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    /// gRPC URL slaves are told to dial (default: from the bound address).
+    pub advertise: Option<String>,
+    pub heartbeat: Duration,
+    pub lease: Duration,
+    pub max_slaves: usize,
+    /// Required on the API when set (mandatory off loopback).
+    pub api_token: Option<String>,
+}
+
+/// Where a running master can be reached; written to `master.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MasterInfo {
+    pub pid: u32,
+    pub api: String,
+    pub grpc: String,
+    pub version: String,
+}
+
+/// The master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another master holds this state directory.
+    #[error("another master is running on {0} (see master.json there)")]
+    Locked(String),
+    /// The state directory is unusable.
+    #[error("cannot use the state directory {path}")]
+    StateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listen address is taken or not ours.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API would be reachable off this host without a token.
+    #[error("the API listens on {0}, off loopback: set an API token (--api-token or LOBSTER_API_TOKEN)")]
+    ApiWithoutToken(SocketAddr),
+    /// The run store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An unfinished run could not be recovered.
+    #[error("cannot recover the unfinished run")]
+    Recover(#[source] anyhow::Error),
+}
+
+/// A bound, ready master; [`Master::run`] serves it.
+pub struct Master {
+    config: MasterConfig,
+    grpc: TcpListener,
+    api: TcpListener,
+    controller: Controller,
+    control: ControlHandle,
+    metrics: Arc<Metrics>,
+    info: MasterInfo,
+    join_token: String,
+    /// Held for the master's life: one master per state directory.
+    _lock: File,
+}
+
+fn state_err(dir: &std::path::Path) -> impl Fn(std::io::Error) -> StartError + '_ {
+    move |source| StartError::StateDir {
+        path: dir.display().to_string(),
+        source,
+    }
+}
+
+/// Reads the fleet's join token from `dir`, creating a random 128-bit one on first use.
+pub fn join_token(dir: &std::path::Path) -> std::io::Result<String> {
+    let path = dir.join("join-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 32 => Ok(t.trim().to_string()),
+        _ => {
+            let token: String = (0..32)
+                .map(|_| char::from_digit(rand::random_range(0..16u32), 16).expect("hex digit"))
+                .collect();
+            write_private(&path, &token)?;
+            Ok(token)
+        }
+    }
+}
+
+impl Master {
+    /// Takes the state directory, opens the store (recovering an unfinished run) and binds
+    /// both listeners. Nothing is served until [`Master::run`].
+    pub async fn bind(config: MasterConfig) -> Result<Self, StartError> {
+        let dir = &config.state_dir;
+        Home::ensure(dir).map_err(state_err(dir))?;
+        let lock = File::create(dir.join("master.lock")).map_err(state_err(dir))?;
+        if lock.try_lock().is_err() {
+            return Err(StartError::Locked(dir.display().to_string()));
+        }
+        if !config.api_listen.ip().is_loopback() && config.api_token.is_none() {
+            return Err(StartError::ApiWithoutToken(config.api_listen));
+        }
+        let join_token = join_token(dir).map_err(state_err(dir))?;
+        let store = Store::open(&dir.join("lobster.db"))?;
+        let metrics = Arc::new(Metrics::default());
+        let settings = Settings {
+            join_token: join_token.clone(),
+            heartbeat: config.heartbeat,
+            lease: config.lease,
+            max_slaves: config.max_slaves,
+        };
+        let (mut controller, control) = Controller::new(settings, store, metrics.clone());
+        controller.recover().map_err(StartError::Recover)?;
+        let grpc = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.grpc_listen, source })?;
+        let api = TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.api_listen, source })?;
+        let grpc_addr = grpc.local_addr().map_err(state_err(dir))?;
+        let api_addr = api.local_addr().map_err(state_err(dir))?;
+        let info = MasterInfo {
+            pid: std::process::id(),
+            api: format!("http://{api_addr}"),
+            grpc: config.advertise.clone().unwrap_or_else(|| format!("http://{}", advertised(grpc_addr))),
+            version: lobster_fleet::VERSION.to_string(),
+        };
+        Ok(Master {
+            config,
+            grpc,
+            api,
+            controller,
+            control,
+            metrics,
+            info,
+            join_token,
+            _lock: lock,
+        })
+    }
+
+    pub fn info(&self) -> &MasterInfo {
+        &self.info
+    }
+
+    /// The fleet's join token (give it to slaves; never log it).
+    pub fn join_token(&self) -> &str {
+        &self.join_token
+    }
+
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
+    }
+
+    /// Serves until `shutdown`; then stops the active run (bounded) and the servers.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let discovery = self.config.state_dir.join("master.json");
+        write_private(&discovery, &serde_json::to_string_pretty(&self.info)?)?;
+        info!(api = %self.info.api, grpc = %self.info.grpc, "master ready");
+        let servers = CancellationToken::new();
+
+        let grpc_stop = servers.clone();
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(ControlService::server(self.control.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), grpc_stop.cancelled_owned());
+        let grpc = tokio::spawn(grpc);
+
+        let state = ApiState {
+            control: self.control.clone(),
+            metrics: self.metrics.clone(),
+            grpc_url: self.info.grpc.clone(),
+            token: self.config.api_token.clone(),
+        };
+        let api_stop = servers.clone();
+        let api = axum::serve(self.api, api::router(state)).with_graceful_shutdown(api_stop.cancelled_owned());
+        let api = tokio::spawn(async move { api.await });
+
+        self.controller.run(shutdown).await;
+        servers.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), grpc).await.is_err() {
+            warn!("gRPC server did not stop within 5 s");
+        }
+        if tokio::time::timeout(Duration::from_secs(5), api).await.is_err() {
+            warn!("API server did not stop within 5 s");
+        }
+        let _ = std::fs::remove_file(&discovery);
+        info!("master stopped");
+        Ok(())
+    }
+}
+
+/// The address to tell slaves: a wildcard bind is reached through loopback locally.
+fn advertised(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// Reads `master.json` from a state directory.
+pub fn discover(state_dir: &std::path::Path) -> Option<MasterInfo> {
+    let text = std::fs::read_to_string(state_dir.join("master.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}

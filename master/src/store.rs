@@ -1,0 +1,224 @@
+//! The run store: SQLite (embedded) under the master's state directory.
+//!
+//! Holds every run (scenario, live state, final report) and every statistics interval received,
+//! keyed by (run, slave, index). An interval is stored before the master acknowledges it, so a
+//! master killed at any moment restarts with everything a slave was told is safe.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open the run store at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("run store query failed")]
+    Query(#[from] rusqlite::Error),
+}
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: String,
+    pub name: String,
+    pub scenario_json: String,
+    /// `init`, `running`, `suspended`, `stopping`, `passed`, `failed`, `aborted`.
+    pub status: String,
+    pub created_unix_ms: u64,
+    /// Live state needed to recover the run after a restart (JSON).
+    pub state_json: String,
+}
+
+/// One line of the run list.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub created_unix_ms: u64,
+}
+
+/// One stored interval.
+pub struct StoredInterval {
+    pub slave_uid: String,
+    pub index: u64,
+    pub payload: Vec<u8>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scenario_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    state_json TEXT NOT NULL DEFAULT '{}',
+    report_json TEXT
+);
+CREATE TABLE IF NOT EXISTS intervals (
+    run_id TEXT NOT NULL,
+    slave_uid TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (run_id, slave_uid, idx)
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Store { conn })
+    }
+
+    /// A store that lives in memory (tests).
+    pub fn in_memory() -> Self {
+        let conn = Connection::open_in_memory().expect("in-memory sqlite");
+        conn.execute_batch(SCHEMA).expect("schema");
+        Store { conn }
+    }
+
+    pub fn create_run(&self, r: &RunRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO runs (id, name, scenario_json, status, created_unix_ms, state_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![r.id, r.name, r.scenario_json, r.status, r.created_unix_ms as i64, r.state_json],
+        )?;
+        Ok(())
+    }
+
+    pub fn update_state(&self, id: &str, status: &str, state_json: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, state_json = ?3 WHERE id = ?1",
+            params![id, status, state_json],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish_run(&self, id: &str, status: &str, report_json: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, report_json = ?3 WHERE id = ?1",
+            params![id, status, report_json],
+        )?;
+        Ok(())
+    }
+
+    /// Stores an interval; `false` if it was already stored (a resend).
+    pub fn insert_interval(&self, run_id: &str, slave_uid: &str, index: u64, payload: &[u8]) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO intervals (run_id, slave_uid, idx, payload) VALUES (?1, ?2, ?3, ?4)",
+            params![run_id, slave_uid, index as i64, payload],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn intervals(&self, run_id: &str) -> Result<Vec<StoredInterval>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare("SELECT slave_uid, idx, payload FROM intervals WHERE run_id = ?1 ORDER BY idx")?;
+        let rows = q.query_map(params![run_id], |r| {
+            Ok(StoredInterval {
+                slave_uid: r.get(0)?,
+                index: r.get::<_, i64>(1)? as u64,
+                payload: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Runs that had not finished when the master stopped.
+    pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT id, name, scenario_json, status, created_unix_ms, state_json FROM runs WHERE report_json IS NULL ORDER BY created_unix_ms",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(RunRecord {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                scenario_json: r.get(2)?,
+                status: r.get(3)?,
+                created_unix_ms: r.get::<_, i64>(4)? as u64,
+                state_json: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn report(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT report_json FROM runs WHERE id = ?1", params![id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten())
+    }
+
+    pub fn runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT id, name, status, created_unix_ms FROM runs ORDER BY created_unix_ms DESC LIMIT ?1",
+        )?;
+        let rows = q.query_map(params![limit], |r| {
+            Ok(RunRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                status: r.get(2)?,
+                created_unix_ms: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_intervals_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        let rec = RunRecord {
+            id: "r1".into(),
+            name: "smoke".into(),
+            scenario_json: "{}".into(),
+            status: "running".into(),
+            created_unix_ms: 1,
+            state_json: "{}".into(),
+        };
+        {
+            let s = Store::open(&path).unwrap();
+            s.create_run(&rec).unwrap();
+            assert!(s.insert_interval("r1", "a", 0, b"x").unwrap());
+            assert!(!s.insert_interval("r1", "a", 0, b"x").unwrap(), "idempotent");
+            assert!(s.insert_interval("r1", "b", 0, b"y").unwrap());
+        }
+        // Reopen: like a master restart.
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.unfinished_runs().unwrap(), vec![rec]);
+        assert_eq!(s.intervals("r1").unwrap().len(), 2);
+        s.finish_run("r1", "passed", "{\"ok\":1}").unwrap();
+        assert!(s.unfinished_runs().unwrap().is_empty());
+        assert_eq!(s.report("r1").unwrap().as_deref(), Some("{\"ok\":1}"));
+        assert_eq!(s.report("nope").unwrap(), None);
+        assert_eq!(s.runs(10).unwrap()[0].status, "passed");
+    }
+}
