@@ -226,7 +226,7 @@ mod tests {
         let mut scratch = Vec::new();
         let text = String::from_utf8(mix.requests[0].bytes("a b", &mut scratch).to_vec()).unwrap();
         assert!(text.starts_with("GET /base/u/a%20b HTTP/1.1\r\n"), "{text}");
-        assert!(text.ends_with("Content-Length: 5\r\n\r\nid=a b"), "{text}");
+        assert!(text.ends_with("Content-Length: 6\r\n\r\nid=a b"), "{text}");
     }
 
     #[test]
