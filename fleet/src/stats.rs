@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::Serialize;
 
 use crate::proto;
@@ -188,7 +188,9 @@ fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, String> {
         return Err("histogram length does not match its payload".into());
     }
     if u32_at(12) != u32::from(SIGFIG) || u64_at(16) != 1 {
-        return Err(format!("histogram must have {SIGFIG} significant digits and lowest value 1"));
+        return Err(format!(
+            "histogram must have {SIGFIG} significant digits and lowest value 1"
+        ));
     }
     let highest = u64_at(24);
     if !(2..=MAX_WIRE_HIGHEST).contains(&highest) {

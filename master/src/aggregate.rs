@@ -157,8 +157,10 @@ mod tests {
 
     fn stats(requests: u64) -> IntervalStats {
         let mut s = IntervalStats::default();
-        let mut e = EndpointStats::default();
-        e.requests = requests;
+        let mut e = EndpointStats {
+            requests,
+            ..Default::default()
+        };
         for _ in 0..requests {
             e.latency_us.record(1000).unwrap();
         }
@@ -173,7 +175,10 @@ mod tests {
         assert!(a.add("x", 0, &stats(5)));
         assert!(!a.add("x", 0, &stats(5)), "a resend is a no-op");
         // Only x reported second 0: not closed before its grace.
-        assert!(a.close_ready(Duration::from_millis(1200), &expected).is_empty());
+        assert!(
+            a.close_ready(Duration::from_millis(1200), &expected)
+                .is_empty()
+        );
         assert!(a.add("y", 0, &stats(7)));
         let closed = a.close_ready(Duration::from_millis(1200), &expected);
         assert_eq!(closed.len(), 1);
@@ -181,8 +186,14 @@ mod tests {
         assert_eq!(closed[0].point.slaves, 2);
         // Second 1: y never reports; it closes after the grace.
         a.add("x", 1, &stats(1));
-        assert!(a.close_ready(Duration::from_millis(2500), &expected).is_empty());
-        assert_eq!(a.close_ready(Duration::from_millis(3000), &expected).len(), 1);
+        assert!(
+            a.close_ready(Duration::from_millis(2500), &expected)
+                .is_empty()
+        );
+        assert_eq!(
+            a.close_ready(Duration::from_millis(3000), &expected).len(),
+            1
+        );
         // y's second 1 arrives late: counted in the totals only.
         a.add("y", 1, &stats(4));
         assert_eq!(a.late_requests, 4);

@@ -82,7 +82,10 @@ impl From<ApiError> for Failure {
 }
 
 fn unavailable() -> Failure {
-    Failure(StatusCode::SERVICE_UNAVAILABLE, "the master is shutting down".into())
+    Failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the master is shutting down".into(),
+    )
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -112,7 +115,11 @@ async fn auth(
             .unwrap_or("");
         let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
         if !ok {
-            return Failure(StatusCode::UNAUTHORIZED, "missing or wrong API token".into()).into_response();
+            return Failure(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token".into(),
+            )
+            .into_response();
         }
     }
     next.run(req).await
@@ -127,12 +134,20 @@ async fn health(State(s): State<ApiState>) -> Json<Health> {
 }
 
 async fn slaves(State(s): State<ApiState>) -> Result<impl IntoResponse, Failure> {
-    let v = s.control.ask(Command::Slaves).await.ok_or_else(unavailable)?;
+    let v = s
+        .control
+        .ask(Command::Slaves)
+        .await
+        .ok_or_else(unavailable)?;
     Ok(Json(v))
 }
 
 async fn runs(State(s): State<ApiState>) -> Result<impl IntoResponse, Failure> {
-    let v = s.control.ask(Command::Runs).await.ok_or_else(unavailable)??;
+    let v = s
+        .control
+        .ask(Command::Runs)
+        .await
+        .ok_or_else(unavailable)??;
     Ok(Json(v))
 }
 
@@ -140,12 +155,20 @@ async fn create_run(
     State(s): State<ApiState>,
     body: Result<Json<CreateRun>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, Failure> {
-    let Json(body) = body.map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid run request: {}", e.body_text())))?;
+    let Json(body) = body.map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid run request: {}", e.body_text()),
+        )
+    })?;
     body.scenario
         .check()
         .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid scenario: {e}")))?;
     if body.quorum == 0 || body.quorum > 100_000 {
-        return Err(Failure(StatusCode::BAD_REQUEST, "quorum must be between 1 and 100000".into()));
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "quorum must be between 1 and 100000".into(),
+        ));
     }
     let options = RunOptions {
         quorum: body.quorum,
@@ -173,12 +196,20 @@ async fn get_run(
     Ok(Json(v))
 }
 
-async fn act(State(s): State<ApiState>, Path((id, action)): Path<(String, String)>) -> Result<impl IntoResponse, Failure> {
+async fn act(
+    State(s): State<ApiState>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<impl IntoResponse, Failure> {
     let action = match action.as_str() {
         "stop" => Action::Stop,
         "suspend" => Action::Suspend,
         "resume" => Action::Resume,
-        other => return Err(Failure(StatusCode::NOT_FOUND, format!("unknown action `{other}`: expected stop, suspend or resume"))),
+        other => {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                format!("unknown action `{other}`: expected stop, suspend or resume"),
+            ));
+        }
     };
     s.control
         .ask(|tx| Command::Act(id, action, tx))
@@ -189,7 +220,10 @@ async fn act(State(s): State<ApiState>, Path((id, action)): Path<(String, String
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }

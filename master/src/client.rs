@@ -46,14 +46,23 @@ impl ApiClient {
         let status = resp.status();
         if !status.is_success() {
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            let msg = body.get("error").and_then(|e| e.as_str()).unwrap_or("no details");
+            let msg = body
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no details");
             bail!("the master answered {status}: {msg}");
         }
-        resp.json().await.context("unreadable answer from the master")
+        resp.json()
+            .await
+            .context("unreadable answer from the master")
     }
 
     pub async fn health(&self) -> anyhow::Result<Health> {
-        let r = self.req(reqwest::Method::GET, "/api/health").timeout(Duration::from_secs(2)).send().await?;
+        let r = self
+            .req(reqwest::Method::GET, "/api/health")
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?;
         Self::decode(r).await
     }
 
@@ -62,21 +71,37 @@ impl ApiClient {
     }
 
     pub async fn create_run(&self, body: &CreateRun) -> anyhow::Result<String> {
-        let r = self.req(reqwest::Method::POST, "/api/runs").json(body).send().await?;
+        let r = self
+            .req(reqwest::Method::POST, "/api/runs")
+            .json(body)
+            .send()
+            .await?;
         Ok(Self::decode::<Created>(r).await?.run_id)
     }
 
     pub async fn run(&self, id: &str, after: u64) -> anyhow::Result<RunView> {
-        let r = self.req(reqwest::Method::GET, &format!("/api/runs/{id}?after={after}")).send().await?;
+        let r = self
+            .req(
+                reqwest::Method::GET,
+                &format!("/api/runs/{id}?after={after}"),
+            )
+            .send()
+            .await?;
         Self::decode(r).await
     }
 
     pub async fn act(&self, id: &str, action: &str) -> anyhow::Result<()> {
-        let r = self.req(reqwest::Method::POST, &format!("/api/runs/{id}/{action}")).send().await?;
+        let r = self
+            .req(reqwest::Method::POST, &format!("/api/runs/{id}/{action}"))
+            .send()
+            .await?;
         if !r.status().is_success() {
             let status = r.status();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
-            bail!("the master answered {status}: {}", body.get("error").and_then(|e| e.as_str()).unwrap_or(""));
+            bail!(
+                "the master answered {status}: {}",
+                body.get("error").and_then(|e| e.as_str()).unwrap_or("")
+            );
         }
         Ok(())
     }

@@ -50,20 +50,33 @@ impl Control for ControlService {
             .map(Response::new)
     }
 
-    type SessionStream = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send + 'static>>;
+    type SessionStream =
+        Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send + 'static>>;
 
-    async fn session(&self, req: Request<Streaming<SlaveMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        req: Request<Streaming<SlaveMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(ATTACH_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Attach within 10 s"))??;
-        let Some(SlaveMessage { kind: Some(Up::Attach(attach)) }) = first else {
-            return Err(Status::invalid_argument("the first session message must be Attach"));
+        let Some(SlaveMessage {
+            kind: Some(Up::Attach(attach)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first session message must be Attach",
+            ));
         };
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let session = self
             .control
-            .ask(|reply| Command::Attach { attach: attach.clone(), tx, reply })
+            .ask(|reply| Command::Attach {
+                attach: attach.clone(),
+                tx,
+                reply,
+            })
             .await
             .ok_or_else(gone)??;
         let control = self.control.clone();
@@ -97,4 +110,3 @@ impl Control for ControlService {
             .map(Response::new)
     }
 }
-

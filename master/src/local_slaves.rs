@@ -35,14 +35,16 @@ impl LocalSlaves {
     /// Starts `n` slaves that join `master` (gRPC URL) with `token`; logs go to `log_dir`.
     pub fn start(n: u32, master: &str, token: &str, log_dir: &Path) -> Result<Self, String> {
         let bin = slave_binary()?;
-        std::fs::create_dir_all(log_dir).map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
+        std::fs::create_dir_all(log_dir)
+            .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
         let mut children = Vec::new();
         for i in 1..=n {
             let log_path = log_dir.join(format!("local-slave-{i}.log"));
-            let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
             let child = Command::new(&bin)
                 .env("LOBSTER_MASTER", master)
                 .env("LOBSTER_JOIN_TOKEN", token)

@@ -36,14 +36,38 @@ impl Default for Metrics {
             slaves_connected: Gauge::default(),
         };
         registry.register("joins", "Slave joins accepted", m.joins.clone());
-        registry.register("joins_refused", "Slave joins or attaches refused (wrong token, limits, impostors)", m.joins_refused.clone());
+        registry.register(
+            "joins_refused",
+            "Slave joins or attaches refused (wrong token, limits, impostors)",
+            m.joins_refused.clone(),
+        );
         registry.register("sessions", "Slave sessions opened", m.sessions.clone());
-        registry.register("intervals", "Statistics intervals merged", m.intervals.clone());
-        registry.register("intervals_rejected", "Malformed statistics intervals refused", m.intervals_rejected.clone());
-        registry.register("requests", "Load requests counted in merged intervals", m.requests.clone());
+        registry.register(
+            "intervals",
+            "Statistics intervals merged",
+            m.intervals.clone(),
+        );
+        registry.register(
+            "intervals_rejected",
+            "Malformed statistics intervals refused",
+            m.intervals_rejected.clone(),
+        );
+        registry.register(
+            "requests",
+            "Load requests counted in merged intervals",
+            m.requests.clone(),
+        );
         registry.register("runs", "Runs created", m.runs.clone());
-        registry.register("runs_finished", "Runs finished, by status", m.runs_finished.clone());
-        registry.register("slaves_connected", "Slaves holding a live session", m.slaves_connected.clone());
+        registry.register(
+            "runs_finished",
+            "Runs finished, by status",
+            m.runs_finished.clone(),
+        );
+        registry.register(
+            "slaves_connected",
+            "Slaves holding a live session",
+            m.slaves_connected.clone(),
+        );
         Metrics { registry, ..m }
     }
 }

@@ -144,9 +144,19 @@ fn errors(e: &EndpointStats) -> BTreeMap<String, u64> {
 }
 
 /// Totals and per-endpoint figures of merged stats over `seconds` of load.
-pub fn figures(total: &IntervalStats, order: &[String], seconds: f64) -> (Totals, Vec<EndpointReport>) {
+pub fn figures(
+    total: &IntervalStats,
+    order: &[String],
+    seconds: f64,
+) -> (Totals, Vec<EndpointReport>) {
     let t = total.total();
-    let per_s = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    let per_s = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
     let totals = Totals {
         requests: t.requests,
         failures: t.failures,
@@ -200,7 +210,11 @@ impl Report {
             t.rps,
             t.bytes_received,
             t.bytes_sent,
-            if t.dropped > 0 { format!("  dropped {}", t.dropped) } else { String::new() }
+            if t.dropped > 0 {
+                format!("  dropped {}", t.dropped)
+            } else {
+                String::new()
+            }
         );
         if !t.errors.is_empty() {
             let list: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -215,7 +229,15 @@ impl Report {
             let _ = writeln!(
                 o,
                 "{:<20} {:>10} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                truncate(name, 20), req, fail, l.min, l.p50, l.p90, l.p95, l.p99, l.max
+                truncate(name, 20),
+                req,
+                fail,
+                l.min,
+                l.p50,
+                l.p90,
+                l.p95,
+                l.p99,
+                l.max
             );
         };
         row(&mut o, "all", t.requests, t.failures, &t.latency_ms);
@@ -226,11 +248,17 @@ impl Report {
             let _ = writeln!(o, "SLA");
             for r in &self.sla {
                 let mark = if r.passed { "pass" } else { "FAIL" };
-                let worst = r.worst.map_or(String::new(), |w| format!(" (worst {w:.2})"));
+                let worst = r
+                    .worst
+                    .map_or(String::new(), |w| format!(" (worst {w:.2})"));
                 let when = r
                     .violated_at_s
                     .map_or(String::new(), |s| format!(", violated in second {s}"));
-                let abort = if r.aborted_run { ", aborted the run" } else { "" };
+                let abort = if r.aborted_run {
+                    ", aborted the run"
+                } else {
+                    ""
+                };
                 let _ = writeln!(o, "  {mark}  {}{worst}{when}{abort}", r.rule);
             }
         }
@@ -242,7 +270,11 @@ impl Report {
             );
         }
         if !self.stop.missing_final.is_empty() {
-            let _ = writeln!(o, "no final statistics from: {}", self.stop.missing_final.join(", "));
+            let _ = writeln!(
+                o,
+                "no final statistics from: {}",
+                self.stop.missing_final.join(", ")
+            );
         }
         o
     }

@@ -67,7 +67,9 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The API would be reachable off this host without a token.
-    #[error("the API listens on {0}, off loopback: set an API token (--api-token or LOBSTER_API_TOKEN)")]
+    #[error(
+        "the API listens on {0}, off loopback: set an API token (--api-token or LOBSTER_API_TOKEN)"
+    )]
     ApiWithoutToken(SocketAddr),
     /// The run store could not be opened.
     #[error(transparent)]
@@ -117,14 +119,14 @@ impl Master {
     /// Takes the state directory, opens the store (recovering an unfinished run) and binds
     /// both listeners. Nothing is served until [`Master::run`].
     pub async fn bind(config: MasterConfig) -> Result<Self, StartError> {
+        if !config.api_listen.ip().is_loopback() && config.api_token.is_none() {
+            return Err(StartError::ApiWithoutToken(config.api_listen));
+        }
         let dir = &config.state_dir;
         Home::ensure(dir).map_err(state_err(dir))?;
         let lock = File::create(dir.join("master.lock")).map_err(state_err(dir))?;
         if lock.try_lock().is_err() {
             return Err(StartError::Locked(dir.display().to_string()));
-        }
-        if !config.api_listen.ip().is_loopback() && config.api_token.is_none() {
-            return Err(StartError::ApiWithoutToken(config.api_listen));
         }
         let join_token = join_token(dir).map_err(state_err(dir))?;
         let store = Store::open(&dir.join("lobster.db"))?;
@@ -139,16 +141,25 @@ impl Master {
         controller.recover().map_err(StartError::Recover)?;
         let grpc = TcpListener::bind(config.grpc_listen)
             .await
-            .map_err(|source| StartError::Bind { addr: config.grpc_listen, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: config.grpc_listen,
+                source,
+            })?;
         let api = TcpListener::bind(config.api_listen)
             .await
-            .map_err(|source| StartError::Bind { addr: config.api_listen, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: config.api_listen,
+                source,
+            })?;
         let grpc_addr = grpc.local_addr().map_err(state_err(dir))?;
         let api_addr = api.local_addr().map_err(state_err(dir))?;
         let info = MasterInfo {
             pid: std::process::id(),
             api: format!("http://{api_addr}"),
-            grpc: config.advertise.clone().unwrap_or_else(|| format!("http://{}", advertised(grpc_addr))),
+            grpc: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", advertised(grpc_addr))),
             version: lobster_fleet::VERSION.to_string(),
         };
         Ok(Master {
@@ -190,7 +201,10 @@ impl Master {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(ControlService::server(self.control.clone()))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), grpc_stop.cancelled_owned());
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc),
+                grpc_stop.cancelled_owned(),
+            );
         let grpc = tokio::spawn(grpc);
 
         let state = ApiState {
@@ -200,15 +214,22 @@ impl Master {
             token: self.config.api_token.clone(),
         };
         let api_stop = servers.clone();
-        let api = axum::serve(self.api, api::router(state)).with_graceful_shutdown(api_stop.cancelled_owned());
+        let api = axum::serve(self.api, api::router(state))
+            .with_graceful_shutdown(api_stop.cancelled_owned());
         let api = tokio::spawn(async move { api.await });
 
         self.controller.run(shutdown).await;
         servers.cancel();
-        if tokio::time::timeout(Duration::from_secs(5), grpc).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), grpc)
+            .await
+            .is_err()
+        {
             warn!("gRPC server did not stop within 5 s");
         }
-        if tokio::time::timeout(Duration::from_secs(5), api).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), api)
+            .await
+            .is_err()
+        {
             warn!("API server did not stop within 5 s");
         }
         let _ = std::fs::remove_file(&discovery);

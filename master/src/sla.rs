@@ -154,9 +154,11 @@ mod tests {
 
     fn interval(latency_ms: u64, requests: u64, failures: u64) -> IntervalStats {
         let mut s = IntervalStats::default();
-        let mut e = EndpointStats::default();
-        e.requests = requests;
-        e.failures = failures;
+        let mut e = EndpointStats {
+            requests,
+            failures,
+            ..Default::default()
+        };
         for _ in 0..requests {
             e.latency_us.record(latency_ms * 1000).unwrap();
         }
@@ -175,10 +177,16 @@ mod tests {
     fn a_slow_fleet_aborts_at_the_first_interval() {
         let mut g = SlaGuard::new(&rules("  - {metric: p99, max: 800ms, window: 10s}\n"));
         assert_eq!(g.on_interval(0, &interval(100, 50, 0)), None);
-        let abort = g.on_interval(1, &interval(2000, 500, 0)).expect("violation");
+        let abort = g
+            .on_interval(1, &interval(2000, 500, 0))
+            .expect("violation");
         assert_eq!(abort.index, 1);
         assert!(abort.value >= 2000.0 && abort.rule == "p99 <= 800ms over 10s");
-        assert_eq!(g.on_interval(2, &interval(2000, 500, 0)), None, "one abort only");
+        assert_eq!(
+            g.on_interval(2, &interval(2000, 500, 0)),
+            None,
+            "one abort only"
+        );
         let r = &g.results()[0];
         assert!(!r.passed && r.aborted_run && r.violated_at_s == Some(1));
     }
@@ -188,7 +196,11 @@ mod tests {
         let mut g = SlaGuard::new(&rules("  - {metric: error_rate, max: 1%, abort: false}\n"));
         assert_eq!(g.on_interval(0, &interval(1, 1000, 5)), None);
         assert!(g.passed());
-        assert_eq!(g.on_interval(1, &interval(1, 1000, 100)), None, "does not abort");
+        assert_eq!(
+            g.on_interval(1, &interval(1, 1000, 100)),
+            None,
+            "does not abort"
+        );
         assert!(!g.passed());
         assert!(!g.results()[0].aborted_run);
     }
@@ -204,7 +216,9 @@ mod tests {
 
     #[test]
     fn passing_rules_pass() {
-        let mut g = SlaGuard::new(&rules("  - {metric: p95, max: 1s}\n  - {metric: rps, min: 1, window: 2s}\n"));
+        let mut g = SlaGuard::new(&rules(
+            "  - {metric: p95, max: 1s}\n  - {metric: rps, min: 1, window: 2s}\n",
+        ));
         for i in 0..5 {
             assert_eq!(g.on_interval(i, &interval(5, 100, 0)), None);
         }

@@ -86,7 +86,10 @@ mod tests {
     #[test]
     fn examples() {
         assert_eq!(slice(30, &[1000, 1000, 1000]), vec![10, 10, 10]);
-        assert_eq!(slice(200_000, &[1000, 1000, 1000]), vec![66_667, 66_667, 66_666]);
+        assert_eq!(
+            slice(200_000, &[1000, 1000, 1000]),
+            vec![66_667, 66_667, 66_666]
+        );
         assert_eq!(slice(10, &[2000, 1000, 1000]), vec![5, 3, 2]);
         assert_eq!(slice(1, &[1000, 1000]), vec![1, 0]);
         assert_eq!(slice(0, &[1000, 1000]), vec![0, 0]);
@@ -101,13 +104,22 @@ mod tests {
         let s = lobster_fleet::scenario::parse(text, "d.yaml").unwrap();
         let slots: Vec<Slot> = ["x", "y", "z"]
             .iter()
-            .map(|k| Slot { key: k.to_string(), millicores: 1000 })
+            .map(|k| Slot {
+                key: k.to_string(),
+                millicores: 1000,
+            })
             .collect();
         let shares = shares(&s, &slots);
         let all: Vec<String> = shares.iter().flat_map(|s| s.items.clone()).collect();
         assert_eq!(all, s.data);
         assert_eq!(shares.iter().map(|s| s.start).sum::<u64>(), 5);
-        assert_eq!(shares.iter().map(|s| u64::from(s.max_connections)).sum::<u64>(), 10_000);
+        assert_eq!(
+            shares
+                .iter()
+                .map(|s| u64::from(s.max_connections))
+                .sum::<u64>(),
+            10_000
+        );
     }
 
     proptest! {
@@ -123,7 +135,7 @@ mod tests {
             for (i, &s) in shares.iter().enumerate() {
                 let exact_num = u128::from(total) * w[i];
                 let floor = (exact_num / sum) as u64;
-                let ceil = floor + u64::from(exact_num % sum != 0);
+                let ceil = floor + u64::from(!exact_num.is_multiple_of(sum));
                 prop_assert!(s >= floor && s <= ceil, "slave {} got {} for quota in [{}, {}]", i, s, floor, ceil);
             }
             prop_assert_eq!(slice(total, &weights), shares);

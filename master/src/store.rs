@@ -83,9 +83,12 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         Ok(Store { conn })
     }
@@ -122,7 +125,13 @@ impl Store {
     }
 
     /// Stores an interval; `false` if it was already stored (a resend).
-    pub fn insert_interval(&self, run_id: &str, slave_uid: &str, index: u64, payload: &[u8]) -> Result<bool, StoreError> {
+    pub fn insert_interval(
+        &self,
+        run_id: &str,
+        slave_uid: &str,
+        index: u64,
+        payload: &[u8],
+    ) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO intervals (run_id, slave_uid, idx, payload) VALUES (?1, ?2, ?3, ?4)",
             params![run_id, slave_uid, index as i64, payload],
@@ -131,9 +140,9 @@ impl Store {
     }
 
     pub fn intervals(&self, run_id: &str) -> Result<Vec<StoredInterval>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare("SELECT slave_uid, idx, payload FROM intervals WHERE run_id = ?1 ORDER BY idx")?;
+        let mut q = self.conn.prepare(
+            "SELECT slave_uid, idx, payload FROM intervals WHERE run_id = ?1 ORDER BY idx",
+        )?;
         let rows = q.query_map(params![run_id], |r| {
             Ok(StoredInterval {
                 slave_uid: r.get(0)?,
@@ -165,9 +174,11 @@ impl Store {
     pub fn report(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT report_json FROM runs WHERE id = ?1", params![id], |r| {
-                r.get::<_, Option<String>>(0)
-            })
+            .query_row(
+                "SELECT report_json FROM runs WHERE id = ?1",
+                params![id],
+                |r| r.get::<_, Option<String>>(0),
+            )
             .optional()?
             .flatten())
     }
@@ -208,7 +219,10 @@ mod tests {
             let s = Store::open(&path).unwrap();
             s.create_run(&rec).unwrap();
             assert!(s.insert_interval("r1", "a", 0, b"x").unwrap());
-            assert!(!s.insert_interval("r1", "a", 0, b"x").unwrap(), "idempotent");
+            assert!(
+                !s.insert_interval("r1", "a", 0, b"x").unwrap(),
+                "idempotent"
+            );
             assert!(s.insert_interval("r1", "b", 0, b"y").unwrap());
         }
         // Reopen: like a master restart.

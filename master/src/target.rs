@@ -95,8 +95,10 @@ impl Target {
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -104,7 +106,10 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     reply(status, "text/plain", body.into())
 }
 
-async fn handle(req: Request<Incoming>, counter: Arc<Counter>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    counter: Arc<Counter>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     // Read (and drop) the request body so the connection stays usable for the next request.
     let _ = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BYTES)).await;
@@ -130,7 +135,10 @@ async fn handle(req: Request<Incoming>, counter: Arc<Counter>) -> Result<Respons
     let resp = match head {
         "" => reply(StatusCode::OK, "text/plain", Bytes::from_static(HELLO)),
         "item" if !arg.is_empty() && arg.len() <= 128 => {
-            let id: String = arg.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            let id: String = arg
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
             reply(
                 StatusCode::OK,
                 "application/json",
@@ -142,15 +150,32 @@ async fn handle(req: Request<Incoming>, counter: Arc<Counter>) -> Result<Respons
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 text(StatusCode::OK, "ok\n")
             }
-            _ => text(StatusCode::BAD_REQUEST, "usage: /delay/{ms} with ms <= 600000\n"),
+            _ => text(
+                StatusCode::BAD_REQUEST,
+                "usage: /delay/{ms} with ms <= 600000\n",
+            ),
         },
-        "status" => match arg.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+        "status" => match arg
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+        {
             Some(code) if code.as_u16() >= 200 => text(code, format!("{}\n", code.as_u16())),
-            _ => text(StatusCode::BAD_REQUEST, "usage: /status/{code} with 200 <= code <= 999\n"),
+            _ => text(
+                StatusCode::BAD_REQUEST,
+                "usage: /status/{code} with 200 <= code <= 999\n",
+            ),
         },
         "bytes" => match arg.parse::<usize>() {
-            Ok(n) if n <= MAX_BYTES => reply(StatusCode::OK, "application/octet-stream", Bytes::from(vec![b'x'; n])),
-            _ => text(StatusCode::BAD_REQUEST, "usage: /bytes/{n} with n <= 16777216\n"),
+            Ok(n) if n <= MAX_BYTES => reply(
+                StatusCode::OK,
+                "application/octet-stream",
+                Bytes::from(vec![b'x'; n]),
+            ),
+            _ => text(
+                StatusCode::BAD_REQUEST,
+                "usage: /bytes/{n} with n <= 16777216\n",
+            ),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };

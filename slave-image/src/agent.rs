@@ -184,8 +184,12 @@ async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
                 Some(Err(e)) => {
                     let delay = backoff.next_delay();
                     match &e {
-                        SessionError::Refused(_) => error!(error = %e, retry_in_ms = delay.as_millis() as u64, "join refused"),
-                        _ => warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "master unreachable"),
+                        SessionError::Refused(_) => {
+                            error!(error = %e, retry_in_ms = delay.as_millis() as u64, "join refused")
+                        }
+                        _ => {
+                            warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "master unreachable")
+                        }
                     }
                     let wake = tokio::time::Instant::now() + delay;
                     loop {
@@ -209,7 +213,12 @@ async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
             info!(slave_id = %session.slave_id, "joined the master");
             state.lease = session.lease;
             state.last_contact = Instant::now();
-            let Session { tx, mut inbound, heartbeat, .. } = session;
+            let Session {
+                tx,
+                mut inbound,
+                heartbeat,
+                ..
+            } = session;
             state.spool.reset_sent();
             state.flush(&tx);
             let mut hb = tokio::time::interval(heartbeat);
@@ -242,18 +251,23 @@ async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
             }
         }
     }
-
 }
 
 fn leave(state: &State) {
     if !state.spool.is_empty() {
-        warn!(unacknowledged = state.spool.len(), "leaving with intervals the master never acknowledged");
+        warn!(
+            unacknowledged = state.spool.len(),
+            "leaving with intervals the master never acknowledged"
+        );
     }
     info!("slave stopped");
 }
 
 fn begin_shutdown(state: &mut State, cfg: &AgentConfig) -> tokio::time::Instant {
-    info!(deadline_s = cfg.drain_deadline.as_secs(), "shutting down: stopping load, sending the last interval");
+    info!(
+        deadline_s = cfg.drain_deadline.as_secs(),
+        "shutting down: stopping load, sending the last interval"
+    );
     state.draining = true;
     if let Some(c) = &mut state.current {
         c.stopping = true;
@@ -270,7 +284,10 @@ async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Connects, joins and opens the session stream (with `Attach` as its first message).
-async fn open_session(cfg: Arc<AgentConfig>, run_id: Option<Arc<str>>) -> Result<Session, SessionError> {
+async fn open_session(
+    cfg: Arc<AgentConfig>,
+    run_id: Option<Arc<str>>,
+) -> Result<Session, SessionError> {
     let endpoint = Endpoint::from_shared(cfg.master.clone())
         .map_err(|e| SessionError::Connect(cfg.master.clone(), e))?
         .connect_timeout(Duration::from_secs(5))
@@ -407,7 +424,12 @@ impl State {
 
     fn on_output(&mut self, o: Output, tx: Option<&mpsc::Sender<SlaveMessage>>) {
         match o {
-            Output::Interval { run_id, index, stats, last } => {
+            Output::Interval {
+                run_id,
+                index,
+                stats,
+                last,
+            } => {
                 let msg = stats.to_proto(&run_id, index, last);
                 debug!(run_id = %run_id, index, requests = stats.requests(), last, "interval");
                 if stats.requests() > 0 || last {
@@ -423,7 +445,11 @@ impl State {
                     self.flush(tx);
                 }
             }
-            Output::Event { run_id, kind, message } => {
+            Output::Event {
+                run_id,
+                kind,
+                message,
+            } => {
                 if let Some(tx) = tx {
                     let _ = tx.try_send(event(kind, &run_id, message));
                 }
@@ -443,7 +469,12 @@ impl State {
         pause(c);
     }
 
-    fn on_master(&mut self, msg: MasterMessage, tx: &mpsc::Sender<SlaveMessage>, cfg: &AgentConfig) {
+    fn on_master(
+        &mut self,
+        msg: MasterMessage,
+        tx: &mpsc::Sender<SlaveMessage>,
+        cfg: &AgentConfig,
+    ) {
         let Some(kind) = msg.kind else { return };
         match kind {
             Down::Ack(a) => self.spool.ack(&a.run_id, &a.indexes),
@@ -451,7 +482,8 @@ impl State {
             Down::Rescale(r) => {
                 if let Some(c) = self.current_for(&r.run_id) {
                     let Some(share) = r.share else { return };
-                    c.control.send_modify(|ctl| apply_share(ctl, &share, r.load_elapsed_ms));
+                    c.control
+                        .send_modify(|ctl| apply_share(ctl, &share, r.load_elapsed_ms));
                     info!(run_id = %r.run_id, "share rescaled");
                 }
             }
@@ -477,7 +509,11 @@ impl State {
                     None => false,
                 };
                 info!(run_id = %s.run_id, reason = %s.reason, "stop");
-                let _ = tx.try_send(event(EventKind::Stopped, &s.run_id, if stopped { "stopped" } else { "not running" }));
+                let _ = tx.try_send(event(
+                    EventKind::Stopped,
+                    &s.run_id,
+                    if stopped { "stopped" } else { "not running" },
+                ));
             }
             Down::Drain(d) => {
                 info!(reason = %d.reason, "draining: no new work");
@@ -492,12 +528,17 @@ impl State {
 
     fn on_assign(&mut self, a: proto::Assign, tx: &mpsc::Sender<SlaveMessage>, cfg: &AgentConfig) {
         let Some(share) = a.share.clone() else {
-            let _ = tx.try_send(event(EventKind::Error, &a.run_id, "assignment without a share"));
+            let _ = tx.try_send(event(
+                EventKind::Error,
+                &a.run_id,
+                "assignment without a share",
+            ));
             return;
         };
         // The master re-adopting a run we already carry (after a reconnect): update it.
         if let Some(c) = self.current_for(&a.run_id) {
-            c.control.send_modify(|ctl| apply_share(ctl, &share, a.load_elapsed_ms));
+            c.control
+                .send_modify(|ctl| apply_share(ctl, &share, a.load_elapsed_ms));
             c.deadman = false;
             if a.suspended {
                 pause(c);
@@ -508,18 +549,30 @@ impl State {
             return;
         }
         if self.draining {
-            let _ = tx.try_send(event(EventKind::Error, &a.run_id, "draining: refusing new work"));
+            let _ = tx.try_send(event(
+                EventKind::Error,
+                &a.run_id,
+                "draining: refusing new work",
+            ));
             return;
         }
         let scenario = match Scenario::from_json(&a.scenario_json) {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                let _ = tx.try_send(event(EventKind::Error, &a.run_id, format!("invalid scenario: {e}")));
+                let _ = tx.try_send(event(
+                    EventKind::Error,
+                    &a.run_id,
+                    format!("invalid scenario: {e}"),
+                ));
                 return;
             }
         };
         let Some(profile) = scenario.load.with_amounts(&amounts(&share)) else {
-            let _ = tx.try_send(event(EventKind::Error, &a.run_id, "share does not match the scenario's stages"));
+            let _ = tx.try_send(event(
+                EventKind::Error,
+                &a.run_id,
+                "share does not match the scenario's stages",
+            ));
             return;
         };
         if let Some(old) = self.current.take() {

@@ -79,7 +79,10 @@ impl AgentArgs {
         if !(master.starts_with("http://") || master.starts_with("https://")) || master.len() < 10 {
             return Err(ConfigError::BadMaster(master));
         }
-        let join_token = self.join_token.filter(|t| !t.is_empty()).ok_or(ConfigError::NoToken)?;
+        let join_token = self
+            .join_token
+            .filter(|t| !t.is_empty())
+            .ok_or(ConfigError::NoToken)?;
         if self.slave_index == 0 {
             return Err(ConfigError::Zero("--slave-index"));
         }

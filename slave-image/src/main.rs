@@ -16,7 +16,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = if cli.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cli.threads)
@@ -79,7 +81,10 @@ fn main() -> ExitCode {
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 async fn signals(shutdown: CancellationToken, force: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }

@@ -31,7 +31,8 @@ pub struct Spool {
 impl Spool {
     /// Keeps an interval until acknowledged.
     pub fn push(&mut self, run_id: Arc<str>, msg: StatsInterval) {
-        self.entries.insert((run_id, msg.index), Entry { msg, sent_at: None });
+        self.entries
+            .insert((run_id, msg.index), Entry { msg, sent_at: None });
         while self.entries.len() > MAX_SPOOLED {
             let oldest = self.entries.keys().next().cloned().expect("not empty");
             self.entries.remove(&oldest);
@@ -100,7 +101,11 @@ mod tests {
         s.push(r.clone(), interval(0));
         s.push(r.clone(), interval(1));
         assert_eq!(s.due(t0, Duration::from_secs(5)).len(), 2);
-        assert_eq!(s.due(t0, Duration::from_secs(5)).len(), 0, "not resent before the timeout");
+        assert_eq!(
+            s.due(t0, Duration::from_secs(5)).len(),
+            0,
+            "not resent before the timeout"
+        );
         s.ack("r", &[0]);
         assert_eq!(s.len(), 1);
         let later = t0 + Duration::from_secs(5);

@@ -25,7 +25,6 @@ pub(crate) struct ScenarioFile {
     pub sla: Vec<Spanned<SlaFile>>,
 }
 
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoadFile {
@@ -63,7 +62,6 @@ pub(crate) struct RequestFile {
     pub expect: Option<Spanned<StatusList>>,
     pub weight: Option<Spanned<Whole>>,
 }
-
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -75,12 +75,16 @@ impl Target {
             return Err(format!("target `{url}` has no host"));
         }
         if authority.contains('@') {
-            return Err(format!("target `{url}`: credentials in the URL are not supported"));
+            return Err(format!(
+                "target `{url}`: credentials in the URL are not supported"
+            ));
         }
         let (host, port) = split_host_port(authority)
             .ok_or_else(|| format!("target `{url}`: invalid host or port"))?;
         if path.contains(['?', '#', ' ']) {
-            return Err(format!("target `{url}`: the base URL may not have a query or fragment"));
+            return Err(format!(
+                "target `{url}`: the base URL may not have a query or fragment"
+            ));
         }
         Ok(Target {
             host,
@@ -200,7 +204,13 @@ impl fmt::Display for SlaRule {
             Bound::Max(v) => ("<=", v),
             Bound::Min(v) => (">=", v),
         };
-        write!(f, " {op} {}{} over {}s", fmt_num(v), self.metric.unit(), self.window_ms as f64 / 1000.0)
+        write!(
+            f,
+            " {op} {}{} over {}s",
+            fmt_num(v),
+            self.metric.unit(),
+            self.window_ms as f64 / 1000.0
+        )
     }
 }
 
@@ -337,7 +347,10 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
             path: shown,
             line: 0,
             column: 0,
-            message: format!("file is {} bytes, larger than the {MAX_FILE_BYTES} accepted", meta.len()),
+            message: format!(
+                "file is {} bytes, larger than the {MAX_FILE_BYTES} accepted",
+                meta.len()
+            ),
         });
     }
     let bytes = std::fs::read(path).map_err(read_err)?;
@@ -345,19 +358,25 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         path: shown.clone(),
         line: 0,
         column: 0,
-        message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        message: format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     validate::parse(&text, &shown, &|file: &str| {
         let p = base.join(file);
-        std::fs::read_to_string(&p).map_err(|e| format!("cannot read data file {}: {e}", p.display()))
+        std::fs::read_to_string(&p)
+            .map_err(|e| format!("cannot read data file {}: {e}", p.display()))
     })
 }
 
 /// Validates scenario text. `source` names it in errors; a `data.file` is refused (use [`load`]).
 pub fn parse(text: &str, source: &str) -> Result<Scenario, ScenarioError> {
     validate::parse(text, source, &|file: &str| {
-        Err(format!("data file `{file}` cannot be read here: give the data inline as `items`"))
+        Err(format!(
+            "data file `{file}` cannot be read here: give the data inline as `items`"
+        ))
     })
 }
 

@@ -153,7 +153,11 @@ impl Arrivals {
                     }
                 }
                 None => {
-                    return if a > 0.0 { Some(start + n_in / a) } else { None };
+                    return if a > 0.0 {
+                        Some(start + n_in / a)
+                    } else {
+                        None
+                    };
                 }
             }
         }
@@ -203,7 +207,10 @@ mod tests {
             start,
             stages: stages
                 .iter()
-                .map(|&(duration_ms, target)| Stage { duration_ms, target })
+                .map(|&(duration_ms, target)| Stage {
+                    duration_ms,
+                    target,
+                })
                 .collect(),
         }
     }
@@ -214,8 +221,14 @@ mod tests {
             model: Model::Closed,
             start: 0,
             stages: vec![
-                Stage { duration_ms: 10_000, target: 30 },
-                Stage { duration_ms: 10_000, target: 10 },
+                Stage {
+                    duration_ms: 10_000,
+                    target: 30,
+                },
+                Stage {
+                    duration_ms: 10_000,
+                    target: 10,
+                },
             ],
         };
         assert_eq!(p.value_at(0), 0.0);

@@ -27,7 +27,9 @@ fn the_minimal_example_is_accepted_as_written() {
     assert_eq!(s.requests[0].method, "GET");
     assert_eq!(s.requests[0].weight, 1);
     assert_eq!(s.requests[1].weight, 2);
-    assert!(s.requests[0].accepts(200) && s.requests[0].accepts(302) && !s.requests[0].accepts(500));
+    assert!(
+        s.requests[0].accepts(200) && s.requests[0].accepts(302) && !s.requests[0].accepts(500)
+    );
 }
 
 #[test]
@@ -39,9 +41,19 @@ fn rate_selects_the_open_model() {
 
 #[test]
 fn ramp_and_stages_build_profiles() {
-    let s = parse(&SMOKE.replace("users: 30", "users: 30\n  ramp: 10s"), "r.yaml").unwrap();
+    let s = parse(
+        &SMOKE.replace("users: 30", "users: 30\n  ramp: 10s"),
+        "r.yaml",
+    )
+    .unwrap();
     assert_eq!(s.load.start, 0);
-    assert_eq!(s.load.stages, vec![Stage { duration_ms: 10_000, target: 30 }]);
+    assert_eq!(
+        s.load.stages,
+        vec![Stage {
+            duration_ms: 10_000,
+            target: 30
+        }]
+    );
 
     let staged = "name: peak
 target: http://localhost:9000/api/
@@ -72,12 +84,16 @@ sla:
 
 #[test]
 fn think_and_data() {
-    let text = format!(
-        "{SMOKE}think: {{min: 100ms, max: 1s}}\ndata:\n  items: [a, b, c]\n"
-    )
-    .replace("/item/42", "/item/{{item}}");
+    let text = format!("{SMOKE}think: {{min: 100ms, max: 1s}}\ndata:\n  items: [a, b, c]\n")
+        .replace("/item/42", "/item/{{item}}");
     let s = parse(&text, "d.yaml").unwrap();
-    assert_eq!(s.think, Think { min_ms: 100, max_ms: 1000 });
+    assert_eq!(
+        s.think,
+        Think {
+            min_ms: 100,
+            max_ms: 1000
+        }
+    );
     assert_eq!(s.data, vec!["a", "b", "c"]);
     assert!(s.requests[1].uses_item());
 }
@@ -105,43 +121,173 @@ fn bad_scenarios_are_refused_with_a_location() {
         ("empty file", "", "empty"),
         ("not a mapping", "- a\n- b\n", ""),
         ("syntax error", "name: [unclosed\n", ""),
-        ("unknown top-level field", &format!("{SMOKE}colour: red\n"), "colour"),
+        (
+            "unknown top-level field",
+            &format!("{SMOKE}colour: red\n"),
+            "colour",
+        ),
         ("missing name", &SMOKE.replace("name: smoke\n", ""), "name"),
-        ("missing target", &SMOKE.replace("target: http://127.0.0.1:8080\n", ""), "target"),
-        ("target not a url", &SMOKE.replace("http://127.0.0.1:8080", "localhost"), "not a URL"),
-        ("https target", &SMOKE.replace("http://", "https://"), "https"),
+        (
+            "missing target",
+            &SMOKE.replace("target: http://127.0.0.1:8080\n", ""),
+            "target",
+        ),
+        (
+            "target not a url",
+            &SMOKE.replace("http://127.0.0.1:8080", "localhost"),
+            "not a URL",
+        ),
+        (
+            "https target",
+            &SMOKE.replace("http://", "https://"),
+            "https",
+        ),
         ("target bad port", &SMOKE.replace(":8080", ":99999"), "port"),
-        ("missing duration", &SMOKE.replace("duration: 20s\n", ""), "duration"),
+        (
+            "missing duration",
+            &SMOKE.replace("duration: 20s\n", ""),
+            "duration",
+        ),
         ("bad duration", &SMOKE.replace("20s", "twenty"), "duration"),
-        ("zero duration", &SMOKE.replace("20s", "0s"), "longer than zero"),
+        (
+            "zero duration",
+            &SMOKE.replace("20s", "0s"),
+            "longer than zero",
+        ),
         ("negative duration", &SMOKE.replace("20s", "-5"), "negative"),
-        ("users and rate", &SMOKE.replace("users: 30", "users: 30\n  rate: 5"), "not both"),
-        ("zero users", &SMOKE.replace("users: 30", "users: 0"), "users"),
-        ("negative users", &SMOKE.replace("users: 30", "users: -3"), ""),
-        ("users as text", &SMOKE.replace("users: 30", "users: many"), ""),
+        (
+            "users and rate",
+            &SMOKE.replace("users: 30", "users: 30\n  rate: 5"),
+            "not both",
+        ),
+        (
+            "zero users",
+            &SMOKE.replace("users: 30", "users: 0"),
+            "users",
+        ),
+        (
+            "negative users",
+            &SMOKE.replace("users: 30", "users: -3"),
+            "",
+        ),
+        (
+            "users as text",
+            &SMOKE.replace("users: 30", "users: many"),
+            "",
+        ),
         ("zero rate", &SMOKE.replace("users: 30", "rate: 0"), "rate"),
-        ("absurd rate", &SMOKE.replace("users: 30", "rate: 1e12"), "rate"),
+        (
+            "absurd rate",
+            &SMOKE.replace("users: 30", "rate: 1e12"),
+            "rate",
+        ),
         ("no load", &SMOKE.replace("users: 30", "ramp: 5s"), "users"),
-        ("unknown load field", &SMOKE.replace("users: 30", "users: 30\n  vus: 3"), "vus"),
-        ("empty requests", "name: x\ntarget: http://a\nduration: 1s\nload: {users: 1}\nrequests: []\n", "at least one"),
-        ("duplicate request", &SMOKE.replace("name: item", "name: home"), "duplicate"),
-        ("path without slash", &SMOKE.replace("path: /item/42", "path: item/42"), "start with"),
-        ("bad method", &SMOKE.replace("method: GET", "method: \"G T\""), "method"),
-        ("zero weight", &SMOKE.replace("weight: 2", "weight: 0"), "weight"),
-        ("negative weight", &SMOKE.replace("weight: 2", "weight: -2"), ""),
-        ("bad expect", &SMOKE.replace("weight: 2", "expect: 999"), "status"),
-        ("unknown request field", &SMOKE.replace("weight: 2", "wieght: 2"), "wieght"),
-        ("item without data", &SMOKE.replace("/item/42", "/item/{{item}}"), "data"),
-        ("unknown variable", &SMOKE.replace("/item/42", "/item/{{user}}"), "user"),
-        ("bad sla metric", &format!("{SMOKE}sla:\n  - {{metric: p42, max: 1s}}\n"), "p42"),
-        ("sla without bound", &format!("{SMOKE}sla:\n  - {{metric: p99}}\n"), "max"),
-        ("sla wrong unit", &format!("{SMOKE}sla:\n  - {{metric: p99, max: 5%}}\n"), "duration"),
-        ("sla unknown request", &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, request: nope}}\n"), "nope"),
-        ("sla tiny window", &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, window: 10ms}}\n"), "window"),
-        ("ramp and stages", &SMOKE.replace("users: 30", "ramp: 1s\n  stages: [{duration: 1s, users: 2}]"), "not both"),
-        ("mixed stages", &SMOKE.replace("users: 30", "stages: [{duration: 1s, users: 2}, {duration: 1s, rate: 2}]"), "same model"),
-        ("think min above max", &format!("{SMOKE}think: {{min: 2s, max: 1s}}\n"), "min"),
-        ("bad header name", &format!("{SMOKE}headers: {{\"a b\": c}}\n"), "header"),
+        (
+            "unknown load field",
+            &SMOKE.replace("users: 30", "users: 30\n  vus: 3"),
+            "vus",
+        ),
+        (
+            "empty requests",
+            "name: x\ntarget: http://a\nduration: 1s\nload: {users: 1}\nrequests: []\n",
+            "at least one",
+        ),
+        (
+            "duplicate request",
+            &SMOKE.replace("name: item", "name: home"),
+            "duplicate",
+        ),
+        (
+            "path without slash",
+            &SMOKE.replace("path: /item/42", "path: item/42"),
+            "start with",
+        ),
+        (
+            "bad method",
+            &SMOKE.replace("method: GET", "method: \"G T\""),
+            "method",
+        ),
+        (
+            "zero weight",
+            &SMOKE.replace("weight: 2", "weight: 0"),
+            "weight",
+        ),
+        (
+            "negative weight",
+            &SMOKE.replace("weight: 2", "weight: -2"),
+            "",
+        ),
+        (
+            "bad expect",
+            &SMOKE.replace("weight: 2", "expect: 999"),
+            "status",
+        ),
+        (
+            "unknown request field",
+            &SMOKE.replace("weight: 2", "wieght: 2"),
+            "wieght",
+        ),
+        (
+            "item without data",
+            &SMOKE.replace("/item/42", "/item/{{item}}"),
+            "data",
+        ),
+        (
+            "unknown variable",
+            &SMOKE.replace("/item/42", "/item/{{user}}"),
+            "user",
+        ),
+        (
+            "bad sla metric",
+            &format!("{SMOKE}sla:\n  - {{metric: p42, max: 1s}}\n"),
+            "p42",
+        ),
+        (
+            "sla without bound",
+            &format!("{SMOKE}sla:\n  - {{metric: p99}}\n"),
+            "max",
+        ),
+        (
+            "sla wrong unit",
+            &format!("{SMOKE}sla:\n  - {{metric: p99, max: 5%}}\n"),
+            "duration",
+        ),
+        (
+            "sla unknown request",
+            &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, request: nope}}\n"),
+            "nope",
+        ),
+        (
+            "sla tiny window",
+            &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, window: 10ms}}\n"),
+            "window",
+        ),
+        (
+            "ramp and stages",
+            &SMOKE.replace(
+                "users: 30",
+                "ramp: 1s\n  stages: [{duration: 1s, users: 2}]",
+            ),
+            "not both",
+        ),
+        (
+            "mixed stages",
+            &SMOKE.replace(
+                "users: 30",
+                "stages: [{duration: 1s, users: 2}, {duration: 1s, rate: 2}]",
+            ),
+            "same model",
+        ),
+        (
+            "think min above max",
+            &format!("{SMOKE}think: {{min: 2s, max: 1s}}\n"),
+            "min",
+        ),
+        (
+            "bad header name",
+            &format!("{SMOKE}headers: {{\"a b\": c}}\n"),
+            "header",
+        ),
         ("tab indentation", "name: x\n\ttarget: y\n", ""),
     ];
     assert!(cases.len() >= 40);
@@ -153,7 +299,10 @@ fn bad_scenarios_are_refused_with_a_location() {
                 assert!(msg.starts_with("bad.yaml"), "{what}: no file in `{msg}`");
                 assert!(msg.contains(words), "{what}: `{msg}` lacks `{words}`");
                 if !matches!(*what, "empty file") {
-                    assert!(matches!(e, ScenarioError::Invalid { line, .. } if line > 0), "{what}: no line in `{msg}`");
+                    assert!(
+                        matches!(e, ScenarioError::Invalid { line, .. } if line > 0),
+                        "{what}: no line in `{msg}`"
+                    );
                 }
             }
         }

@@ -8,8 +8,8 @@ use serde_saphyr::{Location, Spanned};
 use super::file::{LoadFile, RequestFile, ScenarioFile, SlaFile};
 use super::value::{Threshold, Whole};
 use super::{
-    Bound, ITEM, Metric, Model, Profile, Request, Scenario, ScenarioError, SlaRule, Stage,
-    Target, Think,
+    Bound, ITEM, Metric, Model, Profile, Request, Scenario, ScenarioError, SlaRule, Stage, Target,
+    Think,
 };
 
 /// Longest accepted run.
@@ -53,7 +53,11 @@ pub(super) fn parse(
         message,
     };
     if text.trim().is_empty() {
-        return Err(invalid(0, 0, "the file is empty: expected a scenario (see docs/scenario.md)".into()));
+        return Err(invalid(
+            0,
+            0,
+            "the file is empty: expected a scenario (see docs/scenario.md)".into(),
+        ));
     }
     let file: ScenarioFile = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
@@ -79,7 +83,10 @@ pub(super) fn check_duration_ms(ms: u64) -> Result<(), String> {
         return Err("duration must be longer than zero".into());
     }
     if ms > MAX_DURATION_MS {
-        return Err(format!("duration {}s is longer than the 30 days accepted", ms / 1000));
+        return Err(format!(
+            "duration {}s is longer than the 30 days accepted",
+            ms / 1000
+        ));
     }
     Ok(())
 }
@@ -107,7 +114,10 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
         Some(t) => {
             let (min, max) = (t.value.min, t.value.max);
             if min > max {
-                return Err(fault(t.referenced, "think: min must not be larger than max"));
+                return Err(fault(
+                    t.referenced,
+                    "think: min must not be larger than max",
+                ));
             }
             if max.as_secs() > 3600 {
                 return Err(fault(t.referenced, "think time must be at most 1h"));
@@ -150,7 +160,12 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
                 .filter(|l| !l.is_empty())
                 .map(String::from)
                 .collect(),
-            _ => return Err(fault(d.referenced, "data needs exactly one of `items` or `file`")),
+            _ => {
+                return Err(fault(
+                    d.referenced,
+                    "data needs exactly one of `items` or `file`",
+                ));
+            }
         },
     };
     if let Some(d) = &f.data {
@@ -158,7 +173,10 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
             return Err(fault(d.referenced, "data has no items"));
         }
         if data.len() > MAX_DATA_ITEMS {
-            return Err(fault(d.referenced, format!("more than {MAX_DATA_ITEMS} data items")));
+            return Err(fault(
+                d.referenced,
+                format!("more than {MAX_DATA_ITEMS} data items"),
+            ));
         }
     }
 
@@ -186,7 +204,10 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
 
 fn users(v: &Spanned<Whole>) -> Res<u64> {
     if v.value.0 == 0 || v.value.0 > MAX_USERS {
-        return Err(fault(v.referenced, format!("users must be between 1 and {MAX_USERS}")));
+        return Err(fault(
+            v.referenced,
+            format!("users must be between 1 and {MAX_USERS}"),
+        ));
     }
     Ok(v.value.0)
 }
@@ -214,7 +235,10 @@ fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
     };
     let max_connections = match &lf.max_connections {
         Some(m) if m.value.0 == 0 || m.value.0 > 10_000_000 => {
-            return Err(fault(m.referenced, "max_connections must be between 1 and 10000000"));
+            return Err(fault(
+                m.referenced,
+                "max_connections must be between 1 and 10000000",
+            ));
         }
         Some(m) => m.value.0 as u32,
         None => DEFAULT_MAX_CONNECTIONS,
@@ -222,7 +246,10 @@ fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
     let profile = match (&lf.stages, &lf.ramp) {
         (Some(stages), Some(ramp)) => {
             let _ = stages;
-            return Err(fault(ramp.referenced, "use either `ramp` or `stages`, not both"));
+            return Err(fault(
+                ramp.referenced,
+                "use either `ramp` or `stages`, not both",
+            ));
         }
         (None, ramp) => {
             let (Some(model), Some(value)) = (model, start) else {
@@ -254,18 +281,30 @@ fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
                     (Some(u), None) => (Model::Closed, users_or_zero(u)?),
                     (None, Some(r)) => (Model::Open, rate_or_zero(r)?),
                     _ => {
-                        return Err(fault(s.referenced, "each stage needs exactly one of `users` or `rate`"));
+                        return Err(fault(
+                            s.referenced,
+                            "each stage needs exactly one of `users` or `rate`",
+                        ));
                     }
                 };
                 if model.is_some_and(|known| known != m) {
-                    return Err(fault(s.referenced, "all stages must use the same model as `load` (`users` or `rate`)"));
+                    return Err(fault(
+                        s.referenced,
+                        "all stages must use the same model as `load` (`users` or `rate`)",
+                    ));
                 }
                 model = Some(m);
                 let d = s.value.duration.value.0.as_millis() as u64;
                 if d == 0 {
-                    return Err(fault(s.value.duration.referenced, "a stage must last longer than zero"));
+                    return Err(fault(
+                        s.value.duration.referenced,
+                        "a stage must last longer than zero",
+                    ));
                 }
-                out.push(Stage { duration_ms: d, target });
+                out.push(Stage {
+                    duration_ms: d,
+                    target,
+                });
             }
             Profile {
                 model: model.unwrap_or(Model::Closed),
@@ -305,9 +344,14 @@ fn check_headers(
                 return Err(fault(at, format!("invalid header name `{k}`")));
             }
             if v.contains(['\r', '\n', '\0']) {
-                return Err(fault(at, format!("header `{k}` has a line break in its value")));
+                return Err(fault(
+                    at,
+                    format!("header `{k}` has a line break in its value"),
+                ));
             }
-            if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding") {
+            if k.eq_ignore_ascii_case("content-length")
+                || k.eq_ignore_ascii_case("transfer-encoding")
+            {
                 return Err(fault(at, format!("header `{k}` is set by the engine")));
             }
             Ok((k.clone(), v.clone()))
@@ -315,12 +359,21 @@ fn check_headers(
         .collect()
 }
 
-fn resolve_requests(list: &Spanned<Vec<Spanned<RequestFile>>>, has_data: bool) -> Res<Vec<Request>> {
+fn resolve_requests(
+    list: &Spanned<Vec<Spanned<RequestFile>>>,
+    has_data: bool,
+) -> Res<Vec<Request>> {
     if list.value.is_empty() {
-        return Err(fault(list.referenced, "requests must list at least one request"));
+        return Err(fault(
+            list.referenced,
+            "requests must list at least one request",
+        ));
     }
     if list.value.len() > MAX_REQUESTS {
-        return Err(fault(list.referenced, format!("more than {MAX_REQUESTS} requests")));
+        return Err(fault(
+            list.referenced,
+            format!("more than {MAX_REQUESTS} requests"),
+        ));
     }
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
@@ -328,27 +381,42 @@ fn resolve_requests(list: &Spanned<Vec<Spanned<RequestFile>>>, has_data: bool) -
         let r = &r.value;
         let name = r.name.value.trim();
         if name.is_empty() || name.len() > 100 || name.contains(char::is_control) {
-            return Err(fault(r.name.referenced, "request name must be 1 to 100 printable characters"));
+            return Err(fault(
+                r.name.referenced,
+                "request name must be 1 to 100 printable characters",
+            ));
         }
         if !names.insert(name.to_string()) {
-            return Err(fault(r.name.referenced, format!("duplicate request name `{name}`")));
+            return Err(fault(
+                r.name.referenced,
+                format!("duplicate request name `{name}`"),
+            ));
         }
         let method = match &r.method {
             None => "GET".to_string(),
             Some(m) => {
                 let up = m.value.trim().to_ascii_uppercase();
                 if !is_token(&up) || up.len() > 20 {
-                    return Err(fault(m.referenced, format!("invalid method `{}`: expected e.g. GET or POST", m.value)));
+                    return Err(fault(
+                        m.referenced,
+                        format!("invalid method `{}`: expected e.g. GET or POST", m.value),
+                    ));
                 }
                 up
             }
         };
         let path = r.path.value.trim();
         if !path.starts_with('/') {
-            return Err(fault(r.path.referenced, format!("path `{path}` must start with `/`")));
+            return Err(fault(
+                r.path.referenced,
+                format!("path `{path}` must start with `/`"),
+            ));
         }
         if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(fault(r.path.referenced, format!("path `{path}` contains white space")));
+            return Err(fault(
+                r.path.referenced,
+                format!("path `{path}` contains white space"),
+            ));
         }
         let headers = check_headers(&r.headers, r.name.referenced)?;
         let expect = match &r.expect {
@@ -356,7 +424,10 @@ fn resolve_requests(list: &Spanned<Vec<Spanned<RequestFile>>>, has_data: bool) -
             Some(e) => {
                 let codes = e.value.0.clone();
                 if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
-                    return Err(fault(e.referenced, "expect takes HTTP status codes between 100 and 599"));
+                    return Err(fault(
+                        e.referenced,
+                        "expect takes HTTP status codes between 100 and 599",
+                    ));
                 }
                 codes
             }
@@ -382,11 +453,17 @@ fn resolve_requests(list: &Spanned<Vec<Spanned<RequestFile>>>, has_data: bool) -
             .chain(req.headers.iter().map(|(_, v)| v.as_str()));
         for t in texts {
             if let Some(var) = unknown_variable(t) {
-                return Err(fault(r.name.referenced, format!("unknown variable `{var}`: only {ITEM} is defined")));
+                return Err(fault(
+                    r.name.referenced,
+                    format!("unknown variable `{var}`: only {ITEM} is defined"),
+                ));
             }
         }
         if req.uses_item() && !has_data {
-            return Err(fault(r.name.referenced, format!("request `{name}` uses {ITEM} but the scenario has no `data`")));
+            return Err(fault(
+                r.name.referenced,
+                format!("request `{name}` uses {ITEM} but the scenario has no `data`"),
+            ));
         }
         out.push(req);
     }
@@ -413,18 +490,29 @@ fn resolve_sla(r: &Spanned<SlaFile>, requests: &[Request]) -> Res<SlaRule> {
         let names: Vec<_> = Metric::ALL.iter().map(|m| m.name()).collect();
         fault(
             s.metric.referenced,
-            format!("unknown metric `{}`: expected one of {}", s.metric.value, names.join(", ")),
+            format!(
+                "unknown metric `{}`: expected one of {}",
+                s.metric.value,
+                names.join(", ")
+            ),
         )
     })?;
     let (threshold, is_max) = match (&s.max, &s.min) {
         (Some(t), None) => (t, true),
         (None, Some(t)) => (t, false),
-        _ => return Err(fault(r.referenced, "an SLA rule needs exactly one of `max` or `min`")),
+        _ => {
+            return Err(fault(
+                r.referenced,
+                "an SLA rule needs exactly one of `max` or `min`",
+            ));
+        }
     };
     let value = match (&threshold.value, metric) {
         (Threshold::Duration(d), m) if m.is_latency() => d.as_secs_f64() * 1000.0,
         (Threshold::Number(n), m) if m.is_latency() => *n,
-        (Threshold::Percent(p), Metric::ErrorRate) | (Threshold::Number(p), Metric::ErrorRate) => *p,
+        (Threshold::Percent(p), Metric::ErrorRate) | (Threshold::Number(p), Metric::ErrorRate) => {
+            *p
+        }
         (Threshold::Number(n), Metric::Rps) => *n,
         (_, m) => {
             let want = match m {
@@ -432,11 +520,17 @@ fn resolve_sla(r: &Spanned<SlaFile>, requests: &[Request]) -> Res<SlaRule> {
                 Metric::Rps => "a number of requests per second",
                 _ => "a duration such as `800ms`",
             };
-            return Err(fault(threshold.referenced, format!("threshold of `{}` must be {want}", m.name())));
+            return Err(fault(
+                threshold.referenced,
+                format!("threshold of `{}` must be {want}", m.name()),
+            ));
         }
     };
     if !value.is_finite() || value < 0.0 {
-        return Err(fault(threshold.referenced, "threshold must be a finite number ≥ 0"));
+        return Err(fault(
+            threshold.referenced,
+            "threshold must be a finite number ≥ 0",
+        ));
     }
     let window_ms = match &s.window {
         None => DEFAULT_WINDOW_MS,
@@ -448,18 +542,26 @@ fn resolve_sla(r: &Spanned<SlaFile>, requests: &[Request]) -> Res<SlaRule> {
             ms
         }
     };
-    if let Some(req) = &s.request {
-        if !requests.iter().any(|q| q.name == req.value) {
-            let names: Vec<_> = requests.iter().map(|q| q.name.as_str()).collect();
-            return Err(fault(
-                req.referenced,
-                format!("unknown request `{}`: expected one of {}", req.value, names.join(", ")),
-            ));
-        }
+    if let Some(req) = &s.request
+        && !requests.iter().any(|q| q.name == req.value)
+    {
+        let names: Vec<_> = requests.iter().map(|q| q.name.as_str()).collect();
+        return Err(fault(
+            req.referenced,
+            format!(
+                "unknown request `{}`: expected one of {}",
+                req.value,
+                names.join(", ")
+            ),
+        ));
     }
     Ok(SlaRule {
         metric,
-        bound: if is_max { Bound::Max(value) } else { Bound::Min(value) },
+        bound: if is_max {
+            Bound::Max(value)
+        } else {
+            Bound::Min(value)
+        },
         window_ms,
         request: s.request.as_ref().map(|r| r.value.clone()),
         abort: s.abort.unwrap_or(true),
@@ -483,7 +585,12 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
         Model::Closed => MAX_USERS,
         Model::Open => (MAX_RATE * 1000.0) as u64,
     };
-    if s.load.stages.len() > 1000 || s.load.stages.iter().any(|st| st.duration_ms == 0 || st.duration_ms > MAX_DURATION_MS) {
+    if s.load.stages.len() > 1000
+        || s.load
+            .stages
+            .iter()
+            .any(|st| st.duration_ms == 0 || st.duration_ms > MAX_DURATION_MS)
+    {
         return Err("stages must be 1 to 1000 and last longer than zero".into());
     }
     if s.load.amounts().iter().any(|&a| a > limit) || s.load.peak() == 0 {
@@ -505,19 +612,38 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
     }
     for r in &s.requests {
         if r.name.trim().is_empty() || r.name.len() > 100 || !names.insert(r.name.as_str()) {
-            return Err(format!("request name `{}` empty, too long or repeated", r.name));
+            return Err(format!(
+                "request name `{}` empty, too long or repeated",
+                r.name
+            ));
         }
-        if !is_token(&r.method) || !r.path.starts_with('/') || r.path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(format!("request `{}` has an invalid method or path", r.name));
+        if !is_token(&r.method)
+            || !r.path.starts_with('/')
+            || r.path
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "request `{}` has an invalid method or path",
+                r.name
+            ));
         }
         if !r.headers.iter().all(header_ok) {
             return Err(format!("request `{}` has an invalid header", r.name));
         }
-        if r.weight == 0 || r.weight > 1_000_000 || r.expect.iter().any(|c| !(100..=599).contains(c)) {
-            return Err(format!("request `{}` has an invalid weight or expected status", r.name));
+        if r.weight == 0
+            || r.weight > 1_000_000
+            || r.expect.iter().any(|c| !(100..=599).contains(c))
+        {
+            return Err(format!(
+                "request `{}` has an invalid weight or expected status",
+                r.name
+            ));
         }
         if r.uses_item() && s.data.is_empty() {
-            return Err(format!("request `{}` uses {ITEM} but there is no data", r.name));
+            return Err(format!(
+                "request `{}` uses {ITEM} but there is no data",
+                r.name
+            ));
         }
     }
     for rule in &s.sla {
@@ -527,10 +653,10 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
         if !v.is_finite() || v < 0.0 || !(1000..=3_600_000).contains(&rule.window_ms) {
             return Err(format!("SLA rule `{rule}` out of range"));
         }
-        if let Some(req) = &rule.request {
-            if !names.contains(req.as_str()) {
-                return Err(format!("SLA rule names unknown request `{req}`"));
-            }
+        if let Some(req) = &rule.request
+            && !names.contains(req.as_str())
+        {
+            return Err(format!("SLA rule names unknown request `{req}`"));
         }
     }
     Ok(())

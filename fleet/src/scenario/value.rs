@@ -4,8 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A duration written as `500ms`, `20s`, `1m30s`, `2h`, or a bare number of seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +37,11 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-        Duration::try_from_secs_f64(v)
-            .map_err(|_| E::custom(format!("duration must be a finite number of seconds ≥ 0, got {v}")))
+        Duration::try_from_secs_f64(v).map_err(|_| {
+            E::custom(format!(
+                "duration must be a finite number of seconds ≥ 0, got {v}"
+            ))
+        })
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
@@ -58,15 +61,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     // humantime does not take fractions (`1.5s`); accept a single fractional unit ourselves.
     for (unit, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
-        if let Some(number) = text.strip_suffix(unit) {
-            if let Ok(v) = number.trim().parse::<f64>() {
-                return Duration::try_from_secs_f64(v * scale)
-                    .map_err(|_| format!("invalid duration `{text}`: must be ≥ 0"));
-            }
+        if let Some(number) = text.strip_suffix(unit)
+            && let Ok(v) = number.trim().parse::<f64>()
+        {
+            return Duration::try_from_secs_f64(v * scale)
+                .map_err(|_| format!("invalid duration `{text}`: must be ≥ 0"));
         }
     }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("invalid duration `{text}` ({e}): expected e.g. `500ms`, `20s`, `1m30s`"))
+    humantime::parse_duration(text).map_err(|e| {
+        format!("invalid duration `{text}` ({e}): expected e.g. `500ms`, `20s`, `1m30s`")
+    })
 }
 
 /// A non-negative number (`200`, `0.5`), used for arrival rates.
@@ -111,7 +115,8 @@ impl<'de> Deserialize<'de> for Whole {
                 Ok(v)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
-                u64::try_from(v).map_err(|_| E::custom(format!("expected a whole number ≥ 0, got {v}")))
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("expected a whole number ≥ 0, got {v}")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
                 Err(E::custom(format!("expected a whole number, got {v}")))
@@ -213,7 +218,11 @@ fn status<E: de::Error>(v: u64) -> Result<u16, E> {
     u16::try_from(v)
         .ok()
         .filter(|s| (100..=599).contains(s))
-        .ok_or_else(|| E::custom(format!("expected an HTTP status code between 100 and 599, got {v}")))
+        .ok_or_else(|| {
+            E::custom(format!(
+                "expected an HTTP status code between 100 and 599, got {v}"
+            ))
+        })
 }
 
 /// An SLA threshold: a duration (`800ms`), a percentage (`1%`) or a plain number.
@@ -251,12 +260,16 @@ impl<'de> Deserialize<'de> for Threshold {
                         .trim()
                         .parse::<f64>()
                         .map(Threshold::Percent)
-                        .map_err(|_| E::custom(format!("invalid percentage `{v}`: expected e.g. `1%`")));
+                        .map_err(|_| {
+                            E::custom(format!("invalid percentage `{v}`: expected e.g. `1%`"))
+                        });
                 }
                 if let Ok(n) = t.parse::<f64>() {
                     return Ok(Threshold::Number(n));
                 }
-                parse_duration(t).map(Threshold::Duration).map_err(E::custom)
+                parse_duration(t)
+                    .map(Threshold::Duration)
+                    .map_err(E::custom)
             }
         }
         d.deserialize_any(V)

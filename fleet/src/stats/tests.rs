@@ -46,7 +46,11 @@ fn check_merge_against_raw(slaves: usize, intervals: usize, seed: u64) {
                 raw.push(v);
             }
             let wire = slave.to_proto("run", i as u64, false);
-            merged.merge(&IntervalStats::from_proto(&wire).map_err(|e| e.to_string()).unwrap());
+            merged.merge(
+                &IntervalStats::from_proto(&wire)
+                    .map_err(|e| e.to_string())
+                    .unwrap(),
+            );
         }
     }
     raw.sort_unstable();
@@ -86,12 +90,16 @@ fn averaging_percentiles_would_be_wrong() {
     for _ in 0..10 {
         slow.latency_us.record(500_000).unwrap();
     }
-    let avg = (LatencySummary::of(&fast.latency_us).p99 + LatencySummary::of(&slow.latency_us).p99) / 2.0;
+    let avg =
+        (LatencySummary::of(&fast.latency_us).p99 + LatencySummary::of(&slow.latency_us).p99) / 2.0;
     let mut merged = fast.clone();
     merged.merge(&slow);
     let p99 = LatencySummary::of(&merged.latency_us).p99;
     assert!((p99 - 1.0).abs() < 0.01, "true p99 is 1 ms, got {p99}");
-    assert!(avg > 200.0, "the average of p99s ({avg}) is wrong by design");
+    assert!(
+        avg > 200.0,
+        "the average of p99s ({avg}) is wrong by design"
+    );
 }
 
 proptest! {
@@ -114,13 +122,26 @@ fn foreign_histograms_are_refused() {
     h.record(5).unwrap();
     let mut bytes = Vec::new();
     V2Serializer::new().serialize(&h, &mut bytes).unwrap();
-    assert!(decode_histogram(&bytes).unwrap_err().contains("significant digits"));
+    assert!(
+        decode_histogram(&bytes)
+            .unwrap_err()
+            .contains("significant digits")
+    );
     let wire = proto::StatsInterval {
         endpoints: vec![
-            proto::EndpointStats { name: "a".into(), ..Default::default() },
-            proto::EndpointStats { name: "a".into(), ..Default::default() },
+            proto::EndpointStats {
+                name: "a".into(),
+                ..Default::default()
+            },
+            proto::EndpointStats {
+                name: "a".into(),
+                ..Default::default()
+            },
         ],
         ..Default::default()
     };
-    assert_eq!(IntervalStats::from_proto(&wire).unwrap_err(), StatsError::DuplicateEndpoint("a".into()));
+    assert_eq!(
+        IntervalStats::from_proto(&wire).unwrap_err(),
+        StatsError::DuplicateEndpoint("a".into())
+    );
 }

@@ -39,18 +39,26 @@ impl MasterArgs {
     /// Checks the flags and builds the config (no I/O).
     pub fn resolve(self, home: &Home) -> Result<MasterConfig, Failure> {
         if self.heartbeat < Duration::from_millis(100) || self.heartbeat > Duration::from_secs(60) {
-            return Err(Failure::bad_input(anyhow::anyhow!("--heartbeat must be between 100ms and 60s")));
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "--heartbeat must be between 100ms and 60s"
+            )));
         }
         if self.lease < self.heartbeat * 2 {
-            return Err(Failure::bad_input(anyhow::anyhow!("--lease must be at least twice --heartbeat")));
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "--lease must be at least twice --heartbeat"
+            )));
         }
         if self.max_slaves == 0 {
-            return Err(Failure::bad_input(anyhow::anyhow!("--max-slaves must be at least 1")));
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "--max-slaves must be at least 1"
+            )));
         }
-        if let Some(a) = &self.advertise {
-            if !(a.starts_with("http://") || a.starts_with("https://")) {
-                return Err(Failure::bad_input(anyhow::anyhow!("--advertise must be an http(s) URL, got `{a}`")));
-            }
+        if let Some(a) = &self.advertise
+            && !(a.starts_with("http://") || a.starts_with("https://"))
+        {
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "--advertise must be an http(s) URL, got `{a}`"
+            )));
         }
         Ok(MasterConfig {
             state_dir: home.master(),
@@ -73,11 +81,18 @@ pub fn start_failure(e: StartError) -> Failure {
     }
 }
 
-pub async fn master(args: MasterArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, Failure> {
+pub async fn master(
+    args: MasterArgs,
+    home: &Home,
+    shutdown: CancellationToken,
+) -> Result<u8, Failure> {
     let config = args.resolve(home)?;
     let master = Master::bind(config).await.map_err(start_failure)?;
     let info = master.info().clone();
-    println!("lobster master {}: api {} grpc {}", info.version, info.api, info.grpc);
+    println!(
+        "lobster master {}: api {} grpc {}",
+        info.version, info.api, info.grpc
+    );
     master.run(shutdown).await.map_err(Failure::trouble)?;
     Ok(0)
 }

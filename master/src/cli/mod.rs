@@ -53,11 +53,17 @@ pub const TROUBLE: u8 = 3;
 
 impl Failure {
     pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: BAD_INPUT, error: error.into() }
+        Failure {
+            code: BAD_INPUT,
+            error: error.into(),
+        }
     }
 
     pub fn trouble(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: TROUBLE, error: error.into() }
+        Failure {
+            code: TROUBLE,
+            error: error.into(),
+        }
     }
 }
 
@@ -76,7 +82,10 @@ pub fn main() -> ExitCode {
     };
     let filter = cli.log.clone().unwrap_or_else(|| default_log.to_string());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
         .with_writer(std::io::stderr)
         .init();
     let home = Home::resolve(cli.home.clone());
@@ -127,7 +136,10 @@ fn signals() -> (CancellationToken, CancellationToken) {
     let (s, f) = (shutdown.clone(), force.clone());
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }

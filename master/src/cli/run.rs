@@ -75,7 +75,9 @@ struct Plan {
 fn plan(args: RunArgs) -> Result<Plan, Failure> {
     let mut scenario = scenario::load(&args.scenario).map_err(Failure::bad_input)?;
     if let Some(t) = &args.target {
-        scenario.set_target(t).map_err(|e| Failure::bad_input(anyhow!("--target: {e}")))?;
+        scenario
+            .set_target(t)
+            .map_err(|e| Failure::bad_input(anyhow!("--target: {e}")))?;
     }
     if let Some(d) = args.duration {
         scenario
@@ -83,18 +85,30 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
             .map_err(|e| Failure::bad_input(anyhow!("--duration: {e}")))?;
     }
     if args.local_slaves > MAX_LOCAL_SLAVES {
-        return Err(Failure::bad_input(anyhow!("--local-slaves must be at most {MAX_LOCAL_SLAVES}")));
+        return Err(Failure::bad_input(anyhow!(
+            "--local-slaves must be at most {MAX_LOCAL_SLAVES}"
+        )));
     }
     if args.min_slaves == Some(0) {
-        return Err(Failure::bad_input(anyhow!("--min-slaves must be at least 1")));
+        return Err(Failure::bad_input(anyhow!(
+            "--min-slaves must be at least 1"
+        )));
     }
     if args.quorum_timeout.is_zero() {
-        return Err(Failure::bad_input(anyhow!("--quorum-timeout must be longer than zero")));
+        return Err(Failure::bad_input(anyhow!(
+            "--quorum-timeout must be longer than zero"
+        )));
     }
     if let Some(j) = &args.json {
-        let dir = j.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let dir = j
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {
-            return Err(Failure::bad_input(anyhow!("--json: directory {} does not exist", dir.display())));
+            return Err(Failure::bad_input(anyhow!(
+                "--json: directory {} does not exist",
+                dir.display()
+            )));
         }
     }
     Ok(Plan {
@@ -114,21 +128,38 @@ struct Attached {
     client: ApiClient,
     grpc: String,
     join_token: Option<String>,
-    embedded: Option<(CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    embedded: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
 }
 
 async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
     if let Some(url) = &plan.master {
         let client = ApiClient::new(url, plan.api_token.clone());
-        let h = client.health().await.with_context(|| format!("no master answers at {url}")).map_err(Failure::trouble)?;
+        let h = client
+            .health()
+            .await
+            .with_context(|| format!("no master answers at {url}"))
+            .map_err(Failure::trouble)?;
         let token = std::env::var("LOBSTER_JOIN_TOKEN").ok();
-        return Ok(Attached { client, grpc: h.grpc, join_token: token, embedded: None });
+        return Ok(Attached {
+            client,
+            grpc: h.grpc,
+            join_token: token,
+            embedded: None,
+        });
     }
     if let Some(info) = server::discover(&home.master()) {
         let client = ApiClient::new(&info.api, plan.api_token.clone());
         if let Ok(h) = client.health().await {
             let token = server::join_token(&home.master()).ok();
-            return Ok(Attached { client, grpc: h.grpc, join_token: token, embedded: None });
+            return Ok(Attached {
+                client,
+                grpc: h.grpc,
+                join_token: token,
+                embedded: None,
+            });
         }
     }
     let config = MasterConfig {
@@ -141,7 +172,9 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
         max_slaves: 10_000,
         api_token: None,
     };
-    let master = Master::bind(config).await.map_err(super::master::start_failure)?;
+    let master = Master::bind(config)
+        .await
+        .map_err(super::master::start_failure)?;
     let info = master.info().clone();
     let token = master.join_token().to_string();
     let stop = CancellationToken::new();
@@ -165,13 +198,22 @@ pub async fn run(args: RunArgs, home: &Home, shutdown: CancellationToken) -> Res
     result
 }
 
-async fn drive(plan: &Plan, home: &Home, m: &Attached, shutdown: CancellationToken) -> Result<u8, Failure> {
+async fn drive(
+    plan: &Plan,
+    home: &Home,
+    m: &Attached,
+    shutdown: CancellationToken,
+) -> Result<u8, Failure> {
     let locals = if plan.local_slaves > 0 {
-        let token = m
-            .join_token
-            .as_deref()
-            .ok_or_else(|| Failure::bad_input(anyhow!("local slaves need the fleet's join token: set LOBSTER_JOIN_TOKEN")))?;
-        Some(LocalSlaves::start(plan.local_slaves, &m.grpc, token, &home.logs()).map_err(|e| Failure::trouble(anyhow!(e)))?)
+        let token = m.join_token.as_deref().ok_or_else(|| {
+            Failure::bad_input(anyhow!(
+                "local slaves need the fleet's join token: set LOBSTER_JOIN_TOKEN"
+            ))
+        })?;
+        Some(
+            LocalSlaves::start(plan.local_slaves, &m.grpc, token, &home.logs())
+                .map_err(|e| Failure::trouble(anyhow!(e)))?,
+        )
     } else {
         None
     };
@@ -194,7 +236,11 @@ async fn drive(plan: &Plan, home: &Home, m: &Attached, shutdown: CancellationTok
 }
 
 /// Creates the run and follows it to its report.
-async fn watch(plan: &Plan, client: &ApiClient, shutdown: CancellationToken) -> Result<Report, Failure> {
+async fn watch(
+    plan: &Plan,
+    client: &ApiClient,
+    shutdown: CancellationToken,
+) -> Result<Report, Failure> {
     let quorum = match plan.min_slaves {
         Some(n) => n,
         None if plan.local_slaves > 0 => plan.local_slaves,
@@ -240,7 +286,9 @@ async fn watch(plan: &Plan, client: &ApiClient, shutdown: CancellationToken) -> 
             }
             Err(e) => {
                 if last_contact.elapsed() > MASTER_SILENCE {
-                    return Err(Failure::trouble(e.context(format!("the master stopped answering about run {id}"))));
+                    return Err(Failure::trouble(
+                        e.context(format!("the master stopped answering about run {id}")),
+                    ));
                 }
                 continue;
             }

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, info_span, warn};
 
-pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};
 use registry::Registry;
+pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};
 use run::{Candidate, Outbox, Phase, Run, RunOptions};
 
 use crate::aggregate::Point;
@@ -108,8 +108,15 @@ pub enum Command {
     },
     FromSlave(u64, Up),
     Detached(u64),
-    Drain(proto::DrainRequest, oneshot::Sender<Result<DrainReply, Status>>),
-    CreateRun(Box<Scenario>, RunOptions, oneshot::Sender<Result<String, ApiError>>),
+    Drain(
+        proto::DrainRequest,
+        oneshot::Sender<Result<DrainReply, Status>>,
+    ),
+    CreateRun(
+        Box<Scenario>,
+        RunOptions,
+        oneshot::Sender<Result<String, ApiError>>,
+    ),
     GetRun(String, u64, oneshot::Sender<Result<RunView, ApiError>>),
     Act(String, Action, oneshot::Sender<Result<(), ApiError>>),
     Slaves(oneshot::Sender<Vec<SlaveView>>),
@@ -176,7 +183,8 @@ impl Controller {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(run_id = %rec.id, error = %e, "cannot recover run state: marking it aborted");
-                    self.store.update_state(&rec.id, "aborted", &rec.state_json)?;
+                    self.store
+                        .update_state(&rec.id, "aborted", &rec.state_json)?;
                     continue;
                 }
             };
@@ -184,7 +192,14 @@ impl Controller {
                 warn!(run_id = %rec.id, "more than one unfinished run: marking the older aborted");
                 continue;
             }
-            let mut r = Run::recover(rec.id.clone(), scenario, persisted, rec.created_unix_ms, now, clock::unix_ms());
+            let mut r = Run::recover(
+                rec.id.clone(),
+                scenario,
+                persisted,
+                rec.created_unix_ms,
+                now,
+                clock::unix_ms(),
+            );
             let mut n = 0;
             for i in self.store.intervals(&rec.id)? {
                 let msg = proto::StatsInterval::decode(&*i.payload)?;
@@ -247,7 +262,9 @@ impl Controller {
                 let _ = reply.send(self.join(req, now));
             }
             Command::Attach { attach, tx, reply } => {
-                let r = self.registry.attach(&attach.slave_uid, &attach.session_secret, tx, now);
+                let r = self
+                    .registry
+                    .attach(&attach.slave_uid, &attach.session_secret, tx, now);
                 if let Ok(session) = r {
                     self.metrics.sessions.inc();
                     self.on_attached(&attach, session, now);
@@ -256,10 +273,15 @@ impl Controller {
                 }
                 let _ = reply.send(r);
             }
-            Command::FromSlave(session, msg) => self.from_slave(session, msg, now),
+            Command::FromSlave(session, msg) => self.on_slave_message(session, msg, now),
             Command::Detached(session) => {
                 if let Some(uid) = self.registry.detach(session) {
-                    let id = self.registry.slaves.get(&uid).map(|s| s.id.clone()).unwrap_or_default();
+                    let id = self
+                        .registry
+                        .slaves
+                        .get(&uid)
+                        .map(|s| s.id.clone())
+                        .unwrap_or_default();
                     info!(slave = %id, "session ended");
                     let out = match &mut self.run {
                         Some(r) => r.lose_slave(now, &uid, "session ended"),
@@ -284,14 +306,22 @@ impl Controller {
                 let _ = reply.send(self.registry.view(now));
             }
             Command::Runs(reply) => {
-                let _ = reply.send(self.store.runs(100).map_err(|e| ApiError::Store(format!("{e:#}"))));
+                let _ = reply.send(
+                    self.store
+                        .runs(100)
+                        .map_err(|e| ApiError::Store(format!("{e:#}"))),
+                );
             }
         }
         self.save();
     }
 
     fn join(&mut self, req: JoinRequest, now: Instant) -> Result<JoinReply, Status> {
-        let token_ok: bool = subtle::ConstantTimeEq::ct_eq(req.join_token.as_bytes(), self.settings.join_token.as_bytes()).into();
+        let token_ok: bool = subtle::ConstantTimeEq::ct_eq(
+            req.join_token.as_bytes(),
+            self.settings.join_token.as_bytes(),
+        )
+        .into();
         if !token_ok {
             self.metrics.joins_refused.inc();
             warn!(instance = %req.instance_id, index = req.slave_index, "join refused: wrong join token");
@@ -304,7 +334,13 @@ impl Controller {
         let (instance, index) = (req.instance_id.clone(), req.slave_index);
         let (id, secret) = self
             .registry
-            .join(req, self.settings.lease, self.settings.max_slaves, now, clock::unix_ms())
+            .join(
+                req,
+                self.settings.lease,
+                self.settings.max_slaves,
+                now,
+                clock::unix_ms(),
+            )
             .inspect_err(|_| {
                 self.metrics.joins_refused.inc();
             })?;
@@ -332,7 +368,9 @@ impl Controller {
     fn on_attached(&mut self, attach: &proto::Attach, session: u64, now: Instant) {
         let uid = attach.slave_uid.clone();
         let _span = info_span!("slave", uid = %uid, session).entered();
-        let Some(c) = self.candidate(&uid) else { return };
+        let Some(c) = self.candidate(&uid) else {
+            return;
+        };
         let out = match (&mut self.run, attach.run_id.as_str()) {
             (_, "") => Vec::new(),
             (Some(r), id) if r.id == id => r.readopt(now, c),
@@ -341,7 +379,7 @@ impl Controller {
         self.deliver(out);
     }
 
-    fn from_slave(&mut self, session: u64, msg: Up, now: Instant) {
+    fn on_slave_message(&mut self, session: u64, msg: Up, now: Instant) {
         let Some(uid) = self.registry.by_session(session).map(str::to_string) else {
             return; // a stale session
         };
@@ -359,16 +397,26 @@ impl Controller {
             }
             Up::Stats(interval) => self.on_stats(&uid, interval),
             Up::Event(ev) => {
-                let kind = proto::EventKind::try_from(ev.kind).unwrap_or(proto::EventKind::Unspecified);
-                let id = self.registry.slaves.get(&uid).map(|s| s.id.clone()).unwrap_or_default();
+                let kind =
+                    proto::EventKind::try_from(ev.kind).unwrap_or(proto::EventKind::Unspecified);
+                let id = self
+                    .registry
+                    .slaves
+                    .get(&uid)
+                    .map(|s| s.id.clone())
+                    .unwrap_or_default();
                 match kind {
                     proto::EventKind::Stopped => {
                         if let Some(r) = self.run.as_mut().filter(|r| r.id == ev.run_id) {
                             r.on_stopped(&uid, now);
                         }
                     }
-                    proto::EventKind::Error => warn!(slave = %id, run_id = %ev.run_id, message = %ev.message, "slave error"),
-                    _ => debug!(slave = %id, run_id = %ev.run_id, kind = ?kind, message = %ev.message, "slave event"),
+                    proto::EventKind::Error => {
+                        warn!(slave = %id, run_id = %ev.run_id, message = %ev.message, "slave error")
+                    }
+                    _ => {
+                        debug!(slave = %id, run_id = %ev.run_id, kind = ?kind, message = %ev.message, "slave event")
+                    }
                 }
             }
         }
@@ -380,10 +428,12 @@ impl Controller {
             Err(e) => {
                 warn!(uid, error = %e, "malformed statistics interval: cutting the slave off");
                 self.metrics.intervals_rejected.inc();
-                if let Some(s) = self.registry.slaves.get_mut(uid) {
-                    if let Some(sess) = s.session.take() {
-                        let _ = sess.tx.try_send(Err(Status::invalid_argument(format!("malformed interval: {e}"))));
-                    }
+                if let Some(s) = self.registry.slaves.get_mut(uid)
+                    && let Some(sess) = s.session.take()
+                {
+                    let _ = sess.tx.try_send(Err(Status::invalid_argument(format!(
+                        "malformed interval: {e}"
+                    ))));
                 }
                 return;
             }
@@ -391,7 +441,9 @@ impl Controller {
         let (run_id, index) = (interval.run_id.clone(), interval.index);
         match self.run.as_mut().filter(|r| r.id == run_id) {
             Some(r) => {
-                let stored = self.store.insert_interval(&run_id, uid, index, &interval.encode_to_vec());
+                let stored =
+                    self.store
+                        .insert_interval(&run_id, uid, index, &interval.encode_to_vec());
                 if let Err(e) = stored {
                     // Not acknowledged: the slave keeps it and sends it again.
                     warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store interval");
@@ -413,7 +465,11 @@ impl Controller {
     }
 
     fn drain(&mut self, req: proto::DrainRequest) -> Result<DrainReply, Status> {
-        let ok: bool = subtle::ConstantTimeEq::ct_eq(req.join_token.as_bytes(), self.settings.join_token.as_bytes()).into();
+        let ok: bool = subtle::ConstantTimeEq::ct_eq(
+            req.join_token.as_bytes(),
+            self.settings.join_token.as_bytes(),
+        )
+        .into();
         if !ok {
             return Err(Status::unauthenticated("wrong join token"));
         }
@@ -432,20 +488,30 @@ impl Controller {
                 n += 1;
             }
             let msg = MasterMessage {
-                kind: Some(Down::Drain(proto::Drain { reason: req.reason.clone() })),
+                kind: Some(Down::Drain(proto::Drain {
+                    reason: req.reason.clone(),
+                })),
             };
             self.registry.send(uid, msg);
-            if let Some(r) = &self.run {
-                if !r.is_done() && r.participants.get(uid).is_some_and(|p| p.active && !p.got_last) {
-                    idle = false;
-                }
+            if let Some(r) = &self.run
+                && !r.is_done()
+                && r.participants
+                    .get(uid)
+                    .is_some_and(|p| p.active && !p.got_last)
+            {
+                idle = false;
             }
         }
         info!(instance = %req.instance_id, slaves = n, idle, reason = %req.reason, "drain");
         Ok(DrainReply { slaves: n, idle })
     }
 
-    fn create_run(&mut self, scenario: Scenario, options: RunOptions, now: Instant) -> Result<String, ApiError> {
+    fn create_run(
+        &mut self,
+        scenario: Scenario,
+        options: RunOptions,
+        now: Instant,
+    ) -> Result<String, ApiError> {
         if let Some(r) = self.run.as_ref().filter(|r| !r.is_done()) {
             return Err(ApiError::Busy(r.id.clone()));
         }
@@ -460,7 +526,9 @@ impl Controller {
             created_unix_ms: unix,
             state_json: serde_json::to_string(&run.persisted()).expect("state serializes"),
         };
-        self.store.create_run(&rec).map_err(|e| ApiError::Store(format!("{e:#}")))?;
+        self.store
+            .create_run(&rec)
+            .map_err(|e| ApiError::Store(format!("{e:#}")))?;
         info!(run_id = %id, name = %run.scenario.name, quorum = options.quorum, "run created");
         self.metrics.runs.inc();
         self.run = Some(run);
@@ -469,7 +537,9 @@ impl Controller {
     }
 
     fn try_start(&mut self, now: Instant) {
-        let Some(r) = self.run.as_mut().filter(|r| r.phase == Phase::Init) else { return };
+        let Some(r) = self.run.as_mut().filter(|r| r.phase == Phase::Init) else {
+            return;
+        };
         let available: Vec<Candidate> = self
             .registry
             .available()
@@ -497,7 +567,13 @@ impl Controller {
                 duration_s: r.scenario.duration_ms as f64 / 1000.0,
                 slaves: r.participants.len() as u32,
                 active_slaves: r.participants.values().filter(|p| p.active).count() as u32,
-                points: r.agg.series.iter().filter(|p| p.index + 1 > after).cloned().collect(),
+                points: r
+                    .agg
+                    .series
+                    .iter()
+                    .filter(|p| p.index + 1 > after)
+                    .cloned()
+                    .collect(),
                 report: r.report.clone(),
             });
         }
@@ -506,7 +582,8 @@ impl Controller {
             .report(id)
             .map_err(|e| ApiError::Store(format!("{e:#}")))?
             .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
-        let report: Report = serde_json::from_str(&json).map_err(|e| ApiError::Store(e.to_string()))?;
+        let report: Report =
+            serde_json::from_str(&json).map_err(|e| ApiError::Store(e.to_string()))?;
         Ok(RunView {
             id: report.run_id.clone(),
             name: report.name.clone(),
@@ -516,7 +593,12 @@ impl Controller {
             duration_s: report.duration_s,
             slaves: report.slaves,
             active_slaves: 0,
-            points: report.series.iter().filter(|p| p.index + 1 > after).cloned().collect(),
+            points: report
+                .series
+                .iter()
+                .filter(|p| p.index + 1 > after)
+                .cloned()
+                .collect(),
             report: Some(report),
         })
     }
@@ -544,7 +626,10 @@ impl Controller {
         // A tick much later than planned means this process was stopped (SIGSTOP, swap): do
         // not blame the slaves for the master's own pause.
         if now.duration_since(self.last_tick) > self.settings.lease / 2 {
-            warn!(stalled_ms = now.duration_since(self.last_tick).as_millis() as u64, "master was stalled: renewing every lease");
+            warn!(
+                stalled_ms = now.duration_since(self.last_tick).as_millis() as u64,
+                "master was stalled: renewing every lease"
+            );
             for s in self.registry.slaves.values_mut() {
                 s.last_seen = now;
             }
@@ -600,14 +685,24 @@ impl Controller {
 
     /// Persists the active run's state when it changed, and its report once done.
     fn save(&mut self) {
-        let Some(r) = self.run.as_mut().filter(|r| r.dirty) else { return };
+        let Some(r) = self.run.as_mut().filter(|r| r.dirty) else {
+            return;
+        };
         r.dirty = false;
         let result = match &r.report {
             Some(rep) => {
                 self.metrics.finished(rep.status.as_str());
-                self.store.finish_run(&r.id, rep.status.as_str(), &serde_json::to_string(rep).expect("report serializes"))
+                self.store.finish_run(
+                    &r.id,
+                    rep.status.as_str(),
+                    &serde_json::to_string(rep).expect("report serializes"),
+                )
             }
-            None => self.store.update_state(&r.id, r.phase.name(), &serde_json::to_string(&r.persisted()).expect("state serializes")),
+            None => self.store.update_state(
+                &r.id,
+                r.phase.name(),
+                &serde_json::to_string(&r.persisted()).expect("state serializes"),
+            ),
         };
         if let Err(e) = result {
             warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot save run state");
@@ -648,7 +743,11 @@ fn check_join(r: &JoinRequest) -> Result<(), String> {
         return Err("cores and millicores must be positive and plausible".into());
     }
     if r.version != lobster_fleet::VERSION {
-        return Err(format!("slave version {} does not match master version {}", r.version, lobster_fleet::VERSION));
+        return Err(format!(
+            "slave version {} does not match master version {}",
+            r.version,
+            lobster_fleet::VERSION
+        ));
     }
     Ok(())
 }

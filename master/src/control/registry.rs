@@ -76,17 +76,33 @@ pub struct Registry {
 
 impl Registry {
     /// Admits a join (the token was already checked). Returns the slave id and its secret.
-    pub fn join(&mut self, req: JoinRequest, lease: Duration, max_slaves: usize, now: Instant, unix_ms: u64) -> Result<(String, String), Status> {
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+        lease: Duration,
+        max_slaves: usize,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Result<(String, String), Status> {
         if let Some(existing) = self.slaves.get(&req.slave_uid) {
-            let alive = existing.session.is_some() && now.duration_since(existing.last_seen) < lease;
+            let alive =
+                existing.session.is_some() && now.duration_since(existing.last_seen) < lease;
             if alive {
-                return Err(Status::already_exists("a live slave already holds this slave uid"));
+                return Err(Status::already_exists(
+                    "a live slave already holds this slave uid",
+                ));
             }
-            if existing.join.instance_id != req.instance_id || existing.join.slave_index != req.slave_index {
-                return Err(Status::permission_denied("this slave uid belongs to another instance or index"));
+            if existing.join.instance_id != req.instance_id
+                || existing.join.slave_index != req.slave_index
+            {
+                return Err(Status::permission_denied(
+                    "this slave uid belongs to another instance or index",
+                ));
             }
         } else if self.connected() >= max_slaves {
-            return Err(Status::resource_exhausted(format!("the master accepts at most {max_slaves} slaves")));
+            return Err(Status::resource_exhausted(format!(
+                "the master accepts at most {max_slaves} slaves"
+            )));
         }
         let secret = uuid::Uuid::new_v4().simple().to_string();
         let id = match self.slaves.get(&req.slave_uid) {
@@ -115,11 +131,20 @@ impl Registry {
     }
 
     /// Binds a session stream to a joined slave whose secret matches.
-    pub fn attach(&mut self, uid: &str, secret: &str, tx: SessionTx, now: Instant) -> Result<u64, Status> {
+    pub fn attach(
+        &mut self,
+        uid: &str,
+        secret: &str,
+        tx: SessionTx,
+        now: Instant,
+    ) -> Result<u64, Status> {
         let Some(s) = self.slaves.get_mut(uid) else {
             return Err(Status::unauthenticated("unknown slave: join first"));
         };
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(s.secret.as_bytes(), secret.as_bytes())) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            s.secret.as_bytes(),
+            secret.as_bytes(),
+        )) {
             return Err(Status::unauthenticated("wrong session secret"));
         }
         self.next_session += 1;
@@ -151,13 +176,19 @@ impl Registry {
 
     /// Queues a message for a slave; a full queue cuts the slave off (returns false).
     pub fn send(&mut self, uid: &str, msg: MasterMessage) -> bool {
-        let Some(s) = self.slaves.get_mut(uid) else { return false };
-        let Some(session) = &s.session else { return false };
+        let Some(s) = self.slaves.get_mut(uid) else {
+            return false;
+        };
+        let Some(session) = &s.session else {
+            return false;
+        };
         match session.tx.try_send(Ok(msg)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(slave = %s.id, "session queue full: cutting the slave off");
-                let _ = session.tx.try_send(Err(Status::resource_exhausted("too slow: cut off")));
+                let _ = session
+                    .tx
+                    .try_send(Err(Status::resource_exhausted("too slow: cut off")));
                 s.session = None;
                 false
             }

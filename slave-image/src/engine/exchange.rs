@@ -59,12 +59,16 @@ impl Worker {
         gauges.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = tokio::time::timeout(shared.timeout, async {
             if self.conn.is_none() {
-                let c = Connection::connect(shared.addr).await.map_err(|_| Failure::Connect)?;
+                let c = Connection::connect(shared.addr)
+                    .await
+                    .map_err(|_| Failure::Connect)?;
                 gauges.connections.fetch_add(1, Ordering::Relaxed);
                 self.conn = Some(c);
             }
             let conn = self.conn.as_mut().expect("connection just opened");
-            conn.send(bytes, req.head_method).await.map_err(Failure::Http)
+            conn.send(bytes, req.head_method)
+                .await
+                .map_err(Failure::Http)
         })
         .await;
         gauges.in_flight.fetch_sub(1, Ordering::Relaxed);

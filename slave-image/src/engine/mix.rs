@@ -23,7 +23,9 @@ pub struct Prepared {
 enum Part {
     Literal(Vec<u8>),
     /// The item, percent-encoded when `true` (it lands in the path).
-    Item { encode: bool },
+    Item {
+        encode: bool,
+    },
 }
 
 impl Prepared {
@@ -46,7 +48,10 @@ impl Prepared {
             head.push_str(&format!("Host: {}\r\n", scenario.target.authority()));
         }
         if !has("user-agent") {
-            head.push_str(&format!("User-Agent: lobster/{}\r\n", lobster_fleet::VERSION));
+            head.push_str(&format!(
+                "User-Agent: lobster/{}\r\n",
+                lobster_fleet::VERSION
+            ));
         }
         for (k, v) in &r.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -133,12 +138,12 @@ fn split_parts(text: &str, path: Option<std::ops::Range<usize>>) -> Vec<Part> {
     let mut parts = Vec::new();
     let mut last = 0;
     for (i, _) in text.match_indices(ITEM) {
-        parts.push(Part::Literal(text[last..i].as_bytes().to_vec()));
+        parts.push(Part::Literal(text.as_bytes()[last..i].to_vec()));
         let encode = path.as_ref().is_some_and(|p| p.contains(&i));
         parts.push(Part::Item { encode });
         last = i + ITEM.len();
     }
-    parts.push(Part::Literal(text[last..].as_bytes().to_vec()));
+    parts.push(Part::Literal(text.as_bytes()[last..].to_vec()));
     parts
 }
 
@@ -211,8 +216,14 @@ mod tests {
         let mix = Mix::new(&s);
         let mut scratch = Vec::new();
         let text = String::from_utf8(mix.requests[0].bytes("", &mut scratch).to_vec()).unwrap();
-        assert!(text.starts_with("POST /base/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"), "{text}");
-        assert!(text.contains("X-A: b\r\n") && !text.contains("X-A: a"), "{text}");
+        assert!(
+            text.starts_with("POST /base/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("X-A: b\r\n") && !text.contains("X-A: a"),
+            "{text}"
+        );
         assert!(text.ends_with("Content-Length: 2\r\n\r\nhi"), "{text}");
         assert!(!mix.requests[0].uses_item());
     }

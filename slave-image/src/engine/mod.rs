@@ -126,7 +126,12 @@ impl Run {
                 return;
             }
         };
-        let names = self.scenario.requests.iter().map(|r| r.name.clone()).collect();
+        let names = self
+            .scenario
+            .requests
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
         let shared = Arc::new(Shared {
             scenario: self.scenario.clone(),
             addr,

@@ -92,7 +92,10 @@ impl Recorder {
             ..Default::default()
         };
         for (name, slot) in self.names.iter().zip(&self.slots) {
-            let s = std::mem::replace(&mut *slot.lock().unwrap_or_else(|p| p.into_inner()), Slot::new());
+            let s = std::mem::replace(
+                &mut *slot.lock().unwrap_or_else(|p| p.into_inner()),
+                Slot::new(),
+            );
             let errors = ErrorClass::ALL
                 .iter()
                 .zip(s.errors)
@@ -129,8 +132,21 @@ mod tests {
             bytes_received: 100,
         };
         r.record(0, ok);
-        r.record(1, Sample { error: Some(ErrorClass::Status5xx), ..ok });
-        r.record(1, Sample { latency_us: None, error: Some(ErrorClass::Connect), ..ok });
+        r.record(
+            1,
+            Sample {
+                error: Some(ErrorClass::Status5xx),
+                ..ok
+            },
+        );
+        r.record(
+            1,
+            Sample {
+                latency_us: None,
+                error: Some(ErrorClass::Connect),
+                ..ok
+            },
+        );
         r.record(7, ok); // unknown endpoint: ignored, never a panic
         let first = r.take();
         r.record(0, ok);
@@ -148,7 +164,15 @@ mod tests {
         // Regression: saturating_record on a fresh auto-resizing histogram clamped to 2 µs.
         let r = Recorder::new(vec!["a".into()]);
         for us in [1500, 150, 90_000] {
-            r.record(0, Sample { latency_us: Some(us), error: None, bytes_sent: 0, bytes_received: 0 });
+            r.record(
+                0,
+                Sample {
+                    latency_us: Some(us),
+                    error: None,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                },
+            );
         }
         let h = &r.take().endpoints["a"].latency_us;
         assert_eq!(h.min(), 150);

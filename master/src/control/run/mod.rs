@@ -136,7 +136,13 @@ const STOP_SLACK: Duration = Duration::from_secs(5);
 const MAX_INFLIGHT_WAIT: Duration = Duration::from_secs(60);
 
 impl Run {
-    pub fn new(id: String, scenario: Scenario, options: RunOptions, now: Instant, unix_ms: u64) -> Self {
+    pub fn new(
+        id: String,
+        scenario: Scenario,
+        options: RunOptions,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Self {
         let mut wire = scenario.clone();
         wire.data = Vec::new();
         let sla = SlaGuard::new(&scenario.sla);
@@ -163,9 +169,19 @@ impl Run {
     }
 
     /// Rebuilds a run from the store after a restart; participants must re-attach within the lease.
-    pub fn recover(id: String, scenario: Scenario, p: Persisted, created_unix_ms: u64, now: Instant, unix_ms: u64) -> Self {
+    pub fn recover(
+        id: String,
+        scenario: Scenario,
+        p: Persisted,
+        created_unix_ms: u64,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Self {
         let mut run = Run::new(id, scenario, p.options, now, created_unix_ms);
-        let ago = |ms: u64| now.checked_sub(Duration::from_millis(unix_ms.saturating_sub(ms))).unwrap_or(now);
+        let ago = |ms: u64| {
+            now.checked_sub(Duration::from_millis(unix_ms.saturating_sub(ms)))
+                .unwrap_or(now)
+        };
         run.phase = p.phase;
         run.started_unix_ms = p.started_unix_ms;
         run.started = p.started_unix_ms.map(ago);
@@ -206,13 +222,16 @@ impl Run {
 
     /// Wall time since the run started.
     pub fn elapsed(&self, now: Instant) -> Duration {
-        self.started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+        self.started
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
     }
 
     /// Load time: wall time minus suspended time.
     pub fn load_elapsed(&self, now: Instant) -> Duration {
         let suspended = self.suspended_total
-            + self.suspended_since.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+            + self
+                .suspended_since
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
         self.elapsed(now).saturating_sub(suspended)
     }
 
@@ -243,12 +262,15 @@ impl Run {
     /// Whether the quorum wait is over without a start.
     pub fn quorum_expired(&self, now: Instant) -> bool {
         self.phase == Phase::Init
-            && now.duration_since(self.created) >= Duration::from_millis(self.options.quorum_timeout_ms)
+            && now.duration_since(self.created)
+                >= Duration::from_millis(self.options.quorum_timeout_ms)
     }
 
     /// A slave became available during the run: give it a share.
     pub fn add_slave(&mut self, now: Instant, c: Candidate) -> Outbox {
-        if !matches!(self.phase, Phase::Running | Phase::Suspended) || self.participants.get(&c.uid).is_some_and(|p| p.active) {
+        if !matches!(self.phase, Phase::Running | Phase::Suspended)
+            || self.participants.get(&c.uid).is_some_and(|p| p.active)
+        {
             return Vec::new();
         }
         info!(run_id = %self.id, slave = %c.slave_id, "slave joins the run");
@@ -264,7 +286,9 @@ impl Run {
     /// A participant came back with this run's id (reconnect, or after a master restart).
     pub fn readopt(&mut self, now: Instant, c: Candidate) -> Outbox {
         match self.phase {
-            Phase::Stopping | Phase::Done(_) => return vec![(c.uid, stop_msg(&self.id, "the run is over"))],
+            Phase::Stopping | Phase::Done(_) => {
+                return vec![(c.uid, stop_msg(&self.id, "the run is over"))];
+            }
             Phase::Init => return Vec::new(),
             Phase::Running | Phase::Suspended => {}
         }
@@ -332,11 +356,17 @@ impl Run {
             })
             .collect();
         let shares = slicer::shares(&self.scenario, &slots);
-        let (run_ms, load_ms) = (self.elapsed(now).as_millis() as u64, self.load_elapsed(now).as_millis() as u64);
+        let (run_ms, load_ms) = (
+            self.elapsed(now).as_millis() as u64,
+            self.load_elapsed(now).as_millis() as u64,
+        );
         let suspended = self.phase == Phase::Suspended;
         let mut out = Vec::new();
         for (slot, share) in slots.into_iter().zip(shares) {
-            let p = self.participants.get_mut(&slot.key).expect("active participant");
+            let p = self
+                .participants
+                .get_mut(&slot.key)
+                .expect("active participant");
             let msg = match &p.share {
                 None => Down::Assign(proto::Assign {
                     run_id: self.id.clone(),
@@ -362,10 +392,8 @@ impl Run {
     /// Records a slave's interval; false if it was a resend.
     pub fn on_stats(&mut self, uid: &str, index: u64, last: bool, stats: &IntervalStats) -> bool {
         let new = self.agg.add(uid, index, stats);
-        if last {
-            if let Some(p) = self.participants.get_mut(uid) {
-                p.got_last = true;
-            }
+        if last && let Some(p) = self.participants.get_mut(uid) {
+            p.got_last = true;
         }
         new
     }
@@ -373,7 +401,8 @@ impl Run {
     /// A slave acknowledged the stop.
     pub fn on_stopped(&mut self, uid: &str, now: Instant) {
         if let (Some(stop), Some(p)) = (&self.stop, self.participants.get_mut(uid)) {
-            p.stop_acked_ms.get_or_insert(now.duration_since(stop.sent_at).as_millis() as u64);
+            p.stop_acked_ms
+                .get_or_insert(now.duration_since(stop.sent_at).as_millis() as u64);
         }
     }
 
@@ -386,7 +415,8 @@ impl Run {
         if let Some(s) = self.suspended_since.take() {
             self.suspended_total += now.saturating_duration_since(s);
         }
-        let wait = Duration::from_millis(self.scenario.timeout_ms).min(MAX_INFLIGHT_WAIT) + STOP_SLACK;
+        let wait =
+            Duration::from_millis(self.scenario.timeout_ms).min(MAX_INFLIGHT_WAIT) + STOP_SLACK;
         self.stop = Some(Stopping {
             reason: reason.to_string(),
             forced,
@@ -413,9 +443,14 @@ impl Run {
         self.suspended_since = Some(now);
         self.dirty = true;
         let msg = |id: &str| MasterMessage {
-            kind: Some(Down::Suspend(proto::Suspend { run_id: id.to_string() })),
+            kind: Some(Down::Suspend(proto::Suspend {
+                run_id: id.to_string(),
+            })),
         };
-        Ok(self.active().map(|(u, _)| (u.clone(), msg(&self.id))).collect())
+        Ok(self
+            .active()
+            .map(|(u, _)| (u.clone(), msg(&self.id)))
+            .collect())
     }
 
     pub fn resume(&mut self, now: Instant) -> Result<Outbox, String> {
@@ -434,7 +469,10 @@ impl Run {
                 load_elapsed_ms: load_ms,
             })),
         };
-        Ok(self.active().map(|(u, _)| (u.clone(), msg(&self.id))).collect())
+        Ok(self
+            .active()
+            .map(|(u, _)| (u.clone(), msg(&self.id)))
+            .collect())
     }
 
     /// Advances time: closes intervals (evaluating SLA rules), ends the run at its duration,
@@ -454,7 +492,11 @@ impl Run {
         let gone: Vec<String> = self
             .participants
             .iter()
-            .filter(|(_, p)| p.active && p.detached_since.is_some_and(|d| now.duration_since(d) > lease))
+            .filter(|(_, p)| {
+                p.active
+                    && p.detached_since
+                        .is_some_and(|d| now.duration_since(d) > lease)
+            })
             .map(|(u, _)| u.clone())
             .collect();
         for uid in gone {
@@ -474,14 +516,19 @@ impl Run {
                 points.push(closed.point);
             }
         }
-        if self.phase == Phase::Running && self.load_elapsed(now).as_millis() as u64 >= self.scenario.duration_ms {
+        if self.phase == Phase::Running
+            && self.load_elapsed(now).as_millis() as u64 >= self.scenario.duration_ms
+        {
             out.extend(self.request_stop(now, "duration reached", None));
         }
         if self.phase == Phase::Stopping {
-            let all_in = self.active().all(|(_, p)| p.got_last);
+            // Every active slave sent its last interval and acknowledged the stop.
+            let all_in = self
+                .active()
+                .all(|(_, p)| p.got_last && (p.stop_acked_ms.is_some() || self.started.is_none()));
             let deadline = self.stop.as_ref().is_some_and(|s| now >= s.deadline);
             if all_in || deadline {
-                points.extend(self.finish(now).into_iter());
+                points.extend(self.finish(now));
             }
         }
         (out, points)
@@ -497,14 +544,26 @@ impl Run {
             at_s: 0.0,
             deadline: now,
         });
-        let status = stop.forced.unwrap_or(if self.sla.passed() { Status::Passed } else { Status::Failed });
+        let status = stop.forced.unwrap_or(if self.sla.passed() {
+            Status::Passed
+        } else {
+            Status::Failed
+        });
         let missing: Vec<String> = self
             .active()
             .filter(|(_, p)| !p.got_last)
             .map(|(_, p)| p.slave_id.clone())
             .collect();
-        let seconds = self.load_elapsed(now).as_secs_f64().min(self.scenario.duration_ms as f64 / 1000.0);
-        let order: Vec<String> = self.scenario.requests.iter().map(|r| r.name.clone()).collect();
+        let seconds = self
+            .load_elapsed(now)
+            .as_secs_f64()
+            .min(self.scenario.duration_ms as f64 / 1000.0);
+        let order: Vec<String> = self
+            .scenario
+            .requests
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
         let (totals, endpoints) = figures(&self.agg.total, &order, seconds);
         let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);
         let report = Report {
@@ -524,7 +583,11 @@ impl Run {
             stop: StopInfo {
                 reason: stop.reason,
                 at_s: stop.at_s,
-                propagation_ms: self.participants.values().filter_map(|p| p.stop_acked_ms).max(),
+                propagation_ms: self
+                    .participants
+                    .values()
+                    .filter_map(|p| p.stop_acked_ms)
+                    .max(),
                 missing_final: missing,
             },
             late_requests: self.agg.late_requests,

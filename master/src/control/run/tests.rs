@@ -36,8 +36,10 @@ fn kinds(out: &Outbox) -> Vec<(String, &'static str, u64)> {
 
 fn stats(requests: u64, latency_ms: u64) -> IntervalStats {
     let mut s = IntervalStats::default();
-    let mut e = EndpointStats::default();
-    e.requests = requests;
+    let mut e = EndpointStats {
+        requests,
+        ..Default::default()
+    };
     for _ in 0..requests {
         e.latency_us.record(latency_ms * 1000).unwrap();
     }
@@ -50,28 +52,62 @@ const LEASE: Duration = Duration::from_secs(3);
 #[test]
 fn quorum_start_rescale_on_join_and_loss() {
     let t0 = Instant::now();
-    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 2, quorum_timeout_ms: 5000 }, t0, 0);
-    assert!(r.try_start(t0, 0, vec![cand("a")]).is_empty(), "below quorum");
+    let mut r = Run::new(
+        "r".into(),
+        scenario(""),
+        RunOptions {
+            quorum: 2,
+            quorum_timeout_ms: 5000,
+        },
+        t0,
+        0,
+    );
+    assert!(
+        r.try_start(t0, 0, vec![cand("a")]).is_empty(),
+        "below quorum"
+    );
     let out = r.try_start(t0, 0, vec![cand("a"), cand("b")]);
-    assert_eq!(kinds(&out), vec![("a".into(), "assign", 5), ("b".into(), "assign", 5)]);
+    assert_eq!(
+        kinds(&out),
+        vec![("a".into(), "assign", 5), ("b".into(), "assign", 5)]
+    );
     assert_eq!(r.phase, Phase::Running);
 
     let t1 = t0 + Duration::from_secs(1);
     let out = r.add_slave(t1, cand("c"));
     assert_eq!(
         kinds(&out),
-        vec![("a".into(), "rescale", 4), ("b".into(), "rescale", 3), ("c".into(), "assign", 3)]
+        vec![
+            ("a".into(), "rescale", 4),
+            ("b".into(), "rescale", 3),
+            ("c".into(), "assign", 3)
+        ]
     );
     let out = r.lose_slave(t1, "b", "killed");
-    assert_eq!(kinds(&out), vec![("a".into(), "rescale", 5), ("c".into(), "rescale", 5)]);
+    assert_eq!(
+        kinds(&out),
+        vec![("a".into(), "rescale", 5), ("c".into(), "rescale", 5)]
+    );
     assert_eq!(r.lost.len(), 1);
-    assert!(r.lose_slave(t1, "b", "again").is_empty(), "a lost slave is lost once");
+    assert!(
+        r.lose_slave(t1, "b", "again").is_empty(),
+        "a lost slave is lost once"
+    );
 }
 
 #[test]
 fn quorum_timeout_aborts() {
     let t0 = Instant::now();
-    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 3, quorum_timeout_ms: 2000 }, t0, 0);
+    let mut r = Run::new(
+        "r".into(),
+        scenario(""),
+        RunOptions {
+            quorum: 3,
+            quorum_timeout_ms: 2000,
+        },
+        t0,
+        0,
+    );
     r.tick(t0 + Duration::from_secs(1), LEASE);
     assert_eq!(r.phase, Phase::Init);
     r.tick(t0 + Duration::from_secs(2), LEASE);
@@ -82,7 +118,16 @@ fn quorum_timeout_aborts() {
 #[test]
 fn duration_end_stop_and_report() {
     let t0 = Instant::now();
-    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 1, quorum_timeout_ms: 5000 }, t0, 0);
+    let mut r = Run::new(
+        "r".into(),
+        scenario(""),
+        RunOptions {
+            quorum: 1,
+            quorum_timeout_ms: 5000,
+        },
+        t0,
+        0,
+    );
     r.try_start(t0, 0, vec![cand("a"), cand("b")]);
     for i in 0..10 {
         r.on_stats("a", i, false, &stats(10, 5));
@@ -90,13 +135,23 @@ fn duration_end_stop_and_report() {
     }
     let (out, points) = r.tick(t0 + Duration::from_secs(10), LEASE);
     assert_eq!(points.len(), 10);
-    assert_eq!(kinds(&out), vec![("a".into(), "stop", 0), ("b".into(), "stop", 0)]);
+    assert_eq!(
+        kinds(&out),
+        vec![("a".into(), "stop", 0), ("b".into(), "stop", 0)]
+    );
     assert_eq!(r.phase, Phase::Stopping);
     r.on_stopped("a", t0 + Duration::from_millis(10_050));
     r.on_stats("a", 10, true, &stats(1, 5));
     r.tick(t0 + Duration::from_millis(10_100), LEASE);
     assert_eq!(r.phase, Phase::Stopping, "waits for b's last interval");
     r.on_stats("b", 10, true, &stats(1, 5));
+    r.tick(t0 + Duration::from_millis(10_150), LEASE);
+    assert_eq!(
+        r.phase,
+        Phase::Stopping,
+        "waits for b's stop acknowledgement"
+    );
+    r.on_stopped("b", t0 + Duration::from_millis(10_020));
     r.tick(t0 + Duration::from_millis(10_200), LEASE);
     let rep = r.report.as_ref().unwrap();
     assert_eq!(rep.status, Status::Passed);
@@ -111,7 +166,10 @@ fn sla_violation_aborts_at_once() {
     let mut r = Run::new(
         "r".into(),
         scenario("sla: [{metric: p99, max: 100ms}]"),
-        RunOptions { quorum: 1, quorum_timeout_ms: 5000 },
+        RunOptions {
+            quorum: 1,
+            quorum_timeout_ms: 5000,
+        },
         t0,
         0,
     );
@@ -120,6 +178,7 @@ fn sla_violation_aborts_at_once() {
     let (out, _) = r.tick(t0 + Duration::from_millis(1_010), LEASE);
     assert_eq!(kinds(&out), vec![("a".into(), "stop", 0)]);
     r.on_stats("a", 1, true, &stats(1, 500));
+    r.on_stopped("a", t0 + Duration::from_millis(1_050));
     r.tick(t0 + Duration::from_millis(1_100), LEASE);
     let rep = r.report.as_ref().unwrap();
     assert_eq!(rep.status, Status::Aborted);
@@ -129,7 +188,16 @@ fn sla_violation_aborts_at_once() {
 #[test]
 fn suspend_freezes_load_time_and_detached_slaves_expire() {
     let t0 = Instant::now();
-    let mut r = Run::new("r".into(), scenario(""), RunOptions { quorum: 1, quorum_timeout_ms: 5000 }, t0, 0);
+    let mut r = Run::new(
+        "r".into(),
+        scenario(""),
+        RunOptions {
+            quorum: 1,
+            quorum_timeout_ms: 5000,
+        },
+        t0,
+        0,
+    );
     r.try_start(t0, 0, vec![cand("a"), cand("b")]);
     let t1 = t0 + Duration::from_secs(2);
     assert_eq!(kinds(&r.suspend(t1).unwrap()).len(), 2);

@@ -1,0 +1,98 @@
+//! `lobster run` against nginx: the report's total equals nginx's access log, line for line.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn nginx_binary() -> String {
+    for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(p).is_file() {
+            return p.to_string();
+        }
+    }
+    panic!("nginx is not installed: scripts/test installs it (apt-get install nginx-light)");
+}
+
+fn start_nginx(env: &Env) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let prefix = env.path("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = format!(
+        "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n  keepalive_requests 1000;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
+        p = prefix.display()
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(nginx_binary())
+        .args([
+            "-p",
+            prefix.to_str().unwrap(),
+            "-c",
+            prefix.join("nginx.conf").to_str().unwrap(),
+            "-g",
+            "daemon off;",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(env.path("nginx.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(env.path("nginx.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (
+        Proc {
+            child,
+            name: "nginx".into(),
+        },
+        addr,
+    )
+}
+
+#[test]
+fn three_local_slaves_count_exactly_what_nginx_logged() {
+    let env = Env::new();
+    let (_nginx, addr) = start_nginx(&env);
+    let file = env.scenario(
+        "nginx.yaml",
+        &scenario_text(addr, "3s", "users: 9", "think: 1ms\n"),
+    );
+    let json = env.path("report.json");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, stdout, stderr) = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r = report(&json);
+    let total = r["totals"]["requests"].as_u64().unwrap();
+    assert!(total > 100);
+    // nginx writes the access log line when the response is done: by the time the report
+    // exists, every line is there.
+    let log = std::fs::read_to_string(env.path("nginx/logs/access.log")).unwrap();
+    assert_eq!(
+        total,
+        log.lines().count() as u64,
+        "report total vs nginx access log"
+    );
+    assert_eq!(r["totals"]["failures"], 0);
+}

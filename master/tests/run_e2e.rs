@@ -1,0 +1,213 @@
+//! `lobster run` end to end: real slaves, a real target, exact counts, SLA outcomes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Three local slaves against `lobster target`: the report's total is exactly what the server
+/// counted, the stop reached every slave within a second, the run passed.
+#[test]
+fn three_local_slaves_count_exactly_what_the_target_saw() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let file = env.scenario(
+        "smoke.yaml",
+        &scenario_text(addr, "4s", "users: 12", "think: 1ms\n"),
+    );
+    let json = env.path("report.json");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, stdout, stderr) = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r = report(&json);
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["slaves"], 3);
+    let total = r["totals"]["requests"].as_u64().unwrap();
+    assert!(total > 100, "too few requests: {total}");
+    assert_eq!(
+        total,
+        target_count(addr),
+        "report total vs the target's own count"
+    );
+    let endpoints: u64 = r["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(endpoints, total);
+    let propagation = r["stop"]["propagation_ms"]
+        .as_u64()
+        .expect("every slave acknowledged the stop");
+    assert!(
+        propagation <= 1000,
+        "stop took {propagation} ms to reach the slaves"
+    );
+    for k in ["min", "p50", "p90", "p95", "p99", "max"] {
+        assert!(
+            r["totals"]["latency_ms"][k].as_f64().unwrap() > 0.0,
+            "latency {k}"
+        );
+    }
+    assert!(
+        stdout.contains("second") && stdout.contains("PASSED"),
+        "live table and summary: {stdout}"
+    );
+}
+
+/// The open model against a slow endpoint: latency is measured from the intended send time.
+#[test]
+fn open_model_keeps_its_rate_and_counts_exactly() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        "name: open\ntarget: http://{addr}\nduration: 3s\nload:\n  rate: 300\nrequests:\n  - {{name: slow, path: /delay/5}}\n"
+    );
+    let file = env.scenario("open.yaml", &text);
+    let json = env.path("report.json");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, stdout, stderr) = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r = report(&json);
+    let total = r["totals"]["requests"].as_u64().unwrap();
+    assert_eq!(total, target_count(addr));
+    // 300/s for 3 s = 900 arrivals; allow for the start and end edges.
+    assert!(
+        (850..=905).contains(&total),
+        "open model sent {total} requests, expected about 900"
+    );
+    assert!(r["totals"]["latency_ms"]["p50"].as_f64().unwrap() >= 5.0);
+}
+
+/// A rule that must fail aborts the run within 2 s of the violating second; exit code 1.
+#[test]
+fn a_violated_sla_aborts_the_fleet_within_two_seconds() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        "name: slow\ntarget: http://{addr}\nduration: 60s\nload:\n  users: 20\nrequests:\n  - {{name: slow, path: /delay/300}}\nsla:\n  - {{metric: p99, max: 100ms, window: 5s}}\n"
+    );
+    let file = env.scenario("slow.yaml", &text);
+    let json = env.path("report.json");
+    let started = Instant::now();
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, stdout, stderr) = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the 60 s run was not aborted"
+    );
+    let r = report(&json);
+    assert_eq!(r["status"], "aborted");
+    let sla = &r["sla"][0];
+    assert_eq!(sla["passed"], false);
+    assert_eq!(sla["aborted_run"], true);
+    let violated_end = sla["violated_at_s"].as_f64().unwrap() + 1.0;
+    let stop_at = r["stop"]["at_s"].as_f64().unwrap();
+    assert!(
+        stop_at - violated_end <= 2.0,
+        "stop at {stop_at}s, violation visible at {violated_end}s"
+    );
+    assert!(r["stop"]["reason"].as_str().unwrap().contains("SLA"));
+    assert_eq!(
+        r["totals"]["requests"].as_u64().unwrap(),
+        target_count(addr)
+    );
+}
+
+/// Rules that hold: the run passes with exit code 0 and every rule reported as passed.
+#[test]
+fn a_kept_sla_passes() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let sla = "sla:\n  - {metric: p99, max: 2s}\n  - {metric: error_rate, max: 1%}\n  - {metric: rps, min: 10, window: 2s}\n";
+    let file = env.scenario("ok.yaml", &scenario_text(addr, "3s", "users: 4", sla));
+    let json = env.path("report.json");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, stdout, stderr) = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r = report(&json);
+    assert_eq!(r["status"], "passed");
+    let rules = r["sla"].as_array().unwrap();
+    assert_eq!(rules.len(), 3);
+    assert!(rules.iter().all(|x| x["passed"] == true), "{rules:?}");
+}
+
+/// Unexpected statuses are failures, classed by status, and fail an error-rate rule.
+#[test]
+fn error_statuses_are_counted_and_classed() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        "name: errors\ntarget: http://{addr}\nduration: 2s\nload:\n  users: 2\nrequests:\n  - {{name: ok, path: /}}\n  - {{name: broken, path: /status/503}}\nsla:\n  - {{metric: error_rate, max: 1%, abort: false}}\n"
+    );
+    let file = env.scenario("errors.yaml", &text);
+    let json = env.path("report.json");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, _, stderr) = run(cmd);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let r = report(&json);
+    assert_eq!(r["status"], "failed");
+    let broken = &r["endpoints"][1];
+    assert_eq!(broken["name"], "broken");
+    assert_eq!(broken["failures"], broken["requests"]);
+    assert_eq!(broken["errors"]["status_5xx"], broken["requests"]);
+    assert_eq!(r["endpoints"][0]["failures"], 0);
+}
