@@ -4,6 +4,7 @@
 //! (unreachable master, busy port, ...), 130 interrupted twice.
 
 mod master;
+mod quickstart;
 mod run;
 mod target;
 
@@ -37,6 +38,8 @@ pub enum Commands {
     Run(run::RunArgs),
     /// Serve a fast built-in HTTP target with a request counter.
     Target(target::TargetArgs),
+    /// Run the whole loop once on this machine, with nothing set up.
+    Quickstart(quickstart::QuickstartArgs),
 }
 
 /// How the command ended.
@@ -77,7 +80,7 @@ pub fn main() -> ExitCode {
         }
     };
     let default_log = match cli.command {
-        Commands::Run(_) => "warn",
+        Commands::Run(_) | Commands::Quickstart(_) => "warn",
         _ => "info",
     };
     let filter = cli.log.clone().unwrap_or_else(|| default_log.to_string());
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
                 Commands::Master(a) => master::master(a, &home, shutdown).await,
                 Commands::Run(a) => run::run(a, &home, shutdown).await,
                 Commands::Target(a) => target::target(a, shutdown).await,
+                Commands::Quickstart(a) => quickstart::quickstart(a, &home, shutdown).await,
             }
         };
         tokio::select! {

@@ -313,6 +313,9 @@ impl Run {
     /// A participant is gone: its share goes to the others.
     pub fn lose_slave(&mut self, now: Instant, uid: &str, reason: &str) -> Outbox {
         let at_s = self.elapsed(now).as_secs_f64();
+        if self.is_done() {
+            return Vec::new();
+        }
         let Some(p) = self.participants.get_mut(uid).filter(|p| p.active) else {
             return Vec::new();
         };
