@@ -26,12 +26,20 @@ pub struct QuickstartArgs {
     pub json: Option<PathBuf>,
 }
 
-pub async fn quickstart(args: QuickstartArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, Failure> {
+pub async fn quickstart(
+    args: QuickstartArgs,
+    home: &Home,
+    shutdown: CancellationToken,
+) -> Result<u8, Failure> {
     if args.slaves == 0 || args.slaves > 64 {
-        return Err(Failure::bad_input(anyhow::anyhow!("--slaves must be between 1 and 64")));
+        return Err(Failure::bad_input(anyhow::anyhow!(
+            "--slaves must be between 1 and 64"
+        )));
     }
     Home::ensure(&home.root).map_err(Failure::trouble)?;
-    let target = Target::bind("127.0.0.1:0".parse().expect("address")).await.map_err(Failure::trouble)?;
+    let target = Target::bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .map_err(Failure::trouble)?;
     let addr = target.local_addr().map_err(Failure::trouble)?;
     let counter = target.counter();
     let stop_target = CancellationToken::new();
@@ -47,7 +55,9 @@ pub async fn quickstart(args: QuickstartArgs, home: &Home, shutdown: Cancellatio
     std::fs::write(&scenario, text)
         .with_context(|| format!("cannot write {}", scenario.display()))
         .map_err(Failure::trouble)?;
-    let json = args.json.unwrap_or_else(|| home.root.join("quickstart-report.json"));
+    let json = args
+        .json
+        .unwrap_or_else(|| home.root.join("quickstart-report.json"));
     println!("2/3 scenario written to {}", scenario.display());
     println!("3/3 running it on {} local slave(s)\n", args.slaves);
     let code = run(
@@ -68,6 +78,10 @@ pub async fn quickstart(args: QuickstartArgs, home: &Home, shutdown: Cancellatio
     )
     .await?;
     stop_target.cancel();
-    println!("the target counted {} requests; JSON report: {}", counter.get(), json.display());
+    println!(
+        "the target counted {} requests; JSON report: {}",
+        counter.get(),
+        json.display()
+    );
     Ok(code)
 }
