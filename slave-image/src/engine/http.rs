@@ -69,8 +69,14 @@ impl Connection {
         stream.set_nodelay(true)?;
         let stream = stream.into_std()?;
         stream.set_nonblocking(true)?;
+        // `with_interest` is deprecated because an arbitrary `AsRawFd` may hand out a descriptor
+        // it does not own (tokio#8587). A `std::net::TcpStream` owns its descriptor for its
+        // whole life, which is exactly what the unsafe `register_with_interest` requires; the
+        // workspace forbids `unsafe`, so the safe deprecated entry point is used on purpose.
+        #[allow(deprecated)]
+        let stream = AsyncFd::with_interest(stream, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Connection {
-            stream: AsyncFd::with_interest(stream, Interest::READABLE | Interest::WRITABLE)?,
+            stream,
             buf: vec![0; BUF],
             start: 0,
             end: 0,
