@@ -1,0 +1,412 @@
+//! The EC2 backend: aws-sdk-ec2 with aws-config's standard chain (profiles, regions,
+//! `AWS_ENDPOINT_URL` or an explicit endpoint). The local cloud is reached through this same
+//! backend with its endpoint and static credentials, so both clouds share one client.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceType, ResourceType, ShutdownBehavior, Tag,
+    TagSpecification,
+};
+use base64::Engine;
+
+use crate::cloud::{
+    Cloud, CloudError, Image, Instance, InstanceState, LaunchSpec, StateChange, Tags,
+};
+
+/// How to reach an EC2 API.
+#[derive(Clone, Default)]
+pub struct Ec2Config {
+    /// Region (default: the standard chain's).
+    pub region: Option<String>,
+    /// Endpoint URL (moto, the local cloud); default: AWS's for the region.
+    pub endpoint_url: Option<String>,
+    /// Named profile.
+    pub profile: Option<String>,
+    /// Static credentials instead of the standard chain (the local cloud).
+    pub credentials: Option<(String, String)>,
+    /// Attempts per call, throttling retried with backoff by the SDK (default 5).
+    pub max_attempts: Option<u32>,
+}
+
+impl std::fmt::Debug for Ec2Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ec2Config")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("profile", &self.profile)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// An EC2 API client.
+#[derive(Clone)]
+pub struct Ec2Cloud {
+    client: Client,
+    endpoint: String,
+}
+
+impl Ec2Cloud {
+    /// Builds a client (reads profiles and environment; no network call).
+    pub async fn connect(cfg: &Ec2Config) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(cfg.max_attempts.unwrap_or(5))
+                .with_initial_backoff(Duration::from_millis(200)),
+        );
+        if let Some(r) = &cfg.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(u) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(u);
+        }
+        if let Some((id, secret)) = &cfg.credentials {
+            loader =
+                loader.credentials_provider(Credentials::new(id, secret, None, None, "lobster"));
+        }
+        let conf = loader.load().await;
+        let endpoint = cfg
+            .endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .unwrap_or_else(|| {
+                format!(
+                    "ec2.{}.amazonaws.com",
+                    conf.region().map_or("?", |r| r.as_ref())
+                )
+            });
+        Ec2Cloud {
+            client: Client::new(&conf),
+            endpoint,
+        }
+    }
+
+    fn err<E, R>(&self, e: SdkError<E, R>) -> CloudError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        match &e {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: DisplayErrorContext(&e).to_string(),
+            },
+            _ => match e.code() {
+                Some(code) => CloudError::from_code(code, e.message().unwrap_or("")),
+                None => CloudError::Other {
+                    code: "Unknown".into(),
+                    message: DisplayErrorContext(&e).to_string(),
+                },
+            },
+        }
+    }
+}
+
+fn tag_filters(tags: &Tags) -> Vec<Filter> {
+    tags.iter()
+        .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
+        .collect()
+}
+
+fn sdk_tags(tags: &Tags) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn our_tags(tags: &[Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
+    let state = i
+        .state()
+        .and_then(|s| s.name())
+        .and_then(|n| InstanceState::from_name(n.as_str()))
+        .unwrap_or(InstanceState::Pending);
+    Instance {
+        id: i.instance_id().unwrap_or_default().to_string(),
+        state,
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        image_id: i.image_id().unwrap_or_default().to_string(),
+        launch_time: i.launch_time().and_then(|t| {
+            t.fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+                .ok()
+        }),
+        private_ip: i.private_ip_address().map(str::to_string),
+        tags: our_tags(i.tags()),
+    }
+}
+
+fn change(c: &aws_sdk_ec2::types::InstanceStateChange) -> StateChange {
+    let st = |s: Option<&aws_sdk_ec2::types::InstanceState>| {
+        s.and_then(|s| s.name())
+            .and_then(|n| InstanceState::from_name(n.as_str()))
+            .unwrap_or(InstanceState::Pending)
+    };
+    StateChange {
+        id: c.instance_id().unwrap_or_default().to_string(),
+        previous: st(c.previous_state()),
+        current: st(c.current_state()),
+    }
+}
+
+fn image(i: &aws_sdk_ec2::types::Image) -> Image {
+    Image {
+        id: i.image_id().unwrap_or_default().to_string(),
+        name: i.name().unwrap_or_default().to_string(),
+        state: i
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        tags: our_tags(i.tags()),
+    }
+}
+
+#[async_trait]
+impl Cloud for Ec2Cloud {
+    async fn find_images(&self, tags: &Tags) -> Result<Vec<Image>, CloudError> {
+        let out = self
+            .client
+            .describe_images()
+            .owners("self")
+            .set_filters(Some({
+                let mut f = tag_filters(tags);
+                f.push(Filter::builder().name("state").values("available").build());
+                f
+            }))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.images().iter().map(image).collect())
+    }
+
+    async fn own_images(&self) -> Result<Vec<Image>, CloudError> {
+        let out = self
+            .client
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.images().iter().map(image).collect())
+    }
+
+    async fn instances(&self, tags: &Tags) -> Result<Vec<Instance>, CloudError> {
+        let mut filters = tag_filters(tags);
+        filters.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .values("shutting-down")
+                .build(),
+        );
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().map(instance));
+            }
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let page = self
+            .client
+            .describe_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(page
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().map(instance))
+            .collect())
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Vec<Instance>, CloudError> {
+        let tags = sdk_tags(&spec.tags);
+        let spec_for = |t: ResourceType| {
+            TagSpecification::builder()
+                .resource_type(t)
+                .set_tags(Some(tags.clone()))
+                .build()
+        };
+        let mut req = self
+            .client
+            .run_instances()
+            .image_id(&spec.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(1)
+            .max_count(spec.count as i32)
+            .client_token(&spec.client_token)
+            .user_data(base64::engine::general_purpose::STANDARD.encode(&spec.user_data))
+            .tag_specifications(spec_for(ResourceType::Instance))
+            .tag_specifications(spec_for(ResourceType::Volume))
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+            .set_subnet_id(spec.subnet_id.clone())
+            .set_key_name(spec.key_name.clone());
+        if !spec.security_group_ids.is_empty() {
+            req = req.set_security_group_ids(Some(spec.security_group_ids.clone()));
+        }
+        if let Some(p) = &spec.iam_instance_profile {
+            req = req
+                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+        }
+        let out = req.send().await.map_err(|e| self.err(e))?;
+        Ok(out.instances().iter().map(instance).collect())
+    }
+
+    async fn start(&self, ids: &[String]) -> Result<Vec<StateChange>, CloudError> {
+        let out = self
+            .client
+            .start_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.starting_instances().iter().map(change).collect())
+    }
+
+    async fn stop(&self, ids: &[String], dry_run: bool) -> Result<Vec<StateChange>, CloudError> {
+        let r = self
+            .client
+            .stop_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .dry_run(dry_run)
+            .send()
+            .await;
+        match r {
+            Ok(out) => Ok(out.stopping_instances().iter().map(change).collect()),
+            // A dry run that would have succeeded answers with this "error".
+            Err(e) if dry_run && e.code() == Some("DryRunOperation") => Ok(Vec::new()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<Vec<StateChange>, CloudError> {
+        let out = self
+            .client
+            .terminate_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.terminating_instances().iter().map(change).collect())
+    }
+
+    async fn tag(&self, ids: &[String], tags: &Tags) -> Result<(), CloudError> {
+        self.client
+            .create_tags()
+            .set_resources(Some(ids.to_vec()))
+            .set_tags(Some(sdk_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn register_image(
+        &self,
+        name: &str,
+        location: &str,
+        tags: &Tags,
+    ) -> Result<String, CloudError> {
+        let out = self
+            .client
+            .register_image()
+            .name(name)
+            .image_location(location)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Image)
+                    .set_tags(Some(sdk_tags(tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        out.image_id()
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::Other {
+                code: "NoImageId".into(),
+                message: "RegisterImage returned no image id".into(),
+            })
+    }
+
+    async fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        tags: &Tags,
+    ) -> Result<String, CloudError> {
+        let out = self
+            .client
+            .create_image()
+            .instance_id(instance_id)
+            .name(name)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Image)
+                    .set_tags(Some(sdk_tags(tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        out.image_id()
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::Other {
+                code: "NoImageId".into(),
+                message: "CreateImage returned no image id".into(),
+            })
+    }
+}

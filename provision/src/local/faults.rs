@@ -1,0 +1,42 @@
+//! Fault injection for reliability tests: a share of requests throttled, capacity errors,
+//! a capacity ceiling, slow boots. Set with flags of `lobster cloud local` or at run time with
+//! `POST /__lobster/faults` (JSON of [`Faults`]).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Share (0–1) of API requests answered `RequestLimitExceeded` (HTTP 503).
+    pub throttle: f64,
+    /// Share (0–1) of RunInstances/StartInstances answered `InsufficientInstanceCapacity`.
+    pub capacity_errors: f64,
+    /// Most instances pending or running at once; launches beyond it are cut (MinCount
+    /// permitting) or refused with `InsufficientInstanceCapacity`.
+    pub capacity_limit: Option<u32>,
+    /// Time from `pending` to `running`.
+    pub boot_delay_ms: u64,
+}
+
+impl Faults {
+    /// Checks ranges.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("throttle", self.throttle),
+            ("capacity_errors", self.capacity_errors),
+        ] {
+            if !(0.0..=1.0).contains(&v) || v.is_nan() {
+                return Err(format!("{name} must be between 0 and 1, got {v}"));
+            }
+        }
+        if self.boot_delay_ms > 600_000 {
+            return Err("boot_delay_ms must be at most 600000".into());
+        }
+        Ok(())
+    }
+
+    /// A draw with probability `p`.
+    pub fn hit(p: f64) -> bool {
+        p > 0.0 && rand::random::<f64>() < p
+    }
+}

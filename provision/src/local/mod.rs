@@ -1,0 +1,425 @@
+//! The local cloud: an EC2 Query API on loopback whose instances are real local process trees
+//! booting the image recipe. The embedded default cloud of Lobster and its test bed.
+//!
+//! - [`query`] / [`xml`]: the wire protocol; [`api`]: the actions as pure functions of the state.
+//! - [`state`]: images, instances, tags, client tokens; persisted in `state.json`.
+//! - [`runtime`]: boots and stops instances ([`units`] parses their systemd units); [`imds`]:
+//!   one IMDSv2 endpoint per running instance.
+//! - [`faults`]: throttling, capacity errors, slow boots; [`types`]: emulated instance types.
+//!
+//! Restart: instances that were running when the local cloud went away are *rebooted* when it
+//! comes back (their leftover processes are killed first); `stopping` ones become `stopped`,
+//! `shutting-down` ones `terminated`.
+
+pub mod api;
+pub mod faults;
+pub mod imds;
+pub mod query;
+pub mod runtime;
+pub mod state;
+pub mod types;
+pub mod units;
+pub mod xml;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State as AxState};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cloud::InstanceState;
+use api::{Ctx, Effect};
+use faults::Faults;
+use query::{ApiError, Query};
+use state::{State, Store};
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How to run a local cloud.
+#[derive(Clone, Debug)]
+pub struct LocalCloudConfig {
+    /// Holds `state.json`, `instances/` and `images/`.
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub region: String,
+    /// When set, only this access key id (and instances' own) may call the API.
+    pub access_key: Option<String>,
+    pub faults: Faults,
+}
+
+/// The local cloud could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalCloudError {
+    #[error("cannot use the local cloud directory {path}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the local cloud state in {path} is unreadable")]
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid fault settings: {0}")]
+    Faults(String),
+    #[error("another local cloud is running on {0}")]
+    Locked(String),
+}
+
+/// State shared by the API, the runtime and the IMDS endpoints.
+pub struct Shared {
+    pub state: Mutex<State>,
+    store: Store,
+    pub region: String,
+    pub dir: PathBuf,
+    endpoint: Mutex<String>,
+    faults: Mutex<Faults>,
+    pub(crate) running: Mutex<HashMap<String, runtime::Handle>>,
+    access_key: Option<String>,
+}
+
+impl Shared {
+    pub fn endpoint(&self) -> String {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn save(&self, s: &State) {
+        if let Err(e) = self.store.save(s) {
+            warn!(error = %e, "cannot save the local cloud state");
+        }
+    }
+
+    /// Changes one instance under the lock and saves; returns its image directory and vCPUs.
+    pub fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut state::InstanceRec),
+    ) -> Option<(PathBuf, u32)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let inst = s.instances.get_mut(id)?;
+        f(inst);
+        let image = inst.image_id.clone();
+        let vcpus = types::vcpus(&inst.instance_type).unwrap_or(1);
+        let dir = s
+            .images
+            .get(&image)
+            .map(|i| PathBuf::from(&i.location))
+            .unwrap_or_default();
+        self.save(&s);
+        Some((dir, vcpus))
+    }
+
+    pub fn state_of(&self, id: &str) -> Option<InstanceState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .instances
+            .get(id)
+            .map(|i| i.state)
+    }
+}
+
+/// Checks that an image location is a recipe directory (`bin/`, `systemd/`).
+pub fn check_recipe(location: &str) -> Result<(), String> {
+    let p = Path::new(location);
+    if !p.is_absolute() {
+        return Err(format!(
+            "ImageLocation must be an absolute directory path, got `{location}`"
+        ));
+    }
+    for sub in ["bin", "systemd"] {
+        if !p.join(sub).is_dir() {
+            return Err(format!(
+                "ImageLocation {location} is not a Lobster image recipe (no {sub}/ directory)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub struct LocalCloud {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    _lock: std::fs::File,
+}
+
+impl LocalCloud {
+    /// Takes the directory, loads the state, binds the listener, and reboots instances that
+    /// were running (nothing is served until [`LocalCloud::run`]).
+    pub async fn bind(cfg: LocalCloudConfig) -> Result<Self, LocalCloudError> {
+        cfg.faults.check().map_err(LocalCloudError::Faults)?;
+        let dir_err = |source| LocalCloudError::Dir {
+            path: cfg.dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(cfg.dir.join("instances")).map_err(dir_err)?;
+        let lock = std::fs::File::create(cfg.dir.join("cloud.lock")).map_err(dir_err)?;
+        if lock.try_lock().is_err() {
+            return Err(LocalCloudError::Locked(cfg.dir.display().to_string()));
+        }
+        let store = Store::new(&cfg.dir);
+        let mut st = store.load().map_err(|source| LocalCloudError::State {
+            path: cfg.dir.display().to_string(),
+            source,
+        })?;
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| LocalCloudError::Bind {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(dir_err)?;
+        st.purge(unix_ms());
+        let mut reboot = Vec::new();
+        for i in st.instances.values_mut() {
+            runtime::kill_leftovers(
+                &cfg.dir.join("instances").join(&i.id).join("root"),
+                &i.pgids,
+            );
+            i.pgids.clear();
+            i.imds_port = None;
+            match i.state {
+                InstanceState::Pending | InstanceState::Running => {
+                    i.state = InstanceState::Pending;
+                    reboot.push(Effect::Boot(i.id.clone()));
+                }
+                InstanceState::Stopping => i.state = InstanceState::Stopped,
+                InstanceState::ShuttingDown => {
+                    i.state = InstanceState::Terminated;
+                    i.terminated_unix_ms = Some(unix_ms());
+                }
+                _ => {}
+            }
+        }
+        store.save(&st).map_err(dir_err)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(st),
+            store,
+            region: cfg.region.clone(),
+            dir: cfg.dir.clone(),
+            endpoint: Mutex::new(format!("http://{addr}")),
+            faults: Mutex::new(cfg.faults.clone()),
+            running: Mutex::new(HashMap::new()),
+            access_key: cfg.access_key.clone(),
+        });
+        if !reboot.is_empty() {
+            info!(
+                instances = reboot.len(),
+                "rebooting instances that were running"
+            );
+            runtime::apply(&shared, reboot);
+        }
+        Ok(LocalCloud {
+            listener,
+            shared,
+            _lock: lock,
+        })
+    }
+
+    /// The API's URL.
+    pub fn endpoint(&self) -> String {
+        self.shared.endpoint()
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown`, then ends every instance's processes (their recorded state
+    /// stays, so they boot again when the local cloud comes back).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let app = Router::new()
+            .route("/", get(ec2).post(ec2))
+            .route("/__lobster/health", get(|| async { "ok" }))
+            .route("/__lobster/faults", get(get_faults).post(set_faults))
+            .layer(DefaultBodyLimit::max(query::MAX_BODY))
+            .with_state(self.shared.clone());
+        info!(endpoint = %self.shared.endpoint(), "local cloud ready");
+        let _ = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        let handles: Vec<CancellationToken> = self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.stop.clone())
+            .collect();
+        info!(
+            instances = handles.len(),
+            "local cloud stopping: ending instance processes"
+        );
+        // Remember what ran, stop the processes, then put the states back for the next start.
+        let before: Vec<(String, InstanceState)> = {
+            let s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.instances
+                .values()
+                .map(|i| (i.id.clone(), i.state))
+                .collect()
+        };
+        for h in &handles {
+            h.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            if tokio::time::Instant::now() > deadline {
+                warn!("instances did not stop within 15 s");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, st) in before {
+            if let Some(i) = s.instances.get_mut(&id)
+                && st.is_up()
+            {
+                i.state = InstanceState::Running;
+            }
+        }
+        self.shared.save(&s);
+    }
+}
+
+fn xml_response(status: u16, body: String) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn error_response(e: &ApiError, request_id: &str) -> Response {
+    xml_response(e.status, xml::error(&e.code, &e.message, request_id))
+}
+
+/// The access key id of a SigV4 `Authorization` header.
+fn access_key_id(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?;
+    Some(cred.split('/').next()?.to_string())
+}
+
+async fn ec2(
+    AxState(shared): AxState<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    if let Some(allowed) = &shared.access_key {
+        match access_key_id(&headers) {
+            Some(k) if k == *allowed || k == imds::INSTANCE_ACCESS_KEY => {}
+            Some(_) => {
+                return error_response(
+                    &ApiError::new(
+                        "AuthFailure",
+                        "AWS was not able to validate the provided access credentials",
+                    )
+                    .with_status(401),
+                    &request_id,
+                );
+            }
+            None => {
+                return error_response(
+                    &ApiError::new(
+                        "MissingAuthenticationToken",
+                        "The request must contain a valid AWS access key",
+                    )
+                    .with_status(401),
+                    &request_id,
+                );
+            }
+        }
+    }
+    let faults = shared.faults();
+    if Faults::hit(faults.throttle) {
+        return error_response(
+            &ApiError::new("RequestLimitExceeded", "Request limit exceeded.").with_status(503),
+            &request_id,
+        );
+    }
+    let q = match Query::parse(uri.query(), &body) {
+        Ok(q) => q,
+        Err(e) => return error_response(&e, &request_id),
+    };
+    let ctx = Ctx {
+        region: &shared.region,
+        now_ms: unix_ms(),
+        request_id: &request_id,
+        faults: &faults,
+        check_location: &check_recipe,
+    };
+    let result = {
+        let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = api::handle(&q, &mut s, &ctx);
+        if r.is_ok() && !q.action.starts_with("Describe") {
+            shared.save(&s);
+        }
+        r
+    };
+    match result {
+        Ok((xml, effects)) => {
+            runtime::apply(&shared, effects);
+            xml_response(200, xml)
+        }
+        Err(e) => error_response(&e, &request_id),
+    }
+}
+
+async fn get_faults(AxState(shared): AxState<Arc<Shared>>) -> Response {
+    axum::Json(shared.faults()).into_response()
+}
+
+async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
+    let parsed: Result<Faults, String> = serde_json::from_slice(&body).map_err(|e| e.to_string());
+    match parsed.and_then(|f| f.check().map(|_| f)) {
+        Ok(f) => {
+            info!(faults = ?f, "fault injection changed");
+            *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = f;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("invalid faults: {e}\n")).into_response(),
+    }
+}
