@@ -4,6 +4,7 @@
 //! - [`scenario`]: the YAML scenario format, its validation and the resolved model sent to slaves.
 //! - [`stats`]: mergeable per-interval statistics built on HDR histograms.
 //! - [`tags`]: the cloud tag names every Lobster resource carries.
+//! - [`userdata`]: the slave settings carried in user-data (rendered by the master, read by slaves).
 //!
 //! Nothing here opens a socket or calls a cloud.
 
@@ -11,6 +12,7 @@ pub mod proto;
 pub mod scenario;
 pub mod stats;
 pub mod tags;
+pub mod userdata;
 
 /// The version every Lobster binary reports (master and slaves must agree on the wire contract).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

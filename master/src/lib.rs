@@ -8,6 +8,8 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod control;
+pub mod daemon;
+pub mod fleet;
 pub mod grpc;
 pub mod home;
 pub mod local_slaves;

@@ -80,6 +80,8 @@ pub struct Image {
     pub id: String,
     pub name: String,
     pub state: String,
+    /// RFC 3339 creation time as reported.
+    pub created: Option<String>,
     pub tags: Tags,
 }
 
@@ -231,6 +233,10 @@ pub trait Cloud: Send + Sync {
     async fn stop(&self, ids: &[String], dry_run: bool) -> Result<Vec<StateChange>, CloudError>;
     async fn terminate(&self, ids: &[String]) -> Result<Vec<StateChange>, CloudError>;
     async fn tag(&self, ids: &[String], tags: &Tags) -> Result<(), CloudError>;
+    /// Replaces a stopped instance's user-data (ModifyInstanceAttribute).
+    async fn set_user_data(&self, id: &str, user_data: &str) -> Result<(), CloudError>;
+    /// Changes a stopped instance's type (ModifyInstanceAttribute).
+    async fn set_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError>;
     /// Registers an image from a location (the local cloud: a directory) with tags.
     async fn register_image(
         &self,

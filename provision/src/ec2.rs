@@ -178,6 +178,7 @@ fn image(i: &aws_sdk_ec2::types::Image) -> Image {
             .state()
             .map(|s| s.as_str().to_string())
             .unwrap_or_default(),
+        created: i.creation_date().map(str::to_string),
         tags: our_tags(i.tags()),
     }
 }
@@ -348,6 +349,37 @@ impl Cloud for Ec2Cloud {
             .create_tags()
             .set_resources(Some(ids.to_vec()))
             .set_tags(Some(sdk_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn set_user_data(&self, id: &str, user_data: &str) -> Result<(), CloudError> {
+        // A blob: the SDK base64-encodes it on the wire (unlike RunInstances' UserData string).
+        self.client
+            .modify_instance_attribute()
+            .instance_id(id)
+            .user_data(
+                aws_sdk_ec2::types::BlobAttributeValue::builder()
+                    .value(aws_sdk_ec2::primitives::Blob::new(user_data.as_bytes()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn set_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError> {
+        self.client
+            .modify_instance_attribute()
+            .instance_id(id)
+            .instance_type(
+                aws_sdk_ec2::types::AttributeValue::builder()
+                    .value(instance_type)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.err(e))?;

@@ -75,6 +75,9 @@ impl std::fmt::Debug for AgentConfig {
     }
 }
 
+/// Log target of the lines that mean "this slave carries load" (see the idle watcher).
+pub const ACTIVITY: &str = "lobster::activity";
+
 /// Largest gRPC message the agent accepts (an assignment carries the scenario and data items).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Unacked intervals are sent again after this long.
@@ -433,8 +436,9 @@ impl State {
                 let msg = stats.to_proto(&run_id, index, last);
                 debug!(run_id = %run_id, index, requests = stats.requests(), last, "interval");
                 if stats.requests() > 0 || last {
-                    // Activity for the VM's idle watcher: slaves log at least once per interval under load.
-                    info!(run_id = %run_id, index, requests = stats.requests(), last, "interval recorded");
+                    // Activity for the VM's idle watcher, which counts only this target's lines
+                    // (reconnect chatter and heartbeats are not load and must not keep a VM up).
+                    info!(target: ACTIVITY, run_id = %run_id, index, requests = stats.requests(), last, "interval recorded");
                 }
                 self.spool.push(run_id.clone(), msg);
                 if last && self.current.as_ref().is_some_and(|c| c.run_id == run_id) {

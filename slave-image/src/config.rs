@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the load engine alone against a URL (no master), for benchmarks.
     Bench(BenchArgs),
+    /// The VM's boot step: read IMDS and user-data, write /run/lobster/slave.env, start slaves.
+    Boot,
 }
 
 #[derive(Debug, Args)]

@@ -6,12 +6,14 @@
 //! - [`backoff`]: reconnect delays.
 //! - [`config`]: flags resolved into a config before any I/O.
 //! - [`bench`]: the engine alone, for benchmarks.
+//! - [`boot`]: the VM's boot step (IMDS identity and user-data → slave units).
 //!
 //! Nothing here listens on a socket: a slave only dials out.
 
 pub mod agent;
 pub mod backoff;
 pub mod bench;
+pub mod boot;
 pub mod config;
 pub mod engine;
 pub mod spool;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -33,6 +34,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::Boot) => match runtime.block_on(lobster_slave::boot::boot()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Some(Command::Bench(args)) => {
             let scenario = match lobster_slave::bench::scenario_for(&args) {
                 Ok(s) => s,

@@ -3,9 +3,13 @@
 //! 0 success (a run passed), 1 a run failed or aborted, 2 bad input, 3 the environment failed
 //! (unreachable master, busy port, ...), 130 interrupted twice.
 
+mod cloud;
+mod fleet;
+mod image;
 mod master;
 mod quickstart;
 mod run;
+mod stop;
 mod target;
 
 use std::path::PathBuf;
@@ -40,6 +44,17 @@ pub enum Commands {
     Target(target::TargetArgs),
     /// Run the whole loop once on this machine, with nothing set up.
     Quickstart(quickstart::QuickstartArgs),
+    /// The fleet of slave VMs: up, down, status.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
+    /// The local cloud: run it, or print its endpoint.
+    #[command(subcommand)]
+    Cloud(cloud::CloudCommand),
+    /// Template images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Stop the background master and local cloud of this home.
+    Stop,
 }
 
 /// How the command ended.
@@ -80,7 +95,11 @@ pub fn main() -> ExitCode {
         }
     };
     let default_log = match cli.command {
-        Commands::Run(_) | Commands::Quickstart(_) => "warn",
+        Commands::Run(_)
+        | Commands::Quickstart(_)
+        | Commands::Fleet(_)
+        | Commands::Image(_)
+        | Commands::Stop => "warn",
         _ => "info",
     };
     let filter = cli.log.clone().unwrap_or_else(|| default_log.to_string());
@@ -90,6 +109,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let home = Home::resolve(cli.home.clone());
     let threads = match &cli.command {
@@ -116,6 +136,10 @@ pub fn main() -> ExitCode {
                 Commands::Run(a) => run::run(a, &home, shutdown).await,
                 Commands::Target(a) => target::target(a, shutdown).await,
                 Commands::Quickstart(a) => quickstart::quickstart(a, &home, shutdown).await,
+                Commands::Fleet(c) => fleet::fleet(c, &home, shutdown).await,
+                Commands::Cloud(c) => cloud::cloud(c, &home, shutdown).await,
+                Commands::Image(c) => image::image(c, &home).await,
+                Commands::Stop => stop::stop(&home).await,
             }
         };
         tokio::select! {

@@ -390,7 +390,11 @@ impl Controller {
             Up::Attach(_) => {}
             Up::Heartbeat(hb) => {
                 if let Some(s) = self.registry.slaves.get_mut(&uid) {
+                    let busy = !hb.run_id.is_empty();
                     s.heartbeat = hb;
+                    if busy {
+                        s.last_busy = now;
+                    }
                 }
                 // The reply proves the master alive to the slave's dead-man switch.
                 self.registry.send(&uid, ack(String::new(), Vec::new()));

@@ -34,6 +34,8 @@ pub struct Slave {
     pub last_seen: Instant,
     pub joined_unix_ms: u64,
     pub heartbeat: Heartbeat,
+    /// Last time it carried load (running a share); for the fleet's idle column.
+    pub last_busy: Instant,
     /// No new work (asked by the VM's idle watcher or an operator).
     pub draining: bool,
 }
@@ -60,6 +62,8 @@ pub struct SlaveView {
     pub draining: bool,
     pub connected: bool,
     pub last_seen_ms: u64,
+    /// Milliseconds since it last carried load.
+    pub idle_ms: u64,
     /// RFC 3339 time of the last join.
     pub joined_at: String,
     pub active_users: u32,
@@ -124,6 +128,7 @@ impl Registry {
                 last_seen: now,
                 joined_unix_ms: unix_ms,
                 heartbeat: Heartbeat::default(),
+                last_busy: now,
                 draining,
             },
         );
@@ -245,6 +250,7 @@ impl Registry {
                 draining: s.draining,
                 connected: s.session.is_some(),
                 last_seen_ms: now.duration_since(s.last_seen).as_millis() as u64,
+                idle_ms: now.duration_since(s.last_busy).as_millis() as u64,
                 joined_at: crate::clock::rfc3339(s.joined_unix_ms),
                 active_users: s.heartbeat.active_users,
                 in_flight: s.heartbeat.in_flight,

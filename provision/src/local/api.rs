@@ -52,11 +52,12 @@ pub fn handle(q: &Query, s: &mut State, c: &Ctx<'_>) -> Result<Answer, ApiError>
         "CreateTags" => create_tags(q, s, c, dry)?,
         "DeleteTags" => delete_tags(q, s, c, dry)?,
         "DescribeTags" => describe_tags(q, s, c)?,
+        "ModifyInstanceAttribute" => modify_instance_attribute(q, s, c, dry)?,
         other => {
             return Err(ApiError::new(
                 "InvalidAction",
                 format!(
-                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags)"
+                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags, ModifyInstanceAttribute)"
                 ),
             ));
         }
@@ -567,11 +568,13 @@ fn change(
     Ok((x.finish(), effects))
 }
 
-fn start(i: &mut InstanceRec, _: &Ctx<'_>) -> Result<Option<Effect>, ApiError> {
+fn start(i: &mut InstanceRec, c: &Ctx<'_>) -> Result<Option<Effect>, ApiError> {
     match i.state {
         InstanceState::Stopped => {
             i.state = InstanceState::Pending;
             i.reason.clear();
+            // As EC2: the launch time is the time of the last start.
+            i.launch_unix_ms = c.now_ms;
             Ok(Some(Effect::Boot(i.id.clone())))
         }
         InstanceState::Pending | InstanceState::Running => Ok(None),
@@ -744,6 +747,74 @@ fn describe_tags(q: &Query, s: &State, c: &Ctx<'_>) -> Result<Answer, ApiError> 
         }
     }
     x.close("tagSet");
+    Ok((x.finish(), Vec::new()))
+}
+
+/// `UserData.Value` (base64) or `InstanceType.Value` of a stopped instance.
+fn modify_instance_attribute(
+    q: &Query,
+    s: &mut State,
+    c: &Ctx<'_>,
+    dry: bool,
+) -> Result<Answer, ApiError> {
+    let id = q.required("InstanceId")?.to_string();
+    check_ids(std::slice::from_ref(&id), "i", "InstanceID")?;
+    let inst = live(s, &id)?;
+    let user_data = match q.get("UserData.Value") {
+        None => None,
+        Some(b64) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| {
+                    ApiError::new(
+                        "InvalidParameterValue",
+                        "Invalid BASE64 encoding of user data",
+                    )
+                })?;
+            if raw.len() > MAX_USER_DATA {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    "User data is limited to 16384 bytes",
+                ));
+            }
+            Some(String::from_utf8(raw).map_err(|_| {
+                ApiError::new("InvalidParameterValue", "User data must be UTF-8 text")
+            })?)
+        }
+    };
+    let instance_type = q.get("InstanceType.Value").map(str::to_string);
+    if let Some(t) = &instance_type
+        && types::vcpus(t).is_none()
+    {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            format!("Invalid value '{t}' for InstanceType"),
+        ));
+    }
+    if user_data.is_none() && instance_type.is_none() {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "The local cloud modifies UserData or InstanceType",
+        ));
+    }
+    if inst.state != InstanceState::Stopped {
+        return Err(ApiError::new(
+            "IncorrectInstanceState",
+            format!("The instance '{id}' is not in the 'stopped' state."),
+        ));
+    }
+    if dry {
+        return Err(dry_run_ok());
+    }
+    let inst = s.instances.get_mut(&id).expect("checked above");
+    if let Some(u) = user_data {
+        inst.user_data = u;
+    }
+    if let Some(t) = instance_type {
+        inst.instance_type = t;
+    }
+    let mut x = Xml::response("ModifyInstanceAttributeResponse", c.request_id);
+    x.leaf("return", "true");
     Ok((x.finish(), Vec::new()))
 }
 

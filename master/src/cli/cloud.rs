@@ -1,0 +1,113 @@
+//! `lobster cloud local` (the local cloud in the foreground) and `lobster cloud endpoint`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use lobster_provision::local::faults::Faults;
+use lobster_provision::local::{LocalCloud, LocalCloudConfig, LocalCloudError};
+use tokio_util::sync::CancellationToken;
+
+use super::{Failure, parse_duration};
+use crate::daemon::{self, CloudInfo};
+use crate::fleet::LOCAL_REGION;
+use crate::home::{Home, write_private};
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Run the local cloud (EC2 API on loopback, instances as local processes) in the foreground.
+    Local(LocalArgs),
+    /// Print the URL of the local cloud in use (for `aws --endpoint-url "$(lobster cloud endpoint)"`).
+    Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Address of the EC2 API (port 0 picks a free port; see `lobster cloud endpoint`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = LOCAL_REGION)]
+    pub region: String,
+    /// Accept only this access key id (default: any).
+    #[arg(long)]
+    pub access_key_id: Option<String>,
+    /// Fault injection: share (0-1) of API requests throttled.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle: f64,
+    /// Fault injection: share (0-1) of launches and starts refused for capacity.
+    #[arg(long, default_value_t = 0.0)]
+    pub capacity_errors: f64,
+    /// Fault injection: most instances up at once.
+    #[arg(long)]
+    pub capacity_limit: Option<u32>,
+    /// Fault injection: time from pending to running.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub boot_delay: Duration,
+}
+
+pub async fn cloud(
+    cmd: CloudCommand,
+    home: &Home,
+    shutdown: CancellationToken,
+) -> Result<u8, Failure> {
+    match cmd {
+        CloudCommand::Endpoint => match daemon::running_cloud(home).await {
+            Some(info) => {
+                println!("{}", info.endpoint);
+                Ok(0)
+            }
+            None => Err(Failure::trouble(anyhow!(
+                "no local cloud is running for {} (start one: lobster cloud local, or lobster fleet up)",
+                home.root.display()
+            ))),
+        },
+        CloudCommand::Local(a) => {
+            let faults = Faults {
+                throttle: a.throttle,
+                capacity_errors: a.capacity_errors,
+                capacity_limit: a.capacity_limit,
+                boot_delay_ms: a.boot_delay.as_millis() as u64,
+            };
+            faults
+                .check()
+                .map_err(|e| Failure::bad_input(anyhow!("{e}")))?;
+            if a.region.is_empty() || a.region.len() > 64 {
+                return Err(Failure::bad_input(anyhow!(
+                    "--region must be 1-64 characters"
+                )));
+            }
+            let dir = daemon::cloud_dir(home);
+            let cloud = LocalCloud::bind(LocalCloudConfig {
+                dir: dir.clone(),
+                listen: a.listen,
+                region: a.region.clone(),
+                access_key: a.access_key_id,
+                faults,
+            })
+            .await
+            .map_err(|e| match e {
+                LocalCloudError::Faults(_) => Failure::bad_input(e),
+                _ => Failure::trouble(e),
+            })?;
+            let info = CloudInfo {
+                pid: std::process::id(),
+                endpoint: cloud.endpoint(),
+                region: a.region,
+            };
+            let discovery = dir.join("cloud.json");
+            write_private(
+                &discovery,
+                &serde_json::to_string_pretty(&info).expect("json"),
+            )
+            .map_err(Failure::trouble)?;
+            println!(
+                "lobster local cloud: endpoint {} region {}",
+                info.endpoint, info.region
+            );
+            cloud.run(shutdown).await;
+            let _ = std::fs::remove_file(&discovery);
+            Ok(0)
+        }
+    }
+}

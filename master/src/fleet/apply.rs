@@ -1,0 +1,308 @@
+//! The reconciler's acting half: observe (from tags), plan, act, and again, until the plan is
+//! empty. Throttling is retried with backoff; capacity errors try the next instance type or
+//! subnet, then end in a clearly reported partial fleet; `InvalidInstanceID.NotFound` right
+//! after a launch is eventual consistency and simply waited out.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use lobster_fleet::tags;
+use lobster_provision::cloud::{Cloud, CloudError, Instance, InstanceState, LaunchSpec, Tags};
+use tracing::{info, warn};
+
+use super::config::FleetSettings;
+use super::plan::{Desired, Plan, plan};
+use super::{fleet_selector, launch_tags};
+
+/// A fleet operation that did not fully succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The cloud refused or failed a call.
+    #[error("{what}")]
+    Cloud {
+        what: String,
+        #[source]
+        source: CloudError,
+    },
+    /// Fewer instances than asked could be had.
+    #[error("partial fleet: {up} of {want} instances ({reason})")]
+    Partial {
+        up: usize,
+        want: usize,
+        reason: String,
+    },
+    /// Waiting ran out.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl FleetError {
+    fn cloud(what: impl Into<String>, source: CloudError) -> Self {
+        FleetError::Cloud {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Whether credentials or permissions are the problem.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            FleetError::Cloud {
+                source: CloudError::Unauthorized { .. },
+                ..
+            }
+        )
+    }
+}
+
+/// Calls `f` again while the cloud throttles (backoff 0.5 s … 8 s, up to 8 tries).
+pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, FleetError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CloudError>>,
+{
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && attempt < 8 => {
+                warn!(what, attempt, error = %e, "retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => return Err(FleetError::cloud(what.to_string(), e)),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// What every new or restarted instance gets.
+pub struct LaunchTemplate {
+    pub image_id: String,
+    /// Rendered user-data.
+    pub user_data: String,
+    /// RFC 3339 expiry written to `lobster:expires-at`.
+    pub expires_at: String,
+}
+
+/// What a converge pass did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub started: Vec<String>,
+    pub launched: Vec<String>,
+    pub stopped: Vec<String>,
+    /// Set when capacity ran out.
+    pub partial: Option<String>,
+    pub passes: u32,
+}
+
+/// Observes the fleet (instances carrying its tags, not terminated).
+pub async fn observe(cloud: &dyn Cloud, fleet: &str) -> Result<Vec<Instance>, FleetError> {
+    let sel = fleet_selector(fleet);
+    retry("listing the fleet's instances", || cloud.instances(&sel)).await
+}
+
+/// The plan for the fleet as it is now.
+pub async fn current_plan(
+    cloud: &dyn Cloud,
+    desired: &Desired,
+) -> Result<(Plan, Vec<Instance>), FleetError> {
+    let observed = observe(cloud, &desired.fleet).await?;
+    Ok((plan(desired, &observed), observed))
+}
+
+/// Reconciles until the plan is empty, capacity runs out, or `deadline`.
+pub async fn converge(
+    cloud: &dyn Cloud,
+    s: &FleetSettings,
+    desired: &Desired,
+    t: &LaunchTemplate,
+    deadline: Instant,
+    mut on_pass: impl FnMut(&[Instance]),
+) -> Result<Outcome, FleetError> {
+    let mut out = Outcome::default();
+    let mut type_index = 0usize;
+    let mut subnet_index = 0usize;
+    loop {
+        let (p, observed) = current_plan(cloud, desired).await?;
+        on_pass(&observed);
+        out.passes += 1;
+        if p.is_empty() || out.partial.is_some() {
+            return Ok(out);
+        }
+        info!(pass = out.passes, plan = %p.describe().replace('\n', "; "), "reconcile pass");
+        if Instant::now() > deadline {
+            return Err(FleetError::Timeout(format!(
+                "the fleet did not converge in time; last plan:\n{}",
+                p.describe()
+            )));
+        }
+        if !p.stop.is_empty() {
+            retry("stopping surplus instances", || cloud.stop(&p.stop, false)).await?;
+            out.stopped.extend(p.stop.iter().cloned());
+        }
+        if !p.start.is_empty() {
+            // Started instances boot with today's settings: current user-data (master, token)
+            // and a fresh expiry.
+            for id in &p.start {
+                retry("refreshing user-data", || {
+                    cloud.set_user_data(id, &t.user_data)
+                })
+                .await?;
+            }
+            let expiry = Tags::from([(tags::EXPIRES_AT.to_string(), t.expires_at.clone())]);
+            retry("refreshing lobster:expires-at", || {
+                cloud.tag(&p.start, &expiry)
+            })
+            .await?;
+            match retry("starting stopped instances", || cloud.start(&p.start)).await {
+                Ok(_) => out.started.extend(p.start.iter().cloned()),
+                Err(FleetError::Cloud {
+                    source: e @ CloudError::Capacity { .. },
+                    ..
+                }) => {
+                    out.partial = Some(format!("cannot start stopped instances: {e}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for batch in &p.launch {
+            if out.partial.is_some() {
+                break;
+            }
+            loop {
+                let spec = LaunchSpec {
+                    image_id: t.image_id.clone(),
+                    instance_type: s.instance_types[type_index].clone(),
+                    count: batch.count,
+                    client_token: if type_index + subnet_index == 0 {
+                        batch.client_token.clone()
+                    } else {
+                        format!(
+                            "{}-{type_index}-{subnet_index}",
+                            &batch.client_token[..50.min(batch.client_token.len())]
+                        )
+                    },
+                    user_data: t.user_data.clone(),
+                    tags: launch_tags(&desired.fleet, &t.expires_at),
+                    subnet_id: s.subnet_ids.get(subnet_index).cloned(),
+                    security_group_ids: s.security_group_ids.clone(),
+                    iam_instance_profile: s.iam_instance_profile.clone(),
+                    key_name: s.key_name.clone(),
+                };
+                match retry("launching instances", || cloud.launch(&spec)).await {
+                    Ok(list)
+                        if !list.is_empty()
+                            && list.iter().all(|i| i.state == InstanceState::Terminated) =>
+                    {
+                        // A token from an earlier, since terminated launch: launch anew.
+                        let mut fresh = spec.clone();
+                        fresh.client_token = format!(
+                            "{}-{}",
+                            &spec.client_token[..40.min(spec.client_token.len())],
+                            crate::clock::unix_ms()
+                        );
+                        let list = retry("launching instances", || cloud.launch(&fresh)).await?;
+                        out.launched.extend(list.into_iter().map(|i| i.id));
+                        break;
+                    }
+                    Ok(list) => {
+                        if (list.len() as u32) < batch.count {
+                            warn!(
+                                asked = batch.count,
+                                got = list.len(),
+                                "launched fewer instances than asked"
+                            );
+                        }
+                        out.launched.extend(list.into_iter().map(|i| i.id));
+                        break;
+                    }
+                    Err(FleetError::Cloud {
+                        source: e @ CloudError::Capacity { .. },
+                        ..
+                    }) => {
+                        if subnet_index + 1 < s.subnet_ids.len() {
+                            subnet_index += 1;
+                            warn!(error = %e, subnet = %s.subnet_ids[subnet_index], "no capacity: trying the next subnet");
+                        } else if type_index + 1 < s.instance_types.len() {
+                            type_index += 1;
+                            subnet_index = 0;
+                            warn!(error = %e, instance_type = %s.instance_types[type_index], "no capacity: trying the next instance type");
+                        } else {
+                            out.partial = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !p.wait.is_empty() || !p.launch.is_empty() || !p.start.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// Stops (or terminates) every instance of the fleet; returns their ids.
+pub async fn down(
+    cloud: &dyn Cloud,
+    fleet: &str,
+    terminate: bool,
+) -> Result<Vec<String>, FleetError> {
+    let observed = observe(cloud, fleet).await?;
+    let ids: Vec<String> = observed
+        .iter()
+        .filter(|i| {
+            if terminate {
+                i.state != InstanceState::ShuttingDown
+            } else {
+                i.state.is_up()
+            }
+        })
+        .map(|i| i.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    for chunk in ids.chunks(500) {
+        if terminate {
+            retry("terminating instances", || cloud.terminate(chunk)).await?;
+        } else {
+            retry("stopping instances", || cloud.stop(chunk, false)).await?;
+        }
+    }
+    Ok(ids)
+}
+
+/// Waits until none of the fleet's instances is in a transition (`pending`, `stopping`,
+/// `shutting-down`), or `deadline`.
+pub async fn settle(
+    cloud: &dyn Cloud,
+    fleet: &str,
+    deadline: Instant,
+    mut on_pass: impl FnMut(&[Instance]),
+) -> Result<Vec<Instance>, FleetError> {
+    loop {
+        let observed = observe(cloud, fleet).await?;
+        on_pass(&observed);
+        let moving = observed
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.state,
+                    InstanceState::Pending | InstanceState::Stopping | InstanceState::ShuttingDown
+                )
+            })
+            .count();
+        if moving == 0 {
+            return Ok(observed);
+        }
+        if Instant::now() > deadline {
+            return Err(FleetError::Timeout(format!(
+                "{moving} instance(s) still changing state"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
