@@ -233,6 +233,8 @@ pub trait Cloud: Send + Sync {
     async fn stop(&self, ids: &[String], dry_run: bool) -> Result<Vec<StateChange>, CloudError>;
     async fn terminate(&self, ids: &[String]) -> Result<Vec<StateChange>, CloudError>;
     async fn tag(&self, ids: &[String], tags: &Tags) -> Result<(), CloudError>;
+    /// Removes tags by key (DeleteTags).
+    async fn untag(&self, ids: &[String], keys: &[String]) -> Result<(), CloudError>;
     /// Replaces a stopped instance's user-data (ModifyInstanceAttribute).
     async fn set_user_data(&self, id: &str, user_data: &str) -> Result<(), CloudError>;
     /// Changes a stopped instance's type (ModifyInstanceAttribute).

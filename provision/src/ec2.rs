@@ -355,6 +355,19 @@ impl Cloud for Ec2Cloud {
         Ok(())
     }
 
+    async fn untag(&self, ids: &[String], keys: &[String]) -> Result<(), CloudError> {
+        self.client
+            .delete_tags()
+            .set_resources(Some(ids.to_vec()))
+            .set_tags(Some(
+                keys.iter().map(|k| Tag::builder().key(k).build()).collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     async fn set_user_data(&self, id: &str, user_data: &str) -> Result<(), CloudError> {
         // A blob: the SDK base64-encodes it on the wire (unlike RunInstances' UserData string).
         self.client

@@ -520,8 +520,12 @@ impl State {
                 ));
             }
             Down::Drain(d) => {
-                info!(reason = %d.reason, "draining: no new work");
-                self.draining = true;
+                if d.undo {
+                    info!(reason = %d.reason, "drain taken back: accepting work again");
+                } else {
+                    info!(reason = %d.reason, "draining: no new work");
+                }
+                self.draining = !d.undo;
             }
         }
     }

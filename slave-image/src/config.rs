@@ -26,6 +26,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// The VM's boot step: read IMDS and user-data, write /run/lobster/slave.env, start slaves.
     Boot,
+    /// The VM's idle watcher: stop this instance once its slaves have been idle.
+    IdleWatch,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 //! - [`config`]: flags resolved into a config before any I/O.
 //! - [`bench`]: the engine alone, for benchmarks.
 //! - [`boot`]: the VM's boot step (IMDS identity and user-data → slave units).
+//! - [`idle`]: the per-VM idle watcher that stops its own instance.
 //!
 //! Nothing here listens on a socket: a slave only dials out.
 
@@ -16,4 +17,5 @@ pub mod bench;
 pub mod boot;
 pub mod config;
 pub mod engine;
+pub mod idle;
 pub mod spool;

@@ -34,6 +34,31 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::IdleWatch) => {
+            let settings = match lobster_slave::idle::IdleSettings::from_env() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime.block_on(async {
+                let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                    .ok();
+                let cloud =
+                    lobster_provision::ec2::Ec2Cloud::connect(&lobster_provision::ec2::Ec2Config {
+                        region: Some(settings.region.clone()),
+                        endpoint_url: endpoint,
+                        ..Default::default()
+                    })
+                    .await;
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signals(shutdown.clone(), CancellationToken::new()));
+                lobster_slave::idle::run(settings, std::sync::Arc::new(cloud), shutdown).await;
+            });
+            ExitCode::SUCCESS
+        }
         Some(Command::Boot) => match runtime.block_on(lobster_slave::boot::boot()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

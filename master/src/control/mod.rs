@@ -488,12 +488,13 @@ impl Controller {
             .collect();
         for uid in &uids {
             if let Some(s) = self.registry.slaves.get_mut(uid) {
-                s.draining = true;
+                s.draining = !req.undo;
                 n += 1;
             }
             let msg = MasterMessage {
                 kind: Some(Down::Drain(proto::Drain {
                     reason: req.reason.clone(),
+                    undo: req.undo,
                 })),
             };
             self.registry.send(uid, msg);

@@ -156,6 +156,11 @@ pub async fn converge(
                 cloud.tag(&p.start, &expiry)
             })
             .await?;
+            let stale = vec![tags::STOP_REASON.to_string()];
+            retry("clearing lobster:stop-reason", || {
+                cloud.untag(&p.start, &stale)
+            })
+            .await?;
             match retry("starting stopped instances", || cloud.start(&p.start)).await {
                 Ok(_) => out.started.extend(p.start.iter().cloned()),
                 Err(FleetError::Cloud {

@@ -16,6 +16,8 @@ pub struct Faults {
     pub capacity_limit: Option<u32>,
     /// Time from `pending` to `running`.
     pub boot_delay_ms: u64,
+    /// Refuse every call made with instance credentials (a VM whose role lost its rights).
+    pub deny_instance_api: bool,
 }
 
 impl Faults {

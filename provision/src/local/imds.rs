@@ -83,7 +83,13 @@ async fn token(State(s): State<Imds>, headers: HeaderMap) -> Response {
         return text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
     }
     tokens.insert(t.clone(), now + Duration::from_secs(ttl));
-    text(StatusCode::OK, t)
+    // As EC2: the granted TTL comes back as a header (SDKs require it).
+    (
+        StatusCode::OK,
+        [("x-aws-ec2-metadata-token-ttl-seconds", ttl.to_string())],
+        t,
+    )
+        .into_response()
 }
 
 fn authorized(s: &Imds, headers: &HeaderMap) -> bool {

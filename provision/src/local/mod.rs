@@ -374,6 +374,18 @@ async fn ec2(
         }
     }
     let faults = shared.faults();
+    if faults.deny_instance_api
+        && access_key_id(&headers).as_deref() == Some(imds::INSTANCE_ACCESS_KEY)
+    {
+        return error_response(
+            &ApiError::new(
+                "UnauthorizedOperation",
+                "You are not authorized to perform this operation.",
+            )
+            .with_status(403),
+            &request_id,
+        );
+    }
     if Faults::hit(faults.throttle) {
         return error_response(
             &ApiError::new("RequestLimitExceeded", "Request limit exceeded.").with_status(503),

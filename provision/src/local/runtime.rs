@@ -153,7 +153,27 @@ async fn run_instance(shared: &Arc<Shared>, id: &str, stop: CancellationToken) {
         imds_port: port,
     };
     let tasks = ctx.start_units(&stop).await;
-    stop.cancelled().await;
+    // Wait for a stop from the API, or a power-off from inside (the emulated `systemctl
+    // poweroff`: EC2 stops an instance whose OS shuts down, shutdown behaviour `stop`).
+    let poweroff = ctx.root.join("run/lobster/poweroff");
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if poweroff.exists() {
+                    let _ = std::fs::remove_file(&poweroff);
+                    console(&dir, "instance-initiated shutdown");
+                    shared.update(id, |i| {
+                        if i.state == InstanceState::Running {
+                            i.state = InstanceState::Stopping;
+                            i.reason = "Client.InstanceInitiatedShutdown: Instance initiated shutdown".into();
+                        }
+                    });
+                    stop.cancel();
+                }
+            }
+        }
+    }
     console(&dir, "stopping");
     for t in tasks {
         let _ = t.await;
