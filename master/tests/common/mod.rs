@@ -97,11 +97,40 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Env {
+    /// Background daemons (master, local cloud) started in this home must not outlive the test.
+    fn drop(&mut self) {
+        let _ = Command::new(lobster())
+            .env("LOBSTER_HOME", self.home())
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Env {
     pub fn new() -> Self {
         Env {
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// Runs `lobster <args>` in this home; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let mut c = self.lobster();
+        c.args(args);
+        let (out, so, se) = run(c);
+        (out.status.code().unwrap_or(-1), so, se)
+    }
+
+    /// Starts `lobster cloud local` in the foreground (as a child) with extra flags.
+    pub fn cloud(&self, extra: &[&str]) -> (Proc, String) {
+        let mut c = self.lobster();
+        c.args(["cloud", "local", "--listen", "127.0.0.1:0"]).args(extra);
+        let (p, line) = spawn_until(c, "cloud", "endpoint http://", &self.path("cloud-fg.log"));
+        let endpoint = line.split("endpoint ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        (p, endpoint)
     }
 
     pub fn home(&self) -> &Path {
@@ -268,4 +297,105 @@ pub fn scenario_text(target: SocketAddr, duration: &str, load: &str, extra: &str
     format!(
         "name: test\ntarget: http://{target}\nduration: {duration}\nload:\n  {load}\nrequests:\n  - name: home\n    path: /\n  - name: item\n    path: /item/42\n    weight: 2\n{extra}"
     )
+}
+
+/// A Python tool installed by scripts/test (`LOBSTER_TEST_<NAME>`), else found on PATH.
+pub fn tool(env_var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
+        return PathBuf::from(p);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: scripts/test installs it (or set {env_var})");
+}
+
+/// Starts moto_server on a free loopback port; returns it and its endpoint.
+pub fn moto(env: &Env) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new(tool("LOBSTER_TEST_MOTO", "moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(env.path("moto.log")).unwrap())
+        .stderr(std::fs::File::create(env.path("moto.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start: {}", std::fs::read_to_string(env.path("moto.err")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Proc { child, name: "moto".into() }, format!("http://{addr}"))
+}
+
+/// Runs the aws CLI against `endpoint` with fake credentials; returns its parsed JSON output.
+pub fn aws(endpoint: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = Command::new(tool("LOBSTER_TEST_AWS", "aws"))
+        .args(["--endpoint-url", endpoint, "--region", "local", "--output", "json"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_PAGER", "")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// Polls `f` until it returns Some, or panics after `within`.
+pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `lobster fleet status --json` of a home.
+pub fn fleet_status(env: &Env, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["fleet", "status", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = env.cli(&args);
+    assert_eq!(code, 0, "fleet status failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// A minimal blocking HTTP request on loopback; returns (status, body).
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The socket address of an `http://host:port` URL.
+pub fn addr_of(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap()
 }

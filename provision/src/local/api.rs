@@ -98,6 +98,30 @@ fn invalid_filter(name: &str) -> ApiError {
     )
 }
 
+const IMAGE_FILTERS: &[&str] = &["image-id", "name", "state", "owner-id", "is-public", "image-type", "architecture"];
+const INSTANCE_FILTERS: &[&str] = &[
+    "instance-state-name",
+    "instance-state-code",
+    "instance-id",
+    "image-id",
+    "instance-type",
+    "reservation-id",
+    "client-token",
+    "private-ip-address",
+];
+const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value"];
+
+/// Refuses unknown filter names even when nothing would be compared.
+fn check_filters(filters: &[Filter], known: &[&str]) -> Result<(), ApiError> {
+    for f in filters {
+        let tagged = f.name.starts_with("tag:") || f.name == "tag-key" || f.name == "tag-value";
+        if !tagged && !known.contains(&f.name.as_str()) {
+            return Err(invalid_filter(&f.name));
+        }
+    }
+    Ok(())
+}
+
 fn image_matches(i: &ImageRec, filters: &[Filter]) -> Result<bool, ApiError> {
     for f in filters {
         let ok = match tag_match(&i.tags, f) {
@@ -140,6 +164,7 @@ fn describe_images(q: &Query, s: &State, c: &Ctx<'_>) -> Result<Answer, ApiError
     let ids = q.list("ImageId")?;
     check_ids(&ids, "ami", "AMIID")?;
     let filters = q.filters()?;
+    check_filters(&filters, IMAGE_FILTERS)?;
     for id in &ids {
         if !s.images.contains_key(id) {
             return Err(ApiError::new(
@@ -299,6 +324,7 @@ fn describe_instances(q: &Query, s: &State, c: &Ctx<'_>) -> Result<Answer, ApiEr
         live(s, id)?;
     }
     let filters = q.filters()?;
+    check_filters(&filters, INSTANCE_FILTERS)?;
     let max = q.int("MaxResults")?;
     if max.is_some_and(|m| !(5..=1000).contains(&m)) {
         return Err(ApiError::new(
@@ -716,6 +742,7 @@ fn delete_tags(q: &Query, s: &mut State, c: &Ctx<'_>, dry: bool) -> Result<Answe
 
 fn describe_tags(q: &Query, s: &State, c: &Ctx<'_>) -> Result<Answer, ApiError> {
     let filters = q.filters()?;
+    check_filters(&filters, TAG_FILTERS)?;
     let resources = s
         .instances
         .values()
