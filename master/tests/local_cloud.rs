@@ -22,13 +22,20 @@ async fn client(endpoint: &str) -> Ec2Cloud {
 }
 
 fn tags(pairs: &[(&str, &str)]) -> Tags {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 async fn template(env: &Env, cloud: &Ec2Cloud) -> String {
     let dir = image::lay_out_local(&env.path("images"), &slave_bin(), "tmpl-1").unwrap();
     cloud
-        .register_image("tmpl-1", dir.to_str().unwrap(), &tags(&[("lobster:role", "slave-template")]))
+        .register_image(
+            "tmpl-1",
+            dir.to_str().unwrap(),
+            &tags(&[("lobster:role", "slave-template")]),
+        )
         .await
         .unwrap()
 }
@@ -65,10 +72,18 @@ async fn the_sdk_drives_every_action() {
     let (_cloud, endpoint) = env.cloud(&[]);
     let c = client(&endpoint).await;
     let ami = template(&env, &c).await;
-    let found = c.find_images(&tags(&[("lobster:role", "slave-template")])).await.unwrap();
+    let found = c
+        .find_images(&tags(&[("lobster:role", "slave-template")]))
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].id, ami);
-    assert!(c.find_images(&tags(&[("lobster:role", "other")])).await.unwrap().is_empty());
+    assert!(
+        c.find_images(&tags(&[("lobster:role", "other")]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let launched = c.launch(&spec(&ami, 3, "tok-1")).await.unwrap();
     assert_eq!(launched.len(), 3);
@@ -79,42 +94,98 @@ async fn the_sdk_drives_every_action() {
         x.sort();
         x
     };
-    assert_eq!(ids(&again), ids(&launched), "the same client token launches nothing new");
-    let fleet = c.instances(&tags(&[("lobster:fleet", "t1")])).await.unwrap();
+    assert_eq!(
+        ids(&again),
+        ids(&launched),
+        "the same client token launches nothing new"
+    );
+    let fleet = c
+        .instances(&tags(&[("lobster:fleet", "t1")]))
+        .await
+        .unwrap();
     assert_eq!(fleet.len(), 3);
-    assert_eq!(fleet[0].tags.get("lobster:managed").map(String::as_str), Some("true"));
+    assert_eq!(
+        fleet[0].tags.get("lobster:managed").map(String::as_str),
+        Some("true")
+    );
 
     let id = launched[0].id.clone();
     wait_state(&c, &id, InstanceState::Running).await;
     let err = c.set_user_data(&id, "x").await.unwrap_err();
-    assert!(matches!(err, CloudError::Invalid { .. }), "user-data of a running instance: {err:?}");
-    c.stop(std::slice::from_ref(&id), true).await.expect("dry run is allowed");
+    assert!(
+        matches!(err, CloudError::Invalid { .. }),
+        "user-data of a running instance: {err:?}"
+    );
+    c.stop(std::slice::from_ref(&id), true)
+        .await
+        .expect("dry run is allowed");
     let changes = c.stop(std::slice::from_ref(&id), false).await.unwrap();
-    assert_eq!((changes[0].previous, changes[0].current), (InstanceState::Running, InstanceState::Stopping));
+    assert_eq!(
+        (changes[0].previous, changes[0].current),
+        (InstanceState::Running, InstanceState::Stopping)
+    );
     wait_state(&c, &id, InstanceState::Stopped).await;
-    c.set_user_data(&id, "LOBSTER_MASTER=http://127.0.0.1:9\nLOBSTER_JOIN_TOKEN=u\n").await.unwrap();
+    c.set_user_data(
+        &id,
+        "LOBSTER_MASTER=http://127.0.0.1:9\nLOBSTER_JOIN_TOKEN=u\n",
+    )
+    .await
+    .unwrap();
     c.set_instance_type(&id, "local.medium").await.unwrap();
     c.start(std::slice::from_ref(&id)).await.unwrap();
     wait_state(&c, &id, InstanceState::Running).await;
-    assert_eq!(c.describe(std::slice::from_ref(&id)).await.unwrap()[0].instance_type, "local.medium");
+    assert_eq!(
+        c.describe(std::slice::from_ref(&id)).await.unwrap()[0].instance_type,
+        "local.medium"
+    );
 
-    c.tag(std::slice::from_ref(&id), &tags(&[("k", "v")])).await.unwrap();
-    assert_eq!(c.describe(std::slice::from_ref(&id)).await.unwrap()[0].tags.get("k").map(String::as_str), Some("v"));
-    c.untag(std::slice::from_ref(&id), &["k".to_string()]).await.unwrap();
-    assert!(!c.describe(std::slice::from_ref(&id)).await.unwrap()[0].tags.contains_key("k"));
+    c.tag(std::slice::from_ref(&id), &tags(&[("k", "v")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.describe(std::slice::from_ref(&id)).await.unwrap()[0]
+            .tags
+            .get("k")
+            .map(String::as_str),
+        Some("v")
+    );
+    c.untag(std::slice::from_ref(&id), &["k".to_string()])
+        .await
+        .unwrap();
+    assert!(
+        !c.describe(std::slice::from_ref(&id)).await.unwrap()[0]
+            .tags
+            .contains_key("k")
+    );
 
     c.terminate(std::slice::from_ref(&id)).await.unwrap();
     wait_state(&c, &id, InstanceState::Terminated).await;
-    assert_eq!(c.instances(&tags(&[("lobster:fleet", "t1")])).await.unwrap().len(), 2, "terminated instances leave the fleet");
+    assert_eq!(
+        c.instances(&tags(&[("lobster:fleet", "t1")]))
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "terminated instances leave the fleet"
+    );
 
     // Errors arrive typed.
-    let e = c.describe(&["i-00000000000000000".to_string()]).await.unwrap_err();
+    let e = c
+        .describe(&["i-00000000000000000".to_string()])
+        .await
+        .unwrap_err();
     assert!(matches!(e, CloudError::NotFound { .. }), "{e:?}");
-    let e = c.launch(&spec("ami-00000000000000000", 1, "tok-2")).await.unwrap_err();
+    let e = c
+        .launch(&spec("ami-00000000000000000", 1, "tok-2"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CloudError::NotFound { .. }), "{e:?}");
     let mut bad = spec(&ami, 1, "tok-3");
     bad.instance_type = "huge.9000".into();
-    assert!(matches!(c.launch(&bad).await.unwrap_err(), CloudError::Invalid { .. }));
+    assert!(matches!(
+        c.launch(&bad).await.unwrap_err(),
+        CloudError::Invalid { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,22 +202,40 @@ async fn state_survives_a_crash_and_running_instances_reboot() {
     wait_state(&c, &launched[1].id, InstanceState::Stopped).await;
     // The running instance's process groups, once its units have started.
     let state_file = env.home().join("cloud/state.json");
-    let pgids: Vec<i64> = eventually("the instance's units to start", Duration::from_secs(30), || {
-        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).ok()?).ok()?;
-        let p: Vec<i64> = state["instances"][&launched[0].id]["pgids"].as_array()?.iter().filter_map(|p| p.as_i64()).collect();
-        (p.len() >= 2).then_some(p)
-    });
+    let pgids: Vec<i64> = eventually(
+        "the instance's units to start",
+        Duration::from_secs(30),
+        || {
+            let state: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&state_file).ok()?).ok()?;
+            let p: Vec<i64> = state["instances"][&launched[0].id]["pgids"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p.as_i64())
+                .collect();
+            (p.len() >= 2).then_some(p)
+        },
+    );
     cloud.signal(nix::sys::signal::Signal::SIGKILL);
     cloud.wait_exit(Duration::from_secs(10)).unwrap();
     let (_cloud2, endpoint2) = env.cloud(&[]);
     let c2 = client(&endpoint2).await;
-    let images = c2.find_images(&tags(&[("lobster:role", "slave-template")])).await.unwrap();
+    let images = c2
+        .find_images(&tags(&[("lobster:role", "slave-template")]))
+        .await
+        .unwrap();
     assert_eq!(images[0].id, ami, "images survive");
     wait_state(&c2, &launched[0].id, InstanceState::Running).await;
-    assert_eq!(c2.describe(&[launched[1].id.clone()]).await.unwrap()[0].state, InstanceState::Stopped);
+    assert_eq!(
+        c2.describe(&[launched[1].id.clone()]).await.unwrap()[0].state,
+        InstanceState::Stopped
+    );
     for pgid in pgids {
         let stat = std::fs::read_to_string(format!("/proc/{pgid}/environ")).unwrap_or_default();
-        assert!(!stat.contains(&launched[0].id), "a process of the crashed cloud's instance still runs ({pgid})");
+        assert!(
+            !stat.contains(&launched[0].id),
+            "a process of the crashed cloud's instance still runs ({pgid})"
+        );
     }
 }
 
@@ -155,53 +244,191 @@ fn the_aws_cli_is_a_second_client() {
     let env = Env::new();
     let (_cloud, endpoint) = env.cloud(&[]);
     let dir = image::lay_out_local(&env.path("images"), &slave_bin(), "cli-tmpl").unwrap();
-    let reg = aws(&endpoint, &["ec2", "register-image", "--name", "cli-tmpl", "--image-location", dir.to_str().unwrap(),
-        "--tag-specifications", "ResourceType=image,Tags=[{Key=lobster:role,Value=slave-template}]"]).unwrap();
+    let reg = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "register-image",
+            "--name",
+            "cli-tmpl",
+            "--image-location",
+            dir.to_str().unwrap(),
+            "--tag-specifications",
+            "ResourceType=image,Tags=[{Key=lobster:role,Value=slave-template}]",
+        ],
+    )
+    .unwrap();
     let ami = reg["ImageId"].as_str().unwrap().to_string();
-    let imgs = aws(&endpoint, &["ec2", "describe-images", "--owners", "self", "--filters", "Name=tag:lobster:role,Values=slave-template"]).unwrap();
+    let imgs = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-images",
+            "--owners",
+            "self",
+            "--filters",
+            "Name=tag:lobster:role,Values=slave-template",
+        ],
+    )
+    .unwrap();
     assert_eq!(imgs["Images"][0]["ImageId"], ami.as_str());
     assert_eq!(imgs["Images"][0]["State"], "available");
-    let none = aws(&endpoint, &["ec2", "describe-images", "--owners", "self", "--filters", "Name=tag:lobster:role,Values=nope"]).unwrap();
+    let none = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-images",
+            "--owners",
+            "self",
+            "--filters",
+            "Name=tag:lobster:role,Values=nope",
+        ],
+    )
+    .unwrap();
     assert_eq!(none["Images"].as_array().unwrap().len(), 0);
 
     let run = aws(&endpoint, &["ec2", "run-instances", "--image-id", &ami, "--count", "2", "--instance-type", "local.small",
         "--tag-specifications", "ResourceType=instance,Tags=[{Key=lobster:fleet,Value=cli},{Key=lobster:managed,Value=true}]",
         "--user-data", "LOBSTER_MASTER=http://127.0.0.1:9"]).unwrap();
-    let ids: Vec<String> = run["Instances"].as_array().unwrap().iter().map(|i| i["InstanceId"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = run["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 2);
     assert_eq!(run["Instances"][0]["State"]["Name"], "pending");
     assert_eq!(run["Instances"][0]["State"]["Code"], 0);
 
     let running = eventually("two running instances", Duration::from_secs(30), || {
-        let d = aws(&endpoint, &["ec2", "describe-instances", "--filters", "Name=tag:lobster:fleet,Values=cli", "Name=instance-state-name,Values=running"]).ok()?;
-        let n: usize = d["Reservations"].as_array()?.iter().map(|r| r["Instances"].as_array().map_or(0, Vec::len)).sum();
+        let d = aws(
+            &endpoint,
+            &[
+                "ec2",
+                "describe-instances",
+                "--filters",
+                "Name=tag:lobster:fleet,Values=cli",
+                "Name=instance-state-name,Values=running",
+            ],
+        )
+        .ok()?;
+        let n: usize = d["Reservations"]
+            .as_array()?
+            .iter()
+            .map(|r| r["Instances"].as_array().map_or(0, Vec::len))
+            .sum();
         (n == 2).then_some(d)
     });
     let inst = &running["Reservations"][0]["Instances"][0];
     assert_eq!(inst["InstanceType"], "local.small");
-    assert!(inst["Tags"].as_array().unwrap().iter().any(|t| t["Key"] == "lobster:fleet" && t["Value"] == "cli"));
+    assert!(
+        inst["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["Key"] == "lobster:fleet" && t["Value"] == "cli")
+    );
 
-    let stop = aws(&endpoint, &["ec2", "stop-instances", "--instance-ids", &ids[0]]).unwrap();
-    assert_eq!(stop["StoppingInstances"][0]["CurrentState"]["Name"], "stopping");
-    assert_eq!(stop["StoppingInstances"][0]["PreviousState"]["Name"], "running");
+    let stop = aws(
+        &endpoint,
+        &["ec2", "stop-instances", "--instance-ids", &ids[0]],
+    )
+    .unwrap();
+    assert_eq!(
+        stop["StoppingInstances"][0]["CurrentState"]["Name"],
+        "stopping"
+    );
+    assert_eq!(
+        stop["StoppingInstances"][0]["PreviousState"]["Name"],
+        "running"
+    );
     eventually("a stopped instance", Duration::from_secs(30), || {
-        let d = aws(&endpoint, &["ec2", "describe-instances", "--instance-ids", &ids[0]]).ok()?;
+        let d = aws(
+            &endpoint,
+            &["ec2", "describe-instances", "--instance-ids", &ids[0]],
+        )
+        .ok()?;
         (d["Reservations"][0]["Instances"][0]["State"]["Name"] == "stopped").then_some(())
     });
-    let start = aws(&endpoint, &["ec2", "start-instances", "--instance-ids", &ids[0]]).unwrap();
-    assert_eq!(start["StartingInstances"][0]["CurrentState"]["Name"], "pending");
+    let start = aws(
+        &endpoint,
+        &["ec2", "start-instances", "--instance-ids", &ids[0]],
+    )
+    .unwrap();
+    assert_eq!(
+        start["StartingInstances"][0]["CurrentState"]["Name"],
+        "pending"
+    );
 
-    aws(&endpoint, &["ec2", "create-tags", "--resources", &ids[1], "--tags", "Key=owner,Value=perf-team"]).unwrap();
-    let t = aws(&endpoint, &["ec2", "describe-tags", "--filters", &format!("Name=resource-id,Values={}", ids[1]), "Name=key,Values=owner"]).unwrap();
+    aws(
+        &endpoint,
+        &[
+            "ec2",
+            "create-tags",
+            "--resources",
+            &ids[1],
+            "--tags",
+            "Key=owner,Value=perf-team",
+        ],
+    )
+    .unwrap();
+    let t = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-tags",
+            "--filters",
+            &format!("Name=resource-id,Values={}", ids[1]),
+            "Name=key,Values=owner",
+        ],
+    )
+    .unwrap();
     assert_eq!(t["Tags"][0]["Value"], "perf-team");
     assert_eq!(t["Tags"][0]["ResourceType"], "instance");
-    aws(&endpoint, &["ec2", "delete-tags", "--resources", &ids[1], "--tags", "Key=owner"]).unwrap();
-    let t = aws(&endpoint, &["ec2", "describe-tags", "--filters", &format!("Name=resource-id,Values={}", ids[1]), "Name=key,Values=owner"]).unwrap();
+    aws(
+        &endpoint,
+        &[
+            "ec2",
+            "delete-tags",
+            "--resources",
+            &ids[1],
+            "--tags",
+            "Key=owner",
+        ],
+    )
+    .unwrap();
+    let t = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-tags",
+            "--filters",
+            &format!("Name=resource-id,Values={}", ids[1]),
+            "Name=key,Values=owner",
+        ],
+    )
+    .unwrap();
     assert_eq!(t["Tags"].as_array().unwrap().len(), 0);
 
-    let term = aws(&endpoint, &["ec2", "terminate-instances", "--instance-ids", &ids[1]]).unwrap();
-    assert_eq!(term["TerminatingInstances"][0]["CurrentState"]["Name"], "shutting-down");
-    let err = aws(&endpoint, &["ec2", "describe-instances", "--instance-ids", "i-00000000000000000"]).unwrap_err();
+    let term = aws(
+        &endpoint,
+        &["ec2", "terminate-instances", "--instance-ids", &ids[1]],
+    )
+    .unwrap();
+    assert_eq!(
+        term["TerminatingInstances"][0]["CurrentState"]["Name"],
+        "shutting-down"
+    );
+    let err = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--instance-ids",
+            "i-00000000000000000",
+        ],
+    )
+    .unwrap_err();
     assert!(err.contains("InvalidInstanceID.NotFound"), "{err}");
 }
 
@@ -213,7 +440,14 @@ fn malformed_query_requests_get_aws_errors() {
     let (_cloud, endpoint) = env.cloud(&[]);
     let addr = addr_of(&endpoint);
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
-    let before = http_request(addr, "POST", "/", &form, b"Action=DescribeInstances&Version=2016-11-15").1;
+    let before = http_request(
+        addr,
+        "POST",
+        "/",
+        &form,
+        b"Action=DescribeInstances&Version=2016-11-15",
+    )
+    .1;
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("empty body", b"".to_vec(), 400, "MissingAction"),
         ("no version", b"Action=DescribeInstances".to_vec(), 400, "MissingParameter"),
@@ -243,14 +477,31 @@ fn malformed_query_requests_get_aws_errors() {
         let (got, xml) = http_request(addr, "POST", "/", &form, body);
         assert_eq!(got, *status, "{what}: {xml}");
         if !code.is_empty() {
-            assert!(xml.contains(&format!("<Code>{code}</Code>")), "{what}: {xml}");
+            assert!(
+                xml.contains(&format!("<Code>{code}</Code>")),
+                "{what}: {xml}"
+            );
             assert!(xml.contains("<RequestID>"), "{what}: {xml}");
         }
     }
     assert!(cases.len() >= 20);
     let (status, _) = http_request(addr, "GET", "/__lobster/health", &[], b"");
     assert_eq!(status, 200, "the local cloud survived");
-    let after = http_request(addr, "POST", "/", &form, b"Action=DescribeInstances&Version=2016-11-15").1;
-    let strip = |s: &str| s.split("<requestId>").next().unwrap().to_string() + s.split("</requestId>").nth(1).unwrap_or("");
-    assert_eq!(strip(&before), strip(&after), "bad requests changed the state");
+    let after = http_request(
+        addr,
+        "POST",
+        "/",
+        &form,
+        b"Action=DescribeInstances&Version=2016-11-15",
+    )
+    .1;
+    let strip = |s: &str| {
+        s.split("<requestId>").next().unwrap().to_string()
+            + s.split("</requestId>").nth(1).unwrap_or("")
+    };
+    assert_eq!(
+        strip(&before),
+        strip(&after),
+        "bad requests changed the state"
+    );
 }

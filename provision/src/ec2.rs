@@ -369,13 +369,15 @@ impl Cloud for Ec2Cloud {
     }
 
     async fn set_user_data(&self, id: &str, user_data: &str) -> Result<(), CloudError> {
-        // A blob: the SDK base64-encodes it on the wire (unlike RunInstances' UserData string).
+        // EC2 wants the attribute's value base64-encoded, and the SDK base64-encodes the blob
+        // once more on the wire (moto checks exactly this).
+        let encoded = base64::engine::general_purpose::STANDARD.encode(user_data);
         self.client
             .modify_instance_attribute()
             .instance_id(id)
             .user_data(
                 aws_sdk_ec2::types::BlobAttributeValue::builder()
-                    .value(aws_sdk_ec2::primitives::Blob::new(user_data.as_bytes()))
+                    .value(aws_sdk_ec2::primitives::Blob::new(encoded.into_bytes()))
                     .build(),
             )
             .send()

@@ -127,9 +127,17 @@ impl Env {
     /// Starts `lobster cloud local` in the foreground (as a child) with extra flags.
     pub fn cloud(&self, extra: &[&str]) -> (Proc, String) {
         let mut c = self.lobster();
-        c.args(["cloud", "local", "--listen", "127.0.0.1:0"]).args(extra);
+        c.args(["cloud", "local", "--listen", "127.0.0.1:0"])
+            .args(extra);
         let (p, line) = spawn_until(c, "cloud", "endpoint http://", &self.path("cloud-fg.log"));
-        let endpoint = line.split("endpoint ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        let endpoint = line
+            .split("endpoint ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
         (p, endpoint)
     }
 
@@ -326,16 +334,33 @@ pub fn moto(env: &Env) -> (Proc, String) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start: {}", std::fs::read_to_string(env.path("moto.err")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start: {}",
+            std::fs::read_to_string(env.path("moto.err")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (Proc { child, name: "moto".into() }, format!("http://{addr}"))
+    (
+        Proc {
+            child,
+            name: "moto".into(),
+        },
+        format!("http://{addr}"),
+    )
 }
 
 /// Runs the aws CLI against `endpoint` with fake credentials; returns its parsed JSON output.
 pub fn aws(endpoint: &str, args: &[&str]) -> Result<serde_json::Value, String> {
     let out = Command::new(tool("LOBSTER_TEST_AWS", "aws"))
-        .args(["--endpoint-url", endpoint, "--region", "local", "--output", "json"])
+        .args([
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            "local",
+            "--output",
+            "json",
+        ])
         .args(args)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -377,10 +402,19 @@ pub fn fleet_status(env: &Env, extra: &[&str]) -> serde_json::Value {
 }
 
 /// A minimal blocking HTTP request on loopback; returns (status, body).
-pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -390,12 +424,22 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// The socket address of an `http://host:port` URL.
 pub fn addr_of(url: &str) -> SocketAddr {
-    url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap()
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
 }

@@ -98,7 +98,15 @@ fn invalid_filter(name: &str) -> ApiError {
     )
 }
 
-const IMAGE_FILTERS: &[&str] = &["image-id", "name", "state", "owner-id", "is-public", "image-type", "architecture"];
+const IMAGE_FILTERS: &[&str] = &[
+    "image-id",
+    "name",
+    "state",
+    "owner-id",
+    "is-public",
+    "image-type",
+    "architecture",
+];
 const INSTANCE_FILTERS: &[&str] = &[
     "instance-state-name",
     "instance-state-code",
@@ -790,14 +798,16 @@ fn modify_instance_attribute(
     let user_data = match q.get("UserData.Value") {
         None => None,
         Some(b64) => {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| {
-                    ApiError::new(
-                        "InvalidParameterValue",
-                        "Invalid BASE64 encoding of user data",
-                    )
-                })?;
+            let b64d = |t: &[u8]| base64::engine::general_purpose::STANDARD.decode(t);
+            let once = b64d(b64.trim().as_bytes()).map_err(|_| {
+                ApiError::new(
+                    "InvalidParameterValue",
+                    "Invalid BASE64 encoding of user data",
+                )
+            })?;
+            // The attribute value is itself base64 (as EC2 and moto expect from SDKs, which
+            // encode the blob once more); a client that encoded only once is accepted too.
+            let raw = b64d(&once).unwrap_or(once);
             if raw.len() > MAX_USER_DATA {
                 return Err(ApiError::new(
                     "InvalidParameterValue",
