@@ -56,7 +56,8 @@ impl FleetError {
     }
 }
 
-/// Calls `f` again while the cloud throttles (backoff 0.5 s … 8 s, up to 8 tries).
+/// Calls `f` again while the cloud throttles (backoff 0.5 s … 8 s, up to 8 tries; 3 for an
+/// endpoint that does not answer).
 pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, FleetError>
 where
     F: FnMut() -> Fut,
@@ -66,7 +67,17 @@ where
     for attempt in 1.. {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() && attempt < 8 => {
+            // Throttling passes: keep trying. An endpoint that does not answer at all is
+            // retried briefly only (the SDK already retried each call).
+            Err(e)
+                if e.is_retryable()
+                    && attempt
+                        < if matches!(e, CloudError::Unreachable { .. }) {
+                            3
+                        } else {
+                            8
+                        } =>
+            {
                 warn!(what, attempt, error = %e, "retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(8));

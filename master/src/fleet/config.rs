@@ -188,9 +188,9 @@ pub fn resolve(file: ConfigFile, o: Overrides) -> Result<FleetSettings, String> 
             .map_err(|e| format!("max_lifetime: {e}"))?,
         (None, None) => Duration::from_secs(8 * 3600),
     };
-    if max_lifetime < Duration::from_secs(60) || max_lifetime > Duration::from_secs(30 * 24 * 3600)
+    if max_lifetime < Duration::from_secs(10) || max_lifetime > Duration::from_secs(30 * 24 * 3600)
     {
-        return Err("max lifetime must be between 1m and 30 days".into());
+        return Err("max lifetime must be between 10s and 30 days".into());
     }
     let register_timeout = match file.register_timeout {
         Some(s) => lobster_fleet::scenario::value::parse_duration(&s)

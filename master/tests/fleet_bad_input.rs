@@ -1,0 +1,210 @@
+//! Bad input to the fleet commands and the local cloud's flags: each gets a clear error and
+//! its exit code (2 for input, 3 for an environment that fails), never a panic.
+
+mod common;
+
+use common::*;
+
+fn check(env: &Env, what: &str, args: &[&str], code: i32, words: &str) {
+    let (got, out, err) = env.cli(args);
+    assert_eq!(got, code, "{what}: exit code\nstdout: {out}\nstderr: {err}");
+    assert!(!err.contains("panicked"), "{what}: panicked\n{err}");
+    assert!(
+        err.contains(words),
+        "{what}: message lacks `{words}`:\n{err}"
+    );
+}
+
+#[test]
+fn bad_fleet_inputs() {
+    let env = Env::new();
+    let cfg = env.path("bad.yaml");
+    std::fs::write(&cfg, "cloud: local\ninstance_typ: local.small\n").unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "count zero",
+            vec!["fleet", "up", "--count", "0"],
+            "at least 1",
+        ),
+        (
+            "count negative",
+            vec!["fleet", "up", "--count=-3"],
+            "at least 1",
+        ),
+        (
+            "count absurd",
+            vec!["fleet", "up", "--count", "1000000"],
+            "10000",
+        ),
+        (
+            "count not a number",
+            vec!["fleet", "up", "--count", "many"],
+            "many",
+        ),
+        ("no count", vec!["fleet", "up"], "--count"),
+        (
+            "unknown cloud",
+            vec!["fleet", "up", "--count", "1", "--cloud", "gcp"],
+            "gcp",
+        ),
+        (
+            "unknown local type",
+            vec![
+                "fleet",
+                "up",
+                "--count",
+                "1",
+                "--instance-type",
+                "huge.9000",
+            ],
+            "huge.9000",
+        ),
+        (
+            "zero slaves per core",
+            vec!["fleet", "up", "--count", "1", "--slaves-per-core", "0"],
+            "slaves per core",
+        ),
+        (
+            "negative idle minutes",
+            vec!["fleet", "up", "--count", "1", "--idle-minutes=-1"],
+            "idle",
+        ),
+        (
+            "tiny max lifetime",
+            vec!["fleet", "up", "--count", "1", "--max-lifetime", "1s"],
+            "max lifetime",
+        ),
+        (
+            "tag without value",
+            vec![
+                "fleet",
+                "up",
+                "--count",
+                "1",
+                "--template-tag",
+                "lobster-role",
+            ],
+            "KEY=VALUE",
+        ),
+        (
+            "bad fleet name",
+            vec!["fleet", "up", "--count", "1", "--fleet", "my fleet"],
+            "fleet name",
+        ),
+        (
+            "endpoint not a URL",
+            vec!["fleet", "status", "--endpoint-url", "localhost:4566"],
+            "http",
+        ),
+        (
+            "config with an unknown key",
+            vec!["fleet", "status", "--config", &cfg],
+            "bad.yaml:2:1",
+        ),
+        (
+            "missing config file",
+            vec!["fleet", "status", "--config", "/no/such/config.yaml"],
+            "cannot read",
+        ),
+        (
+            "cloud flags out of range",
+            vec!["cloud", "local", "--throttle", "2"],
+            "throttle",
+        ),
+        (
+            "image for EC2 without a base AMI",
+            vec![
+                "image",
+                "build",
+                "--cloud",
+                "aws",
+                "--binary-url",
+                "https://x/y",
+            ],
+            "--base-ami",
+        ),
+        (
+            "image --local and --cloud aws",
+            vec!["image", "build", "--local", "--cloud", "aws"],
+            "contradict",
+        ),
+    ];
+    for (what, args, words) in &cases {
+        check(&env, what, args, 2, words);
+    }
+    assert!(
+        !env.home().join("cloud").exists(),
+        "bad input started a local cloud"
+    );
+    assert!(
+        !env.home().join("master").exists(),
+        "bad input started a master"
+    );
+}
+
+#[test]
+fn an_unknown_template_tag_lists_the_tags_that_exist() {
+    let env = Env::new();
+    let (code, _, err) = env.cli(&["image", "build", "--local"]);
+    assert_eq!(code, 0, "{err}");
+    check(
+        &env,
+        "unknown tag",
+        &["fleet", "up", "--count", "1", "--template-tag", "team=perf"],
+        2,
+        "lobster:role=slave-template",
+    );
+    let (_, _, err) = env.cli(&["fleet", "up", "--count", "1", "--template-tag", "team=perf"]);
+    assert!(err.contains("no available image tagged team=perf"), "{err}");
+}
+
+#[test]
+fn unreachable_endpoints_and_bad_credentials_are_environment_errors() {
+    let env = Env::new();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "fleet",
+        "up",
+        "--count",
+        "1",
+        "--cloud",
+        "aws",
+        "--endpoint-url",
+        &url,
+        "--region",
+        "us-east-1",
+        "--no-wait",
+    ])
+    .env("AWS_ACCESS_KEY_ID", "x")
+    .env("AWS_SECRET_ACCESS_KEY", "y")
+    .env("AWS_CONFIG_FILE", "/dev/null")
+    .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    let (out, _, err) = run(cmd);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot reach the cloud API"), "{err}");
+
+    // A local cloud that accepts one access key only: Lobster's own key is refused.
+    let (_cloud, endpoint) = env.cloud(&["--access-key-id", "AKIAONLYTHISONE"]);
+    check(
+        &env,
+        "wrong credentials",
+        &["fleet", "status", "--endpoint-url", &endpoint],
+        3,
+        "not authorized",
+    );
+    let (status, xml) = http_request(
+        addr_of(&endpoint),
+        "POST",
+        "/",
+        &[],
+        b"Action=DescribeInstances&Version=2016-11-15",
+    );
+    assert_eq!(status, 401);
+    assert!(
+        xml.contains("<Code>MissingAuthenticationToken</Code>"),
+        "{xml}"
+    );
+}

@@ -1,0 +1,142 @@
+//! `lobster fleet up --count 20` on the local cloud, from nothing: instances boot their image,
+//! slaves register, a second `up` changes nothing, `down` leaves 0 running, `up` again restarts
+//! the same ids, and a run on the fleet counts exactly what the target served.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+
+fn ids(status: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn twenty_instances_up_down_up_and_a_run_on_them() {
+    let env = Env::new();
+    let t0 = Instant::now();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "20"]);
+    let took = t0.elapsed();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "20 instance(s) up (0 started, 20 launched, 0 stopped), 20 slave(s) registered"
+        ),
+        "{out}"
+    );
+    eprintln!(
+        "fleet up --count 20 from nothing: {:.1} s ({out})",
+        took.as_secs_f64()
+    );
+    let st = fleet_status(&env, &[]);
+    let first = ids(&st);
+    assert_eq!(first.len(), 20);
+    for i in st["instances"].as_array().unwrap() {
+        assert_eq!(i["state"], "running");
+        assert_eq!(i["slaves"], 1, "{i}");
+        assert_eq!(i["vcpus"], 1);
+        assert!(i["expires_at"].as_str().is_some());
+    }
+
+    let (code, out, _) = env.cli(&["fleet", "up", "--count", "20"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("(0 started, 0 launched, 0 stopped)"),
+        "a second up changes nothing: {out}"
+    );
+    assert_eq!(ids(&fleet_status(&env, &[])), first);
+
+    // A run on that fleet: the report's total is the target's own count.
+    let (_target, addr) = env.target();
+    let file = env.scenario(
+        "fleet.yaml",
+        &scenario_text(addr, "3s", "users: 40", "think: 2ms\n"),
+    );
+    let json = env.path("report.json");
+    let (code, out, err) = env.cli(&[
+        "run",
+        file.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--min-slaves",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = report(&json);
+    assert_eq!(r["slaves"], 20);
+    assert_eq!(
+        r["totals"]["requests"].as_u64().unwrap(),
+        target_count(addr)
+    );
+
+    let (code, out, _) = env.cli(&["fleet", "down"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("stopping 20 instance(s); 0 running now"),
+        "{out}"
+    );
+    let st = fleet_status(&env, &[]);
+    assert_eq!(st["running"], 0);
+    assert!(
+        st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["state"] == "stopped")
+    );
+
+    let t0 = Instant::now();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "20"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("(20 started, 0 launched, 0 stopped), 20 slave(s) registered"),
+        "{out}"
+    );
+    eprintln!(
+        "fleet up --count 20 restarting stopped instances: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        ids(&fleet_status(&env, &[])),
+        first,
+        "the same 20 instance ids"
+    );
+
+    let (code, _, _) = env.cli(&["fleet", "down", "--terminate"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        fleet_status(&env, &[])["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[test]
+fn dry_run_changes_nothing_and_cloud_endpoint_works() {
+    let env = Env::new();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "3", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("launch 3 instance(s)"), "{out}");
+    let (code, endpoint, _) = env.cli(&["cloud", "endpoint"]);
+    assert_eq!(code, 0);
+    let v = aws(endpoint.trim(), &["ec2", "describe-instances"]).unwrap();
+    assert_eq!(
+        v["Reservations"].as_array().unwrap().len(),
+        0,
+        "a dry run launches nothing"
+    );
+    let (code, _, err) = env.cli(&["stop"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = env.cli(&["cloud", "endpoint"]);
+    assert_eq!(code, 3, "no cloud after stop: {err}");
+}
