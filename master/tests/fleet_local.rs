@@ -140,3 +140,23 @@ fn dry_run_changes_nothing_and_cloud_endpoint_works() {
     let (code, _, err) = env.cli(&["cloud", "endpoint"]);
     assert_eq!(code, 3, "no cloud after stop: {err}");
 }
+
+/// The README's main command: the whole loop once, from nothing, ending with nothing running.
+#[test]
+fn quickstart_runs_the_whole_loop_and_leaves_nothing_running() {
+    let env = Env::new();
+    let (code, out, err) = env.cli(&["quickstart", "--duration", "2s", "--idle-minutes", "0.1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("PASSED"), "{out}");
+    assert!(out.contains("every instance stopped itself"), "{out}");
+    let r = report(&env.home().join("quickstart-report.json"));
+    assert_eq!(r["slaves"], 3);
+    assert!(
+        !env.home().join("cloud/cloud.json").exists(),
+        "the local cloud was stopped"
+    );
+    assert!(
+        !env.home().join("master/master.json").exists(),
+        "the master was stopped"
+    );
+}

@@ -4,12 +4,12 @@
 //! (unreachable master, busy port, ...), 130 interrupted twice.
 
 mod cloud;
-mod fleet;
+pub(crate) mod fleet;
 mod image;
 mod master;
 mod quickstart;
-mod run;
-mod stop;
+pub(crate) mod run;
+pub(crate) mod stop;
 mod target;
 
 use std::path::PathBuf;
