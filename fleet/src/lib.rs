@@ -1,6 +1,7 @@
 //! The fleet's common language, shared by the master and the slaves.
 //!
 //! - [`proto`]: the gRPC contract (the only place wire types live).
+//! - [`pin`]: the fingerprint slaves pin the master's certificate by.
 //! - [`scenario`]: the YAML scenario format, its validation and the resolved model sent to slaves.
 //! - [`stats`]: mergeable per-interval statistics built on HDR histograms.
 //! - [`tags`]: the cloud tag names every Lobster resource carries.
@@ -8,6 +9,7 @@
 //!
 //! Nothing here opens a socket or calls a cloud.
 
+pub mod pin;
 pub mod proto;
 pub mod scenario;
 pub mod stats;

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// gRPC URL slaves dial.
     pub grpc_url: String,
+    /// Fingerprint of the gRPC certificate.
+    pub fingerprint: String,
     /// Required as `Authorization: Bearer …` when set.
     pub token: Option<String>,
 }
@@ -54,6 +56,9 @@ pub struct Health {
     pub version: String,
     pub grpc: String,
     pub pid: u32,
+    /// Fingerprint of the gRPC certificate (empty without TLS).
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +135,7 @@ async fn health(State(s): State<ApiState>) -> Json<Health> {
         version: lobster_fleet::VERSION.to_string(),
         grpc: s.grpc_url.clone(),
         pid: std::process::id(),
+        fingerprint: s.fingerprint.clone(),
     })
 }
 

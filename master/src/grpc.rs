@@ -20,6 +20,8 @@ use crate::control::{Command, ControlHandle, SESSION_QUEUE};
 
 /// Largest gRPC message accepted from a slave.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Messages a session may send per second before it is cut off as a flood.
+const MAX_MESSAGES_PER_SECOND: u32 = 1000;
 /// Time a new session has to send `Attach`.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,9 +85,22 @@ impl Control for ControlService {
         let span = info_span!("session", session, uid = %attach.slave_uid);
         tokio::spawn(
             async move {
+                let mut window = tokio::time::Instant::now();
+                let mut count = 0u32;
                 loop {
                     match inbound.message().await {
                         Ok(Some(SlaveMessage { kind: Some(kind) })) => {
+                            // A slave sends a few messages a second (more while it resends its
+                            // spool); one that floods is cut off, not the master.
+                            count += 1;
+                            if window.elapsed() >= Duration::from_secs(1) {
+                                window = tokio::time::Instant::now();
+                                count = 1;
+                            }
+                            if count > MAX_MESSAGES_PER_SECOND {
+                                tracing::warn!("slave flooding the session: cut off");
+                                break;
+                            }
                             if !control.tell(Command::FromSlave(session, kind)).await {
                                 break;
                             }

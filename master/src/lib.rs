@@ -20,3 +20,5 @@ pub mod sla;
 pub mod slicer;
 pub mod store;
 pub mod target;
+pub mod tls;
+pub mod tokens;

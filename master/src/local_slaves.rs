@@ -33,7 +33,13 @@ pub fn slave_binary() -> Result<PathBuf, String> {
 
 impl LocalSlaves {
     /// Starts `n` slaves that join `master` (gRPC URL) with `token`; logs go to `log_dir`.
-    pub fn start(n: u32, master: &str, token: &str, log_dir: &Path) -> Result<Self, String> {
+    pub fn start(
+        n: u32,
+        master: &str,
+        token: &str,
+        fingerprint: &str,
+        log_dir: &Path,
+    ) -> Result<Self, String> {
         let bin = slave_binary()?;
         std::fs::create_dir_all(log_dir)
             .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
@@ -48,6 +54,7 @@ impl LocalSlaves {
             let child = Command::new(&bin)
                 .env("LOBSTER_MASTER", master)
                 .env("LOBSTER_JOIN_TOKEN", token)
+                .env("LOBSTER_MASTER_FINGERPRINT", fingerprint)
                 .env("LOBSTER_INSTANCE_ID", format!("local-{host}"))
                 .env("LOBSTER_SLAVE_INDEX", i.to_string())
                 .env("LOBSTER_SLAVES_ON_HOST", n.to_string())

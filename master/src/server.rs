@@ -35,6 +35,8 @@ pub struct MasterConfig {
     pub max_slaves: usize,
     /// Required on the API when set (mandatory off loopback).
     pub api_token: Option<String>,
+    /// Serve gRPC without TLS (local debugging only; loudly logged).
+    pub insecure_plaintext: bool,
 }
 
 /// Where a running master can be reached; written to `master.json`.
@@ -44,6 +46,9 @@ pub struct MasterInfo {
     pub api: String,
     pub grpc: String,
     pub version: String,
+    /// SHA-256 fingerprint slaves pin (empty when the master runs without TLS).
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// The master could not start.
@@ -77,6 +82,9 @@ pub enum StartError {
     /// An unfinished run could not be recovered.
     #[error("cannot recover the unfinished run")]
     Recover(#[source] anyhow::Error),
+    /// The TLS identity could not be read or made.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A bound, ready master; [`Master::run`] serves it.
@@ -89,6 +97,7 @@ pub struct Master {
     metrics: Arc<Metrics>,
     info: MasterInfo,
     join_token: String,
+    tls: Option<crate::tls::MasterTls>,
     /// Held for the master's life: one master per state directory.
     _lock: File,
 }
@@ -100,19 +109,9 @@ fn state_err(dir: &std::path::Path) -> impl Fn(std::io::Error) -> StartError + '
     }
 }
 
-/// Reads the fleet's join token from `dir`, creating a random 128-bit one on first use.
+/// The join token of the default fleet (local slaves), created on first use.
 pub fn join_token(dir: &std::path::Path) -> std::io::Result<String> {
-    let path = dir.join("join-token");
-    match std::fs::read_to_string(&path) {
-        Ok(t) if t.trim().len() >= 32 => Ok(t.trim().to_string()),
-        _ => {
-            let token: String = (0..32)
-                .map(|_| char::from_digit(rand::random_range(0..16u32), 16).expect("hex digit"))
-                .collect();
-            write_private(&path, &token)?;
-            Ok(token)
-        }
-    }
+    crate::tokens::fleet_token(dir, crate::tokens::DEFAULT_FLEET)
 }
 
 impl Master {
@@ -132,7 +131,7 @@ impl Master {
         let store = Store::open(&dir.join("lobster.db"))?;
         let metrics = Arc::new(Metrics::default());
         let settings = Settings {
-            join_token: join_token.clone(),
+            state_dir: dir.clone(),
             heartbeat: config.heartbeat,
             lease: config.lease,
             max_slaves: config.max_slaves,
@@ -153,14 +152,35 @@ impl Master {
             })?;
         let grpc_addr = grpc.local_addr().map_err(state_err(dir))?;
         let api_addr = api.local_addr().map_err(state_err(dir))?;
+        let tls = if config.insecure_plaintext {
+            tracing::warn!(
+                "INSECURE: gRPC without TLS (--insecure-plaintext); join tokens cross the network in clear text"
+            );
+            None
+        } else {
+            let mut names = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "::1".to_string(),
+            ];
+            if let Some(h) = config.advertise.as_deref().and_then(url_host) {
+                names.push(h);
+            }
+            Some(crate::tls::load_or_create(dir, &names)?)
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let info = MasterInfo {
             pid: std::process::id(),
             api: format!("http://{api_addr}"),
             grpc: config
                 .advertise
                 .clone()
-                .unwrap_or_else(|| format!("http://{}", advertised(grpc_addr))),
+                .unwrap_or_else(|| format!("{scheme}://{}", advertised(grpc_addr))),
             version: lobster_fleet::VERSION.to_string(),
+            fingerprint: tls
+                .as_ref()
+                .map(|t| t.fingerprint.clone())
+                .unwrap_or_default(),
         };
         Ok(Master {
             config,
@@ -171,6 +191,7 @@ impl Master {
             metrics,
             info,
             join_token,
+            tls,
             _lock: lock,
         })
     }
@@ -196,7 +217,13 @@ impl Master {
         let servers = CancellationToken::new();
 
         let grpc_stop = servers.clone();
-        let grpc = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = &self.tls {
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem),
+            ))?;
+        }
+        let grpc = builder
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -211,6 +238,7 @@ impl Master {
             control: self.control.clone(),
             metrics: self.metrics.clone(),
             grpc_url: self.info.grpc.clone(),
+            fingerprint: self.info.fingerprint.clone(),
             token: self.config.api_token.clone(),
         };
         let api_stop = servers.clone();
@@ -236,6 +264,17 @@ impl Master {
         info!("master stopped");
         Ok(())
     }
+}
+
+/// The host of an `http(s)://host:port` URL.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split("://").nth(1)?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// The address to tell slaves: a wildcard bind is reached through loopback locally.

@@ -18,7 +18,7 @@ use lobster_fleet::scenario::{Profile, Scenario};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::backoff::Backoff;
@@ -56,6 +56,8 @@ pub struct AgentConfig {
     pub master: String,
     /// The fleet's join token (secret: never logged).
     pub join_token: String,
+    /// SHA-256 fingerprint of the master's certificate (empty for a plaintext master).
+    pub fingerprint: String,
     pub identity: Identity,
     /// First reconnect delay ceiling.
     pub backoff_base: Duration,
@@ -70,6 +72,7 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("master", &self.master)
             .field("join_token", &"<redacted>")
+            .field("fingerprint", &self.fingerprint)
             .field("identity", &self.identity)
             .finish()
     }
@@ -80,6 +83,9 @@ pub const ACTIVITY: &str = "lobster::activity";
 
 /// Largest gRPC message the agent accepts (an assignment carries the scenario and data items).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Most spooled intervals sent at once (the rest follow on the next heartbeats), so a slave
+/// back after a long cut does not look like a flood.
+const FLUSH_BATCH: usize = 100;
 /// Unacked intervals are sent again after this long.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
@@ -92,6 +98,8 @@ struct Current {
     stopping: bool,
     /// Paused by the dead-man switch (not by the master).
     deadman: bool,
+    /// Paused by the master's Suspend.
+    master_suspended: bool,
 }
 
 /// The agent's state across sessions.
@@ -119,8 +127,8 @@ struct Session {
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The master could not be reached.
-    #[error("cannot connect to the master at {0}")]
-    Connect(String, #[source] tonic::transport::Error),
+    #[error("{0}")]
+    Connect(String),
     /// The master refused the join (wrong token, too many slaves, ...).
     #[error("the master refused the join: {0}")]
     Refused(String),
@@ -291,16 +299,9 @@ async fn open_session(
     cfg: Arc<AgentConfig>,
     run_id: Option<Arc<str>>,
 ) -> Result<Session, SessionError> {
-    let endpoint = Endpoint::from_shared(cfg.master.clone())
-        .map_err(|e| SessionError::Connect(cfg.master.clone(), e))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
-    let channel: Channel = endpoint
-        .connect()
+    let channel: Channel = crate::tls::connect(&cfg.master, &cfg.fingerprint)
         .await
-        .map_err(|e| SessionError::Connect(cfg.master.clone(), e))?;
+        .map_err(|e| SessionError::Connect(format!("{e:#}")))?;
     let mut client = ControlClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -411,7 +412,7 @@ impl State {
 
     /// Sends spooled intervals that are due (never sent on this session, or unacked too long).
     fn flush(&mut self, tx: &mpsc::Sender<SlaveMessage>) {
-        for msg in self.spool.due(Instant::now(), RESEND_AFTER) {
+        for msg in self.spool.due(Instant::now(), RESEND_AFTER, FLUSH_BATCH) {
             if tx
                 .try_send(SlaveMessage {
                     kind: Some(Up::Stats(msg)),
@@ -480,6 +481,16 @@ impl State {
         cfg: &AgentConfig,
     ) {
         let Some(kind) = msg.kind else { return };
+        // The master is back: a load paused by the dead-man switch (not by the master) goes
+        // on where the run's clock is now (the master's clock did not stop).
+        if let Some(c) = &mut self.current
+            && c.deadman
+            && !c.master_suspended
+        {
+            c.deadman = false;
+            c.control.send_modify(|ctl| ctl.suspended = false);
+            info!(run_id = %c.run_id, "master back: resuming load");
+        }
         match kind {
             Down::Ack(a) => self.spool.ack(&a.run_id, &a.indexes),
             Down::Assign(a) => self.on_assign(a, tx, cfg),
@@ -493,6 +504,7 @@ impl State {
             }
             Down::Suspend(s) => {
                 if let Some(c) = self.current_for(&s.run_id) {
+                    c.master_suspended = true;
                     pause(c);
                     info!(run_id = %s.run_id, "suspended");
                 }
@@ -549,6 +561,7 @@ impl State {
                 .send_modify(|ctl| apply_share(ctl, &share, a.load_elapsed_ms));
             c.deadman = false;
             if a.suspended {
+                c.master_suspended = true;
                 pause(c);
             } else {
                 resume(c, a.load_elapsed_ms);
@@ -615,6 +628,7 @@ impl State {
             stop,
             stopping: false,
             deadman: false,
+            master_suspended: a.suspended,
         });
     }
 }
@@ -647,6 +661,7 @@ fn pause(c: &mut Current) {
 
 fn resume(c: &mut Current, load_elapsed_ms: u64) {
     c.deadman = false;
+    c.master_suspended = false;
     c.control.send_modify(|ctl| {
         ctl.suspended = false;
         ctl.load_origin = Instant::now() - Duration::from_millis(load_elapsed_ms);

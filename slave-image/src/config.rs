@@ -38,6 +38,9 @@ pub struct AgentArgs {
     /// The fleet's join token (prefer the environment variable: arguments are visible to `ps`).
     #[arg(long, env = "LOBSTER_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// SHA-256 fingerprint of the master's certificate (`sha256:…`), pinned for https masters.
+    #[arg(long, env = "LOBSTER_MASTER_FINGERPRINT")]
+    pub master_fingerprint: Option<String>,
     /// Instance id (from IMDS on a cloud VM); defaults to `local-<host>`.
     #[arg(long, env = "LOBSTER_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -74,6 +77,11 @@ pub enum ConfigError {
     /// A count out of range.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// An https master without a well-formed fingerprint.
+    #[error(
+        "an https master needs its certificate fingerprint: LOBSTER_MASTER_FINGERPRINT=sha256:<64 hex digits>"
+    )]
+    Fingerprint,
 }
 
 impl AgentArgs {
@@ -87,6 +95,10 @@ impl AgentArgs {
             .join_token
             .filter(|t| !t.is_empty())
             .ok_or(ConfigError::NoToken)?;
+        let fingerprint = self.master_fingerprint.unwrap_or_default();
+        if master.starts_with("https://") && !lobster_fleet::pin::is_fingerprint(&fingerprint) {
+            return Err(ConfigError::Fingerprint);
+        }
         if self.slave_index == 0 {
             return Err(ConfigError::Zero("--slave-index"));
         }
@@ -102,6 +114,7 @@ impl AgentArgs {
         Ok(AgentConfig {
             master,
             join_token,
+            fingerprint,
             identity: Identity {
                 instance_id: self.instance_id.unwrap_or_else(|| format!("local-{host}")),
                 instance_type: self.instance_type,

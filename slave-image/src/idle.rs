@@ -44,6 +44,8 @@ pub struct IdleSettings {
     pub master: String,
     /// Secret; never logged.
     pub join_token: String,
+    /// The master's certificate fingerprint (empty for plaintext).
+    pub fingerprint: String,
     /// Under the local cloud's emulated init (poweroff is a request file).
     pub emulated: bool,
     pub root: PathBuf,
@@ -102,6 +104,7 @@ impl IdleSettings {
             region: var("LOBSTER_REGION").unwrap_or_else(|| "us-east-1".into()),
             master: need("LOBSTER_MASTER")?,
             join_token: need("LOBSTER_JOIN_TOKEN")?,
+            fingerprint: var("LOBSTER_MASTER_FINGERPRINT").unwrap_or_default(),
             emulated: var("LOBSTER_INIT").as_deref() == Some("emulated"),
             root,
         })
@@ -247,14 +250,9 @@ where
 
 /// Asks the master to drain (or undrain) this VM; `Ok(idle)` as the master sees it.
 async fn drain(s: &IdleSettings, undo: bool) -> Result<bool, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(s.master.clone())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
+    let channel = crate::tls::connect(&s.master, &s.fingerprint)
         .await
-        .map_err(|e| format!("cannot reach the master: {e}"))?;
+        .map_err(|e| format!("cannot reach the master: {e:#}"))?;
     let reply = ControlClient::new(channel)
         .drain(DrainRequest {
             join_token: s.join_token.clone(),
@@ -407,6 +405,7 @@ mod tests {
             region: "local".into(),
             master: "http://127.0.0.1:1".into(),
             join_token: "secret-token".into(),
+            fingerprint: String::new(),
             emulated: true,
             root: PathBuf::from("/tmp"),
         }

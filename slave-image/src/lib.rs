@@ -8,6 +8,7 @@
 //! - [`bench`]: the engine alone, for benchmarks.
 //! - [`boot`]: the VM's boot step (IMDS identity and user-data → slave units).
 //! - [`idle`]: the per-VM idle watcher that stops its own instance.
+//! - [`tls`]: the channel to the master, its certificate pinned by fingerprint.
 //!
 //! Nothing here listens on a socket: a slave only dials out.
 
@@ -19,3 +20,4 @@ pub mod config;
 pub mod engine;
 pub mod idle;
 pub mod spool;
+pub mod tls;

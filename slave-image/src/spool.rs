@@ -48,11 +48,13 @@ impl Spool {
         }
     }
 
-    /// Intervals to send now: those never sent on this session and those unacked for `resend`.
-    pub fn due(&mut self, now: Instant, resend: Duration) -> Vec<StatsInterval> {
+    /// Intervals to send now (at most `limit`): those never sent on this session and those
+    /// unacked for `resend`, oldest first.
+    pub fn due(&mut self, now: Instant, resend: Duration, limit: usize) -> Vec<StatsInterval> {
         self.entries
             .values_mut()
             .filter(|e| e.sent_at.is_none_or(|t| now.duration_since(t) >= resend))
+            .take(limit)
             .map(|e| {
                 e.sent_at = Some(now);
                 e.msg.clone()
@@ -100,18 +102,18 @@ mod tests {
         let t0 = Instant::now();
         s.push(r.clone(), interval(0));
         s.push(r.clone(), interval(1));
-        assert_eq!(s.due(t0, Duration::from_secs(5)).len(), 2);
+        assert_eq!(s.due(t0, Duration::from_secs(5), 100).len(), 2);
         assert_eq!(
-            s.due(t0, Duration::from_secs(5)).len(),
+            s.due(t0, Duration::from_secs(5), 100).len(),
             0,
             "not resent before the timeout"
         );
         s.ack("r", &[0]);
         assert_eq!(s.len(), 1);
         let later = t0 + Duration::from_secs(5);
-        assert_eq!(s.due(later, Duration::from_secs(5))[0].index, 1);
+        assert_eq!(s.due(later, Duration::from_secs(5), 100)[0].index, 1);
         s.reset_sent();
-        assert_eq!(s.due(later, Duration::from_secs(5)).len(), 1);
+        assert_eq!(s.due(later, Duration::from_secs(5), 100).len(), 1);
         s.ack("r", &[1, 99]);
         assert!(s.is_empty());
     }

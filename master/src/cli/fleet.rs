@@ -296,7 +296,7 @@ async fn up(a: UpArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, F
     let master = daemon::ensure_master(home, &listen)
         .await
         .map_err(Failure::trouble)?;
-    let token = crate::server::join_token(&home.master())
+    let token = crate::tokens::fleet_token(&home.master(), &s.fleet)
         .context("cannot read the fleet's join token")
         .map_err(Failure::trouble)?;
     let expires_at =
@@ -307,7 +307,7 @@ async fn up(a: UpArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, F
             fleet: s.fleet.clone(),
             master: master.grpc.clone(),
             join_token: token,
-            fingerprint: String::new(),
+            fingerprint: master.fingerprint.clone(),
             idle_minutes: s.idle_minutes,
             slaves_per_core: s.slaves_per_core,
             max_lifetime: humantime::format_duration(s.max_lifetime)

@@ -33,6 +33,9 @@ pub struct MasterArgs {
     /// Token the API requires (`Authorization: Bearer …`); mandatory off loopback.
     #[arg(long, env = "LOBSTER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Serve gRPC without TLS. For local debugging only: join tokens cross the network in clear.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
 
 impl MasterArgs {
@@ -69,6 +72,7 @@ impl MasterArgs {
             lease: self.lease,
             max_slaves: self.max_slaves,
             api_token: self.api_token.filter(|t| !t.is_empty()),
+            insecure_plaintext: self.insecure_plaintext,
         })
     }
 }
@@ -90,8 +94,15 @@ pub async fn master(
     let master = Master::bind(config).await.map_err(start_failure)?;
     let info = master.info().clone();
     println!(
-        "lobster master {}: api {} grpc {}",
-        info.version, info.api, info.grpc
+        "lobster master {}: api {} grpc {} fingerprint {}",
+        info.version,
+        info.api,
+        info.grpc,
+        if info.fingerprint.is_empty() {
+            "none (plaintext)"
+        } else {
+            &info.fingerprint
+        }
     );
     master.run(shutdown).await.map_err(Failure::trouble)?;
     Ok(0)

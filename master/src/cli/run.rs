@@ -127,6 +127,8 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
 struct Attached {
     client: ApiClient,
     grpc: String,
+    /// The master's certificate fingerprint, for local slaves to pin.
+    fingerprint: String,
     join_token: Option<String>,
     embedded: Option<(
         CancellationToken,
@@ -146,6 +148,7 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
         return Ok(Attached {
             client,
             grpc: h.grpc,
+            fingerprint: h.fingerprint,
             join_token: token,
             embedded: None,
         });
@@ -157,6 +160,7 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
             return Ok(Attached {
                 client,
                 grpc: h.grpc,
+                fingerprint: h.fingerprint,
                 join_token: token,
                 embedded: None,
             });
@@ -171,6 +175,7 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
         lease: Duration::from_secs(5),
         max_slaves: 10_000,
         api_token: None,
+        insecure_plaintext: false,
     };
     let master = Master::bind(config)
         .await
@@ -182,6 +187,7 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
     Ok(Attached {
         client: ApiClient::new(&info.api, None),
         grpc: info.grpc,
+        fingerprint: info.fingerprint,
         join_token: Some(token),
         embedded: Some((stop, task)),
     })
@@ -211,13 +217,19 @@ async fn drive(
             ))
         })?;
         Some(
-            LocalSlaves::start(plan.local_slaves, &m.grpc, token, &home.logs())
-                .map_err(|e| Failure::trouble(anyhow!(e)))?,
+            LocalSlaves::start(
+                plan.local_slaves,
+                &m.grpc,
+                token,
+                &m.fingerprint,
+                &home.logs(),
+            )
+            .map_err(|e| Failure::trouble(anyhow!(e)))?,
         )
     } else {
         None
     };
-    let result = watch(plan, &m.client, shutdown).await;
+    let result = watch(plan, home, &m.client, shutdown).await;
     if let Some(l) = locals {
         l.stop(Duration::from_secs(10)).await;
     }
@@ -235,9 +247,20 @@ async fn drive(
     })
 }
 
+/// The report of run `id` from this home's run store, if it is there.
+fn stored_report(home: &Home, id: &str) -> Option<Report> {
+    let path = home.master().join("lobster.db");
+    if !path.is_file() {
+        return None;
+    }
+    let json = crate::store::Store::open(&path).ok()?.report(id).ok()??;
+    serde_json::from_str(&json).ok()
+}
+
 /// Creates the run and follows it to its report.
 async fn watch(
     plan: &Plan,
+    home: &Home,
     client: &ApiClient,
     shutdown: CancellationToken,
 ) -> Result<Report, Failure> {
@@ -285,6 +308,10 @@ async fn watch(
                 v
             }
             Err(e) => {
+                // A master of this home that stopped (e.g. SIGTERM) wrote the report first.
+                if let Some(r) = stored_report(home, &id) {
+                    return Ok(r);
+                }
                 if last_contact.elapsed() > MASTER_SILENCE {
                     return Err(Failure::trouble(
                         e.context(format!("the master stopped answering about run {id}")),

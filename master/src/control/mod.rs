@@ -37,8 +37,8 @@ use crate::store::{RunRecord, RunRow, Store};
 /// How the control plane behaves.
 #[derive(Clone)]
 pub struct Settings {
-    /// The fleet's join token (secret).
-    pub join_token: String,
+    /// Holds the fleets' join tokens (`tokens/`).
+    pub state_dir: std::path::PathBuf,
     pub heartbeat: Duration,
     /// A slave silent this long is lost.
     pub lease: Duration,
@@ -48,7 +48,7 @@ pub struct Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("join_token", &"<redacted>")
+            .field("state_dir", &self.state_dir)
             .field("heartbeat", &self.heartbeat)
             .field("lease", &self.lease)
             .field("max_slaves", &self.max_slaves)
@@ -145,6 +145,8 @@ impl ControlHandle {
 
 pub struct Controller {
     settings: Settings,
+    tokens: crate::tokens::TokenBook,
+    join_bucket: JoinBucket,
     registry: Registry,
     run: Option<Run>,
     store: Store,
@@ -162,6 +164,8 @@ impl Controller {
     pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> (Self, ControlHandle) {
         let (tx, rx) = mpsc::channel(COMMANDS);
         let c = Controller {
+            tokens: crate::tokens::TokenBook::new(&settings.state_dir),
+            join_bucket: JoinBucket::new(),
             settings,
             registry: Registry::default(),
             run: None,
@@ -317,16 +321,17 @@ impl Controller {
     }
 
     fn join(&mut self, req: JoinRequest, now: Instant) -> Result<JoinReply, Status> {
-        let token_ok: bool = subtle::ConstantTimeEq::ct_eq(
-            req.join_token.as_bytes(),
-            self.settings.join_token.as_bytes(),
-        )
-        .into();
-        if !token_ok {
+        if !self.join_bucket.take(now) {
+            self.metrics.joins_refused.inc();
+            return Err(Status::resource_exhausted(
+                "too many joins right now: retry later",
+            ));
+        }
+        let Some(fleet) = self.tokens.check(&req.join_token) else {
             self.metrics.joins_refused.inc();
             warn!(instance = %req.instance_id, index = req.slave_index, "join refused: wrong join token");
             return Err(Status::unauthenticated("wrong join token"));
-        }
+        };
         if let Err(why) = check_join(&req) {
             self.metrics.joins_refused.inc();
             return Err(Status::invalid_argument(why));
@@ -336,6 +341,7 @@ impl Controller {
             .registry
             .join(
                 req,
+                &fleet,
                 self.settings.lease,
                 self.settings.max_slaves,
                 now,
@@ -345,7 +351,7 @@ impl Controller {
                 self.metrics.joins_refused.inc();
             })?;
         self.metrics.joins.inc();
-        info!(slave = %id, instance = %instance, index, "slave joined");
+        info!(slave = %id, fleet = %fleet, instance = %instance, index, "slave joined");
         Ok(JoinReply {
             session_secret: secret,
             heartbeat_ms: self.settings.heartbeat.as_millis() as u32,
@@ -469,12 +475,8 @@ impl Controller {
     }
 
     fn drain(&mut self, req: proto::DrainRequest) -> Result<DrainReply, Status> {
-        let ok: bool = subtle::ConstantTimeEq::ct_eq(
-            req.join_token.as_bytes(),
-            self.settings.join_token.as_bytes(),
-        )
-        .into();
-        if !ok {
+        if self.tokens.check(&req.join_token).is_none() {
+            self.metrics.joins_refused.inc();
             return Err(Status::unauthenticated("wrong join token"));
         }
         let mut n = 0;
@@ -712,6 +714,37 @@ impl Controller {
         if let Err(e) = result {
             warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot save run state");
             r.dirty = true;
+        }
+    }
+}
+
+/// Admits joins at a steady rate with a burst (a fleet of thousands coming up at once, or a
+/// misbehaving client, cannot monopolise the control loop).
+struct JoinBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl JoinBucket {
+    const BURST: f64 = 200.0;
+    const PER_SECOND: f64 = 50.0;
+
+    fn new() -> Self {
+        JoinBucket {
+            tokens: Self::BURST,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * Self::PER_SECOND;
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Slave {
     /// Short id for people and logs (`s-12`).
     pub id: String,
     pub uid: String,
+    /// The fleet whose join token it presented.
+    pub fleet: String,
     pub join: JoinRequest,
     pub secret: String,
     pub session: Option<Session>,
@@ -50,6 +52,7 @@ impl Slave {
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct SlaveView {
     pub id: String,
+    pub fleet: String,
     pub instance_id: String,
     pub instance_type: String,
     pub host: String,
@@ -83,6 +86,7 @@ impl Registry {
     pub fn join(
         &mut self,
         req: JoinRequest,
+        fleet: &str,
         lease: Duration,
         max_slaves: usize,
         now: Instant,
@@ -122,6 +126,7 @@ impl Registry {
             Slave {
                 id: id.clone(),
                 uid: req.slave_uid.clone(),
+                fleet: fleet.to_string(),
                 join: req,
                 secret: secret.clone(),
                 session: None,
@@ -238,6 +243,7 @@ impl Registry {
             .values()
             .map(|s| SlaveView {
                 id: s.id.clone(),
+                fleet: s.fleet.clone(),
                 instance_id: s.join.instance_id.clone(),
                 instance_type: s.join.instance_type.clone(),
                 host: s.join.host.clone(),

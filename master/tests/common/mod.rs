@@ -193,16 +193,37 @@ impl Env {
             .next()
             .unwrap()
             .to_string();
-        let grpc = line.split("grpc ").nth(1).unwrap().trim().to_string();
+        let grpc = line
+            .split("grpc ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        // master.json (with the certificate fingerprint slaves pin) is written as it starts serving.
+        let discovery = self.home().join("master/master.json");
+        eventually("master.json", Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&discovery).ok()?;
+            text.contains(&api).then_some(())
+        });
         (p, api, grpc)
     }
 
     /// The join token the master of this home created.
     pub fn join_token(&self) -> String {
-        std::fs::read_to_string(self.home().join("master/join-token"))
+        std::fs::read_to_string(self.home().join("master/tokens/default"))
             .unwrap()
             .trim()
             .to_string()
+    }
+
+    /// The fingerprint of the running master's certificate (from master.json).
+    pub fn fingerprint(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.home().join("master/master.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v["fingerprint"].as_str().unwrap_or("").to_string()
     }
 
     /// Starts one `lobster-slave` process joining `grpc`.
@@ -211,6 +232,7 @@ impl Env {
         let child = Command::new(slave_bin())
             .env("LOBSTER_MASTER", grpc)
             .env("LOBSTER_JOIN_TOKEN", self.join_token())
+            .env("LOBSTER_MASTER_FINGERPRINT", self.fingerprint())
             .env("LOBSTER_INSTANCE_ID", "i-test")
             .env("LOBSTER_SLAVE_INDEX", index.to_string())
             .env("LOBSTER_SLAVES_ON_HOST", of.to_string())
