@@ -170,7 +170,7 @@ async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
         };
         let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
         let mut deadline: Option<tokio::time::Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             // Not connected: try once, while still collecting the run's output.
             let attempt = open_session(cfg.clone(), state.run_id());
@@ -222,7 +222,12 @@ async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
             };
             backoff.reset();
             info!(slave_id = %session.slave_id, "joined the master");
-            state.lease = session.lease;
+            // Pause one heartbeat before the lease runs out, so the load has stopped by the
+            // time the master would declare this slave lost.
+            state.lease = session
+                .lease
+                .saturating_sub(session.heartbeat)
+                .max(session.heartbeat * 2);
             state.last_contact = Instant::now();
             let Session {
                 tx,
@@ -245,6 +250,7 @@ async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
                         Err(status) => { warn!(code = ?status.code(), message = status.message(), "session broke"); break; }
                     },
                     Some(o) = out_rx.recv() => state.on_output(o, Some(&tx)),
+                    _ = tick.tick() => state.check_deadman(),
                     _ = hb.tick() => {
                         let _ = tx.try_send(state.heartbeat());
                         state.flush(&tx);

@@ -317,6 +317,8 @@ impl Controller {
                 );
             }
         }
+        // Sessions found closed while answering: lose those slaves now.
+        self.deliver(Vec::new());
         self.save();
     }
 
@@ -683,9 +685,25 @@ impl Controller {
     }
 
     fn deliver(&mut self, out: Outbox) {
-        for (uid, msg) in out {
-            if !self.registry.send(&uid, msg) {
-                debug!(uid = %uid, "message not delivered: no session");
+        let mut out = out;
+        loop {
+            for (uid, msg) in out {
+                if !self.registry.send(&uid, msg) {
+                    debug!(uid = %uid, "message not delivered: no session");
+                }
+            }
+            // A session found closed while sending is a lost slave (its stream's end will not
+            // name it any more); losing it may reslice, which may find more.
+            let dropped = self.registry.take_dropped();
+            if dropped.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            out = Vec::new();
+            if let Some(r) = &mut self.run {
+                for uid in dropped {
+                    out.extend(r.lose_slave(now, &uid, "session closed"));
+                }
             }
         }
     }

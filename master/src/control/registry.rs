@@ -77,6 +77,7 @@ pub struct SlaveView {
 #[derive(Default)]
 pub struct Registry {
     pub slaves: BTreeMap<String, Slave>,
+    dropped: Vec<String>,
     next_id: u64,
     next_session: u64,
 }
@@ -184,6 +185,12 @@ impl Registry {
         Some(s.uid.clone())
     }
 
+    /// Slaves whose session was dropped while sending to them (the controller declares them
+    /// lost: their stream's own end will no longer name them).
+    pub fn take_dropped(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dropped)
+    }
+
     /// Queues a message for a slave; a full queue cuts the slave off (returns false).
     pub fn send(&mut self, uid: &str, msg: MasterMessage) -> bool {
         let Some(s) = self.slaves.get_mut(uid) else {
@@ -200,10 +207,12 @@ impl Registry {
                     .tx
                     .try_send(Err(Status::resource_exhausted("too slow: cut off")));
                 s.session = None;
+                self.dropped.push(uid.to_string());
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 s.session = None;
+                self.dropped.push(uid.to_string());
                 false
             }
         }
