@@ -55,13 +55,13 @@ fn run_output(env: &Env) -> String {
     )
 }
 
-/// 1. kill -9 of 25 % of the slaves mid-run (open model).
+/// Chaos 1: kill -9 of 25 % of the slaves mid-run (open model).
 #[test]
 fn killing_a_quarter_of_the_slaves_keeps_the_rate() {
     let env = Env::new();
     let (_target, addr) = env.target();
     let (_master, api, grpc) = env.master(None, &["--heartbeat", "500ms", "--lease", "2s"]);
-    let mut slaves: Vec<Proc> = (1..=8).map(|i| env.slave(&grpc, i, 8)).collect();
+    let slaves: Vec<Proc> = (1..=8).map(|i| env.slave(&grpc, i, 8)).collect();
     wait_slaves(&api, 8, Duration::from_secs(30));
     let rate = 400.0;
     let text = format!(
@@ -124,8 +124,8 @@ fn killing_a_quarter_of_the_slaves_keeps_the_rate() {
     );
 }
 
-/// 3. The master stopped (SIGSTOP) longer than the lease: slaves stop their load within the
-/// lease, then resume when it is back, and the run ends cleanly.
+/// Chaos 3: The master stopped (SIGSTOP) longer than the lease: slaves stop their load within
+/// the lease, then resume when it is back, and the run ends cleanly.
 #[test]
 fn a_frozen_master_stops_the_load_within_the_lease() {
     let env = Env::new();
@@ -162,10 +162,9 @@ fn a_frozen_master_stops_the_load_within_the_lease() {
         "load went on {} ms after the master froze (lease 1500 ms)",
         quiet_after.as_millis()
     );
-    let resumed = eventually("the load resuming", Duration::from_secs(10), || {
+    eventually("the load resuming", Duration::from_secs(10), || {
         (target_count(addr) > last).then_some(())
     });
-    let _ = resumed;
     let status = run
         .wait_exit(Duration::from_secs(60))
         .expect("the run finished");
@@ -188,7 +187,7 @@ fn a_frozen_master_stops_the_load_within_the_lease() {
     );
 }
 
-/// 6. SIGTERM to the master during a run: a clean stop, a final report, slaves told.
+/// Chaos 6: SIGTERM to the master during a run: a clean stop, a final report, slaves told.
 #[test]
 fn sigterm_to_the_master_stops_the_run_cleanly() {
     let env = Env::new();
@@ -278,7 +277,7 @@ fn all_tagged(env: &Env) -> usize {
     inst.len()
 }
 
-/// 4. The local cloud throttling 30 % of calls and refusing 30 % of launches for capacity.
+/// Chaos 4: The local cloud throttling 30 % of calls and refusing 30 % of launches for capacity.
 #[test]
 fn throttling_and_capacity_errors_converge_or_report_a_partial_fleet() {
     let env = Env::new();
@@ -331,8 +330,8 @@ fn throttling_and_capacity_errors_converge_or_report_a_partial_fleet() {
     );
 }
 
-/// 5. The local cloud killed and restarted during `fleet up`: a second `up` converges with no
-/// duplicate launches.
+/// Chaos 5: The local cloud killed and restarted during `fleet up`: a second `up` converges with
+/// no duplicate launches.
 #[test]
 fn a_cloud_killed_during_fleet_up_leaves_no_duplicates() {
     let env = Env::new();
