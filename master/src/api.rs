@@ -162,10 +162,12 @@ async fn create_run(
     body: Result<Json<CreateRun>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, Failure> {
     let Json(body) = body.map_err(|e| {
-        Failure(
-            StatusCode::BAD_REQUEST,
-            format!("invalid run request: {}", e.body_text()),
-        )
+        // 400 for bad JSON, 413 for a body over the limit, 415 without the JSON content type.
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        Failure(status, format!("invalid run request: {}", e.body_text()))
     })?;
     body.scenario
         .check()

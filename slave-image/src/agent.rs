@@ -307,7 +307,7 @@ async fn open_session(
 ) -> Result<Session, SessionError> {
     let channel: Channel = crate::tls::connect(&cfg.master, &cfg.fingerprint)
         .await
-        .map_err(|e| SessionError::Connect(format!("{e:#}")))?;
+        .map_err(|e| SessionError::Connect(crate::tls::chain(&e)))?;
     let mut client = ControlClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -252,7 +252,7 @@ where
 async fn drain(s: &IdleSettings, undo: bool) -> Result<bool, String> {
     let channel = crate::tls::connect(&s.master, &s.fingerprint)
         .await
-        .map_err(|e| format!("cannot reach the master: {e:#}"))?;
+        .map_err(|e| format!("cannot reach the master: {}", crate::tls::chain(&e)))?;
     let reply = ControlClient::new(channel)
         .drain(DrainRequest {
             join_token: s.join_token.clone(),

@@ -164,3 +164,17 @@ pub async fn connect(master: &str, fingerprint: &str) -> Result<Channel, Connect
         .await
         .map_err(|err| ConnectError::Transport(master.to_string(), err))
 }
+
+/// An error with every cause after it (`a: b: c`), repeated texts dropped.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,454 @@
+//! Security by default: tokens never leak, pinned TLS, refused joins, the API's token, and a
+//! table of bad API and gRPC requests that change nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lobster_fleet::proto::{self, control_client::ControlClient, slave_message::Kind as Up};
+
+/// Every log a fleet, a run and the commands produced: none holds a join token.
+#[test]
+fn join_tokens_never_appear_in_logs_outputs_or_reports() {
+    let env = Env::new();
+    let mut outputs = String::new();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "2", "--fleet", "sec"]);
+    assert_eq!(code, 0, "{err}");
+    outputs.push_str(&out);
+    outputs.push_str(&err);
+    let (_target, addr) = env.target();
+    let file = env.scenario("s.yaml", &scenario_text(addr, "2s", "users: 4", ""));
+    let json = env.path("report.json");
+    let (code, out, err) = env.cli(&[
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "1",
+        "--min-slaves",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    outputs.push_str(&out);
+    outputs.push_str(&err);
+    for args in [
+        &["fleet", "status", "--fleet", "sec"][..],
+        &["fleet", "status", "--fleet", "sec", "--json"],
+    ] {
+        let (_, out, err) = env.cli(args);
+        outputs.push_str(&out);
+        outputs.push_str(&err);
+    }
+    let tokens: Vec<String> = std::fs::read_dir(env.home().join("master/tokens"))
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(tokens.len(), 2, "one token per fleet (default and sec)");
+    // Logs of every process: daemons, local slaves, instances' boot/slave/idle logs.
+    let mut logs = Vec::new();
+    let mut stack = vec![env.home().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "log")
+                || p.ends_with("report.json")
+                || p.ends_with("quickstart-report.json")
+            {
+                logs.push(p);
+            }
+        }
+    }
+    assert!(logs.len() >= 8, "expected many logs, found {logs:?}");
+    for p in &logs {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        for t in &tokens {
+            assert!(
+                !text.contains(t.as_str()),
+                "a join token leaked into {}",
+                p.display()
+            );
+        }
+    }
+    for t in &tokens {
+        assert!(
+            !outputs.contains(t.as_str()),
+            "a join token leaked into a command's output"
+        );
+    }
+}
+
+#[test]
+fn a_slave_with_a_wrong_fingerprint_or_token_is_refused() {
+    let env = Env::new();
+    let (_master, api, grpc) = env.master(None, &[]);
+    assert!(grpc.starts_with("https://"), "TLS by default: {grpc}");
+    let spawn = |token: &str, fingerprint: &str, index: u32| {
+        let log = env.path(&format!("bad-slave-{index}.log"));
+        let child = std::process::Command::new(slave_bin())
+            .env("LOBSTER_MASTER", &grpc)
+            .env("LOBSTER_JOIN_TOKEN", token)
+            .env("LOBSTER_MASTER_FINGERPRINT", fingerprint)
+            .env("LOBSTER_INSTANCE_ID", "i-bad")
+            .env("LOBSTER_SLAVE_INDEX", index.to_string())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (
+            Proc {
+                child,
+                name: "bad".into(),
+            },
+            log,
+        )
+    };
+    let wrong_fp = format!("sha256:{}", "0".repeat(64));
+    let (_a, log_a) = spawn(&env.join_token(), &wrong_fp, 1);
+    let (_b, log_b) = spawn("0123456789abcdef0123456789abcdef", &env.fingerprint(), 2);
+    let (_c, _) = spawn(&env.join_token(), &env.fingerprint(), 3);
+    wait_slaves(&api, 1, Duration::from_secs(20));
+    eventually("both refusals logged", Duration::from_secs(20), || {
+        let a = std::fs::read_to_string(&log_a).ok()?;
+        let b = std::fs::read_to_string(&log_b).ok()?;
+        (a.contains("not the pinned one") && b.contains("wrong join token")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let slaves: serde_json::Value =
+        serde_json::from_str(&http_get(addr_of(&api), "/api/slaves")).unwrap();
+    assert_eq!(
+        slaves.as_array().unwrap().len(),
+        1,
+        "only the good slave joined: {slaves}"
+    );
+    let metrics = http_get(addr_of(&api), "/metrics");
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("lobster_joins_refused_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "refused joins are counted:\n{metrics}");
+}
+
+#[test]
+fn plaintext_is_loud_and_the_api_off_loopback_needs_its_token() {
+    let env = Env::new();
+    let (_m, _, grpc) = env.master(None, &["--insecure-plaintext"]);
+    assert!(grpc.starts_with("http://"));
+    let log = std::fs::read_to_string(env.path("master.log")).unwrap();
+    assert!(log.contains("INSECURE"), "{log}");
+    drop(_m);
+    let env2 = Env::new();
+    let mut c = env2.lobster();
+    c.args([
+        "master",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "0.0.0.0:0",
+    ])
+    .env("LOBSTER_API_TOKEN", "s3cret-api-token");
+    let (_p, line) = spawn_until(c, "master", "api http://", &env2.path("master.log"));
+    let port = line
+        .split("api http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (status, _) = http_request(addr, "GET", "/api/slaves", &[], b"");
+    assert_eq!(status, 401);
+    let (status, _) = http_request(
+        addr,
+        "GET",
+        "/api/slaves",
+        &[("Authorization", "Bearer wrong")],
+        b"",
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http_request(
+        addr,
+        "GET",
+        "/api/slaves",
+        &[("Authorization", "Bearer s3cret-api-token")],
+        b"",
+    );
+    assert_eq!(status, 200);
+}
+
+/// Bad requests to the master's HTTP API: each a clear JSON error with its status; no run is
+/// created and the master keeps serving.
+#[test]
+fn bad_api_requests() {
+    let env = Env::new();
+    let (_m, api, _) = env.master(None, &[]);
+    let addr = addr_of(&api);
+    let json = [("Content-Type", "application/json")];
+    let good = r#"{"name":"x","target":{"host":"127.0.0.1","port":9,"base_path":""},"duration_ms":1000,"timeout_ms":1000,"think":{"min_ms":0,"max_ms":0},"load":{"model":"closed","start":1,"stages":[]},"max_connections":10,"headers":[],"requests":[{"name":"a","method":"GET","path":"/","headers":[],"body":null,"expect":[],"weight":1}],"data":[],"sla":[]}"#;
+    let with = |scenario: &str, quorum: &str| {
+        format!(r#"{{"scenario":{scenario},"quorum":{quorum},"quorum_timeout_ms":1000}}"#)
+    };
+    let cases: Vec<(&str, &str, &str, String, u16)> = vec![
+        ("not JSON", "POST", "/api/runs", "{oops".into(), 400),
+        ("empty body", "POST", "/api/runs", String::new(), 400),
+        ("missing scenario", "POST", "/api/runs", r#"{"quorum":1,"quorum_timeout_ms":1}"#.into(), 400),
+        ("quorum zero", "POST", "/api/runs", with(good, "0"), 400),
+        ("quorum negative", "POST", "/api/runs", with(good, "-1"), 400),
+        ("zero users", "POST", "/api/runs", with(&good.replace(r#""start":1"#, r#""start":0"#), "1"), 400),
+        ("zero duration", "POST", "/api/runs", with(&good.replace(r#""duration_ms":1000"#, r#""duration_ms":0"#), "1"), 400),
+        ("no requests", "POST", "/api/runs", with(&good.replace(r#""requests":[{"name":"a","method":"GET","path":"/","headers":[],"body":null,"expect":[],"weight":1}]"#, r#""requests":[]"#), "1"), 400),
+        ("path without slash", "POST", "/api/runs", with(&good.replace(r#""path":"/""#, r#""path":"x""#), "1"), 400),
+        ("header with a newline", "POST", "/api/runs", with(&good.replace(r#""headers":[],"requests""#, r#""headers":[["X","a\nb"]],"requests""#), "1"), 400),
+        ("unknown model", "POST", "/api/runs", with(&good.replace("closed", "sideways"), "1"), 400),
+        ("unknown run", "GET", "/api/runs/r-nope", String::new(), 404),
+        ("after not a number", "GET", "/api/runs/r-nope?after=x", String::new(), 400),
+        ("unknown action", "POST", "/api/runs/r-nope/explode", String::new(), 404),
+        ("stop an unknown run", "POST", "/api/runs/r-nope/stop", String::new(), 404),
+        ("wrong method", "DELETE", "/api/runs", String::new(), 405),
+        ("unknown route", "GET", "/api/everything", String::new(), 404),
+    ];
+    for (what, method, path, body, status) in &cases {
+        let (got, text) = http_request(addr, method, path, &json, body.as_bytes());
+        assert_eq!(got, *status, "{what}: {text}");
+        if got == 400 && path.starts_with("/api/runs") && *method == "POST" {
+            assert!(text.contains("\"error\""), "{what}: {text}");
+        }
+    }
+    let big = vec![b'x'; 65 * 1024 * 1024];
+    let (got, _) = http_request(addr, "POST", "/api/runs", &json, &big);
+    assert_eq!(got, 413, "oversized body");
+    let runs = http_get(addr, "/api/runs");
+    assert_eq!(runs.trim(), "[]", "no run was created");
+    let (got, _) = http_request(addr, "GET", "/api/health", &[], b"");
+    assert_eq!(got, 200);
+}
+
+fn join(uid: &str, token: &str) -> proto::JoinRequest {
+    proto::JoinRequest {
+        join_token: token.into(),
+        instance_id: "i-grpc".into(),
+        host: "h".into(),
+        cores: 1,
+        slave_index: 1,
+        version: lobster_fleet::VERSION.into(),
+        boot_id: "b".into(),
+        slave_uid: uid.into(),
+        millicores: 1000,
+        instance_type: "t".into(),
+        region: "r".into(),
+        slaves_on_host: 1,
+    }
+}
+
+fn up(kind: Up) -> proto::SlaveMessage {
+    proto::SlaveMessage { kind: Some(kind) }
+}
+
+/// Bad gRPC traffic (on a plaintext master, to reach the messages themselves): each refused
+/// with its status; a slave claiming a live slave's id is refused; a malformed interval cuts
+/// the sender off; the honest slave is unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_grpc_requests() {
+    let env = Env::new();
+    let (_m, api, grpc) = env.master(
+        None,
+        &[
+            "--insecure-plaintext",
+            "--heartbeat",
+            "200ms",
+            "--lease",
+            "2s",
+        ],
+    );
+    let token = env.join_token();
+    let _honest = env.slave(&grpc, 1, 1);
+    wait_slaves(&api, 1, Duration::from_secs(20));
+    let mut c = ControlClient::connect(grpc.clone()).await.unwrap();
+    use tonic::Code;
+    let mut cases: Vec<(&str, proto::JoinRequest, Code)> = vec![
+        (
+            "wrong token",
+            join("u-1", "0123456789abcdef0123456789abcdef"),
+            Code::Unauthenticated,
+        ),
+        ("no token", join("u-2", ""), Code::Unauthenticated),
+        ("no uid", join("", &token), Code::InvalidArgument),
+        (
+            "slave index 0",
+            proto::JoinRequest {
+                slave_index: 0,
+                ..join("u-3", &token)
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "zero cores",
+            proto::JoinRequest {
+                cores: 0,
+                ..join("u-4", &token)
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "another version",
+            proto::JoinRequest {
+                version: "0.0.0-other".into(),
+                ..join("u-5", &token)
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "overlong host",
+            proto::JoinRequest {
+                host: "h".repeat(10_000),
+                ..join("u-6", &token)
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "oversized message",
+            proto::JoinRequest {
+                host: "h".repeat(20 * 1024 * 1024),
+                ..join("u-7", &token)
+            },
+            Code::OutOfRange,
+        ),
+    ];
+    // A slave claiming the identity of a slave whose session lives (joined here, so its uid
+    // is known to the test; uids are not shown by the API).
+    let honest_uid = "u-live".to_string();
+    let first = c
+        .join(join(&honest_uid, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(up(Up::Attach(proto::Attach {
+        slave_uid: honest_uid.clone(),
+        session_secret: first.session_secret.clone(),
+        run_id: String::new(),
+    })))
+    .await
+    .unwrap();
+    let _live = c
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    tx.send(up(Up::Heartbeat(proto::Heartbeat::default())))
+        .await
+        .unwrap();
+    cases.push((
+        "a slave claiming a live slave's uid",
+        join(&honest_uid, &token),
+        Code::AlreadyExists,
+    ));
+    for (what, req, code) in cases {
+        let e = c.join(req).await.expect_err(what);
+        assert!(
+            e.code() == code || (code == Code::OutOfRange && e.code() == Code::ResourceExhausted),
+            "{what}: {:?} {}",
+            e.code(),
+            e.message()
+        );
+    }
+    // Sessions that do not start with a valid Attach.
+    let sess = |first: proto::SlaveMessage| {
+        let mut c = c.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            tx.send(first).await.unwrap();
+            c.session(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.code())
+        }
+    };
+    assert_eq!(
+        sess(up(Up::Heartbeat(proto::Heartbeat::default()))).await,
+        Err(Code::InvalidArgument)
+    );
+    assert_eq!(
+        sess(up(Up::Attach(proto::Attach {
+            slave_uid: "u-nobody".into(),
+            session_secret: "x".into(),
+            run_id: String::new()
+        })))
+        .await,
+        Err(Code::Unauthenticated)
+    );
+    assert_eq!(
+        sess(up(Up::Attach(proto::Attach {
+            slave_uid: honest_uid.clone(),
+            session_secret: "wrong".into(),
+            run_id: String::new()
+        })))
+        .await,
+        Err(Code::Unauthenticated)
+    );
+    assert_eq!(
+        sess(proto::SlaveMessage { kind: None }).await,
+        Err(Code::InvalidArgument)
+    );
+    // A drain with a wrong token.
+    let e = c
+        .drain(proto::DrainRequest {
+            join_token: "nope".into(),
+            instance_id: "i-grpc".into(),
+            reason: "x".into(),
+            undo: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // A malformed statistics interval cuts its sender off.
+    let mut inbound = _live.into_inner();
+    tx.send(up(Up::Stats(proto::StatsInterval {
+        run_id: "r".into(),
+        index: 0,
+        last: false,
+        endpoints: vec![proto::EndpointStats {
+            name: "a".into(),
+            latency_us: vec![1, 2, 3],
+            requests: 1,
+            ..Default::default()
+        }],
+        dropped: 0,
+    })))
+    .await
+    .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return "closed".to_string(),
+                Err(e) => return format!("{:?}", e.code()),
+            }
+        }
+    })
+    .await
+    .expect("the session was cut off");
+    assert!(ended == "InvalidArgument" || ended == "closed", "{ended}");
+    // The honest slave is still there and the master still serves.
+    let slaves: serde_json::Value =
+        serde_json::from_str(&http_get(addr_of(&api), "/api/slaves")).unwrap();
+    let connected = slaves
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["connected"] == true && s["instance_id"] == "i-test")
+        .count();
+    assert_eq!(connected, 1, "{slaves}");
+}
