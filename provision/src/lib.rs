@@ -8,6 +8,7 @@
 //! The only crate that imports `aws-sdk-*`.
 
 pub mod cloud;
+#[cfg(feature = "ec2")]
 pub mod ec2;
 pub mod imds;
 pub mod local;

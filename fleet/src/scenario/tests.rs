@@ -308,3 +308,53 @@ fn bad_scenarios_are_refused_with_a_location() {
         }
     }
 }
+
+mod fuzz {
+    //! Fuzzing on stable: the parser never panics, whatever the input (PROPTEST_CASES sets the
+    //! effort; `scripts/fuzz` runs it long, the test suite briefly).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Edits applied to a valid scenario: (position, delete count, inserted text).
+    fn mutate(base: &str, edits: &[(usize, usize, String)]) -> String {
+        let mut s: Vec<char> = base.chars().collect();
+        for (pos, del, ins) in edits {
+            let at = pos % (s.len() + 1);
+            let end = (at + del).min(s.len());
+            s.splice(at..end, ins.chars());
+        }
+        s.into_iter().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512)
+        ))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = parse(&text, "fuzz.yaml");
+        }
+
+        #[test]
+        fn mutated_scenarios_never_panic(
+            edits in proptest::collection::vec(
+                (any::<usize>(), 0usize..8, prop_oneof![
+                    Just(String::new()), Just(":".to_string()), Just("\n".to_string()), Just("  ".to_string()),
+                    Just("- ".to_string()), Just("{".to_string()), Just("[".to_string()), Just("&a".to_string()),
+                    Just("*a".to_string()), Just("!!binary ".to_string()), Just("1e999".to_string()),
+                    Just("-1".to_string()), Just("\"".to_string()), Just("{{item}}".to_string()),
+                    "\\PC{0,6}",
+                ]),
+                1..6,
+            )
+        ) {
+            let text = mutate(SMOKE, &edits);
+            if let Ok(s) = parse(&text, "fuzz.yaml") {
+                // Whatever is accepted is a valid scenario.
+                prop_assert!(s.check().is_ok(), "accepted but invalid: {text}");
+            }
+        }
+    }
+}
