@@ -5,10 +5,11 @@
 //! at the latest [`GRACE`] after it ended; what arrives later still counts in the run's totals
 //! (never lost) but not in the per-second series.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use lobster_fleet::stats::{IntervalStats, LatencySummary};
+use rangemap::RangeInclusiveSet;
 use serde::{Deserialize, Serialize};
 
 /// How long after its end an interval waits for slow reporters.
@@ -64,7 +65,10 @@ pub struct Aggregator {
     open: BTreeMap<u64, Bucket>,
     /// Indexes below this are closed.
     next_to_close: u64,
-    seen: HashSet<(String, u64)>,
+    /// The interval indexes merged so far, per slave, as ranges: a slave's indexes arrive
+    /// nearly in order, so this stays a few ranges per slave however long the run (a set of
+    /// (slave, index) pairs would grow by one entry per slave per second of an overnight run).
+    seen: HashMap<String, RangeInclusiveSet<u64>>,
     /// Everything received, exactly once.
     pub total: IntervalStats,
     /// Closed seconds, in order.
@@ -76,8 +80,16 @@ pub struct Aggregator {
 impl Aggregator {
     /// Adds one slave's interval; returns false if it was already merged.
     pub fn add(&mut self, slave: &str, index: u64, stats: &IntervalStats) -> bool {
-        if !self.seen.insert((slave.to_string(), index)) {
+        if self.has(slave, index) {
             return false;
+        }
+        match self.seen.get_mut(slave) {
+            Some(set) => set.insert(index..=index),
+            None => {
+                let mut set = RangeInclusiveSet::new();
+                set.insert(index..=index);
+                self.seen.insert(slave.to_string(), set);
+            }
         }
         self.total.merge(stats);
         if index < self.next_to_close {
@@ -92,7 +104,7 @@ impl Aggregator {
 
     /// Whether `slave`'s interval `index` was already merged.
     pub fn has(&self, slave: &str, index: u64) -> bool {
-        self.seen.contains(&(slave.to_string(), index))
+        self.seen.get(slave).is_some_and(|set| set.contains(&index))
     }
 
     /// Closes every interval that is complete (all of `expected` reported it) or whose grace
@@ -199,5 +211,40 @@ mod tests {
         assert_eq!(a.late_requests, 4);
         assert_eq!(a.total.requests(), 17);
         assert_eq!(a.series.iter().map(|p| p.requests).sum::<u64>(), 13);
+    }
+
+    proptest::proptest! {
+        /// Exactly once, whatever the order and the resends: `add` agrees with a plain set of
+        /// (slave, index) pairs.
+        #[test]
+        fn merges_each_interval_exactly_once(
+            arrivals in proptest::collection::vec((0u8..3, 0u64..40), 0..300)
+        ) {
+            let mut a = Aggregator::default();
+            let mut reference = std::collections::HashSet::new();
+            for (slave, index) in arrivals {
+                let uid = format!("s{slave}");
+                let fresh = reference.insert((uid.clone(), index));
+                proptest::prop_assert_eq!(a.add(&uid, index, &stats(1)), fresh);
+                proptest::prop_assert!(a.has(&uid, index));
+            }
+            proptest::prop_assert_eq!(a.total.requests(), reference.len() as u64);
+        }
+    }
+
+    #[test]
+    fn remembering_merged_intervals_does_not_grow_with_the_run() {
+        let mut a = Aggregator::default();
+        let one = stats(0);
+        // An overnight run (10 h) of two slaves, one of which joined late and resent twice.
+        for k in 0..36_000 {
+            a.add("x", k, &one);
+            if k >= 500 {
+                a.add("y", k, &one);
+                a.add("y", k - 3, &one);
+            }
+        }
+        assert_eq!(a.seen["x"].iter().count(), 1);
+        assert_eq!(a.seen["y"].iter().count(), 1);
     }
 }

@@ -1,0 +1,226 @@
+//! The run side of the control loop: creating and starting runs, answering the API, applying
+//! actions, delivering the run's outbox to slaves and saving its state.
+
+use super::*;
+
+impl Controller {
+    pub(super) fn create_run(
+        &mut self,
+        scenario: Scenario,
+        options: RunOptions,
+        now: Instant,
+    ) -> Result<String, ApiError> {
+        if let Some(r) = self.run.as_ref().filter(|r| !r.is_done()) {
+            return Err(ApiError::Busy(r.id.clone()));
+        }
+        let id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let unix = clock::unix_ms();
+        let run = Run::new(id.clone(), scenario, options, now, unix);
+        let rec = RunRecord {
+            id: id.clone(),
+            name: run.scenario.name.clone(),
+            scenario_json: run.scenario.to_json(),
+            status: "init".into(),
+            created_unix_ms: unix,
+            state_json: serde_json::to_string(&run.persisted()).expect("state serializes"),
+        };
+        self.store
+            .create_run(&rec)
+            .map_err(|e| ApiError::Store(format!("{e:#}")))?;
+        info!(run_id = %id, name = %run.scenario.name, quorum = options.quorum, "run created");
+        self.metrics.runs.inc();
+        self.run = Some(run);
+        self.try_start(now);
+        Ok(id)
+    }
+
+    pub(super) fn try_start(&mut self, now: Instant) {
+        let Some(r) = self.run.as_mut().filter(|r| r.phase == Phase::Init) else {
+            return;
+        };
+        let available: Vec<Candidate> = self
+            .registry
+            .available()
+            .into_iter()
+            .map(|s| Candidate {
+                uid: s.uid.clone(),
+                slave_id: s.id.clone(),
+                instance_id: s.join.instance_id.clone(),
+                slave_index: s.join.slave_index,
+                millicores: s.join.millicores,
+            })
+            .collect();
+        let out = r.try_start(now, clock::unix_ms(), available);
+        self.deliver(out);
+    }
+
+    pub(super) fn get_run(&self, id: &str, after: u64, now: Instant) -> Result<RunView, ApiError> {
+        if let Some(r) = self.run.as_ref().filter(|r| r.id == id) {
+            return Ok(RunView {
+                id: r.id.clone(),
+                name: r.scenario.name.clone(),
+                phase: r.phase.name().to_string(),
+                elapsed_s: r.elapsed(now).as_secs_f64(),
+                load_elapsed_s: r.load_elapsed(now).as_secs_f64(),
+                duration_s: r.scenario.duration_ms as f64 / 1000.0,
+                slaves: r.participants.len() as u32,
+                active_slaves: r.participants.values().filter(|p| p.active).count() as u32,
+                points: r
+                    .agg
+                    .series
+                    .iter()
+                    .filter(|p| p.index + 1 > after)
+                    .cloned()
+                    .collect(),
+                report: r.report.clone(),
+            });
+        }
+        let json = self
+            .store
+            .report(id)
+            .map_err(|e| ApiError::Store(format!("{e:#}")))?
+            .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+        let report: Report =
+            serde_json::from_str(&json).map_err(|e| ApiError::Store(e.to_string()))?;
+        Ok(RunView {
+            id: report.run_id.clone(),
+            name: report.name.clone(),
+            phase: report.status.as_str().to_string(),
+            elapsed_s: report.duration_s,
+            load_elapsed_s: report.duration_s,
+            duration_s: report.duration_s,
+            slaves: report.slaves,
+            active_slaves: 0,
+            points: report
+                .series
+                .iter()
+                .filter(|p| p.index + 1 > after)
+                .cloned()
+                .collect(),
+            report: Some(report),
+        })
+    }
+
+    pub(super) fn act(&mut self, id: &str, action: Action, now: Instant) -> Result<(), ApiError> {
+        let Some(r) = self.run.as_mut().filter(|r| r.id == id) else {
+            return Err(ApiError::NotFound(id.to_string()));
+        };
+        let out = match action {
+            Action::Stop => {
+                if r.is_done() {
+                    return Err(ApiError::Conflict(format!("run {id} is already over")));
+                }
+                r.request_stop(now, "stopped by the operator", None)
+            }
+            Action::Suspend => r.suspend(now).map_err(ApiError::Conflict)?,
+            Action::Resume => r.resume(now).map_err(ApiError::Conflict)?,
+        };
+        self.deliver(out);
+        Ok(())
+    }
+
+    pub(super) fn tick(&mut self) {
+        let now = Instant::now();
+        // A tick much later than planned means this process was stopped (SIGSTOP, swap): do
+        // not blame the slaves for the master's own pause.
+        if now.duration_since(self.last_tick) > self.settings.lease / 2 {
+            warn!(
+                stalled_ms = now.duration_since(self.last_tick).as_millis() as u64,
+                "master was stalled: renewing every lease"
+            );
+            for s in self.registry.slaves.values_mut() {
+                s.last_seen = now;
+            }
+        }
+        self.last_tick = now;
+        let lease = self.settings.lease;
+        for uid in self.registry.expire(now, lease, Duration::from_secs(600)) {
+            warn!(uid = %uid, "slave silent longer than its lease");
+            let out = match &mut self.run {
+                Some(r) => r.lose_slave(now, &uid, "silent longer than its lease"),
+                None => Vec::new(),
+            };
+            self.deliver(out);
+        }
+        self.try_start(now);
+        if let Some(r) = self.run.as_mut().filter(|r| !r.is_done()) {
+            // Slaves that joined during the run take part.
+            let joining: Vec<Candidate> = if matches!(r.phase, Phase::Running | Phase::Suspended) {
+                self.registry
+                    .available()
+                    .into_iter()
+                    .filter(|s| !r.participants.get(&s.uid).is_some_and(|p| p.active))
+                    .filter(|s| s.heartbeat.run_id.is_empty())
+                    .map(|s| Candidate {
+                        uid: s.uid.clone(),
+                        slave_id: s.id.clone(),
+                        instance_id: s.join.instance_id.clone(),
+                        slave_index: s.join.slave_index,
+                        millicores: s.join.millicores,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut out = Vec::new();
+            for c in joining {
+                out.extend(r.add_slave(now, c));
+            }
+            let (more, _points) = r.tick(now, lease);
+            out.extend(more);
+            self.deliver(out);
+        }
+        self.save();
+    }
+
+    pub(super) fn deliver(&mut self, out: Outbox) {
+        let mut out = out;
+        loop {
+            for (uid, msg) in out {
+                if !self.registry.send(&uid, msg) {
+                    debug!(uid = %uid, "message not delivered: no session");
+                }
+            }
+            // A session found closed while sending is a lost slave (its stream's end will not
+            // name it any more); losing it may reslice, which may find more.
+            let dropped = self.registry.take_dropped();
+            if dropped.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            out = Vec::new();
+            if let Some(r) = &mut self.run {
+                for uid in dropped {
+                    out.extend(r.lose_slave(now, &uid, "session closed"));
+                }
+            }
+        }
+    }
+
+    /// Persists the active run's state when it changed, and its report once done.
+    pub(super) fn save(&mut self) {
+        let Some(r) = self.run.as_mut().filter(|r| r.dirty) else {
+            return;
+        };
+        r.dirty = false;
+        let result = match &r.report {
+            Some(rep) => {
+                self.metrics.finished(rep.status.as_str());
+                self.store.finish_run(
+                    &r.id,
+                    rep.status.as_str(),
+                    &serde_json::to_string(rep).expect("report serializes"),
+                )
+            }
+            None => self.store.update_state(
+                &r.id,
+                r.phase.name(),
+                &serde_json::to_string(&r.persisted()).expect("state serializes"),
+            ),
+        };
+        if let Err(e) = result {
+            warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot save run state");
+            r.dirty = true;
+        }
+    }
+}

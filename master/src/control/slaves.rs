@@ -1,0 +1,271 @@
+//! The slave side of the control loop: joins (token, rate, limits), sessions attaching,
+//! messages from slaves (heartbeats, statistics, events) and drains from idle VMs.
+
+use super::*;
+
+impl Controller {
+    pub(super) fn join(&mut self, req: JoinRequest, now: Instant) -> Result<JoinReply, Status> {
+        if !self.join_bucket.take(now) {
+            self.metrics.joins_refused.inc();
+            return Err(Status::resource_exhausted(
+                "too many joins right now: retry later",
+            ));
+        }
+        let Some(fleet) = self.tokens.check(&req.join_token) else {
+            self.metrics.joins_refused.inc();
+            warn!(instance = %req.instance_id, index = req.slave_index, "join refused: wrong join token");
+            return Err(Status::unauthenticated("wrong join token"));
+        };
+        if let Err(why) = check_join(&req) {
+            self.metrics.joins_refused.inc();
+            return Err(Status::invalid_argument(why));
+        }
+        let (instance, index) = (req.instance_id.clone(), req.slave_index);
+        let (id, secret) = self
+            .registry
+            .join(
+                req,
+                &fleet,
+                self.settings.lease,
+                self.settings.max_slaves,
+                now,
+                clock::unix_ms(),
+            )
+            .inspect_err(|_| {
+                self.metrics.joins_refused.inc();
+            })?;
+        self.metrics.joins.inc();
+        info!(slave = %id, fleet = %fleet, instance = %instance, index, "slave joined");
+        Ok(JoinReply {
+            session_secret: secret,
+            heartbeat_ms: self.settings.heartbeat.as_millis() as u32,
+            lease_ms: self.settings.lease.as_millis() as u32,
+            master_version: lobster_fleet::VERSION.to_string(),
+            slave_id: id,
+        })
+    }
+
+    pub(super) fn candidate(&self, uid: &str) -> Option<Candidate> {
+        self.registry.slaves.get(uid).map(|s| Candidate {
+            uid: uid.to_string(),
+            slave_id: s.id.clone(),
+            instance_id: s.join.instance_id.clone(),
+            slave_index: s.join.slave_index,
+            millicores: s.join.millicores,
+        })
+    }
+
+    pub(super) fn on_attached(&mut self, attach: &proto::Attach, session: u64, now: Instant) {
+        let uid = attach.slave_uid.clone();
+        let _span = info_span!("slave", uid = %uid, session).entered();
+        let Some(c) = self.candidate(&uid) else {
+            return;
+        };
+        let out = match (&mut self.run, attach.run_id.as_str()) {
+            (_, "") => Vec::new(),
+            (Some(r), id) if r.id == id => r.readopt(now, c),
+            (_, id) => vec![(uid.clone(), run::stop_msg(id, "unknown run"))],
+        };
+        self.deliver(out);
+    }
+
+    pub(super) fn on_slave_message(&mut self, session: u64, msg: Up, now: Instant) {
+        let Some(uid) = self.registry.by_session(session).map(str::to_string) else {
+            return; // a stale session
+        };
+        if let Some(s) = self.registry.slaves.get_mut(&uid) {
+            s.last_seen = now;
+        }
+        match msg {
+            Up::Attach(_) => {}
+            Up::Heartbeat(hb) => {
+                if let Some(s) = self.registry.slaves.get_mut(&uid) {
+                    let busy = !hb.run_id.is_empty();
+                    s.heartbeat = hb;
+                    if busy {
+                        s.last_busy = now;
+                    }
+                }
+                // The reply proves the master alive to the slave's dead-man switch.
+                self.registry.send(&uid, ack(String::new(), Vec::new()));
+            }
+            Up::Stats(interval) => self.on_stats(&uid, interval),
+            Up::Event(ev) => {
+                let kind =
+                    proto::EventKind::try_from(ev.kind).unwrap_or(proto::EventKind::Unspecified);
+                let id = self
+                    .registry
+                    .slaves
+                    .get(&uid)
+                    .map(|s| s.id.clone())
+                    .unwrap_or_default();
+                match kind {
+                    proto::EventKind::Stopped => {
+                        if let Some(r) = self.run.as_mut().filter(|r| r.id == ev.run_id) {
+                            r.on_stopped(&uid, now);
+                        }
+                    }
+                    proto::EventKind::Error => {
+                        warn!(slave = %id, run_id = %ev.run_id, message = %ev.message, "slave error")
+                    }
+                    _ => {
+                        debug!(slave = %id, run_id = %ev.run_id, kind = ?kind, message = %ev.message, "slave event")
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_stats(&mut self, uid: &str, interval: proto::StatsInterval) {
+        let stats = match IntervalStats::from_proto(&interval) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(uid, error = %e, "malformed statistics interval: cutting the slave off");
+                self.metrics.intervals_rejected.inc();
+                if let Some(s) = self.registry.slaves.get_mut(uid)
+                    && let Some(sess) = s.session.take()
+                {
+                    let _ = sess.tx.try_send(Err(Status::invalid_argument(format!(
+                        "malformed interval: {e}"
+                    ))));
+                }
+                return;
+            }
+        };
+        let (run_id, index) = (interval.run_id.clone(), interval.index);
+        match self.run.as_mut().filter(|r| r.id == run_id) {
+            Some(r) => {
+                let stored =
+                    self.store
+                        .insert_interval(&run_id, uid, index, &interval.encode_to_vec());
+                if let Err(e) = stored {
+                    // Not acknowledged: the slave keeps it and sends it again.
+                    warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store interval");
+                    return;
+                }
+                if r.on_stats(uid, index, interval.last, &stats) {
+                    self.metrics.intervals.inc();
+                    self.metrics.requests.inc_by(stats.requests());
+                }
+            }
+            None => {
+                let done = matches!(self.store.report(&run_id), Ok(Some(_)));
+                if !done {
+                    warn!(run_id = %run_id, requests = stats.requests(), "interval of an unknown run: acknowledged and dropped");
+                }
+            }
+        }
+        self.registry.send(uid, ack(run_id, vec![index]));
+    }
+
+    pub(super) fn drain(&mut self, req: proto::DrainRequest) -> Result<DrainReply, Status> {
+        if self.tokens.check(&req.join_token).is_none() {
+            self.metrics.joins_refused.inc();
+            return Err(Status::unauthenticated("wrong join token"));
+        }
+        let mut n = 0;
+        let mut idle = true;
+        let uids: Vec<String> = self
+            .registry
+            .slaves
+            .values()
+            .filter(|s| s.join.instance_id == req.instance_id)
+            .map(|s| s.uid.clone())
+            .collect();
+        for uid in &uids {
+            if let Some(s) = self.registry.slaves.get_mut(uid) {
+                s.draining = !req.undo;
+                n += 1;
+            }
+            let msg = MasterMessage {
+                kind: Some(Down::Drain(proto::Drain {
+                    reason: req.reason.clone(),
+                    undo: req.undo,
+                })),
+            };
+            self.registry.send(uid, msg);
+            if let Some(r) = &self.run
+                && !r.is_done()
+                && r.participants
+                    .get(uid)
+                    .is_some_and(|p| p.active && !p.got_last)
+            {
+                idle = false;
+            }
+        }
+        info!(instance = %req.instance_id, slaves = n, idle, reason = %req.reason, "drain");
+        Ok(DrainReply { slaves: n, idle })
+    }
+}
+
+/// Admits joins at a steady rate with a burst (a fleet of thousands coming up at once, or a
+/// misbehaving client, cannot monopolise the control loop).
+pub(super) struct JoinBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl JoinBucket {
+    const BURST: f64 = 200.0;
+    const PER_SECOND: f64 = 50.0;
+
+    pub(super) fn new() -> Self {
+        JoinBucket {
+            tokens: Self::BURST,
+            last: Instant::now(),
+        }
+    }
+
+    pub(super) fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * Self::PER_SECOND;
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn ack(run_id: String, indexes: Vec<u64>) -> MasterMessage {
+    MasterMessage {
+        kind: Some(Down::Ack(proto::Ack { run_id, indexes })),
+    }
+}
+
+/// Checks the fields of a join beyond the token.
+fn check_join(r: &JoinRequest) -> Result<(), String> {
+    let short = |s: &str, what: &str, max: usize| {
+        if s.len() > max {
+            Err(format!("{what} longer than {max} bytes"))
+        } else {
+            Ok(())
+        }
+    };
+    if r.slave_uid.is_empty() || r.instance_id.is_empty() {
+        return Err("slave_uid and instance_id are required".into());
+    }
+    short(&r.slave_uid, "slave_uid", 64)?;
+    short(&r.instance_id, "instance_id", 128)?;
+    short(&r.host, "host", 255)?;
+    short(&r.version, "version", 64)?;
+    short(&r.boot_id, "boot_id", 64)?;
+    short(&r.instance_type, "instance_type", 64)?;
+    short(&r.region, "region", 64)?;
+    if r.slave_index == 0 || r.slave_index > 4096 {
+        return Err("slave_index must be between 1 and 4096".into());
+    }
+    if r.cores == 0 || r.cores > 4096 || r.millicores == 0 || r.millicores > 4_096_000 {
+        return Err("cores and millicores must be positive and plausible".into());
+    }
+    if r.version != lobster_fleet::VERSION {
+        return Err(format!(
+            "slave version {} does not match master version {}",
+            r.version,
+            lobster_fleet::VERSION
+        ));
+    }
+    Ok(())
+}
