@@ -106,6 +106,32 @@ impl Drop for Env {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        kill_instance_processes(self.home());
+    }
+}
+
+/// Ends the processes of local-cloud instances that live under `home`: a local cloud killed
+/// with SIGKILL (as the harness does to foreground processes) cannot end its instances, and a
+/// slave whose master is gone retries forever, as it should on a VM.
+fn kill_instance_processes(home: &Path) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let marker = format!("LOBSTER_ROOT={}/", home.display());
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let environ = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        let ours = environ
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(marker.as_bytes()));
+        if ours {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
