@@ -19,6 +19,12 @@ use crate::report::{LostSlave, Report, Status, StopInfo, figures};
 use crate::sla::SlaGuard;
 use crate::slicer::{self, Slot};
 
+mod members;
+mod stopping;
+
+use members::participant;
+pub use stopping::stop_msg;
+
 /// Messages to deliver: (slave uid, message).
 pub type Outbox = Vec<(String, MasterMessage)>;
 
@@ -266,132 +272,6 @@ impl Run {
                 >= Duration::from_millis(self.options.quorum_timeout_ms)
     }
 
-    /// A slave became available during the run: give it a share.
-    pub fn add_slave(&mut self, now: Instant, c: Candidate) -> Outbox {
-        if !matches!(self.phase, Phase::Running | Phase::Suspended)
-            || self.participants.get(&c.uid).is_some_and(|p| p.active)
-        {
-            return Vec::new();
-        }
-        info!(run_id = %self.id, slave = %c.slave_id, "slave joins the run");
-        let mut p = participant(&c);
-        if let Some(old) = self.participants.get(&c.uid) {
-            p.got_last = old.got_last;
-        }
-        self.participants.insert(c.uid.clone(), p);
-        self.dirty = true;
-        self.reslice(now)
-    }
-
-    /// A participant came back with this run's id (reconnect, or after a master restart).
-    pub fn readopt(&mut self, now: Instant, c: Candidate) -> Outbox {
-        match self.phase {
-            Phase::Stopping | Phase::Done(_) => {
-                return vec![(c.uid, stop_msg(&self.id, "the run is over"))];
-            }
-            Phase::Init => return Vec::new(),
-            Phase::Running | Phase::Suspended => {}
-        }
-        match self.participants.get_mut(&c.uid) {
-            Some(p) if p.active => {
-                p.detached_since = None;
-                // Send the share again so the slave aligns with this master's clock.
-                p.share = None;
-                self.reslice(now)
-            }
-            _ => self.add_slave(now, c),
-        }
-    }
-
-    /// A participant's session ended (it may come back before it is declared lost).
-    pub fn detached(&mut self, now: Instant, uid: &str) {
-        if let Some(p) = self.participants.get_mut(uid) {
-            p.detached_since.get_or_insert(now);
-        }
-    }
-
-    /// A participant is gone: its share goes to the others.
-    pub fn lose_slave(&mut self, now: Instant, uid: &str, reason: &str) -> Outbox {
-        let at_s = self.elapsed(now).as_secs_f64();
-        if self.is_done() {
-            return Vec::new();
-        }
-        let Some(p) = self.participants.get_mut(uid).filter(|p| p.active) else {
-            return Vec::new();
-        };
-        p.active = false;
-        p.share = None;
-        self.dirty = true;
-        warn!(run_id = %self.id, slave = %p.slave_id, reason, "slave lost");
-        let mut lost = LostSlave {
-            slave_id: p.slave_id.clone(),
-            instance_id: p.instance_id.clone(),
-            slave_index: p.slave_index,
-            at_s,
-            reason: reason.to_string(),
-            redistributed_after_ms: None,
-        };
-        let finished = p.got_last;
-        let out = match self.phase {
-            Phase::Running | Phase::Suspended if !finished => {
-                if self.active().count() == 0 {
-                    self.lost.push(lost);
-                    return self.request_stop(now, "all slaves lost", Some(Status::Aborted));
-                }
-                let out = self.reslice(now);
-                lost.redistributed_after_ms = Some(now.elapsed().as_millis() as u64);
-                out
-            }
-            _ => Vec::new(),
-        };
-        self.lost.push(lost);
-        out
-    }
-
-    /// Recomputes every active participant's share; sends `Assign` to new ones, `Rescale` to
-    /// those whose share changed.
-    fn reslice(&mut self, now: Instant) -> Outbox {
-        let slots: Vec<Slot> = self
-            .active()
-            .map(|(uid, p)| Slot {
-                key: uid.clone(),
-                millicores: u64::from(p.millicores),
-            })
-            .collect();
-        let shares = slicer::shares(&self.scenario, &slots);
-        let (run_ms, load_ms) = (
-            self.elapsed(now).as_millis() as u64,
-            self.load_elapsed(now).as_millis() as u64,
-        );
-        let suspended = self.phase == Phase::Suspended;
-        let mut out = Vec::new();
-        for (slot, share) in slots.into_iter().zip(shares) {
-            let p = self
-                .participants
-                .get_mut(&slot.key)
-                .expect("active participant");
-            let msg = match &p.share {
-                None => Down::Assign(proto::Assign {
-                    run_id: self.id.clone(),
-                    scenario_json: self.wire_json.clone(),
-                    share: Some(share.clone()),
-                    run_elapsed_ms: run_ms,
-                    load_elapsed_ms: load_ms,
-                    suspended,
-                }),
-                Some(old) if *old == share => continue,
-                Some(_) => Down::Rescale(proto::Rescale {
-                    run_id: self.id.clone(),
-                    share: Some(share.clone()),
-                    load_elapsed_ms: load_ms,
-                }),
-            };
-            p.share = Some(share);
-            out.push((slot.key, MasterMessage { kind: Some(msg) }));
-        }
-        out
-    }
-
     /// Records a slave's interval; false if it was a resend.
     pub fn on_stats(&mut self, uid: &str, index: u64, last: bool, stats: &IntervalStats) -> bool {
         let new = self.agg.add(uid, index, stats);
@@ -399,43 +279,6 @@ impl Run {
             p.got_last = true;
         }
         new
-    }
-
-    /// A slave acknowledged the stop.
-    pub fn on_stopped(&mut self, uid: &str, now: Instant) {
-        if let (Some(stop), Some(p)) = (&self.stop, self.participants.get_mut(uid)) {
-            p.stop_acked_ms
-                .get_or_insert(now.duration_since(stop.sent_at).as_millis() as u64);
-        }
-    }
-
-    /// Stops every participant. `forced` sets the final status (an abort); otherwise the SLA decides.
-    pub fn request_stop(&mut self, now: Instant, reason: &str, forced: Option<Status>) -> Outbox {
-        if self.is_done() || self.stop.is_some() {
-            return Vec::new();
-        }
-        info!(run_id = %self.id, reason, "stopping run");
-        if let Some(s) = self.suspended_since.take() {
-            self.suspended_total += now.saturating_duration_since(s);
-        }
-        let wait =
-            Duration::from_millis(self.scenario.timeout_ms).min(MAX_INFLIGHT_WAIT) + STOP_SLACK;
-        self.stop = Some(Stopping {
-            reason: reason.to_string(),
-            forced,
-            sent_at: now,
-            at_s: self.elapsed(now).as_secs_f64(),
-            deadline: now + wait,
-        });
-        self.dirty = true;
-        if self.phase == Phase::Init {
-            self.phase = Phase::Stopping;
-            return Vec::new();
-        }
-        self.phase = Phase::Stopping;
-        self.active()
-            .map(|(uid, _)| (uid.clone(), stop_msg(&self.id, reason)))
-            .collect()
     }
 
     pub fn suspend(&mut self, now: Instant) -> Result<Outbox, String> {
@@ -535,96 +378,6 @@ impl Run {
             }
         }
         (out, points)
-    }
-
-    /// Closes the run and builds its report.
-    fn finish(&mut self, now: Instant) -> Vec<Point> {
-        let closed: Vec<Point> = self.agg.close_all().into_iter().map(|c| c.point).collect();
-        let stop = self.stop.take().unwrap_or(Stopping {
-            reason: "stopped".into(),
-            forced: None,
-            sent_at: now,
-            at_s: 0.0,
-            deadline: now,
-        });
-        let status = stop.forced.unwrap_or(if self.sla.passed() {
-            Status::Passed
-        } else {
-            Status::Failed
-        });
-        let missing: Vec<String> = self
-            .active()
-            .filter(|(_, p)| !p.got_last)
-            .map(|(_, p)| p.slave_id.clone())
-            .collect();
-        let seconds = self
-            .load_elapsed(now)
-            .as_secs_f64()
-            .min(self.scenario.duration_ms as f64 / 1000.0);
-        let order: Vec<String> = self
-            .scenario
-            .requests
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        let (totals, endpoints) = figures(&self.agg.total, &order, seconds);
-        let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);
-        let report = Report {
-            run_id: self.id.clone(),
-            name: self.scenario.name.clone(),
-            status,
-            target: self.scenario.target.to_string(),
-            model: format!("{:?}", self.scenario.load.model).to_lowercase(),
-            started_at: crate::clock::rfc3339(started_unix),
-            ended_at: crate::clock::rfc3339(crate::clock::unix_ms()),
-            duration_s: seconds,
-            slaves: self.participants.len() as u32,
-            lost_slaves: self.lost.clone(),
-            totals,
-            endpoints,
-            sla: self.sla.results(),
-            stop: StopInfo {
-                reason: stop.reason,
-                at_s: stop.at_s,
-                propagation_ms: self
-                    .participants
-                    .values()
-                    .filter_map(|p| p.stop_acked_ms)
-                    .max(),
-                missing_final: missing,
-            },
-            late_requests: self.agg.late_requests,
-            series: self.agg.series.clone(),
-        };
-        info!(run_id = %self.id, status = status.as_str(), requests = report.totals.requests, "run finished");
-        self.phase = Phase::Done(status);
-        self.report = Some(report);
-        self.dirty = true;
-        closed
-    }
-}
-
-fn participant(c: &Candidate) -> Participant {
-    Participant {
-        slave_id: c.slave_id.clone(),
-        instance_id: c.instance_id.clone(),
-        slave_index: c.slave_index,
-        millicores: c.millicores.max(1),
-        active: true,
-        got_last: false,
-        share: None,
-        detached_since: None,
-        stop_acked_ms: None,
-    }
-}
-
-/// A `Stop` for a run.
-pub fn stop_msg(run_id: &str, reason: &str) -> MasterMessage {
-    MasterMessage {
-        kind: Some(Down::Stop(proto::Stop {
-            run_id: run_id.to_string(),
-            reason: reason.to_string(),
-        })),
     }
 }
 

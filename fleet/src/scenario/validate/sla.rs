@@ -1,0 +1,87 @@
+//! The `sla` section: rules over a metric, an endpoint or the whole run, and a window.
+
+use super::*;
+
+pub(super) fn resolve_sla(r: &Spanned<SlaFile>, requests: &[Request]) -> Res<SlaRule> {
+    let s = &r.value;
+    let metric = Metric::from_name(s.metric.value.trim()).ok_or_else(|| {
+        let names: Vec<_> = Metric::ALL.iter().map(|m| m.name()).collect();
+        fault(
+            s.metric.referenced,
+            format!(
+                "unknown metric `{}`: expected one of {}",
+                s.metric.value,
+                names.join(", ")
+            ),
+        )
+    })?;
+    let (threshold, is_max) = match (&s.max, &s.min) {
+        (Some(t), None) => (t, true),
+        (None, Some(t)) => (t, false),
+        _ => {
+            return Err(fault(
+                r.referenced,
+                "an SLA rule needs exactly one of `max` or `min`",
+            ));
+        }
+    };
+    let value = match (&threshold.value, metric) {
+        (Threshold::Duration(d), m) if m.is_latency() => d.as_secs_f64() * 1000.0,
+        (Threshold::Number(n), m) if m.is_latency() => *n,
+        (Threshold::Percent(p), Metric::ErrorRate) | (Threshold::Number(p), Metric::ErrorRate) => {
+            *p
+        }
+        (Threshold::Number(n), Metric::Rps) => *n,
+        (_, m) => {
+            let want = match m {
+                Metric::ErrorRate => "a percentage such as `1%`",
+                Metric::Rps => "a number of requests per second",
+                _ => "a duration such as `800ms`",
+            };
+            return Err(fault(
+                threshold.referenced,
+                format!("threshold of `{}` must be {want}", m.name()),
+            ));
+        }
+    };
+    if !value.is_finite() || value < 0.0 {
+        return Err(fault(
+            threshold.referenced,
+            "threshold must be a finite number ≥ 0",
+        ));
+    }
+    let window_ms = match &s.window {
+        None => DEFAULT_WINDOW_MS,
+        Some(w) => {
+            let ms = w.value.0.as_millis() as u64;
+            if !(1000..=3_600_000).contains(&ms) {
+                return Err(fault(w.referenced, "window must be between 1s and 1h"));
+            }
+            ms
+        }
+    };
+    if let Some(req) = &s.request
+        && !requests.iter().any(|q| q.name == req.value)
+    {
+        let names: Vec<_> = requests.iter().map(|q| q.name.as_str()).collect();
+        return Err(fault(
+            req.referenced,
+            format!(
+                "unknown request `{}`: expected one of {}",
+                req.value,
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(SlaRule {
+        metric,
+        bound: if is_max {
+            Bound::Max(value)
+        } else {
+            Bound::Min(value)
+        },
+        window_ms,
+        request: s.request.as_ref().map(|r| r.value.clone()),
+        abort: s.abort.unwrap_or(true),
+    })
+}

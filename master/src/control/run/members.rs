@@ -1,0 +1,146 @@
+//! Who takes part in a run: slaves added, re-adopted after a reconnect, detached or lost, and
+//! the shares re-sliced over the active ones each time.
+
+use super::*;
+
+impl Run {
+    /// A slave became available during the run: give it a share.
+    pub fn add_slave(&mut self, now: Instant, c: Candidate) -> Outbox {
+        if !matches!(self.phase, Phase::Running | Phase::Suspended)
+            || self.participants.get(&c.uid).is_some_and(|p| p.active)
+        {
+            return Vec::new();
+        }
+        info!(run_id = %self.id, slave = %c.slave_id, "slave joins the run");
+        let mut p = participant(&c);
+        if let Some(old) = self.participants.get(&c.uid) {
+            p.got_last = old.got_last;
+        }
+        self.participants.insert(c.uid.clone(), p);
+        self.dirty = true;
+        self.reslice(now)
+    }
+
+    /// A participant came back with this run's id (reconnect, or after a master restart).
+    pub fn readopt(&mut self, now: Instant, c: Candidate) -> Outbox {
+        match self.phase {
+            Phase::Stopping | Phase::Done(_) => {
+                return vec![(c.uid, stop_msg(&self.id, "the run is over"))];
+            }
+            Phase::Init => return Vec::new(),
+            Phase::Running | Phase::Suspended => {}
+        }
+        match self.participants.get_mut(&c.uid) {
+            Some(p) if p.active => {
+                p.detached_since = None;
+                // Send the share again so the slave aligns with this master's clock.
+                p.share = None;
+                self.reslice(now)
+            }
+            _ => self.add_slave(now, c),
+        }
+    }
+
+    /// A participant's session ended (it may come back before it is declared lost).
+    pub fn detached(&mut self, now: Instant, uid: &str) {
+        if let Some(p) = self.participants.get_mut(uid) {
+            p.detached_since.get_or_insert(now);
+        }
+    }
+
+    /// A participant is gone: its share goes to the others.
+    pub fn lose_slave(&mut self, now: Instant, uid: &str, reason: &str) -> Outbox {
+        let at_s = self.elapsed(now).as_secs_f64();
+        if self.is_done() {
+            return Vec::new();
+        }
+        let Some(p) = self.participants.get_mut(uid).filter(|p| p.active) else {
+            return Vec::new();
+        };
+        p.active = false;
+        p.share = None;
+        self.dirty = true;
+        warn!(run_id = %self.id, slave = %p.slave_id, reason, "slave lost");
+        let mut lost = LostSlave {
+            slave_id: p.slave_id.clone(),
+            instance_id: p.instance_id.clone(),
+            slave_index: p.slave_index,
+            at_s,
+            reason: reason.to_string(),
+            redistributed_after_ms: None,
+        };
+        let finished = p.got_last;
+        let out = match self.phase {
+            Phase::Running | Phase::Suspended if !finished => {
+                if self.active().count() == 0 {
+                    self.lost.push(lost);
+                    return self.request_stop(now, "all slaves lost", Some(Status::Aborted));
+                }
+                let out = self.reslice(now);
+                lost.redistributed_after_ms = Some(now.elapsed().as_millis() as u64);
+                out
+            }
+            _ => Vec::new(),
+        };
+        self.lost.push(lost);
+        out
+    }
+
+    /// Recomputes every active participant's share; sends `Assign` to new ones, `Rescale` to
+    /// those whose share changed.
+    pub(super) fn reslice(&mut self, now: Instant) -> Outbox {
+        let slots: Vec<Slot> = self
+            .active()
+            .map(|(uid, p)| Slot {
+                key: uid.clone(),
+                millicores: u64::from(p.millicores),
+            })
+            .collect();
+        let shares = slicer::shares(&self.scenario, &slots);
+        let (run_ms, load_ms) = (
+            self.elapsed(now).as_millis() as u64,
+            self.load_elapsed(now).as_millis() as u64,
+        );
+        let suspended = self.phase == Phase::Suspended;
+        let mut out = Vec::new();
+        for (slot, share) in slots.into_iter().zip(shares) {
+            let p = self
+                .participants
+                .get_mut(&slot.key)
+                .expect("active participant");
+            let msg = match &p.share {
+                None => Down::Assign(proto::Assign {
+                    run_id: self.id.clone(),
+                    scenario_json: self.wire_json.clone(),
+                    share: Some(share.clone()),
+                    run_elapsed_ms: run_ms,
+                    load_elapsed_ms: load_ms,
+                    suspended,
+                }),
+                Some(old) if *old == share => continue,
+                Some(_) => Down::Rescale(proto::Rescale {
+                    run_id: self.id.clone(),
+                    share: Some(share.clone()),
+                    load_elapsed_ms: load_ms,
+                }),
+            };
+            p.share = Some(share);
+            out.push((slot.key, MasterMessage { kind: Some(msg) }));
+        }
+        out
+    }
+}
+
+pub(super) fn participant(c: &Candidate) -> Participant {
+    Participant {
+        slave_id: c.slave_id.clone(),
+        instance_id: c.instance_id.clone(),
+        slave_index: c.slave_index,
+        millicores: c.millicores.max(1),
+        active: true,
+        got_last: false,
+        share: None,
+        detached_since: None,
+        stop_acked_ms: None,
+    }
+}

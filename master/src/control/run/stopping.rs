@@ -1,0 +1,119 @@
+//! The end of a run: stop requests (SLA, API, shutdown), slaves acknowledging them, and the
+//! final merge into the report.
+
+use super::*;
+
+impl Run {
+    /// A slave acknowledged the stop.
+    pub fn on_stopped(&mut self, uid: &str, now: Instant) {
+        if let (Some(stop), Some(p)) = (&self.stop, self.participants.get_mut(uid)) {
+            p.stop_acked_ms
+                .get_or_insert(now.duration_since(stop.sent_at).as_millis() as u64);
+        }
+    }
+
+    /// Stops every participant. `forced` sets the final status (an abort); otherwise the SLA decides.
+    pub fn request_stop(&mut self, now: Instant, reason: &str, forced: Option<Status>) -> Outbox {
+        if self.is_done() || self.stop.is_some() {
+            return Vec::new();
+        }
+        info!(run_id = %self.id, reason, "stopping run");
+        if let Some(s) = self.suspended_since.take() {
+            self.suspended_total += now.saturating_duration_since(s);
+        }
+        let wait =
+            Duration::from_millis(self.scenario.timeout_ms).min(MAX_INFLIGHT_WAIT) + STOP_SLACK;
+        self.stop = Some(Stopping {
+            reason: reason.to_string(),
+            forced,
+            sent_at: now,
+            at_s: self.elapsed(now).as_secs_f64(),
+            deadline: now + wait,
+        });
+        self.dirty = true;
+        if self.phase == Phase::Init {
+            self.phase = Phase::Stopping;
+            return Vec::new();
+        }
+        self.phase = Phase::Stopping;
+        self.active()
+            .map(|(uid, _)| (uid.clone(), stop_msg(&self.id, reason)))
+            .collect()
+    }
+
+    /// Closes the run and builds its report.
+    pub(super) fn finish(&mut self, now: Instant) -> Vec<Point> {
+        let closed: Vec<Point> = self.agg.close_all().into_iter().map(|c| c.point).collect();
+        let stop = self.stop.take().unwrap_or(Stopping {
+            reason: "stopped".into(),
+            forced: None,
+            sent_at: now,
+            at_s: 0.0,
+            deadline: now,
+        });
+        let status = stop.forced.unwrap_or(if self.sla.passed() {
+            Status::Passed
+        } else {
+            Status::Failed
+        });
+        let missing: Vec<String> = self
+            .active()
+            .filter(|(_, p)| !p.got_last)
+            .map(|(_, p)| p.slave_id.clone())
+            .collect();
+        let seconds = self
+            .load_elapsed(now)
+            .as_secs_f64()
+            .min(self.scenario.duration_ms as f64 / 1000.0);
+        let order: Vec<String> = self
+            .scenario
+            .requests
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let (totals, endpoints) = figures(&self.agg.total, &order, seconds);
+        let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);
+        let report = Report {
+            run_id: self.id.clone(),
+            name: self.scenario.name.clone(),
+            status,
+            target: self.scenario.target.to_string(),
+            model: format!("{:?}", self.scenario.load.model).to_lowercase(),
+            started_at: crate::clock::rfc3339(started_unix),
+            ended_at: crate::clock::rfc3339(crate::clock::unix_ms()),
+            duration_s: seconds,
+            slaves: self.participants.len() as u32,
+            lost_slaves: self.lost.clone(),
+            totals,
+            endpoints,
+            sla: self.sla.results(),
+            stop: StopInfo {
+                reason: stop.reason,
+                at_s: stop.at_s,
+                propagation_ms: self
+                    .participants
+                    .values()
+                    .filter_map(|p| p.stop_acked_ms)
+                    .max(),
+                missing_final: missing,
+            },
+            late_requests: self.agg.late_requests,
+            series: self.agg.series.clone(),
+        };
+        info!(run_id = %self.id, status = status.as_str(), requests = report.totals.requests, "run finished");
+        self.phase = Phase::Done(status);
+        self.report = Some(report);
+        self.dirty = true;
+        closed
+    }
+}
+
+/// A `Stop` for a run.
+pub fn stop_msg(run_id: &str, reason: &str) -> MasterMessage {
+    MasterMessage {
+        kind: Some(Down::Stop(proto::Stop {
+            run_id: run_id.to_string(),
+            reason: reason.to_string(),
+        })),
+    }
+}
