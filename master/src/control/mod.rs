@@ -27,9 +27,10 @@ use tonic::Status;
 use tracing::{debug, info, info_span, warn};
 
 use registry::Registry;
+use registry::Slave;
 pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};
 use run::{Candidate, Outbox, Phase, Run, RunOptions};
-use slaves::JoinBucket;
+use slaves::{JoinBucket, candidate_of};
 
 use crate::aggregate::Point;
 use crate::clock;
@@ -283,12 +284,7 @@ impl Controller {
             Command::FromSlave(session, msg) => self.on_slave_message(session, msg, now),
             Command::Detached(session) => {
                 if let Some(uid) = self.registry.detach(session) {
-                    let id = self
-                        .registry
-                        .slaves
-                        .get(&uid)
-                        .map(|s| s.id.clone())
-                        .unwrap_or_default();
+                    let id = self.slave_name(&uid);
                     info!(slave = %id, "session ended");
                     let out = match &mut self.run {
                         Some(r) => r.lose_slave(now, &uid, "session ended"),

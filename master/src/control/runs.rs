@@ -42,13 +42,7 @@ impl Controller {
             .registry
             .available()
             .into_iter()
-            .map(|s| Candidate {
-                uid: s.uid.clone(),
-                slave_id: s.id.clone(),
-                instance_id: s.join.instance_id.clone(),
-                slave_index: s.join.slave_index,
-                millicores: s.join.millicores,
-            })
+            .map(candidate_of)
             .collect();
         let out = r.try_start(now, clock::unix_ms(), available);
         self.deliver(out);
@@ -151,13 +145,7 @@ impl Controller {
                     .into_iter()
                     .filter(|s| !r.participants.get(&s.uid).is_some_and(|p| p.active))
                     .filter(|s| s.heartbeat.run_id.is_empty())
-                    .map(|s| Candidate {
-                        uid: s.uid.clone(),
-                        slave_id: s.id.clone(),
-                        instance_id: s.join.instance_id.clone(),
-                        slave_index: s.join.slave_index,
-                        millicores: s.join.millicores,
-                    })
+                    .map(candidate_of)
                     .collect()
             } else {
                 Vec::new()

@@ -46,13 +46,16 @@ impl Controller {
     }
 
     pub(super) fn candidate(&self, uid: &str) -> Option<Candidate> {
-        self.registry.slaves.get(uid).map(|s| Candidate {
-            uid: uid.to_string(),
-            slave_id: s.id.clone(),
-            instance_id: s.join.instance_id.clone(),
-            slave_index: s.join.slave_index,
-            millicores: s.join.millicores,
-        })
+        self.registry.slaves.get(uid).map(candidate_of)
+    }
+
+    /// The display id of a slave (empty when it is unknown).
+    pub(super) fn slave_name(&self, uid: &str) -> String {
+        self.registry
+            .slaves
+            .get(uid)
+            .map(|s| s.id.clone())
+            .unwrap_or_default()
     }
 
     pub(super) fn on_attached(&mut self, attach: &proto::Attach, session: u64, now: Instant) {
@@ -93,12 +96,7 @@ impl Controller {
             Up::Event(ev) => {
                 let kind =
                     proto::EventKind::try_from(ev.kind).unwrap_or(proto::EventKind::Unspecified);
-                let id = self
-                    .registry
-                    .slaves
-                    .get(&uid)
-                    .map(|s| s.id.clone())
-                    .unwrap_or_default();
+                let id = self.slave_name(&uid);
                 match kind {
                     proto::EventKind::Stopped => {
                         if let Some(r) = self.run.as_mut().filter(|r| r.id == ev.run_id) {
@@ -200,6 +198,17 @@ impl Controller {
 
 /// Admits joins at a steady rate with a burst (a fleet of thousands coming up at once, or a
 /// misbehaving client, cannot monopolise the control loop).
+/// What a run needs to know of a registered slave.
+pub(super) fn candidate_of(s: &Slave) -> Candidate {
+    Candidate {
+        uid: s.uid.clone(),
+        slave_id: s.id.clone(),
+        instance_id: s.join.instance_id.clone(),
+        slave_index: s.join.slave_index,
+        millicores: s.join.millicores,
+    }
+}
+
 pub(super) struct JoinBucket {
     tokens: f64,
     last: Instant,

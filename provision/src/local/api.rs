@@ -8,7 +8,7 @@ use base64::Engine;
 use crate::cloud::{InstanceState, Tags};
 
 use super::faults::Faults;
-use super::query::{ApiError, Filter, Query, glob};
+use super::query::{ApiError, Filter, Query, glob, missing};
 use super::state::{ImageRec, InstanceRec, OWNER, State, new_id};
 use super::types;
 use super::xml::Xml;

@@ -83,7 +83,7 @@ impl Query {
         let action = params.remove("Action").ok_or_else(|| {
             ApiError::new(
                 "MissingAction",
-                "the request must contain the parameter Action",
+                "The request must contain the parameter Action",
             )
         })?;
         match params.get("Version").map(String::as_str) {
@@ -91,7 +91,7 @@ impl Query {
             None => {
                 return Err(ApiError::new(
                     "MissingParameter",
-                    "the request must contain the parameter Version",
+                    "The request must contain the parameter Version",
                 ));
             }
         }
@@ -105,12 +105,23 @@ impl Query {
 
     /// A required parameter.
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
-        self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
-            ApiError::new(
-                "MissingParameter",
-                format!("the request must contain the parameter {name}"),
-            )
-        })
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing(name))
+    }
+
+    /// A list parameter (`NAME.1`, `NAME.2`, …) that must have at least one item.
+    pub fn required_list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        let items = self.list(prefix)?;
+        if items.is_empty() {
+            return Err(missing(prefix));
+        }
+        Ok(items)
+    }
+
+    /// A required integer parameter.
+    pub fn required_int(&self, name: &str) -> Result<i64, ApiError> {
+        self.int(name)?.ok_or_else(|| missing(name))
     }
 
     /// An optional integer parameter.
@@ -328,6 +339,14 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
+}
+
+/// EC2's error for a parameter the action needs.
+pub fn missing(name: &str) -> ApiError {
+    ApiError::new(
+        "MissingParameter",
+        format!("The request must contain the parameter {name}"),
+    )
 }
 
 #[cfg(test)]

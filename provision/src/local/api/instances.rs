@@ -90,18 +90,8 @@ pub(super) fn run_instances(
 ) -> Result<Answer, ApiError> {
     let image_id = q.required("ImageId")?.to_string();
     check_ids(std::slice::from_ref(&image_id), "ami", "AMIID")?;
-    let min = q.int("MinCount")?.ok_or_else(|| {
-        ApiError::new(
-            "MissingParameter",
-            "The request must contain the parameter MinCount",
-        )
-    })?;
-    let max = q.int("MaxCount")?.ok_or_else(|| {
-        ApiError::new(
-            "MissingParameter",
-            "The request must contain the parameter MaxCount",
-        )
-    })?;
+    let min = q.required_int("MinCount")?;
+    let max = q.required_int("MaxCount")?;
     if min < 1 || max < min || max > 1000 {
         return Err(ApiError::new(
             "InvalidParameterValue",

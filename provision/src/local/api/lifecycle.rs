@@ -12,13 +12,7 @@ pub(super) fn change(
     root: &str,
     t: Transition,
 ) -> Result<Answer, ApiError> {
-    let ids = q.list("InstanceId")?;
-    if ids.is_empty() {
-        return Err(ApiError::new(
-            "MissingParameter",
-            "The request must contain the parameter InstanceId",
-        ));
-    }
+    let ids = q.required_list("InstanceId")?;
     check_ids(&ids, "i", "InstanceID")?;
     for id in &ids {
         live(s, id)?;

@@ -32,19 +32,10 @@ pub(super) fn create_tags(
     c: &Ctx<'_>,
     dry: bool,
 ) -> Result<Answer, ApiError> {
-    let ids = q.list("ResourceId")?;
-    if ids.is_empty() {
-        return Err(ApiError::new(
-            "MissingParameter",
-            "The request must contain the parameter ResourceId",
-        ));
-    }
+    let ids = q.required_list("ResourceId")?;
     let tags = q.tags("Tag")?;
     if tags.is_empty() {
-        return Err(ApiError::new(
-            "MissingParameter",
-            "The request must contain the parameter Tag",
-        ));
+        return Err(missing("Tag"));
     }
     for id in &ids {
         let existing = tags_of(s, id)?;
@@ -79,13 +70,7 @@ pub(super) fn delete_tags(
     c: &Ctx<'_>,
     dry: bool,
 ) -> Result<Answer, ApiError> {
-    let ids = q.list("ResourceId")?;
-    if ids.is_empty() {
-        return Err(ApiError::new(
-            "MissingParameter",
-            "The request must contain the parameter ResourceId",
-        ));
-    }
+    let ids = q.required_list("ResourceId")?;
     let tags = q.tags("Tag")?;
     for id in &ids {
         tags_of(s, id)?;
