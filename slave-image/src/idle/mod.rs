@@ -29,6 +29,10 @@ use tracing::{error, info, warn};
 
 use crate::agent::ACTIVITY;
 
+mod activity;
+
+pub use activity::{Activity, watch};
+
 /// What the watcher needs, from the env file the boot step wrote.
 #[derive(Clone)]
 pub struct IdleSettings {
@@ -135,117 +139,6 @@ pub fn decide(
         return Decision::Idle;
     }
     Decision::Wait
-}
-
-/// Activity seen in the log directory.
-pub struct Activity {
-    last: Mutex<Instant>,
-    offsets: Mutex<HashMap<PathBuf, u64>>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            last: Mutex::new(Instant::now()),
-            offsets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn last(&self) -> Instant {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-
-    /// Whether `path` is a slave log (`slave-N.log`, or a rotated `slave-N.log.1`).
-    fn is_slave_log(path: &Path) -> bool {
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("slave-") && n.contains(".log"))
-    }
-
-    /// Reads what was appended to `path` since last time; true if it holds an activity line.
-    fn scan(&self, path: &Path) -> bool {
-        let Ok(mut f) = std::fs::File::open(path) else {
-            return false;
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-        let from = offsets.get(path).copied().unwrap_or(0);
-        // Truncated or replaced by rotation: start over.
-        let from = if len < from { 0 } else { from };
-        // Read at most the last 1 MiB of new text.
-        let start = from.max(len.saturating_sub(1 << 20));
-        if f.seek(SeekFrom::Start(start)).is_err() {
-            return false;
-        }
-        let mut buf = Vec::new();
-        let _ = f.take(len - start).read_to_end(&mut buf);
-        offsets.insert(path.to_path_buf(), len);
-        let needle = ACTIVITY.as_bytes();
-        buf.windows(needle.len()).any(|w| w == needle)
-    }
-
-    /// Marks every existing log as read (what was written before the watcher started is old).
-    fn skip_existing(&self, dir: &Path) {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-            for e in entries.flatten() {
-                if Self::is_slave_log(&e.path()) {
-                    offsets.insert(e.path(), e.metadata().map(|m| m.len()).unwrap_or(0));
-                }
-            }
-        }
-    }
-}
-
-/// Watches `dir`; returns the watcher (keep it alive) and whether it had to poll.
-pub fn watch(
-    dir: &Path,
-    activity: Arc<Activity>,
-) -> notify::Result<(Box<dyn Watcher + Send>, bool)> {
-    activity.skip_existing(dir);
-    let handler = {
-        let activity = activity.clone();
-        move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                for p in ev.paths.iter().filter(|p| Activity::is_slave_log(p)) {
-                    if activity.scan(p) {
-                        activity.touch();
-                    }
-                }
-            }
-        }
-    };
-    match notify::RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
-        Ok(mut w) => match w.watch(dir, RecursiveMode::NonRecursive) {
-            Ok(()) => Ok((Box::new(w), false)),
-            Err(e) => {
-                warn!(error = %e, "inotify unavailable: polling the log directory instead");
-                poll(dir, handler)
-            }
-        },
-        Err(e) => {
-            warn!(error = %e, "inotify unavailable: polling the log directory instead");
-            poll(dir, handler)
-        }
-    }
-}
-
-fn poll<F>(dir: &Path, handler: F) -> notify::Result<(Box<dyn Watcher + Send>, bool)>
-where
-    F: notify::EventHandler,
-{
-    let mut w = notify::PollWatcher::new(
-        handler,
-        notify::Config::default()
-            .with_poll_interval(Duration::from_secs(1))
-            .with_compare_contents(false),
-    )?;
-    w.watch(dir, RecursiveMode::NonRecursive)?;
-    Ok((Box::new(w), true))
 }
 
 /// Asks the master to drain (or undrain) this VM; `Ok(idle)` as the master sees it.
@@ -448,55 +341,5 @@ mod tests {
             assert_eq!(decide(&st, boot, act, now), want, "{what}");
         }
         assert!(!format!("{:?}", settings(None)).contains("secret-token"));
-    }
-
-    #[test]
-    fn only_activity_lines_count_and_rotation_is_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("slave-1.log");
-        std::fs::write(&log, "old lobster::activity line before the watcher\n").unwrap();
-        let a = Activity::new();
-        a.skip_existing(dir.path());
-        assert!(!a.scan(&log), "old lines are not activity");
-        std::fs::write(
-            &log,
-            format!(
-                "{}WARN master unreachable\n",
-                std::fs::read_to_string(&log).unwrap()
-            ),
-        )
-        .unwrap();
-        assert!(!a.scan(&log), "chatter is not activity");
-        let mut text = std::fs::read_to_string(&log).unwrap();
-        text.push_str("INFO lobster::activity: interval recorded requests=5\n");
-        std::fs::write(&log, &text).unwrap();
-        assert!(a.scan(&log));
-        // Rotation: a new, shorter file under the same name.
-        std::fs::write(&log, "INFO lobster::activity: interval recorded\n").unwrap();
-        assert!(a.scan(&log));
-        assert!(Activity::is_slave_log(&dir.path().join("slave-2.log.1")));
-        assert!(!Activity::is_slave_log(&dir.path().join("idle.log")));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_watcher_sees_appends_through_notify() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = Arc::new(Activity::new());
-        let (_w, _polling) = watch(dir.path(), a.clone()).unwrap();
-        let before = a.last();
-        tokio::time::advance(Duration::from_secs(5)).await;
-        std::fs::write(
-            dir.path().join("slave-1.log"),
-            "INFO lobster::activity: interval recorded\n",
-        )
-        .unwrap();
-        // The notify thread runs in real time: give it a moment.
-        for _ in 0..200 {
-            if a.last() != before {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(a.last() > before, "activity was not noticed");
     }
 }
