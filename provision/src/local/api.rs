@@ -11,7 +11,7 @@ use super::faults::Faults;
 use super::query::{ApiError, Filter, Query, glob, missing};
 use super::state::{ImageRec, InstanceRec, OWNER, State, new_id};
 use super::types;
-use super::xml::Xml;
+use super::xml::{Xml, iso8601};
 
 mod filter;
 mod images;
@@ -79,6 +79,13 @@ pub fn handle(q: &Query, s: &mut State, c: &Ctx<'_>) -> Result<Answer, ApiError>
         }
     };
     Ok(out)
+}
+
+/// The answer of actions that only say they succeeded (`<return>true</return>`).
+fn returned_true(root: &str, c: &Ctx<'_>) -> Answer {
+    let mut x = Xml::response(root, c.request_id);
+    x.leaf("return", "true");
+    (x.finish(), Vec::new())
 }
 
 fn dry_run_ok() -> ApiError {

@@ -43,33 +43,21 @@ pub(super) fn register_image(
             "AMI names must be 3 to 128 characters",
         ));
     }
-    if s.images.values().any(|i| i.name == name) {
-        return Err(ApiError::new(
-            "InvalidAMIName.Duplicate",
-            format!("AMI name {name} is already in use by another AMI"),
-        ));
-    }
+    check_unique_name(s, &name)?;
     let location = q.required("ImageLocation")?.to_string();
     (c.check_location)(&location).map_err(|m| ApiError::new("InvalidParameterValue", m))?;
     let tags = q.tag_specifications("image")?;
     if dry {
         return Err(dry_run_ok());
     }
-    let id = new_id("ami");
-    s.images.insert(
-        id.clone(),
-        ImageRec {
-            id: id.clone(),
-            name,
-            location,
-            state: "available".into(),
-            created_unix_ms: c.now_ms,
-            tags,
-        },
-    );
-    let mut x = Xml::response("RegisterImageResponse", c.request_id);
-    x.leaf("imageId", &id);
-    Ok((x.finish(), Vec::new()))
+    Ok(add_image(
+        s,
+        c,
+        "RegisterImageResponse",
+        name,
+        location,
+        tags,
+    ))
 }
 
 pub(super) fn create_image(
@@ -92,29 +80,53 @@ pub(super) fn create_image(
             )
         })?
         .clone();
+    check_unique_name(s, &name)?;
+    let tags = q.tag_specifications("image")?;
+    if dry {
+        return Err(dry_run_ok());
+    }
+    Ok(add_image(
+        s,
+        c,
+        "CreateImageResponse",
+        name,
+        source.location,
+        tags,
+    ))
+}
+
+fn check_unique_name(s: &State, name: &str) -> Result<(), ApiError> {
     if s.images.values().any(|i| i.name == name) {
         return Err(ApiError::new(
             "InvalidAMIName.Duplicate",
             format!("AMI name {name} is already in use by another AMI"),
         ));
     }
-    let tags = q.tag_specifications("image")?;
-    if dry {
-        return Err(dry_run_ok());
-    }
+    Ok(())
+}
+
+/// Adds an available image and answers with its id.
+fn add_image(
+    s: &mut State,
+    c: &Ctx<'_>,
+    root: &str,
+    name: String,
+    location: String,
+    tags: Tags,
+) -> Answer {
     let id = new_id("ami");
     s.images.insert(
         id.clone(),
         ImageRec {
             id: id.clone(),
             name,
-            location: source.location,
+            location,
             state: "available".into(),
             created_unix_ms: c.now_ms,
             tags,
         },
     );
-    let mut x = Xml::response("CreateImageResponse", c.request_id);
+    let mut x = Xml::response(root, c.request_id);
     x.leaf("imageId", &id);
-    Ok((x.finish(), Vec::new()))
+    (x.finish(), Vec::new())
 }

@@ -310,7 +310,5 @@ pub(super) fn modify_instance_attribute(
     if let Some(t) = instance_type {
         inst.instance_type = t;
     }
-    let mut x = Xml::response("ModifyInstanceAttributeResponse", c.request_id);
-    x.leaf("return", "true");
-    Ok((x.finish(), Vec::new()))
+    Ok(returned_true("ModifyInstanceAttributeResponse", c))
 }

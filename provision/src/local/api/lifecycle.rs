@@ -82,7 +82,7 @@ pub(super) fn stop(i: &mut InstanceRec, c: &Ctx<'_>) -> Result<Option<Effect>, A
     match i.state {
         InstanceState::Pending | InstanceState::Running => {
             i.state = InstanceState::Stopping;
-            i.reason = format!("User initiated ({})", crate::local::xml::iso8601(c.now_ms));
+            i.reason = format!("User initiated ({})", iso8601(c.now_ms));
             Ok(Some(Effect::Stop(i.id.clone())))
         }
         InstanceState::Stopping | InstanceState::Stopped => Ok(None),
@@ -101,7 +101,7 @@ pub(super) fn terminate(i: &mut InstanceRec, c: &Ctx<'_>) -> Result<Option<Effec
         InstanceState::Terminated | InstanceState::ShuttingDown => Ok(None),
         _ => {
             i.state = InstanceState::ShuttingDown;
-            i.reason = format!("User initiated ({})", crate::local::xml::iso8601(c.now_ms));
+            i.reason = format!("User initiated ({})", iso8601(c.now_ms));
             Ok(Some(Effect::Terminate(i.id.clone())))
         }
     }

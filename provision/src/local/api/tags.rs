@@ -59,9 +59,7 @@ pub(super) fn create_tags(
             t.insert(k.clone(), v.clone().unwrap_or_default());
         }
     }
-    let mut x = Xml::response("CreateTagsResponse", c.request_id);
-    x.leaf("return", "true");
-    Ok((x.finish(), Vec::new()))
+    Ok(returned_true("CreateTagsResponse", c))
 }
 
 pub(super) fn delete_tags(
@@ -89,9 +87,7 @@ pub(super) fn delete_tags(
             }
         }
     }
-    let mut x = Xml::response("DeleteTagsResponse", c.request_id);
-    x.leaf("return", "true");
-    Ok((x.finish(), Vec::new()))
+    Ok(returned_true("DeleteTagsResponse", c))
 }
 
 pub(super) fn describe_tags(q: &Query, s: &State, c: &Ctx<'_>) -> Result<Answer, ApiError> {
