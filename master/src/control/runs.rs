@@ -1,5 +1,6 @@
 //! The run side of the control loop: creating and starting runs, answering the API, applying
-//! actions, delivering the run's outbox to slaves and saving its state.
+//! actions, the 100 ms tick (leases, a stalled master, quorum, closing seconds), delivering
+//! the run's outbox to slaves and saving its state.
 
 use super::*;
 
