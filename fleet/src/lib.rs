@@ -4,6 +4,7 @@
 //! - [`pin`]: the fingerprint slaves pin the master's certificate by.
 //! - [`scenario`]: the YAML scenario format, its validation and the resolved model sent to slaves.
 //! - [`stats`]: mergeable per-interval statistics built on HDR histograms.
+//! - [`stripe`]: which units of the fleet's load (users, arrivals) each slave owns.
 //! - [`tags`]: the cloud tag names every Lobster resource carries.
 //! - [`userdata`]: the slave settings carried in user-data (rendered by the master, read by slaves).
 //!
@@ -13,6 +14,7 @@ pub mod pin;
 pub mod proto;
 pub mod scenario;
 pub mod stats;
+pub mod stripe;
 pub mod tags;
 pub mod userdata;
 

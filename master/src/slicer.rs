@@ -1,15 +1,17 @@
 //! Slicing: how a run's load is divided over its slaves.
 //!
-//! Pure and exact. Every amount of the load profile (the start value and each stage target:
-//! users, or thousandths of a request per second), the data items and the connection budget are
-//! divided in proportion to each slave's weight (its thousandths of a core) by the largest
-//! remainder method: each slave gets the floor of its exact quota, and the units left over go
-//! one each to the slaves with the largest remainders (ties to the earlier slave). So the
-//! shares always sum to exactly what the scenario asks, no slave gets more than the ceiling of
-//! its quota, and the same inputs always give the same shares.
+//! Pure and exact. The load itself (users or arrivals) is striped: every slave follows the
+//! fleet-wide profile and owns the user or arrival indexes of its [`stripe`], in proportion to
+//! its weight (its thousandths of a core), so the fleet acts as one generator whatever its size.
+//! The data items and the connection budget are divided by the largest remainder method: each
+//! slave gets the floor of its exact quota, and the units left over go one each to the slaves
+//! with the largest remainders (ties to the earlier slave). So the shares always sum to exactly
+//! what the scenario asks, no slave gets more than the ceiling of its quota, and the same
+//! inputs always give the same shares.
 
 use lobster_fleet::proto::Share;
 use lobster_fleet::scenario::Scenario;
+use lobster_fleet::stripe;
 
 /// Divides `total` over `weights` (largest remainder). Zero weights get zero; if every weight
 /// is zero the total is divided as if all weights were equal.
@@ -54,23 +56,20 @@ pub struct Slot {
 /// The shares of `scenario` for `slots` (same order as `slots`, which callers keep sorted by key).
 pub fn shares(scenario: &Scenario, slots: &[Slot]) -> Vec<Share> {
     let weights: Vec<u64> = slots.iter().map(|s| s.millicores).collect();
-    let amounts: Vec<Vec<u64>> = scenario
-        .load
-        .amounts()
-        .into_iter()
-        .map(|a| slice(a, &weights))
-        .collect();
+    let stripes = stripe::stripes(&weights);
     let items = slice(scenario.data.len() as u64, &weights);
     let conns = slice(u64::from(scenario.max_connections), &weights);
     let mut offset = 0usize;
-    (0..slots.len())
-        .map(|i| {
+    stripes
+        .into_iter()
+        .enumerate()
+        .map(|(i, stripe)| {
             let n = items[i] as usize;
             let share = Share {
-                start: amounts[0][i],
-                stage_targets: amounts[1..].iter().map(|a| a[i]).collect(),
                 items: scenario.data[offset..offset + n].to_vec(),
                 max_connections: conns[i].clamp(1, u64::from(u32::MAX)) as u32,
+                stripe_period: stripe.period(),
+                stripe_offsets: stripe.offsets().to_vec(),
             };
             offset += n;
             share
@@ -112,7 +111,18 @@ mod tests {
         let shares = shares(&s, &slots);
         let all: Vec<String> = shares.iter().flat_map(|s| s.items.clone()).collect();
         assert_eq!(all, s.data);
-        assert_eq!(shares.iter().map(|s| s.start).sum::<u64>(), 5);
+        let owned: Vec<usize> = (0..5u64)
+            .map(|u| {
+                shares
+                    .iter()
+                    .filter(|s| {
+                        let st = stripe::Stripe::new(s.stripe_period, s.stripe_offsets.clone());
+                        st.unwrap().owns(u)
+                    })
+                    .count()
+            })
+            .collect();
+        assert_eq!(owned, vec![1; 5], "every user index has exactly one owner");
         assert_eq!(
             shares
                 .iter()

@@ -73,6 +73,7 @@ pub async fn run(scenario: Scenario) -> BenchResult {
     let now = Instant::now();
     let (_ctl_tx, ctl_rx) = watch::channel(LoadControl {
         profile: scenario.load.clone(),
+        stripe: lobster_fleet::stripe::Stripe::whole(),
         load_origin: now,
         suspended: false,
         items: Arc::new(Vec::new()),

@@ -41,31 +41,11 @@ impl Profile {
         }
     }
 
-    /// The amounts that slicing divides: the start value and every stage target.
+    /// The start value and every stage target.
     pub fn amounts(&self) -> Vec<u64> {
         std::iter::once(self.start)
             .chain(self.stages.iter().map(|s| s.target))
             .collect()
-    }
-
-    /// The same shape with other amounts (one per [`Profile::amounts`] entry): a slave's share.
-    pub fn with_amounts(&self, amounts: &[u64]) -> Option<Profile> {
-        if amounts.len() != self.stages.len() + 1 {
-            return None;
-        }
-        Some(Profile {
-            model: self.model,
-            start: amounts[0],
-            stages: self
-                .stages
-                .iter()
-                .zip(&amounts[1..])
-                .map(|(s, &target)| Stage {
-                    duration_ms: s.duration_ms,
-                    target,
-                })
-                .collect(),
-        })
     }
 
     /// Largest value the profile reaches.

@@ -14,7 +14,8 @@ use lobster_fleet::proto::{
     self, EventKind, MasterMessage, SlaveMessage, SlaveState, control_client::ControlClient,
     master_message::Kind as Down, slave_message::Kind as Up,
 };
-use lobster_fleet::scenario::{Profile, Scenario};
+use lobster_fleet::scenario::Scenario;
+use lobster_fleet::stripe::Stripe;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;

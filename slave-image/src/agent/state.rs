@@ -64,7 +64,8 @@ impl State {
                 };
                 let rate = match ctl.profile.model {
                     lobster_fleet::scenario::Model::Open => {
-                        ctl.profile.value_at(ctl.load_ms(Instant::now())) as u64
+                        (ctl.profile.value_at(ctl.load_ms(Instant::now())) * ctl.stripe.fraction())
+                            as u64
                     }
                     lobster_fleet::scenario::Model::Closed => 0,
                 };
@@ -267,13 +268,16 @@ impl State {
                 return;
             }
         };
-        let Some(profile) = scenario.load.with_amounts(&amounts(&share)) else {
-            let _ = tx.try_send(event(
-                EventKind::Error,
-                &a.run_id,
-                "share does not match the scenario's stages",
-            ));
-            return;
+        let stripe = match Stripe::new(share.stripe_period, share.stripe_offsets.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.try_send(event(
+                    EventKind::Error,
+                    &a.run_id,
+                    format!("invalid share: {e}"),
+                ));
+                return;
+            }
         };
         if let Some(old) = self.current.take() {
             warn!(run_id = %old.run_id, "a new run replaces an unfinished one");
@@ -281,7 +285,8 @@ impl State {
         }
         let now = Instant::now();
         let control = LoadControl {
-            profile,
+            profile: scenario.load.clone(),
+            stripe,
             load_origin: now - Duration::from_millis(a.load_elapsed_ms),
             suspended: a.suspended,
             items: Arc::new(share.items.clone()),
@@ -300,7 +305,7 @@ impl State {
         };
         let span = info_span!("run", run_id = %run_id, instance = %cfg.identity.instance_id, index = cfg.identity.slave_index);
         tokio::spawn(run.run(stop.clone()).instrument(span));
-        info!(run_id = %run_id, start = share.start, stages = share.stage_targets.len(), "share assigned");
+        info!(run_id = %run_id, stripe_period = share.stripe_period, owned = share.stripe_offsets.len(), "share assigned");
         self.current = Some(Current {
             run_id,
             control: ctl_tx,
@@ -312,20 +317,10 @@ impl State {
     }
 }
 
-fn amounts(share: &proto::Share) -> Vec<u64> {
-    std::iter::once(share.start)
-        .chain(share.stage_targets.iter().copied())
-        .collect()
-}
-
 fn apply_share(ctl: &mut LoadControl, share: &proto::Share, load_elapsed_ms: u64) {
-    let shape = Profile {
-        model: ctl.profile.model,
-        start: 0,
-        stages: ctl.profile.stages.clone(),
-    };
-    if let Some(p) = shape.with_amounts(&amounts(share)) {
-        ctl.profile = p;
+    match Stripe::new(share.stripe_period, share.stripe_offsets.clone()) {
+        Ok(stripe) => ctl.stripe = stripe,
+        Err(e) => warn!(error = %e, "rescale with an invalid stripe: keeping the current one"),
     }
     ctl.items = Arc::new(share.items.clone());
     ctl.max_connections = share.max_connections;

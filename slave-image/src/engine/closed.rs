@@ -1,7 +1,14 @@
-//! The closed model: N users, each sending its next request when the previous one completed
-//! (plus think time). A controller follows the profile every 100 ms, starting users up to the
-//! target; users above the target leave after their current request.
+//! The closed model: users, each sending its next request when the previous one completed
+//! (plus think time).
+//!
+//! Users are numbered fleet-wide: user `u` runs while the fleet-wide profile is above `u`, on
+//! the one slave whose stripe owns `u` (see `lobster_fleet::stripe`). So the fleet's active
+//! users follow the profile whatever the number of slaves: a ramp from 0 to 4 users starts one
+//! user at a time on a fleet of 4 just as on one slave. A controller follows the profile every
+//! 100 ms, starting the owned users below the target; a user above the target, or no longer
+//! owned after a rescale, leaves after its current request.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,11 +34,13 @@ pub(super) async fn drive(
     halt: CancellationToken,
 ) {
     let duration_ms = shared.scenario.duration_ms;
+    // The fleet-wide number of users wanted now.
     let target = Arc::new(AtomicU64::new(0));
     let items = Arc::new(Items {
         next: Default::default(),
     });
-    let mut users: Vec<Option<JoinHandle<()>>> = Vec::new();
+    // Running users by fleet-wide index.
+    let mut users: BTreeMap<u64, JoinHandle<()>> = BTreeMap::new();
     loop {
         let ctl = control.borrow_and_update().clone();
         let now = Instant::now();
@@ -41,22 +50,22 @@ pub(super) async fn drive(
         }
         let want = ctl.profile.value_at(load_ms).floor().max(0.0) as u64;
         target.store(want, Ordering::Relaxed);
+        users.retain(|_, h| !h.is_finished());
         if !ctl.suspended {
-            if users.len() < want as usize {
-                users.resize_with(want as usize, || None);
-            }
-            for (i, slot) in users.iter_mut().enumerate().take(want as usize) {
-                if slot.as_ref().is_none_or(|h| h.is_finished()) {
-                    *slot = Some(tokio::spawn(user(
-                        i as u64,
+            let mut j = 0;
+            while let Some(u) = ctl.stripe.nth(j).filter(|&u| u < want) {
+                users.entry(u).or_insert_with(|| {
+                    tokio::spawn(user(
+                        u,
                         shared.clone(),
                         mix.clone(),
                         control.clone(),
                         target.clone(),
                         items.clone(),
                         halt.clone(),
-                    )));
-                }
+                    ))
+                });
+                j += 1;
             }
         }
         let until_end = Duration::from_millis(duration_ms.saturating_sub(load_ms));
@@ -67,11 +76,12 @@ pub(super) async fn drive(
         }
     }
     halt.cancel();
-    for u in users.into_iter().flatten() {
+    for u in users.into_values() {
         let _ = u.await;
     }
 }
 
+/// One user: fleet-wide index `index`.
 async fn user(
     index: u64,
     shared: Arc<Shared>,
@@ -87,22 +97,22 @@ async fn user(
     let mut worker = Worker::new();
     let total = mix.total_weight();
     let think = shared.scenario.think;
-    let (mut suspended, mut my_items) = {
+    let (mut suspended, mut mine, mut my_items) = {
         let c = control.borrow_and_update();
-        (c.suspended, c.items.clone())
+        (c.suspended, c.stripe.owns(index), c.items.clone())
     };
-    while !halt.is_cancelled() && index < target.load(Ordering::Relaxed) {
+    while !halt.is_cancelled() && mine && index < target.load(Ordering::Relaxed) {
         if control.has_changed().unwrap_or(false) {
             let c = control.borrow_and_update();
             suspended = c.suspended;
+            mine = c.stripe.owns(index);
             my_items = c.items.clone();
+            continue;
         }
         if suspended {
             if !changed_or_halt(&mut control, &halt).await {
                 break;
             }
-            // Re-read on the next turn (borrow_and_update above).
-            suspended = control.borrow().suspended;
             continue;
         }
         let req = mix.pick(rng.random_range(0..total));

@@ -1,4 +1,11 @@
 //! One request on a worker's connection: connect if needed, send, time, classify, record.
+//!
+//! A request is counted once, as the server saw it. A kept-alive connection that the server
+//! closed while idle is not reused ([`Connection::is_stale`]); if the close races with the
+//! request, so that a reused connection fails before any response byte arrived, the request
+//! is sent again once on a fresh connection (RFC 9112 §9.3.1, as browsers and hyper's pool do)
+//! and counted once, its latency running from the first attempt. A failure on a fresh
+//! connection is the server's answer and counts as a failure.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,17 +65,34 @@ impl Worker {
         let gauges = &shared.gauges;
         gauges.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = tokio::time::timeout(shared.timeout, async {
-            if self.conn.is_none() {
-                let c = Connection::connect(shared.addr)
-                    .await
-                    .map_err(|_| Failure::Connect)?;
-                gauges.connections.fetch_add(1, Ordering::Relaxed);
-                self.conn = Some(c);
+            if self.conn.as_mut().is_some_and(Connection::is_stale) {
+                self.conn = None;
+                gauges.connections.fetch_sub(1, Ordering::Relaxed);
             }
-            let conn = self.conn.as_mut().expect("connection just opened");
-            conn.send(bytes, req.head_method)
-                .await
-                .map_err(Failure::Http)
+            let mut retried = false;
+            loop {
+                if self.conn.is_none() {
+                    let c = Connection::connect(shared.addr)
+                        .await
+                        .map_err(|_| Failure::Connect)?;
+                    gauges.connections.fetch_add(1, Ordering::Relaxed);
+                    self.conn = Some(c);
+                }
+                let conn = self.conn.as_mut().expect("connection just opened");
+                let reused = conn.reused();
+                match conn.send(bytes, req.head_method).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(e @ (HttpError::Io(_) | HttpError::Closed))
+                        if reused && !retried && conn.received_nothing() =>
+                    {
+                        tracing::debug!(error = %e, "kept-alive connection closed by the server: sending again");
+                        retried = true;
+                        self.conn = None;
+                        gauges.connections.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(Failure::Http(e)),
+                }
+            }
         })
         .await;
         gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -128,4 +152,99 @@ impl Worker {
 enum Failure {
     Connect,
     Http(HttpError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Mix;
+    use std::sync::atomic::AtomicU32;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads one request head; false at end of stream.
+    async fn read_request(s: &mut TcpStream) -> bool {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    fn shared(addr: SocketAddr) -> (Shared, Mix) {
+        let text = format!(
+            "name: x\ntarget: http://{addr}\nduration: 1s\nload: {{users: 1}}\nrequests: [{{name: r, path: /}}]\n"
+        );
+        let scenario = Arc::new(lobster_fleet::scenario::parse(&text, "x.yaml").unwrap());
+        let mix = Mix::new(&scenario);
+        let shared = Shared {
+            scenario,
+            addr,
+            timeout: Duration::from_secs(10),
+            recorder: Recorder::new(vec!["r".into()]),
+            gauges: Arc::new(Gauges::default()),
+        };
+        (shared, mix)
+    }
+
+    /// The race a keep-alive timeout makes: the server reads the next request on an idle
+    /// connection and closes it without an answer. Sent again once on a fresh connection,
+    /// counted once, no failure; the server answered exactly the requests counted.
+    #[tokio::test]
+    async fn a_request_on_a_closing_kept_alive_connection_is_sent_again_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answered = Arc::new(AtomicU32::new(0));
+        let server = {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                // Connection 1: one answer, then the close races with the second request.
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert!(read_request(&mut s).await);
+                s.write_all(OK).await.unwrap();
+                answered.fetch_add(1, Ordering::SeqCst);
+                assert!(read_request(&mut s).await);
+                drop(s);
+                // Connection 2: the retry.
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert!(read_request(&mut s).await);
+                s.write_all(OK).await.unwrap();
+                answered.fetch_add(1, Ordering::SeqCst);
+                // Connection 3 (fresh, for the second check): closes at once; no retry.
+                let (mut s, _) = listener.accept().await.unwrap();
+                let _ = s.write_all(b"").await;
+                assert!(read_request(&mut s).await);
+                drop(s);
+                let accepted_more =
+                    tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+                assert!(
+                    accepted_more.is_err(),
+                    "a fresh connection's failure was retried"
+                );
+            })
+        };
+        let (shared, mix) = shared(addr);
+        let mut w = Worker::new();
+        let req = mix.pick(0);
+        w.exchange(&shared, req, "", None).await;
+        w.exchange(&shared, req, "", None).await;
+        let first = shared.recorder.take();
+        let r = &first.endpoints["r"];
+        assert_eq!((r.requests, r.failures), (2, 0), "{:?}", r.errors);
+        assert_eq!(answered.load(Ordering::SeqCst), 2);
+        // A failure on a fresh connection is the server's answer: one failure, no retry.
+        let mut fresh = Worker::new();
+        fresh.exchange(&shared, req, "", None).await;
+        let second = shared.recorder.take();
+        let r = &second.endpoints["r"];
+        assert_eq!((r.requests, r.failures), (1, 1));
+        assert_eq!(r.errors.get("io"), Some(&1));
+        server.await.unwrap();
+    }
 }

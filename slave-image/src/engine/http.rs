@@ -15,6 +15,19 @@
 //! right away; the next response is then awaited from epoll instead of costing a read that
 //! would only return `EAGAIN` (tokio's `TcpStream` pays that extra read on every request).
 //! Only `READABLE` is cleared, never `READ_CLOSED`, so a peer's close is still seen.
+//!
+//! Idle keep-alive connections: servers close them (nginx after `keepalive_timeout`, Apache
+//! and Node after 5 s). Before reusing a connection, [`Connection::is_stale`] looks at the
+//! readiness tokio already holds (no syscall unless something arrived): a connection the peer
+//! closed, or on which it sent something unasked (a `408`), is not reused. A close that races
+//! with the request shows as a failure before any response byte
+//! ([`Connection::received_nothing`]), which the caller may retry once on a fresh connection
+//! (RFC 9112 §9.3.1).
+//!
+//! Heads: any valid response head up to [`MAX_HEAD`] bytes is read, whatever its number of
+//! header lines (the first parse uses a fixed array; a longer head is parsed again with room
+//! for every line). Obsolete line folding and spaces before a header's colon are accepted, as
+//! curl and browsers accept them.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,12 +35,21 @@ use std::net::{SocketAddr, TcpStream};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// Largest response head (status line and headers) accepted.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head (status line and headers) accepted, in bytes.
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Initial (and usual) size of the read buffer.
 const BUF: usize = 16 * 1024;
-/// Most headers parsed in one response.
-const MAX_HEADERS: usize = 64;
+/// Headers parsed without allocating; a head with more lines is parsed again.
+const INLINE_HEADERS: usize = 64;
+
+/// Lenient where user agents are (RFC 9112 §5.2 obs-fold; whitespace before the colon).
+fn parser() -> httparse::ParserConfig {
+    let mut c = httparse::ParserConfig::default();
+    c.allow_obsolete_multiline_headers_in_responses(true)
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_multiple_spaces_in_response_status_delimiters(true);
+    c
+}
 
 /// A completed response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +82,10 @@ pub struct Connection {
     /// Unparsed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
+    /// Responses completed on this connection.
+    completed: u64,
+    /// Whether any byte of the current response arrived.
+    received: bool,
 }
 
 impl Connection {
@@ -80,7 +106,42 @@ impl Connection {
             buf: vec![0; BUF],
             start: 0,
             end: 0,
+            completed: 0,
+            received: false,
         })
+    }
+
+    /// Whether this connection already carried a response (a failure on it may be a stale
+    /// keep-alive connection rather than the server's answer).
+    pub fn reused(&self) -> bool {
+        self.completed > 0
+    }
+
+    /// Whether the last request failed before any byte of its response arrived.
+    pub fn received_nothing(&self) -> bool {
+        !self.received
+    }
+
+    /// Whether the peer closed this idle connection or sent something unasked: then it must
+    /// not carry another request. Reads only when tokio saw the socket become readable.
+    pub fn is_stale(&mut self) -> bool {
+        if self.end > self.start {
+            return true; // bytes nobody asked for
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match self.stream.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => false,
+            std::task::Poll::Ready(Err(_)) => true,
+            std::task::Poll::Ready(Ok(mut guard)) => {
+                let mut probe = [0u8; 1];
+                match guard.try_io(|s| s.get_ref().read(&mut probe)) {
+                    Err(_would_block) => false, // stale readiness; cleared by try_io
+                    Ok(Err(e)) => e.kind() != io::ErrorKind::Interrupted,
+                    Ok(Ok(_)) => true, // end of stream, or bytes before any request
+                }
+            }
+        }
     }
 
     /// Sends one request (head and body already serialized in `request`) and reads the whole
@@ -90,6 +151,7 @@ impl Connection {
         request: &[u8],
         head_request: bool,
     ) -> Result<Response, HttpError> {
+        self.received = false;
         self.write_all(request).await?;
         let mut bytes = 0u64;
         loop {
@@ -110,6 +172,7 @@ impl Connection {
                 }
             };
             let keep_alive = keep_alive && (no_body || !matches!(framing, Framing::UntilClose));
+            self.completed += 1;
             return Ok(Response {
                 status,
                 bytes: bytes + body,
@@ -173,25 +236,32 @@ impl Connection {
         }
         let n = self.read_some().await?;
         self.end += n;
+        self.received |= n > 0;
         Ok(n > 0)
     }
 
-    async fn read_head(&mut self) -> Result<(u16, usize, Framing, bool), HttpError> {
+    async fn read_head(&mut self) -> Result<Head, HttpError> {
         loop {
             if self.end > self.start {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                match resp.parse(&self.buf[self.start..self.end]) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let status = resp.code.ok_or(HttpError::Protocol("no status code"))?;
-                        let (framing, keep_alive) = framing(&resp)?;
-                        return Ok((status, n, framing, keep_alive));
+                let head = &self.buf[self.start..self.end];
+                let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+                let parsed = match parse_head(head, &mut inline) {
+                    Err(HeadError::Room) => {
+                        // A long head: room for every line it can have (this allocates, but
+                        // only for responses with more than INLINE_HEADERS header lines).
+                        let lines = head.iter().filter(|&&b| b == b'\n').count();
+                        let mut many = vec![httparse::EMPTY_HEADER; lines + 1];
+                        parse_head(head, &mut many)
                     }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return Err(HttpError::Protocol("too many response headers"));
+                    other => other,
+                };
+                match parsed {
+                    Ok(Some(h)) => return Ok(h),
+                    Ok(None) => {}
+                    Err(HeadError::Invalid(e)) => return Err(e),
+                    Err(HeadError::Room) => {
+                        return Err(HttpError::Protocol("more header lines than the head has"));
                     }
-                    Err(_) => return Err(HttpError::Protocol("malformed response head")),
                 }
             }
             if !self.fill().await? {
@@ -271,6 +341,39 @@ impl Connection {
             }
             total += self.skip(size.saturating_add(2)).await?;
         }
+    }
+}
+
+/// A parsed head: (status, head length, framing, keep-alive).
+type Head = (u16, usize, Framing, bool);
+
+/// Why a head could not be parsed with the header room given.
+enum HeadError {
+    /// More header lines than the room given.
+    Room,
+    Invalid(HttpError),
+}
+
+/// Parses a response head with room for `headers.len()` header lines; `Ok(None)` means more
+/// bytes are needed.
+fn parse_head<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<Head>, HeadError> {
+    let mut resp = httparse::Response::new(headers);
+    match parser().parse_response(&mut resp, buf) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(n)) => {
+            let status = resp
+                .code
+                .ok_or(HeadError::Invalid(HttpError::Protocol("no status code")))?;
+            let (framing, keep_alive) = framing(&resp).map_err(HeadError::Invalid)?;
+            Ok(Some((status, n, framing, keep_alive)))
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::Room),
+        Err(_) => Err(HeadError::Invalid(HttpError::Protocol(
+            "malformed response head",
+        ))),
     }
 }
 
@@ -403,5 +506,74 @@ mod tests {
             c.send(GET, false).await,
             Err(HttpError::Protocol(_))
         ));
+    }
+
+    /// A response with `n` extra header lines of `width` bytes each.
+    fn many_headers(n: usize, width: usize) -> &'static [u8] {
+        let mut r = String::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+        for i in 0..n {
+            r.push_str(&format!("X-H{i}: {}\r\n", "v".repeat(width)));
+        }
+        r.push_str("\r\nok");
+        Box::leak(r.into_bytes().into_boxed_slice())
+    }
+
+    #[tokio::test]
+    async fn any_valid_head_within_the_limit_is_read() {
+        // 70 header lines (the fault: more than 64 failed every request), then a head of
+        // 2000 short lines, and one just under MAX_HEAD, on one keep-alive connection.
+        let near_limit = many_headers(600, 90);
+        assert!(near_limit.len() < MAX_HEAD && near_limit.len() > MAX_HEAD * 3 / 4);
+        let addr = serve(vec![
+            many_headers(70, 10),
+            many_headers(2000, 1),
+            near_limit,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Folded: a\r\n  b\r\nX-Space : c\r\n\r\nok",
+        ])
+        .await;
+        let mut c = Connection::connect(addr).await.unwrap();
+        for _ in 0..4 {
+            let r = c.send(GET, false).await.unwrap();
+            assert_eq!((r.status, r.keep_alive), (200, true));
+        }
+        // Over the documented head size: a clear protocol error, not a hang.
+        let addr = serve(vec![many_headers(1000, 90)]).await;
+        let mut c = Connection::connect(addr).await.unwrap();
+        assert!(matches!(
+            c.send(GET, false).await,
+            Err(HttpError::Protocol("response head too large"))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_stale() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            // Idle timeout: close the kept-alive connection.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        });
+        let mut c = Connection::connect(addr).await.unwrap();
+        assert!(!c.reused());
+        c.send(GET, false).await.unwrap();
+        assert!(c.reused());
+        assert!(!c.is_stale(), "open and quiet");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !c.is_stale() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the close was never seen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Sending anyway fails before any response byte.
+        assert!(c.send(GET, false).await.is_err());
+        assert!(c.received_nothing());
     }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use lobster_fleet::proto::EventKind;
 use lobster_fleet::scenario::{Model, Profile, Scenario};
 use lobster_fleet::stats::IntervalStats;
+use lobster_fleet::stripe::Stripe;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -35,8 +36,10 @@ pub use recorder::Recorder;
 /// The share this slave runs now; replaced as a whole on rescale, suspend and resume.
 #[derive(Clone, Debug)]
 pub struct LoadControl {
-    /// This slave's load profile (users or millirate over load time).
+    /// The fleet-wide load profile (users or millirate over load time), the scenario's own.
     pub profile: Profile,
+    /// Which of the fleet's user or arrival indexes this slave runs.
+    pub stripe: Stripe,
     /// Load time zero.
     pub load_origin: Instant,
     /// No new requests while true; the load clock is frozen.

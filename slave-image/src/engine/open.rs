@@ -1,15 +1,24 @@
 //! The open model: requests arrive on a schedule ([`Arrivals`]) whatever the server does.
 //!
-//! A dispatcher hands each arrival's intended time to a pool of workers (one connection each),
-//! growing the pool while no worker is idle, up to the share's `max_connections`. Latency is
-//! measured from the intended time, so time spent waiting for a free worker counts (no
-//! coordinated omission). Arrivals still queued when the run ends are counted as dropped.
+//! Arrivals are numbered fleet-wide by the scenario's schedule; this slave sends the ones its
+//! stripe owns (see `lobster_fleet::stripe`), so the fleet's arrivals are the schedule's, evenly
+//! spread over the slaves. A dispatcher hands each arrival's intended time to a pool of workers
+//! (one connection each), growing the pool while no worker is idle, up to the share's
+//! `max_connections`. Latency is measured from the intended time, so time spent waiting for a
+//! free worker counts (no coordinated omission).
+//!
+//! Accounting: every owned arrival due before the end (or the stop) is either sent or counted
+//! as dropped, never both and never neither. An arrival is dropped when every worker is busy
+//! and the queue (as long as the pool is big) is full, when it is still queued at the end, or
+//! when the load clock jumped past it (the master's clock moved on while this slave was
+//! paused by its dead-man switch). The queue is bounded, so a backlog costs no memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lobster_fleet::scenario::Arrivals;
+use lobster_fleet::stripe::Stripe;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -19,8 +28,42 @@ use tokio_util::sync::CancellationToken;
 use super::exchange::{Shared, Worker};
 use super::{Items, LoadControl, Mix, changed_or_halt};
 
-/// Queued arrivals allowed beyond the busy workers before the dispatcher waits.
-const QUEUE: usize = 4096;
+/// Longest queue of arrivals waiting for a worker, whatever the connection budget.
+const MAX_QUEUE: usize = 65_536;
+
+/// Where the dispatcher is in the fleet's arrival sequence.
+struct Cursor {
+    /// The next arrival index not yet handled (sent or dropped); `None` before the first.
+    next: Option<u64>,
+    /// The stripe `next` belongs to; a rescale starts over from the clock.
+    stripe: Stripe,
+}
+
+impl Cursor {
+    /// Moves to the first owned arrival due at or after `load_ms`; owned arrivals skipped on
+    /// the way (the load clock jumped ahead) and due before `end_ms` are returned as dropped.
+    fn seek(&mut self, arrivals: &Arrivals, stripe: &Stripe, load_ms: f64, end_ms: f64) -> u64 {
+        let from_clock = stripe.first_from(arrivals.count_before(load_ms));
+        let Some(from_clock) = from_clock else {
+            self.next = None;
+            return 0;
+        };
+        let mut dropped = 0;
+        match self.next {
+            Some(next) if self.stripe == *stripe && next < from_clock => {
+                let end = arrivals.count_before(end_ms).min(from_clock);
+                dropped = stripe
+                    .count_below(end)
+                    .saturating_sub(stripe.count_below(next));
+                self.next = Some(from_clock);
+            }
+            Some(next) if self.stripe == *stripe => self.next = Some(next),
+            _ => self.next = Some(from_clock),
+        }
+        self.stripe = stripe.clone();
+        dropped
+    }
+}
 
 pub(super) async fn drive(
     shared: Arc<Shared>,
@@ -29,13 +72,18 @@ pub(super) async fn drive(
     halt: CancellationToken,
 ) {
     let duration_ms = shared.scenario.duration_ms as f64;
-    let (tx, rx) = async_channel::bounded::<Instant>(QUEUE);
+    let queue = (control.borrow().max_connections.max(1) as usize).min(MAX_QUEUE);
+    let (tx, rx) = async_channel::bounded::<Instant>(queue);
     let idle = Arc::new(AtomicUsize::new(0));
     let items = Arc::new(Items {
         next: Default::default(),
     });
     let mut workers = JoinSet::new();
     let mut spawned = 0usize;
+    let mut cursor = Cursor {
+        next: None,
+        stripe: control.borrow().stripe.clone(),
+    };
     'run: loop {
         let ctl = control.borrow_and_update().clone();
         if ctl.suspended {
@@ -46,17 +94,16 @@ pub(super) async fn drive(
         }
         let max_workers = ctl.max_connections.max(1) as usize;
         let arrivals = Arrivals::new(&ctl.profile);
-        let mut k = arrivals.count_before(ctl.load_ms(Instant::now()) as f64);
-        loop {
-            let due_ms = arrivals.due_ms(k).filter(|&d| d < duration_ms);
-            let Some(due_ms) = due_ms else {
-                // No more arrivals in this share: wait for the end, a change, or the stop.
-                let end = ctl.load_origin + Duration::from_millis(duration_ms as u64);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(end.into()) => break 'run,
-                    r = control.changed() => if r.is_err() { break 'run } else { continue 'run },
-                    _ = halt.cancelled() => break 'run,
-                }
+        let skipped = cursor.seek(
+            &arrivals,
+            &ctl.stripe,
+            ctl.load_ms(Instant::now()) as f64,
+            duration_ms,
+        );
+        shared.recorder.add_dropped(skipped);
+        while let Some(k) = cursor.next {
+            let Some(due_ms) = arrivals.due_ms(k).filter(|&d| d < duration_ms) else {
+                break;
             };
             let intended = ctl.load_origin + Duration::from_secs_f64(due_ms / 1000.0);
             if intended > Instant::now() {
@@ -80,18 +127,39 @@ pub(super) async fn drive(
                 ));
             }
             if tx.try_send(intended).is_err() {
-                tokio::select! {
-                    r = tx.send(intended) => if r.is_err() { break 'run },
-                    _ = halt.cancelled() => break 'run,
-                }
+                // Every worker busy and the queue full: the injector cannot keep up.
+                shared.recorder.add_dropped(1);
             }
-            k += 1;
+            cursor.next = ctl.stripe.first_from(k + 1);
+        }
+        // No more arrivals in this share: wait for the end, a change, or the stop.
+        let end = ctl.load_origin + Duration::from_millis(duration_ms as u64);
+        tokio::select! {
+            _ = tokio::time::sleep_until(end.into()) => break 'run,
+            r = control.changed() => if r.is_err() { break 'run } else { continue 'run },
+            _ = halt.cancelled() => break 'run,
         }
     }
     halt.cancel();
-    tx.close();
-    shared.recorder.add_dropped(rx.len() as u64);
+    // Owned arrivals due before the stop that the dispatcher had not reached yet (a suspended
+    // load clock had none due).
+    let ctl = control.borrow().clone();
+    if let Some(next) = cursor
+        .next
+        .filter(|_| !ctl.suspended && ctl.stripe == cursor.stripe)
+    {
+        let now_ms = (ctl.load_ms(Instant::now()) as f64).min(duration_ms);
+        let due = Arrivals::new(&ctl.profile).count_before(now_ms);
+        let behind = ctl
+            .stripe
+            .count_below(due)
+            .saturating_sub(ctl.stripe.count_below(next));
+        shared.recorder.add_dropped(behind);
+    }
+    // Workers leave at the halt without taking more; what is still queued was never sent.
     while workers.join_next().await.is_some() {}
+    shared.recorder.add_dropped(rx.len() as u64);
+    tx.close();
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -127,4 +195,36 @@ async fn worker(
         worker.exchange(&shared, req, &item, Some(intended)).await;
     }
     worker.finish(&shared.gauges);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lobster_fleet::scenario::{Model, Profile};
+
+    #[test]
+    fn a_clock_jump_drops_the_skipped_arrivals_once() {
+        let arrivals = Arrivals::new(&Profile::constant(Model::Open, 10_000)); // 10/s
+        let stripe = lobster_fleet::stripe::stripes(&[1, 1])[1].clone(); // odd arrivals
+        let mut c = Cursor {
+            next: None,
+            stripe: stripe.clone(),
+        };
+        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 10_000.0), 0);
+        assert_eq!(c.next, Some(1));
+        // Paused at arrival 3, the clock is now at 2 s: arrivals 3..=19 owned: 3,5,..,19 (9).
+        c.next = Some(3);
+        assert_eq!(c.seek(&arrivals, &stripe, 2_000.0, 10_000.0), 9);
+        assert_eq!(c.next, Some(21));
+        // Seeking again at the same time drops nothing more.
+        assert_eq!(c.seek(&arrivals, &stripe, 2_000.0, 10_000.0), 0);
+        // Past the end: only arrivals due before the end count.
+        c.next = Some(95);
+        assert_eq!(c.seek(&arrivals, &stripe, 20_000.0, 10_000.0), 3); // 95, 97, 99
+        // A new stripe starts over from the clock, dropping nothing.
+        let other = lobster_fleet::stripe::Stripe::whole();
+        c.next = Some(5);
+        assert_eq!(c.seek(&arrivals, &other, 3_000.0, 10_000.0), 0);
+        assert_eq!(c.next, Some(30));
+    }
 }

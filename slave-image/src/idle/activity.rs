@@ -1,6 +1,11 @@
 //! Activity in the slaves' log directory: only `lobster::activity` lines written after the
 //! watcher started count; the directory is watched with `notify` (so a rotated file is
 //! followed), with a polling fallback where inotify is unavailable.
+//!
+//! Only events that can mean new text (a file created, written, renamed into place) make the
+//! watcher read. Reading a log raises inotify events of its own (open, access, close, and an
+//! atime change): acting on those made the watcher read again in a loop and burn a core
+//! while the VM was idle.
 
 use super::*;
 
@@ -77,7 +82,7 @@ pub fn watch(
     let handler = {
         let activity = activity.clone();
         move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
+            if let Some(ev) = res.as_ref().ok().filter(|ev| may_add_text(&ev.kind)) {
                 for p in ev.paths.iter().filter(|p| Activity::is_slave_log(p)) {
                     if activity.scan(p) {
                         activity.touch();
@@ -98,6 +103,18 @@ pub fn watch(
             warn!(error = %e, "inotify unavailable: polling the log directory instead");
             poll(dir, handler)
         }
+    }
+}
+
+/// Whether an event can mean new text in a file: never the watcher's own reads (open, access,
+/// close without writing) or metadata changes such as the atime a read updates.
+fn may_add_text(kind: &notify::EventKind) -> bool {
+    use notify::EventKind as K;
+    use notify::event::ModifyKind as M;
+    match kind {
+        K::Access(_) | K::Remove(_) => false,
+        K::Modify(M::Metadata(_)) => false,
+        K::Create(_) | K::Modify(_) | K::Any | K::Other => true,
     }
 }
 
@@ -145,6 +162,57 @@ mod tests {
         assert!(a.scan(&log));
         assert!(Activity::is_slave_log(&dir.path().join("slave-2.log.1")));
         assert!(!Activity::is_slave_log(&dir.path().join("idle.log")));
+    }
+
+    #[test]
+    fn reads_and_metadata_never_trigger_a_scan() {
+        use notify::EventKind as K;
+        use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, MetadataKind};
+        use notify::event::{ModifyKind, RenameMode};
+        assert!(!may_add_text(&K::Access(AccessKind::Open(AccessMode::Any))));
+        assert!(!may_add_text(&K::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!may_add_text(&K::Access(AccessKind::Read)));
+        assert!(!may_add_text(&K::Modify(ModifyKind::Metadata(
+            MetadataKind::AccessTime
+        ))));
+        assert!(may_add_text(&K::Modify(ModifyKind::Data(DataChange::Any))));
+        assert!(may_add_text(&K::Modify(ModifyKind::Name(RenameMode::To))));
+        assert!(may_add_text(&K::Create(CreateKind::File)));
+    }
+
+    /// The watcher's own reads must not wake it: after one append, it reads a bounded number
+    /// of times, not in a loop.
+    #[test]
+    fn the_watchers_own_reads_do_not_wake_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("slave-1.log");
+        std::fs::write(&log, "").unwrap();
+        let scans = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let a = Arc::new(Activity::new());
+        let counting = {
+            let a = a.clone();
+            let scans = scans.clone();
+            move |res: notify::Result<notify::Event>| {
+                if let Some(ev) = res.as_ref().ok().filter(|ev| may_add_text(&ev.kind)) {
+                    for p in ev.paths.iter().filter(|p| Activity::is_slave_log(p)) {
+                        scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        a.scan(p);
+                    }
+                }
+            }
+        };
+        let mut w = notify::RecommendedWatcher::new(counting, notify::Config::default()).unwrap();
+        w.watch(dir.path(), RecursiveMode::NonRecursive).unwrap();
+        std::fs::write(&log, "INFO lobster::activity: interval recorded\n").unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let n = scans.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(n >= 1, "the append was not seen");
+        assert!(
+            n <= 4,
+            "{n} scans after one write: the watcher wakes itself"
+        );
     }
 
     #[tokio::test(start_paused = true)]

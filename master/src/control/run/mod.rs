@@ -71,7 +71,7 @@ pub struct Participant {
     pub active: bool,
     /// Its last interval arrived.
     pub got_last: bool,
-    /// Its share as last sent (amounts), to send rescales only on change.
+    /// Its share as last sent, to send rescales only on change.
     #[serde(skip)]
     pub share: Option<proto::Share>,
     /// When the session went away (or the master restarted) without the slave being lost yet.

@@ -21,11 +21,19 @@ fn cand(uid: &str) -> Candidate {
     }
 }
 
+/// How many of the scenario's 10 users a share owns.
+fn users(share: Option<&proto::Share>) -> u64 {
+    let s = share.unwrap();
+    lobster_fleet::stripe::Stripe::new(s.stripe_period, s.stripe_offsets.clone())
+        .unwrap()
+        .count_below(10)
+}
+
 fn kinds(out: &Outbox) -> Vec<(String, &'static str, u64)> {
     out.iter()
         .map(|(u, m)| match m.kind.as_ref().unwrap() {
-            Down::Assign(a) => (u.clone(), "assign", a.share.as_ref().unwrap().start),
-            Down::Rescale(r) => (u.clone(), "rescale", r.share.as_ref().unwrap().start),
+            Down::Assign(a) => (u.clone(), "assign", users(a.share.as_ref())),
+            Down::Rescale(r) => (u.clone(), "rescale", users(r.share.as_ref())),
             Down::Stop(_) => (u.clone(), "stop", 0),
             Down::Suspend(_) => (u.clone(), "suspend", 0),
             Down::Resume(_) => (u.clone(), "resume", 0),
