@@ -22,8 +22,14 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 const MAX_WIRE_HIGHEST: u64 = 1 << 42;
 /// Most endpoints accepted in one interval from the wire.
 pub const MAX_WIRE_ENDPOINTS: usize = 1000;
-/// Most error classes accepted per endpoint from the wire.
+/// Most error classes, and most failure kinds, accepted per endpoint from the wire.
 const MAX_WIRE_ERROR_KEYS: usize = 64;
+/// Most failure kinds an endpoint keeps; further kinds count under [`OTHER_FAILURES`].
+pub const MAX_FAILURE_KINDS: usize = 32;
+/// The failure kind that collects kinds beyond [`MAX_FAILURE_KINDS`].
+pub const OTHER_FAILURES: &str = "other";
+/// Longest sample message kept per failure kind, in bytes.
+pub const MAX_SAMPLE_BYTES: usize = 256;
 /// Cookie of an uncompressed V2 histogram (`0x1c849303 | 0x10`).
 const V2_COOKIE: u32 = 0x1c84_9313;
 
@@ -93,8 +99,38 @@ pub struct EndpointStats {
     pub bytes_sent: u64,
     /// Failures by [`ErrorClass::as_str`].
     pub errors: BTreeMap<String, u64>,
+    /// Failures by kind ([`failure_kind`]), each with its count and one sample message.
+    pub failure_kinds: BTreeMap<String, FailureKind>,
     /// Latency in microseconds of every request that got a response or timed out.
     pub latency_us: Histogram<u64>,
+}
+
+/// Failures of one kind: how many, and the message of one of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FailureKind {
+    pub count: u64,
+    pub sample: String,
+}
+
+/// The kind of a failure: `status_503` for an unexpected status, else the class
+/// (`timeout`, `connect`, `io`, `protocol`).
+pub fn failure_kind(class: ErrorClass, status: Option<u16>) -> String {
+    match status {
+        Some(code) => format!("status_{code}"),
+        None => class.as_str().to_string(),
+    }
+}
+
+/// Cuts a sample message to [`MAX_SAMPLE_BYTES`] on a character boundary.
+pub fn clip_sample(mut s: String) -> String {
+    if s.len() > MAX_SAMPLE_BYTES {
+        let mut end = MAX_SAMPLE_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 impl Default for EndpointStats {
@@ -105,6 +141,7 @@ impl Default for EndpointStats {
             bytes_received: 0,
             bytes_sent: 0,
             errors: BTreeMap::new(),
+            failure_kinds: BTreeMap::new(),
             latency_us: new_histogram(),
         }
     }
@@ -121,8 +158,28 @@ impl EndpointStats {
             let e = self.errors.entry(k.clone()).or_default();
             *e = e.saturating_add(*v);
         }
+        for (k, v) in &other.failure_kinds {
+            self.add_failures(k, v.count, &v.sample);
+        }
         // Both histograms share the configuration checked on decode, so addition only resizes.
         let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    /// Counts `count` failures of `kind` (kinds beyond [`MAX_FAILURE_KINDS`] count as
+    /// [`OTHER_FAILURES`]); the first sample of a kind is kept.
+    pub fn add_failures(&mut self, kind: &str, count: u64, sample: &str) {
+        let kind = if self.failure_kinds.contains_key(kind)
+            || self.failure_kinds.len() < MAX_FAILURE_KINDS
+        {
+            kind
+        } else {
+            OTHER_FAILURES
+        };
+        let f = self.failure_kinds.entry(kind.to_string()).or_default();
+        f.count = f.count.saturating_add(count);
+        if f.sample.is_empty() {
+            f.sample = clip_sample(sample.to_string());
+        }
     }
 
     /// Failed requests over all requests, in percent (0 when there were none).
@@ -147,11 +204,31 @@ impl EndpointStats {
             bytes_sent: self.bytes_sent,
             latency_us: latency,
             errors: self.errors.clone().into_iter().collect(),
+            failure_counts: self
+                .failure_kinds
+                .iter()
+                .map(|(k, f)| (k.clone(), f.count))
+                .collect(),
+            failure_samples: self
+                .failure_kinds
+                .iter()
+                .map(|(k, f)| (k.clone(), f.sample.clone()))
+                .collect(),
         }
     }
 
     fn from_proto(p: &proto::EndpointStats) -> Result<Self, StatsError> {
-        if p.errors.len() > MAX_WIRE_ERROR_KEYS || p.errors.keys().any(|k| k.len() > 64) {
+        let keys_ok = |m: &std::collections::HashMap<String, u64>| {
+            m.len() <= MAX_WIRE_ERROR_KEYS && m.keys().all(|k| k.len() <= 64)
+        };
+        if !keys_ok(&p.errors) || !keys_ok(&p.failure_counts) {
+            return Err(StatsError::TooManyErrorClasses(p.name.clone()));
+        }
+        if p.failure_samples.len() > p.failure_counts.len()
+            || p.failure_samples
+                .iter()
+                .any(|(k, v)| v.len() > MAX_SAMPLE_BYTES || !p.failure_counts.contains_key(k))
+        {
             return Err(StatsError::TooManyErrorClasses(p.name.clone()));
         }
         let latency_us = decode_histogram(&p.latency_us)
@@ -165,6 +242,14 @@ impl EndpointStats {
             bytes_received: p.bytes_received,
             bytes_sent: p.bytes_sent,
             errors: p.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            failure_kinds: p
+                .failure_counts
+                .iter()
+                .map(|(k, &count)| {
+                    let sample = p.failure_samples.get(k).cloned().unwrap_or_default();
+                    (k.clone(), FailureKind { count, sample })
+                })
+                .collect(),
             latency_us,
         })
     }

@@ -5,7 +5,8 @@
 //! - `GET /api/slaves`: registered slaves.
 //! - `GET /api/runs`, `POST /api/runs` (`{scenario, quorum, quorum_timeout_ms}`).
 //! - `GET /api/runs/{id}?after=N`: phase, the closed seconds after N, the report once done.
-//! - `POST /api/runs/{id}/stop|suspend|resume`.
+//! - `POST /api/runs/{id}/stop|suspend|resume`; a stop may carry `{"reason": "..."}` (who
+//!   stopped it, shown in the report; at most 200 characters).
 //! - `GET /metrics`: Prometheus text format.
 
 use std::sync::Arc;
@@ -204,10 +205,38 @@ async fn get_run(
     Ok(Json(v))
 }
 
+/// Optional body of `POST /api/runs/{id}/stop`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Who or what stopped the run, e.g. `Ctrl-C in lobster run`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 async fn act(
     State(s): State<ApiState>,
     Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, Failure> {
+    let why = if body.is_empty() {
+        None
+    } else {
+        let r: StopRequest = serde_json::from_slice(&body).map_err(|e| {
+            Failure(
+                StatusCode::BAD_REQUEST,
+                format!("invalid action body: {e}: expected {{\"reason\": \"...\"}}"),
+            )
+        })?;
+        r.reason
+    };
+    if let Some(w) = &why
+        && (w.chars().count() > 200 || w.chars().any(char::is_control))
+    {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "reason must be at most 200 characters with no control characters".into(),
+        ));
+    }
     let action = match action.as_str() {
         "stop" => Action::Stop,
         "suspend" => Action::Suspend,
@@ -220,7 +249,7 @@ async fn act(
         }
     };
     s.control
-        .ask(|tx| Command::Act(id, action, tx))
+        .ask(|tx| Command::Act(id, action, why, tx))
         .await
         .ok_or_else(unavailable)??;
     Ok(StatusCode::NO_CONTENT)

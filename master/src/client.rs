@@ -90,11 +90,15 @@ impl ApiClient {
         Self::decode(r).await
     }
 
-    pub async fn act(&self, id: &str, action: &str) -> anyhow::Result<()> {
-        let r = self
-            .req(reqwest::Method::POST, &format!("/api/runs/{id}/{action}"))
-            .send()
-            .await?;
+    /// Sends an action; a stop may say who stopped the run (`reason`).
+    pub async fn act(&self, id: &str, action: &str, reason: Option<&str>) -> anyhow::Result<()> {
+        let mut req = self.req(reqwest::Method::POST, &format!("/api/runs/{id}/{action}"));
+        if let Some(r) = reason {
+            req = req.json(&crate::api::StopRequest {
+                reason: Some(r.to_string()),
+            });
+        }
+        let r = req.send().await?;
         if !r.status().is_success() {
             let status = r.status();
             let body: serde_json::Value = r.json().await.unwrap_or_default();

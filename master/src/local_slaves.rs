@@ -1,5 +1,10 @@
 //! Slaves started beside the master (`lobster run --local-slaves N`): real `lobster-slave`
 //! processes on this host, so the entry node takes part in the load.
+//!
+//! Each slave runs in its own process group, so a Ctrl-C at the terminal reaches only
+//! `lobster run`, which stops the run and then its slaves in order (a slave killed by the
+//! terminal's signal would be reported lost). Slaves are told the parent's pid and shut down
+//! if it goes away (a crashed or force-quit `lobster run` leaves no slave behind).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -58,6 +63,8 @@ impl LocalSlaves {
                 .env("LOBSTER_INSTANCE_ID", format!("local-{host}"))
                 .env("LOBSTER_SLAVE_INDEX", i.to_string())
                 .env("LOBSTER_SLAVES_ON_HOST", n.to_string())
+                .env("LOBSTER_PARENT_PID", std::process::id().to_string())
+                .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)

@@ -7,17 +7,20 @@ use lobster_fleet::stats::{EndpointStats, IntervalStats, LatencySummary};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Point;
-use crate::sla::RuleResult;
+use crate::sla::{RuleResult, Verdict};
 
-/// How a run ended.
+/// How a run ended (the verdict rules are in `docs/scenario.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Ran to its end (or was stopped by the user) and every SLA rule held.
+    /// Ran to its end, every SLA rule was judged and held, and the failed requests are within
+    /// what the scenario accepts.
     Passed,
-    /// Ran to its end but an SLA rule was violated.
+    /// Ran to its end but an SLA rule was violated or never judged, or too many requests
+    /// failed.
     Failed,
-    /// Ended early: an aborting SLA rule, no slaves left, a quorum never reached, a shutdown.
+    /// Stopped before its end: an aborting SLA rule, a person (Ctrl-C, the API), a signal to
+    /// the master, no slaves left, a quorum never reached. `stop.reason` says which.
     Aborted,
 }
 
@@ -87,7 +90,37 @@ pub struct EndpointReport {
     pub failures: u64,
     pub rps: f64,
     pub errors: BTreeMap<String, u64>,
+    /// Failures by kind (exact status or class), most frequent first, with one message each.
+    #[serde(default)]
+    pub failure_kinds: Vec<FailureRow>,
     pub latency_ms: LatencyOut,
+}
+
+/// One line of the failures table (as Locust's): a kind of failure of one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRow {
+    /// `status_503`, `timeout`, `connect`, `io`, `protocol` (or `other` past 32 kinds).
+    pub kind: String,
+    /// The unexpected status, when the kind is one.
+    pub status: Option<u16>,
+    pub count: u64,
+    /// The message of one failure of this kind.
+    pub sample: String,
+}
+
+fn failure_rows(e: &EndpointStats) -> Vec<FailureRow> {
+    let mut rows: Vec<FailureRow> = e
+        .failure_kinds
+        .iter()
+        .map(|(kind, f)| FailureRow {
+            kind: kind.clone(),
+            status: kind.strip_prefix("status_").and_then(|c| c.parse().ok()),
+            count: f.count,
+            sample: f.sample.clone(),
+        })
+        .collect();
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
+    rows
 }
 
 /// A slave that left the run before its end.
@@ -121,6 +154,10 @@ pub struct Report {
     pub run_id: String,
     pub name: String,
     pub status: Status,
+    /// Why the run did not pass (empty when it passed): violated or unjudged SLA rules, too
+    /// many failed requests, the reason of an abort.
+    #[serde(default)]
+    pub reasons: Vec<String>,
     pub target: String,
     pub model: String,
     pub started_at: String,
@@ -178,6 +215,7 @@ pub fn figures(
                 failures: e.failures,
                 rps: per_s(e.requests),
                 errors: errors(&e),
+                failure_kinds: failure_rows(&e),
                 latency_ms: LatencySummary::of(&e.latency_us).into(),
             }
         })
@@ -244,10 +282,36 @@ impl Report {
         for e in &self.endpoints {
             row(&mut o, &e.name, e.requests, e.failures, &e.latency_ms);
         }
+        let kinds: Vec<(&str, &FailureRow)> = self
+            .endpoints
+            .iter()
+            .flat_map(|e| e.failure_kinds.iter().map(move |k| (e.name.as_str(), k)))
+            .collect();
+        if !kinds.is_empty() {
+            let _ = writeln!(
+                o,
+                "failures\n  {:<20} {:<14} {:>10}  sample",
+                "request", "kind", "count"
+            );
+            for (name, k) in kinds {
+                let _ = writeln!(
+                    o,
+                    "  {:<20} {:<14} {:>10}  {}",
+                    truncate(name, 20),
+                    k.kind,
+                    k.count,
+                    k.sample
+                );
+            }
+        }
         if !self.sla.is_empty() {
             let _ = writeln!(o, "SLA");
             for r in &self.sla {
-                let mark = if r.passed { "pass" } else { "FAIL" };
+                let mark = match r.verdict {
+                    Verdict::Passed => "pass",
+                    Verdict::Failed => "FAIL",
+                    Verdict::NotJudged => "NOT JUDGED",
+                };
                 let worst = r
                     .worst
                     .map_or(String::new(), |w| format!(" (worst {w:.2})"));
@@ -260,6 +324,12 @@ impl Report {
                     ""
                 };
                 let _ = writeln!(o, "  {mark}  {}{worst}{when}{abort}", r.rule);
+            }
+        }
+        if !self.reasons.is_empty() {
+            let _ = writeln!(o, "{} because:", self.status.as_str().to_uppercase());
+            for r in &self.reasons {
+                let _ = writeln!(o, "  - {r}");
             }
         }
         for l in &self.lost_slaves {

@@ -246,7 +246,12 @@ impl Master {
             .with_graceful_shutdown(api_stop.cancelled_owned());
         let api = tokio::spawn(async move { api.await });
 
-        self.controller.run(shutdown).await;
+        self.controller
+            .run(shutdown, || match crate::cli::first_signal() {
+                Some(sig) => format!("the master received {sig}"),
+                None => "the master shut down".to_string(),
+            })
+            .await;
         servers.cancel();
         if tokio::time::timeout(Duration::from_secs(5), grpc)
             .await

@@ -2,8 +2,14 @@
 //!
 //! Each rule keeps the last `window` seconds of closed intervals (of its request, or of all
 //! requests) and computes its metric over their merge, every time an interval closes. A `max`
-//! rule is judged from the first interval on (a fleet that is already too slow should stop at
+//! rule is checked from the first interval on (a fleet that is already too slow should stop at
 //! once); a `min` rule only once its window is full (a ramp starts low by design).
+//!
+//! A rule ends in one of three verdicts ([`Verdict`]): `failed` when any check violated it;
+//! `passed` only when it was judged — its metric had a value over a full window at least once
+//! — and never violated; `not judged` otherwise (the window never filled because the run was
+//! shorter, or there was no sample: a latency with no response, an error rate with no request).
+//! A rule that was not judged does not pass, so a run cannot pass on a rule it never checked.
 
 use std::collections::VecDeque;
 
@@ -11,12 +17,36 @@ use lobster_fleet::scenario::{Bound, Metric, SlaRule};
 use lobster_fleet::stats::{EndpointStats, IntervalStats, LatencySummary};
 use serde::{Deserialize, Serialize};
 
+/// How a rule ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Judged over at least one full window and never violated.
+    Passed,
+    /// Violated at least once.
+    Failed,
+    /// Never had a value over a full window (run too short, or no sample).
+    NotJudged,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed => "failed",
+            Verdict::NotJudged => "not judged",
+        }
+    }
+}
+
 /// The outcome of one rule, for the report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RuleResult {
     /// The rule as text, e.g. `p99 <= 800ms over 10s`.
     pub rule: String,
+    /// True only for [`Verdict::Passed`].
     pub passed: bool,
+    pub verdict: Verdict,
     /// Whether a violation of this rule aborted the run.
     pub aborted_run: bool,
     /// Worst value seen over any window (in the metric's unit).
@@ -32,6 +62,20 @@ struct RuleState {
     window: VecDeque<EndpointStats>,
     worst: Option<f64>,
     violated_at: Option<(u64, f64)>,
+    /// The metric had a value over a full window at least once.
+    judged: bool,
+}
+
+impl RuleState {
+    fn verdict(&self) -> Verdict {
+        if self.violated_at.is_some() {
+            Verdict::Failed
+        } else if self.judged {
+            Verdict::Passed
+        } else {
+            Verdict::NotJudged
+        }
+    }
 }
 
 /// A violation that requires aborting the run.
@@ -57,6 +101,7 @@ impl SlaGuard {
                     window: VecDeque::new(),
                     worst: None,
                     violated_at: None,
+                    judged: false,
                 })
                 .collect(),
             aborted_by: None,
@@ -86,6 +131,7 @@ impl SlaGuard {
             let Some(value) = metric(r.rule.metric, &merged, r.window.len()) else {
                 continue;
             };
+            r.judged |= r.window.len() == len;
             let worse = match (r.worst, r.rule.bound) {
                 (None, _) => true,
                 (Some(w), Bound::Max(_)) => value > w,
@@ -116,7 +162,8 @@ impl SlaGuard {
             .enumerate()
             .map(|(i, r)| RuleResult {
                 rule: r.rule.to_string(),
-                passed: r.violated_at.is_none(),
+                passed: r.verdict() == Verdict::Passed,
+                verdict: r.verdict(),
                 aborted_run: self.aborted_by == Some(i),
                 worst: r.worst,
                 violated_at_s: r.violated_at.map(|v| v.0),
@@ -125,9 +172,9 @@ impl SlaGuard {
             .collect()
     }
 
-    /// Whether every rule held.
+    /// Whether every rule was judged and held.
     pub fn passed(&self) -> bool {
-        self.rules.iter().all(|r| r.violated_at.is_none())
+        self.rules.iter().all(|r| r.verdict() == Verdict::Passed)
     }
 }
 
@@ -135,6 +182,7 @@ impl SlaGuard {
 /// (a latency with no samples).
 fn metric(m: Metric, e: &EndpointStats, seconds: usize) -> Option<f64> {
     match m {
+        Metric::ErrorRate if e.requests == 0 => None,
         Metric::ErrorRate => Some(e.error_rate()),
         Metric::Rps => Some(e.requests as f64 / seconds.max(1) as f64),
         latency => {
@@ -193,7 +241,9 @@ mod tests {
 
     #[test]
     fn error_rate_and_non_aborting_rules() {
-        let mut g = SlaGuard::new(&rules("  - {metric: error_rate, max: 1%, abort: false}\n"));
+        let mut g = SlaGuard::new(&rules(
+            "  - {metric: error_rate, max: 1%, abort: false, window: 1s}\n",
+        ));
         assert_eq!(g.on_interval(0, &interval(1, 1000, 5)), None);
         assert!(g.passed());
         assert_eq!(
@@ -210,8 +260,48 @@ mod tests {
         let mut g = SlaGuard::new(&rules("  - {metric: rps, min: 100, window: 3s}\n"));
         assert_eq!(g.on_interval(0, &interval(1, 10, 0)), None);
         assert_eq!(g.on_interval(1, &interval(1, 10, 0)), None);
-        assert!(g.passed(), "window not full yet");
+        assert_eq!(
+            g.results()[0].verdict,
+            Verdict::NotJudged,
+            "window not full yet"
+        );
         assert!(g.on_interval(2, &interval(1, 10, 0)).is_some());
+    }
+
+    /// The fault: `rps >= 1000` over the default 10 s window on a 5 s run making 5 req/s was
+    /// reported as passed. It was never judged.
+    #[test]
+    fn a_window_that_never_fills_is_not_judged() {
+        let mut g = SlaGuard::new(&rules("  - {metric: rps, min: 1000}\n"));
+        for i in 0..5 {
+            assert_eq!(g.on_interval(i, &interval(1, 5, 0)), None);
+        }
+        let r = &g.results()[0];
+        assert_eq!(r.verdict, Verdict::NotJudged);
+        assert!(!r.passed);
+        assert!(!g.passed(), "a rule never judged must not pass the run");
+        // A max rule over a window the run never filled: checked, but not judged either.
+        let mut g = SlaGuard::new(&rules("  - {metric: p99, max: 1s, window: 10s}\n"));
+        for i in 0..5 {
+            g.on_interval(i, &interval(5, 100, 0));
+        }
+        assert_eq!(g.results()[0].verdict, Verdict::NotJudged);
+    }
+
+    #[test]
+    fn rules_without_samples_are_not_judged() {
+        // A run with 0 requests: no latency, no error rate; rps is judged (it was 0).
+        let mut g = SlaGuard::new(&rules(
+            "  - {metric: p99, max: 1s, window: 1s}\n  - {metric: error_rate, max: 1%, window: 1s}\n  - {metric: rps, min: 1, window: 1s, abort: false}\n",
+        ));
+        for i in 0..3 {
+            g.on_interval(i, &IntervalStats::default());
+        }
+        let v: Vec<Verdict> = g.results().iter().map(|r| r.verdict).collect();
+        assert_eq!(
+            v,
+            vec![Verdict::NotJudged, Verdict::NotJudged, Verdict::Failed]
+        );
     }
 
     #[test]
@@ -219,7 +309,7 @@ mod tests {
         let mut g = SlaGuard::new(&rules(
             "  - {metric: p95, max: 1s}\n  - {metric: rps, min: 1, window: 2s}\n",
         ));
-        for i in 0..5 {
+        for i in 0..10 {
             assert_eq!(g.on_interval(i, &interval(5, 100, 0)), None);
         }
         assert!(g.passed());

@@ -97,6 +97,12 @@ fn main() -> ExitCode {
                 let shutdown = CancellationToken::new();
                 let force = CancellationToken::new();
                 tokio::spawn(signals(shutdown.clone(), force.clone()));
+                if let Some(parent) = std::env::var("LOBSTER_PARENT_PID")
+                    .ok()
+                    .and_then(|p| p.parse::<u32>().ok())
+                {
+                    tokio::spawn(exit_with_parent(parent, shutdown.clone()));
+                }
                 tokio::select! {
                     _ = lobster_slave::agent::Agent::new(config).run(shutdown) => false,
                     _ = force.cancelled() => true,
@@ -107,6 +113,21 @@ fn main() -> ExitCode {
                 return ExitCode::from(130);
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Slaves started by `lobster run --local-slaves` sit in their own process group (a Ctrl-C
+/// is for the command, which stops them itself) and must not outlive it: when the parent is
+/// gone (this process was re-parented), shut down as if signalled.
+async fn exit_with_parent(parent: u32, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != parent {
+            eprintln!("the lobster process that started this slave is gone: shutting down");
+            shutdown.cancel();
+            return;
         }
     }
 }

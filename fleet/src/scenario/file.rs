@@ -23,6 +23,7 @@ pub(crate) struct ScenarioFile {
     pub requests: Spanned<Vec<Spanned<RequestFile>>>,
     #[serde(default)]
     pub sla: Vec<Spanned<SlaFile>>,
+    pub max_error_rate: Option<Spanned<Threshold>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,10 @@ pub struct Scenario {
     /// Data items sliced across slaves; requests use them as `{{item}}`.
     pub data: Vec<String>,
     pub sla: Vec<SlaRule>,
+    /// Failed requests the run accepts, in percent of all requests over the whole run. `None`:
+    /// not stated (see [`Scenario::accepted_error_rate`]).
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
 }
 
 /// A parsed `http://host:port/base` target.
@@ -408,6 +412,37 @@ impl Scenario {
     /// Checks the invariants a parsed scenario has (for scenarios that arrive as JSON).
     pub fn check(&self) -> Result<(), String> {
         validate::check(self)
+    }
+
+    /// The share of failed requests (percent, over the whole run) above which the run fails:
+    /// `max_error_rate` when stated; else `None` when an SLA rule on `error_rate` over all
+    /// requests states what is accepted (that rule judges); else 0 — by default a failed
+    /// request fails the run, as Locust's exit code does.
+    pub fn accepted_error_rate(&self) -> Option<f64> {
+        if self.max_error_rate.is_some() {
+            return self.max_error_rate;
+        }
+        let stated = self
+            .sla
+            .iter()
+            .any(|r| r.metric == Metric::ErrorRate && r.request.is_none());
+        (!stated).then_some(0.0)
+    }
+
+    /// What a user should know before the run starts, each a sentence: SLA rules that can
+    /// never be judged because their window is longer than the run (such a rule makes the
+    /// run fail as `not judged`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.sla
+            .iter()
+            .filter(|r| r.window_ms > self.duration_ms)
+            .map(|r| {
+                format!(
+                    "SLA rule `{r}`: its window is longer than the run ({}s), so it can never be judged and the run cannot pass; shorten the window or lengthen the run",
+                    fmt_num(self.duration_ms as f64 / 1000.0)
+                )
+            })
+            .collect()
     }
 
     /// Whether the scenario uses the open model.

@@ -194,6 +194,18 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
         .iter()
         .map(|r| resolve_sla(r, &requests))
         .collect::<Res<Vec<_>>>()?;
+    let max_error_rate = match &f.max_error_rate {
+        None => None,
+        Some(t) => match t.value {
+            Threshold::Percent(p) | Threshold::Number(p) if (0.0..=100.0).contains(&p) => Some(p),
+            _ => {
+                return Err(fault(
+                    t.referenced,
+                    "max_error_rate must be a percentage from 0% to 100% (e.g. `1%`)",
+                ));
+            }
+        },
+    };
 
     Ok(Scenario {
         name,
@@ -207,6 +219,7 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
         requests,
         data,
         sla,
+        max_error_rate,
     })
 }
 
@@ -287,6 +300,11 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
                 r.name
             ));
         }
+    }
+    if s.max_error_rate
+        .is_some_and(|p| !(0.0..=100.0).contains(&p))
+    {
+        return Err("max_error_rate must be from 0 to 100 (percent)".into());
     }
     for rule in &s.sla {
         let v = match rule.bound {

@@ -157,6 +157,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The first signal this process received (`SIGINT` or `SIGTERM`), once it did: the reason a
+/// stopped run gives for its end.
+static FIRST_SIGNAL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The first terminating signal received, if any.
+pub(crate) fn first_signal() -> Option<&'static str> {
+    FIRST_SIGNAL.get().copied()
+}
+
 /// First SIGINT/SIGTERM cancels `shutdown` (drain); the second cancels `force`.
 fn signals() -> (CancellationToken, CancellationToken) {
     let shutdown = CancellationToken::new();
@@ -170,7 +179,8 @@ fn signals() -> (CancellationToken, CancellationToken) {
         ) else {
             return;
         };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        let first = tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" };
+        let _ = FIRST_SIGNAL.set(first);
         s.cancel();
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         f.cancel();

@@ -297,7 +297,12 @@ async fn watch(
             _ = shutdown.cancelled(), if !stopped => {
                 stopped = true;
                 eprintln!("stopping the run (Ctrl-C again to exit at once)");
-                if let Err(e) = client.act(&id, "stop").await {
+                let who = match super::first_signal() {
+                    Some("SIGINT") => "interrupted in `lobster run` (Ctrl-C, SIGINT)".to_string(),
+                    Some(sig) => format!("`lobster run` received {sig}"),
+                    None => "`lobster run` was stopped".to_string(),
+                };
+                if let Err(e) = client.act(&id, "stop", Some(&who)).await {
                     eprintln!("warning: could not stop the run: {e:#}");
                 }
             }

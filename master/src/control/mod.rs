@@ -122,7 +122,13 @@ pub enum Command {
         oneshot::Sender<Result<String, ApiError>>,
     ),
     GetRun(String, u64, oneshot::Sender<Result<RunView, ApiError>>),
-    Act(String, Action, oneshot::Sender<Result<(), ApiError>>),
+    /// An operator action on a run; the text says who or why (a stop's reason).
+    Act(
+        String,
+        Action,
+        Option<String>,
+        oneshot::Sender<Result<(), ApiError>>,
+    ),
     Slaves(oneshot::Sender<Vec<SlaveView>>),
     Runs(oneshot::Sender<Result<Vec<RunRow>, ApiError>>),
 }
@@ -222,8 +228,9 @@ impl Controller {
         Ok(recovered)
     }
 
-    /// Handles commands until `shutdown`; then stops the active run and waits (bounded) for it.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Handles commands until `shutdown`; then stops the active run (aborted, with
+    /// `shutdown_reason`) and waits (bounded) for it.
+    pub async fn run(mut self, shutdown: CancellationToken, shutdown_reason: impl Fn() -> String) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -235,7 +242,7 @@ impl Controller {
                     info!("master shutting down: stopping the active run");
                     let now = Instant::now();
                     let out = match &mut self.run {
-                        Some(r) if !r.is_done() => r.request_stop(now, "master shutdown", Some(RunStatus::Aborted)),
+                        Some(r) if !r.is_done() => r.request_stop(now, &shutdown_reason(), Some(RunStatus::Aborted)),
                         _ => Vec::new(),
                     };
                     self.deliver(out);
@@ -302,8 +309,8 @@ impl Controller {
             Command::GetRun(id, after, reply) => {
                 let _ = reply.send(self.get_run(&id, after, now));
             }
-            Command::Act(id, action, reply) => {
-                let _ = reply.send(self.act(&id, action, now));
+            Command::Act(id, action, why, reply) => {
+                let _ = reply.send(self.act(&id, action, why.as_deref(), now));
             }
             Command::Slaves(reply) => {
                 let _ = reply.send(self.registry.view(now));

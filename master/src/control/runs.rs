@@ -96,7 +96,13 @@ impl Controller {
         })
     }
 
-    pub(super) fn act(&mut self, id: &str, action: Action, now: Instant) -> Result<(), ApiError> {
+    pub(super) fn act(
+        &mut self,
+        id: &str,
+        action: Action,
+        why: Option<&str>,
+        now: Instant,
+    ) -> Result<(), ApiError> {
         let Some(r) = self.run.as_mut().filter(|r| r.id == id) else {
             return Err(ApiError::NotFound(id.to_string()));
         };
@@ -105,7 +111,12 @@ impl Controller {
                 if r.is_done() {
                     return Err(ApiError::Conflict(format!("run {id} is already over")));
                 }
-                r.request_stop(now, "stopped by the operator", None)
+                // A person's stop ends the run before its end: aborted, never a pass.
+                let reason = format!(
+                    "stopped by the operator: {}",
+                    why.unwrap_or("stop requested through the API")
+                );
+                r.request_stop(now, &reason, Some(RunStatus::Aborted))
             }
             Action::Suspend => r.suspend(now).map_err(ApiError::Conflict)?,
             Action::Resume => r.resume(now).map_err(ApiError::Conflict)?,

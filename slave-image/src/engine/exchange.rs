@@ -18,7 +18,7 @@ use lobster_fleet::stats::ErrorClass;
 use super::Gauges;
 use super::http::{Connection, HttpError};
 use super::mix::Prepared;
-use super::recorder::{Recorder, Sample};
+use super::recorder::{Failure, Recorder, Sample};
 
 /// What a worker needs to send requests: shared by all workers of a run.
 pub struct Shared {
@@ -74,7 +74,7 @@ impl Worker {
                 if self.conn.is_none() {
                     let c = Connection::connect(shared.addr)
                         .await
-                        .map_err(|_| Failure::Connect)?;
+                        .map_err(Trouble::Connect)?;
                     gauges.connections.fetch_add(1, Ordering::Relaxed);
                     self.conn = Some(c);
                 }
@@ -90,7 +90,7 @@ impl Worker {
                         self.conn = None;
                         gauges.connections.fetch_sub(1, Ordering::Relaxed);
                     }
-                    Err(e) => return Err(Failure::Http(e)),
+                    Err(e) => return Err(Trouble::Http(e)),
                 }
             }
         })
@@ -104,32 +104,53 @@ impl Worker {
             bytes_received: 0,
         };
         let mut outcome = Outcome::Done;
-        match result {
+        let expect = &shared.scenario.requests[req.endpoint].expect;
+        let timeout = TimeoutDetail(shared.timeout);
+        let status_detail;
+        match &result {
             Ok(Ok(resp)) => {
                 sample.bytes_received = resp.bytes;
                 let status = resp.status;
                 if !shared.scenario.requests[req.endpoint].accepts(status) {
-                    sample.error = Some(ErrorClass::of_status(status));
+                    status_detail = StatusDetail { status, expect };
+                    sample.error = Some(Failure {
+                        class: ErrorClass::of_status(status),
+                        status: Some(status),
+                        detail: &status_detail,
+                    });
                 }
                 if !resp.keep_alive {
                     self.close(gauges);
                 }
             }
-            Ok(Err(Failure::Connect)) => {
+            Ok(Err(Trouble::Connect(e))) => {
                 sample.latency_us = None;
-                sample.error = Some(ErrorClass::Connect);
+                sample.error = Some(Failure {
+                    class: ErrorClass::Connect,
+                    status: None,
+                    detail: e,
+                });
                 outcome = Outcome::ConnectFailed;
             }
-            Ok(Err(Failure::Http(e))) => {
+            Ok(Err(Trouble::Http(e))) => {
                 sample.latency_us = None;
-                sample.error = Some(match e {
+                let class = match e {
                     HttpError::Protocol(_) => ErrorClass::Protocol,
                     HttpError::Io(_) | HttpError::Closed => ErrorClass::Io,
+                };
+                sample.error = Some(Failure {
+                    class,
+                    status: None,
+                    detail: e,
                 });
                 self.close(gauges);
             }
             Err(_elapsed) => {
-                sample.error = Some(ErrorClass::Timeout);
+                sample.error = Some(Failure {
+                    class: ErrorClass::Timeout,
+                    status: None,
+                    detail: &timeout,
+                });
                 self.close(gauges);
             }
         }
@@ -149,9 +170,41 @@ impl Worker {
     }
 }
 
-enum Failure {
-    Connect,
+/// Why an exchange got no response.
+enum Trouble {
+    Connect(std::io::Error),
     Http(HttpError),
+}
+
+/// The sample message of an unexpected status.
+struct StatusDetail<'a> {
+    status: u16,
+    expect: &'a [u16],
+}
+
+impl std::fmt::Display for StatusDetail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unexpected status {} (expected ", self.status)?;
+        if self.expect.is_empty() {
+            write!(f, "2xx or 3xx)")
+        } else {
+            let list: Vec<String> = self.expect.iter().map(u16::to_string).collect();
+            write!(f, "{})", list.join(", "))
+        }
+    }
+}
+
+/// The sample message of a timeout.
+struct TimeoutDetail(Duration);
+
+impl std::fmt::Display for TimeoutDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no complete response within the {} s timeout",
+            self.0.as_secs_f64()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +298,10 @@ mod tests {
         let r = &second.endpoints["r"];
         assert_eq!((r.requests, r.failures), (1, 1));
         assert_eq!(r.errors.get("io"), Some(&1));
+        assert_eq!(
+            r.failure_kinds["io"].sample,
+            "connection closed before a complete response"
+        );
         server.await.unwrap();
     }
 }

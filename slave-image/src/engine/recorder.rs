@@ -11,14 +11,31 @@ use hdrhistogram::Histogram;
 use lobster_fleet::stats::{self, EndpointStats, ErrorClass, IntervalStats, MAX_LATENCY_US};
 
 /// The outcome of one request.
-#[derive(Clone, Copy, Debug)]
-pub struct Sample {
+#[derive(Clone, Copy)]
+pub struct Sample<'a> {
     /// Latency in microseconds; `None` when the request never reached the server.
     pub latency_us: Option<u64>,
     /// Why it failed, if it did.
-    pub error: Option<ErrorClass>,
+    pub error: Option<Failure<'a>>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+}
+
+/// Why one request failed: its class, the unexpected status if there was one, and what
+/// happened (formatted only for the first failure of its kind in an interval).
+#[derive(Clone, Copy)]
+pub struct Failure<'a> {
+    pub class: ErrorClass,
+    pub status: Option<u16>,
+    pub detail: &'a dyn std::fmt::Display,
+}
+
+/// Failures of one kind within an interval.
+struct Kind {
+    class: ErrorClass,
+    status: Option<u16>,
+    count: u64,
+    sample: String,
 }
 
 struct Slot {
@@ -27,6 +44,8 @@ struct Slot {
     bytes_received: u64,
     bytes_sent: u64,
     errors: [u64; ErrorClass::ALL.len()],
+    /// Few kinds per interval; a short list beats a map on this path.
+    kinds: Vec<Kind>,
     latency_us: Histogram<u64>,
 }
 
@@ -38,6 +57,7 @@ impl Slot {
             bytes_received: 0,
             bytes_sent: 0,
             errors: [0; ErrorClass::ALL.len()],
+            kinds: Vec::new(),
             latency_us: stats::new_histogram(),
         }
     }
@@ -69,9 +89,20 @@ impl Recorder {
         slot.requests += 1;
         slot.bytes_sent += s.bytes_sent;
         slot.bytes_received += s.bytes_received;
-        if let Some(e) = s.error {
+        if let Some(f) = s.error {
             slot.failures += 1;
-            slot.errors[e as usize] += 1;
+            slot.errors[f.class as usize] += 1;
+            let same = |k: &&mut Kind| k.class == f.class && k.status == f.status;
+            if let Some(k) = slot.kinds.iter_mut().find(same) {
+                k.count += 1;
+            } else {
+                slot.kinds.push(Kind {
+                    class: f.class,
+                    status: f.status,
+                    count: 1,
+                    sample: stats::clip_sample(f.detail.to_string()),
+                });
+            }
         }
         if let Some(us) = s.latency_us {
             // `record` resizes the histogram; `saturating_record` would clamp to its current
@@ -102,17 +133,19 @@ impl Recorder {
                 .filter(|(_, n)| *n > 0)
                 .map(|(c, n)| (c.as_str().to_string(), n))
                 .collect();
-            out.endpoints.insert(
-                name.clone(),
-                EndpointStats {
-                    requests: s.requests,
-                    failures: s.failures,
-                    bytes_received: s.bytes_received,
-                    bytes_sent: s.bytes_sent,
-                    errors,
-                    latency_us: s.latency_us,
-                },
-            );
+            let mut e = EndpointStats {
+                requests: s.requests,
+                failures: s.failures,
+                bytes_received: s.bytes_received,
+                bytes_sent: s.bytes_sent,
+                errors,
+                latency_us: s.latency_us,
+                ..Default::default()
+            };
+            for k in s.kinds {
+                e.add_failures(&stats::failure_kind(k.class, k.status), k.count, &k.sample);
+            }
+            out.endpoints.insert(name.clone(), e);
         }
         out
     }
@@ -132,10 +165,25 @@ mod tests {
             bytes_received: 100,
         };
         r.record(0, ok);
+        let status = Failure {
+            class: ErrorClass::Status5xx,
+            status: Some(503),
+            detail: &"HTTP 503 Service Unavailable",
+        };
         r.record(
             1,
             Sample {
-                error: Some(ErrorClass::Status5xx),
+                error: Some(status),
+                ..ok
+            },
+        );
+        r.record(
+            1,
+            Sample {
+                error: Some(Failure {
+                    detail: &"HTTP 503 (second)",
+                    ..status
+                }),
                 ..ok
             },
         );
@@ -143,7 +191,11 @@ mod tests {
             1,
             Sample {
                 latency_us: None,
-                error: Some(ErrorClass::Connect),
+                error: Some(Failure {
+                    class: ErrorClass::Connect,
+                    status: None,
+                    detail: &"connection refused",
+                }),
                 ..ok
             },
         );
@@ -151,11 +203,19 @@ mod tests {
         let first = r.take();
         r.record(0, ok);
         let second = r.take();
-        assert_eq!(first.requests() + second.requests(), 4);
+        assert_eq!(first.requests() + second.requests(), 5);
         let b = &first.endpoints["b"];
-        assert_eq!((b.requests, b.failures, b.latency_us.len()), (2, 2, 1));
-        assert_eq!(b.errors["status_5xx"], 1);
+        assert_eq!((b.requests, b.failures, b.latency_us.len()), (3, 3, 2));
+        assert_eq!(b.errors["status_5xx"], 2);
         assert_eq!(b.errors["connect"], 1);
+        // Per kind: the exact status with the first message, and the connect failure.
+        assert_eq!(b.failure_kinds["status_503"].count, 2);
+        assert_eq!(
+            b.failure_kinds["status_503"].sample,
+            "HTTP 503 Service Unavailable"
+        );
+        assert_eq!(b.failure_kinds["connect"].sample, "connection refused");
+        assert!(second.endpoints["b"].failure_kinds.is_empty());
         assert_eq!(second.endpoints["a"].requests, 1);
     }
 

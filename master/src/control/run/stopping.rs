@@ -2,6 +2,8 @@
 //! final merge into the report.
 
 use super::*;
+use crate::report::Totals;
+use crate::sla::{RuleResult, Verdict};
 
 impl Run {
     /// A slave acknowledged the stop.
@@ -51,11 +53,6 @@ impl Run {
             at_s: 0.0,
             deadline: now,
         });
-        let status = stop.forced.unwrap_or(if self.sla.passed() {
-            Status::Passed
-        } else {
-            Status::Failed
-        });
         let missing: Vec<String> = self
             .active()
             .filter(|(_, p)| !p.got_last)
@@ -72,11 +69,14 @@ impl Run {
             .map(|r| r.name.clone())
             .collect();
         let (totals, endpoints) = figures(&self.agg.total, &order, seconds);
+        let sla = self.sla.results();
+        let (status, reasons) = verdict(&stop, &sla, &totals, self.scenario.accepted_error_rate());
         let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);
         let report = Report {
             run_id: self.id.clone(),
             name: self.scenario.name.clone(),
             status,
+            reasons,
             target: self.scenario.target.to_string(),
             model: format!("{:?}", self.scenario.load.model).to_lowercase(),
             started_at: crate::clock::rfc3339(started_unix),
@@ -86,7 +86,7 @@ impl Run {
             lost_slaves: self.lost.clone(),
             totals,
             endpoints,
-            sla: self.sla.results(),
+            sla,
             stop: StopInfo {
                 reason: stop.reason,
                 at_s: stop.at_s,
@@ -106,6 +106,52 @@ impl Run {
         self.dirty = true;
         closed
     }
+}
+
+/// The verdict of a finished run and why (see `docs/scenario.md`, "Verdict"): `aborted` when
+/// it was stopped before its end, else `failed` when an SLA rule was violated or never judged
+/// or more requests failed than the scenario accepts, else `passed`. The reasons list every
+/// one of these that applies, an abort's reason first.
+pub(super) fn verdict(
+    stop: &Stopping,
+    sla: &[RuleResult],
+    totals: &Totals,
+    accepted_error_rate: Option<f64>,
+) -> (Status, Vec<String>) {
+    let mut reasons = Vec::new();
+    if stop.forced.is_some() {
+        reasons.push(format!("stopped before its end: {}", stop.reason));
+    }
+    for r in sla {
+        match r.verdict {
+            Verdict::Passed => {}
+            Verdict::Failed => reasons.push(match (r.violated_at_s, r.violation_value) {
+                (Some(at), Some(v)) => {
+                    format!("SLA rule `{}` violated in second {at} (was {v:.2})", r.rule)
+                }
+                _ => format!("SLA rule `{}` violated", r.rule),
+            }),
+            Verdict::NotJudged => reasons.push(format!(
+                "SLA rule `{}` was never judged (its window never filled, or it had no sample)",
+                r.rule
+            )),
+        }
+    }
+    if let Some(accepted) = accepted_error_rate
+        && totals.failures > 0
+        && totals.error_rate_percent > accepted
+    {
+        reasons.push(format!(
+            "{} of {} requests failed ({:.2}%), more than the {accepted}% the scenario accepts (`max_error_rate`)",
+            totals.failures, totals.requests, totals.error_rate_percent
+        ));
+    }
+    let status = match stop.forced {
+        Some(s) => s,
+        None if reasons.is_empty() => Status::Passed,
+        None => Status::Failed,
+    };
+    (status, reasons)
 }
 
 /// A `Stop` for a run.
