@@ -1,19 +1,24 @@
 //! Aggregation: merging the slaves' statistics intervals into fleet-wide ones.
 //!
 //! Intervals are keyed by (slave, index) and merged exactly once (a resent interval is a
-//! no-op). Interval `k` of the fleet closes when every active participant has reported it, or
-//! at the latest [`GRACE`] after it ended; what arrives later still counts in the run's totals
-//! (never lost) but not in the per-second series.
+//! no-op). Second `k` of the fleet closes when every active participant has reported it, or
+//! at the latest a bounded wait (the caller's, the slaves' lease) after it ended; only closed
+//! seconds are judged by the SLA rules, so they are judged on complete data unless a slave
+//! was silent that long. An interval that still arrives after its second closed is merged
+//! into its own second all the same (the series and the totals stay equal; the percentiles
+//! of the [`KEPT`] most recent seconds are recomputed, older seconds get its counts) and
+//! counted in `late_requests`, which the report shows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use lobster_fleet::stats::{IntervalStats, LatencySummary};
 use rangemap::RangeInclusiveSet;
 use serde::{Deserialize, Serialize};
 
-/// How long after its end an interval waits for slow reporters.
-pub const GRACE: Duration = Duration::from_millis(1000);
+/// Closed seconds whose merged statistics are kept, so a late interval still updates their
+/// percentiles.
+pub const KEPT: usize = 60;
 
 /// One closed fleet-wide second, as shown in the live table and kept in the report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,9 +76,12 @@ pub struct Aggregator {
     seen: HashMap<String, RangeInclusiveSet<u64>>,
     /// Everything received, exactly once.
     pub total: IntervalStats,
-    /// Closed seconds, in order.
+    /// Closed seconds, in order (`series[k].index == k`).
     pub series: Vec<Point>,
-    /// Requests that arrived after their second had closed (in totals, not in the series).
+    /// The merged statistics and reporters of the last [`KEPT`] closed seconds.
+    recent: VecDeque<(u64, Bucket)>,
+    /// Requests that arrived after their second had closed (merged into it, but after the
+    /// SLA rules had judged it).
     pub late_requests: u64,
 }
 
@@ -94,6 +102,7 @@ impl Aggregator {
         self.total.merge(stats);
         if index < self.next_to_close {
             self.late_requests += stats.requests();
+            self.merge_late(slave, index, stats);
         } else {
             let b = self.open.entry(index).or_default();
             b.stats.merge(stats);
@@ -102,14 +111,39 @@ impl Aggregator {
         true
     }
 
+    /// Merges an interval of a closed second into that second's point.
+    fn merge_late(&mut self, slave: &str, index: u64, stats: &IntervalStats) {
+        let Some(point) = self.series.get_mut(index as usize) else {
+            return;
+        };
+        match self.recent.iter_mut().find(|(k, _)| *k == index) {
+            Some((_, b)) => {
+                b.stats.merge(stats);
+                b.reporters.insert(slave.to_string());
+                *point = point_of(index, b);
+            }
+            None => {
+                let t = stats.total();
+                point.requests += t.requests;
+                point.failures += t.failures;
+                point.slaves += 1;
+            }
+        }
+    }
+
     /// Whether `slave`'s interval `index` was already merged.
     pub fn has(&self, slave: &str, index: u64) -> bool {
         self.seen.get(slave).is_some_and(|set| set.contains(&index))
     }
 
-    /// Closes every interval that is complete (all of `expected` reported it) or whose grace
-    /// has passed: `elapsed` is the run's wall time now.
-    pub fn close_ready(&mut self, elapsed: Duration, expected: &BTreeSet<String>) -> Vec<Closed> {
+    /// Closes every second that is complete (all of `expected` reported it) or ended more
+    /// than `wait` ago: `elapsed` is the run's wall time now.
+    pub fn close_ready(
+        &mut self,
+        elapsed: Duration,
+        expected: &BTreeSet<String>,
+        wait: Duration,
+    ) -> Vec<Closed> {
         let mut out = Vec::new();
         loop {
             let k = self.next_to_close;
@@ -121,7 +155,7 @@ impl Aggregator {
                 .open
                 .get(&k)
                 .is_some_and(|b| expected.iter().all(|s| b.reporters.contains(s)));
-            if !(complete || elapsed >= end + GRACE) {
+            if !(complete || elapsed >= end + wait) {
                 break;
             }
             out.push(self.close(k));
@@ -145,20 +179,29 @@ impl Aggregator {
     fn close(&mut self, k: u64) -> Closed {
         let b = self.open.remove(&k).unwrap_or_default();
         self.next_to_close = k + 1;
-        let t = b.stats.total();
-        let point = Point {
-            index: k,
-            requests: t.requests,
-            failures: t.failures,
-            slaves: b.reporters.len() as u32,
-            latency_ms: LatencySummary::of(&t.latency_us).into(),
-        };
+        let point = point_of(k, &b);
         self.series.push(point.clone());
+        let stats = b.stats.clone();
+        self.recent.push_back((k, b));
+        if self.recent.len() > KEPT {
+            self.recent.pop_front();
+        }
         Closed {
             index: k,
-            stats: b.stats,
+            stats,
             point,
         }
+    }
+}
+
+fn point_of(k: u64, b: &Bucket) -> Point {
+    let t = b.stats.total();
+    Point {
+        index: k,
+        requests: t.requests,
+        failures: t.failures,
+        slaves: b.reporters.len() as u32,
+        latency_ms: LatencySummary::of(&t.latency_us).into(),
     }
 }
 
@@ -180,37 +223,70 @@ mod tests {
         s
     }
 
+    const WAIT: Duration = Duration::from_secs(5);
+
     #[test]
-    fn closes_when_complete_or_late_and_never_loses() {
+    fn closes_when_complete_or_after_the_wait_and_never_loses() {
         let mut a = Aggregator::default();
         let expected: BTreeSet<String> = ["x".to_string(), "y".to_string()].into();
         assert!(a.add("x", 0, &stats(5)));
         assert!(!a.add("x", 0, &stats(5)), "a resend is a no-op");
-        // Only x reported second 0: not closed before its grace.
+        // Only x reported second 0: a busy machine's late reporter is waited for.
         assert!(
-            a.close_ready(Duration::from_millis(1200), &expected)
+            a.close_ready(Duration::from_millis(3000), &expected, WAIT)
                 .is_empty()
         );
         assert!(a.add("y", 0, &stats(7)));
-        let closed = a.close_ready(Duration::from_millis(1200), &expected);
+        let closed = a.close_ready(Duration::from_millis(3000), &expected, WAIT);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].point.requests, 12);
         assert_eq!(closed[0].point.slaves, 2);
-        // Second 1: y never reports; it closes after the grace.
+        // Second 1: y stays silent; the second closes after the bounded wait.
         a.add("x", 1, &stats(1));
         assert!(
-            a.close_ready(Duration::from_millis(2500), &expected)
+            a.close_ready(Duration::from_millis(6900), &expected, WAIT)
                 .is_empty()
         );
         assert_eq!(
-            a.close_ready(Duration::from_millis(3000), &expected).len(),
+            a.close_ready(Duration::from_millis(7000), &expected, WAIT)
+                .len(),
             1
         );
-        // y's second 1 arrives late: counted in the totals only.
+        // y's second 1 arrives later still: merged into second 1 (series = totals) and
+        // counted as late.
         a.add("y", 1, &stats(4));
         assert_eq!(a.late_requests, 4);
         assert_eq!(a.total.requests(), 17);
-        assert_eq!(a.series.iter().map(|p| p.requests).sum::<u64>(), 13);
+        assert_eq!(a.series.iter().map(|p| p.requests).sum::<u64>(), 17);
+        assert_eq!((a.series[1].requests, a.series[1].slaves), (5, 2));
+    }
+
+    #[test]
+    fn a_late_interval_for_an_old_second_still_lands_in_it() {
+        let mut a = Aggregator::default();
+        let expected: BTreeSet<String> = ["x".to_string()].into();
+        for k in 0..(KEPT as u64 + 10) {
+            a.add("x", k, &stats(1));
+        }
+        a.close_ready(Duration::from_secs(KEPT as u64 + 10), &expected, WAIT);
+        assert_eq!(a.series.len(), KEPT + 10);
+        // Second 2 is no longer kept in full: its counts are revised.
+        a.add("z", 2, &stats(3));
+        assert_eq!((a.series[2].requests, a.series[2].slaves), (4, 2));
+        // A recent second gets its percentiles recomputed too.
+        let mut slow = stats(1);
+        slow.endpoints.get_mut("a").unwrap().latency_us.reset();
+        slow.endpoints
+            .get_mut("a")
+            .unwrap()
+            .latency_us
+            .record(900_000)
+            .unwrap();
+        a.add("z", KEPT as u64 + 5, &slow);
+        let p = &a.series[KEPT + 5];
+        assert_eq!(p.requests, 2);
+        assert!(p.latency_ms.max >= 899.0, "{:?}", p.latency_ms);
+        assert_eq!(a.series.iter().map(|p| p.requests).sum::<u64>(), a.total.requests());
     }
 
     proptest::proptest! {

@@ -76,6 +76,17 @@ impl IntoResponse for Failure {
     }
 }
 
+/// The answer to a run request while another run is in progress: 409 with `run_id`.
+struct Busy(String);
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        let error = ApiError::Busy(self.0.clone()).to_string();
+        let body = serde_json::json!({ "error": error, "run_id": self.0 });
+        (StatusCode::CONFLICT, Json(body)).into_response()
+    }
+}
+
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
         let code = match e {
@@ -161,7 +172,7 @@ async fn runs(State(s): State<ApiState>) -> Result<impl IntoResponse, Failure> {
 async fn create_run(
     State(s): State<ApiState>,
     body: Result<Json<CreateRun>, axum::extract::rejection::JsonRejection>,
-) -> Result<impl IntoResponse, Failure> {
+) -> Result<Response, Failure> {
     let Json(body) = body.map_err(|e| {
         // 400 for bad JSON, 413 for a body over the limit, 415 without the JSON content type.
         let status = match e.status() {
@@ -183,12 +194,17 @@ async fn create_run(
         quorum: body.quorum,
         quorum_timeout_ms: body.quorum_timeout_ms.clamp(1, 24 * 3600 * 1000),
     };
-    let id = s
+    let id = match s
         .control
         .ask(|tx| Command::CreateRun(Box::new(body.scenario), options, tx))
         .await
-        .ok_or_else(unavailable)??;
-    Ok((StatusCode::CREATED, Json(Created { run_id: id })))
+        .ok_or_else(unavailable)?
+    {
+        Ok(id) => id,
+        Err(ApiError::Busy(other)) => return Ok(Busy(other).into_response()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((StatusCode::CREATED, Json(Created { run_id: id })).into_response())
 }
 
 async fn get_run(

@@ -70,13 +70,24 @@ impl ApiClient {
         Self::decode(self.req(reqwest::Method::GET, "/api/slaves").send().await?).await
     }
 
-    pub async fn create_run(&self, body: &CreateRun) -> anyhow::Result<String> {
+    /// Creates a run; `Ok(Err(id))` when run `id` is still in progress on this master.
+    pub async fn create_run(&self, body: &CreateRun) -> anyhow::Result<Result<String, String>> {
         let r = self
             .req(reqwest::Method::POST, "/api/runs")
             .json(body)
             .send()
             .await?;
-        Ok(Self::decode::<Created>(r).await?.run_id)
+        if r.status() == reqwest::StatusCode::CONFLICT {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if let Some(id) = body.get("run_id").and_then(|v| v.as_str()) {
+                return Ok(Err(id.to_string()));
+            }
+            bail!(
+                "the master answered 409 Conflict: {}",
+                body.get("error").and_then(|e| e.as_str()).unwrap_or("")
+            );
+        }
+        Ok(Ok(Self::decode::<Created>(r).await?.run_id))
     }
 
     pub async fn run(&self, id: &str, after: u64) -> anyhow::Result<RunView> {

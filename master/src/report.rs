@@ -171,7 +171,8 @@ pub struct Report {
     pub endpoints: Vec<EndpointReport>,
     pub sla: Vec<RuleResult>,
     pub stop: StopInfo,
-    /// Requests that arrived after their second closed (in the totals, not in the series).
+    /// Requests whose interval arrived after its second had closed (in the totals and the
+    /// series, but not judged by the SLA rules).
     pub late_requests: u64,
     pub series: Vec<Point>,
 }
@@ -325,6 +326,13 @@ impl Report {
                 };
                 let _ = writeln!(o, "  {mark}  {}{worst}{when}{abort}", r.rule);
             }
+        }
+        if self.late_requests > 0 {
+            let _ = writeln!(
+                o,
+                "{} request(s) were reported after their second had closed (a slow slave or network): counted in the totals and the series, not in the SLA windows",
+                self.late_requests
+            );
         }
         if !self.reasons.is_empty() {
             let _ = writeln!(o, "{} because:", self.status.as_str().to_uppercase());

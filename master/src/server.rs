@@ -37,6 +37,10 @@ pub struct MasterConfig {
     pub api_token: Option<String>,
     /// Serve gRPC without TLS (local debugging only; loudly logged).
     pub insecure_plaintext: bool,
+    /// Started by `lobster run` for one run, on random ports: a run that an earlier master
+    /// left unfinished cannot go on here (its slaves cannot find this master), so it is
+    /// closed as aborted, with the reason, before anything is served.
+    pub ephemeral: bool,
 }
 
 /// Where a running master can be reached; written to `master.json`.
@@ -137,7 +141,9 @@ impl Master {
             max_slaves: config.max_slaves,
         };
         let (mut controller, control) = Controller::new(settings, store, metrics.clone());
-        controller.recover().map_err(StartError::Recover)?;
+        controller
+            .recover(config.ephemeral)
+            .map_err(StartError::Recover)?;
         let grpc = TcpListener::bind(config.grpc_listen)
             .await
             .map_err(|source| StartError::Bind {

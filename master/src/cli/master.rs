@@ -73,6 +73,7 @@ impl MasterArgs {
             max_slaves: self.max_slaves,
             api_token: self.api_token.filter(|t| !t.is_empty()),
             insecure_plaintext: self.insecure_plaintext,
+            ephemeral: false,
         })
     }
 }

@@ -39,6 +39,7 @@ pub enum Commands {
     /// Run the control plane in the foreground (gRPC for slaves, HTTP API on loopback).
     Master(master::MasterArgs),
     /// Run a load test on the registered fleet (and optional local slaves).
+    #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
     /// Serve a fast built-in HTTP target with a request counter.
     Target(target::TargetArgs),
@@ -56,6 +57,28 @@ pub enum Commands {
     /// Stop the background master and local cloud of this home.
     Stop,
 }
+
+/// The verdict rules and exit codes, shown by `lobster run --help`.
+const RUN_HELP: &str = "\
+Verdict:
+  passed   the run reached its end, every SLA rule was judged and held, and failed requests
+           are within `max_error_rate` (default: none may fail unless an SLA rule on
+           error_rate over all requests says what is accepted)
+  failed   it reached its end, but an SLA rule was violated or never judged (its window
+           longer than the run, or no sample), or too many requests failed
+  aborted  it stopped before its end: an aborting SLA rule, Ctrl-C, a signal, the API, no
+           slaves left; `stop.reason` in the report says which
+
+Exit codes:
+  0    the run passed
+  1    the run failed or was aborted (the report is still written)
+  2    bad input (scenario, flags)
+  3    the environment failed (no slaves, master or cloud unreachable, port busy)
+  130  interrupted twice (exit at once)
+
+Examples:
+  lobster run examples/smoke.yaml --local-slaves 2
+  lobster run scenario.yaml --json report.json --duration 30s";
 
 /// How the command ended.
 #[derive(Debug)]

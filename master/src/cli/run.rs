@@ -62,6 +62,8 @@ const MASTER_SILENCE: Duration = Duration::from_secs(90);
 
 /// Everything a run needs, checked before any I/O.
 struct Plan {
+    /// Said before the run starts (things the user should know, not errors).
+    warnings: Vec<String>,
     scenario: Scenario,
     local_slaves: u32,
     json: Option<PathBuf>,
@@ -79,11 +81,26 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
             .set_target(t)
             .map_err(|e| Failure::bad_input(anyhow!("--target: {e}")))?;
     }
+    let mut warnings = Vec::new();
     if let Some(d) = args.duration {
         scenario
             .set_duration_ms(d.as_millis() as u64)
             .map_err(|e| Failure::bad_input(anyhow!("--duration: {e}")))?;
+        let stages_ms: u64 = scenario.load.stages.iter().map(|s| s.duration_ms).sum();
+        if stages_ms > scenario.duration_ms {
+            let unit = if scenario.is_open() { " req/s" } else { " users" };
+            let mut at = scenario.load.value_at(scenario.duration_ms);
+            if scenario.is_open() {
+                at /= 1000.0;
+            }
+            warnings.push(format!(
+                "--duration {}s cuts the load profile: its stages last {}s, so the load stops at {at:.0}{unit} and the rest of the stages never run",
+                d.as_secs_f64(),
+                stages_ms as f64 / 1000.0
+            ));
+        }
     }
+    warnings.extend(scenario.warnings());
     if args.local_slaves > MAX_LOCAL_SLAVES {
         return Err(Failure::bad_input(anyhow!(
             "--local-slaves must be at most {MAX_LOCAL_SLAVES}"
@@ -112,6 +129,7 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         }
     }
     Ok(Plan {
+        warnings,
         scenario,
         local_slaves: args.local_slaves,
         json: args.json,
@@ -176,6 +194,7 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
         max_slaves: 10_000,
         api_token: None,
         insecure_plaintext: false,
+        ephemeral: true,
     };
     let master = Master::bind(config)
         .await
@@ -195,6 +214,9 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
 
 pub async fn run(args: RunArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, Failure> {
     let plan = plan(args)?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
     let attached = attach(&plan, home).await?;
     let result = drive(&plan, home, &attached, shutdown).await;
     if let Some((stop, task)) = attached.embedded {
@@ -229,7 +251,7 @@ async fn drive(
     } else {
         None
     };
-    let result = watch(plan, home, &m.client, shutdown).await;
+    let result = watch(plan, home, m, shutdown).await;
     if let Some(l) = locals {
         l.stop(Duration::from_secs(10)).await;
     }
@@ -257,35 +279,99 @@ fn stored_report(home: &Home, id: &str) -> Option<Report> {
     serde_json::from_str(&json).ok()
 }
 
+/// How long a new run waits for a run that is finishing its stop on the same master.
+const BUSY_WAIT: Duration = Duration::from_secs(120);
+
+/// Slaves registered and free for a run now.
+async fn free_slaves(client: &ApiClient) -> Result<u32, Failure> {
+    let slaves = client.slaves().await.map_err(Failure::trouble)?;
+    Ok(slaves.iter().filter(|s| s.connected && !s.draining).count() as u32)
+}
+
+/// Fails at once, with the way out, when no slave can ever join this run.
+async fn check_someone_can_come(plan: &Plan, home: &Home, m: &Attached) -> Result<(), Failure> {
+    if plan.local_slaves > 0 {
+        return Ok(());
+    }
+    let hint = "give `--local-slaves N` to run N slaves on this host, or start a fleet with `lobster fleet up --count N`";
+    if m.embedded.is_some() {
+        return Err(Failure::trouble(anyhow!(
+            "no slaves to run on: no master runs on this home (so no fleet can reach this run) and no local slaves were asked for; {hint}"
+        )));
+    }
+    if plan.min_slaves.is_some() || free_slaves(&m.client).await? > 0 {
+        return Ok(()); // told to wait, or someone is there
+    }
+    match crate::fleet::local_instances_up(home).await {
+        Some(n) if n > 0 => Ok(()),
+        _ => Err(Failure::trouble(anyhow!(
+            "no slaves to run on: no slave is registered with the master at {} and no fleet instance of this home is starting; {hint}",
+            m.client.base()
+        ))),
+    }
+}
+
+/// Creates the run; a run still stopping on the same master is waited for (bounded), any
+/// other run in progress is an error that says how to end it.
+async fn create(client: &ApiClient, body: &CreateRun) -> Result<String, Failure> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let other = match client.create_run(body).await.map_err(Failure::trouble)? {
+            Ok(id) => return Ok(id),
+            Err(other) => other,
+        };
+        let phase = client
+            .run(&other, u64::MAX)
+            .await
+            .map(|v| v.phase)
+            .unwrap_or_default();
+        if phase == "stopping" && started.elapsed() < BUSY_WAIT {
+            if !told {
+                eprintln!("run {other} is finishing its stop; waiting for it to end");
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        return Err(Failure::trouble(anyhow!(
+            "run {other} is still in progress on the master at {base} ({phase}): wait for it to end, or stop it with `curl -X POST {base}/api/runs/{other}/stop`",
+            base = client.base()
+        )));
+    }
+}
+
 /// Creates the run and follows it to its report.
 async fn watch(
     plan: &Plan,
     home: &Home,
-    client: &ApiClient,
+    m: &Attached,
     shutdown: CancellationToken,
 ) -> Result<Report, Failure> {
+    let client = &m.client;
+    check_someone_can_come(plan, home, m).await?;
     let quorum = match plan.min_slaves {
         Some(n) => n,
         None if plan.local_slaves > 0 => plan.local_slaves,
-        None => {
-            let slaves = client.slaves().await.map_err(Failure::trouble)?;
-            (slaves.iter().filter(|s| s.connected && !s.draining).count() as u32).max(1)
-        }
+        None => free_slaves(client).await?.max(1),
     };
     let body = CreateRun {
         scenario: plan.scenario.clone(),
         quorum,
         quorum_timeout_ms: plan.quorum_timeout.as_millis() as u64,
     };
-    let id = client.create_run(&body).await.map_err(Failure::trouble)?;
+    let id = create(client, &body).await?;
     if !plan.quiet {
         println!(
-            "run {id}: {} against {} for {:.0}s, waiting for {quorum} slave(s)",
+            "run {id}: {} against {} for {:.0}s, waiting for {quorum} slave(s) (up to {:.0}s)",
             plan.scenario.name,
             plan.scenario.target,
-            plan.scenario.duration_ms as f64 / 1000.0
+            plan.scenario.duration_ms as f64 / 1000.0,
+            plan.quorum_timeout.as_secs_f64()
         );
     }
+    let created = Instant::now();
+    let mut last_countdown = Instant::now();
     let mut after = 0u64;
     let mut header = false;
     let mut stopped = false;
@@ -325,6 +411,15 @@ async fn watch(
                 continue;
             }
         };
+        if view.phase == "init" && last_countdown.elapsed() >= Duration::from_secs(5) {
+            last_countdown = Instant::now();
+            let left = plan.quorum_timeout.saturating_sub(created.elapsed());
+            let free = free_slaves(client).await.unwrap_or(0);
+            eprintln!(
+                "waiting for {quorum} slave(s): {free} registered, {:.0} s left",
+                left.as_secs_f64()
+            );
+        }
         for p in &view.points {
             if !plan.quiet {
                 if !header {

@@ -187,8 +187,10 @@ impl Controller {
         (c, ControlHandle { tx })
     }
 
-    /// Reloads an unfinished run after a restart (its intervals are merged again).
-    pub fn recover(&mut self) -> anyhow::Result<Option<String>> {
+    /// Reloads an unfinished run after a restart (its intervals are merged again). With
+    /// `close`, the run is not continued but closed at once as aborted (this master is
+    /// ephemeral, see `MasterConfig::ephemeral`), its report built from what was stored.
+    pub fn recover(&mut self, close: bool) -> anyhow::Result<Option<String>> {
         let now = Instant::now();
         let mut recovered = None;
         for rec in self.store.unfinished_runs()? {
@@ -223,8 +225,16 @@ impl Controller {
             }
             info!(run_id = %rec.id, phase = r.phase.name(), intervals = n, requests = r.agg.total.requests(), "recovered run");
             recovered = Some(rec.id.clone());
+            if close {
+                let reason = "its master ended before the run did (a crashed or force-quit `lobster run`); closed when the next run started on this home";
+                warn!(run_id = %rec.id, "closing a run left unfinished: {reason}");
+                let _ = r.request_stop(now, reason, Some(RunStatus::Aborted));
+                // Nobody can send more: finish with what the store holds.
+                let _ = r.tick(now + Duration::from_secs(24 * 3600), self.settings.lease);
+            }
             self.run = Some(r);
         }
+        self.save();
         Ok(recovered)
     }
 

@@ -149,6 +149,13 @@ impl Controller {
             self.deliver(out);
         }
         self.try_start(now);
+        let connected = self
+            .registry
+            .slaves
+            .values()
+            .filter(|s| s.session.is_some())
+            .count();
+        self.metrics.slaves_connected.set(connected as i64);
         if let Some(r) = self.run.as_mut().filter(|r| !r.is_done()) {
             // Slaves that joined during the run take part.
             let joining: Vec<Candidate> = if matches!(r.phase, Phase::Running | Phase::Suspended) {

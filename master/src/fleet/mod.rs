@@ -77,6 +77,33 @@ pub async fn connect(s: &FleetSettings, home: &Home) -> Result<Connected, Daemon
     })
 }
 
+/// Fleet instances of this home's local cloud that are starting or running (their slaves
+/// may still register), or `None` when no local cloud runs here. Starts nothing.
+pub async fn local_instances_up(home: &Home) -> Option<usize> {
+    let info = daemon::running_cloud(home).await?;
+    let cfg = Ec2Config {
+        region: Some(info.region),
+        endpoint_url: Some(info.endpoint),
+        profile: None,
+        credentials: Some((LOCAL_CREDENTIALS.0.into(), LOCAL_CREDENTIALS.1.into())),
+        max_attempts: Some(1),
+    };
+    let cloud = Ec2Cloud::connect(&cfg).await;
+    let managed = Tags::from([(tags::MANAGED.to_string(), "true".to_string())]);
+    let all = cloud.instances(&managed).await.ok()?;
+    Some(
+        all.iter()
+            .filter(|i| {
+                matches!(
+                    i.state,
+                    lobster_provision::cloud::InstanceState::Pending
+                        | lobster_provision::cloud::InstanceState::Running
+                )
+            })
+            .count(),
+    )
+}
+
 /// The tags that select a fleet's instances.
 pub fn fleet_selector(fleet: &str) -> Tags {
     Tags::from([

@@ -354,7 +354,13 @@ impl Run {
                 .filter(|(_, p)| !p.got_last)
                 .map(|(u, _)| u.clone())
                 .collect();
-            for closed in self.agg.close_ready(self.elapsed(now), &expected) {
+            // Only whole seconds of load are judged: the second the stop fell in is partial.
+            let judged_below = self.stop.as_ref().map_or(u64::MAX, |s| s.at_s.floor() as u64);
+            for closed in self.agg.close_ready(self.elapsed(now), &expected, lease) {
+                if closed.index >= judged_below {
+                    points.push(closed.point);
+                    continue;
+                }
                 if let Some(abort) = self.sla.on_interval(closed.index, &closed.stats) {
                     let reason = format!("SLA violated: {} (was {:.2})", abort.rule, abort.value);
                     out.extend(self.request_stop(now, &reason, Some(Status::Aborted)));
