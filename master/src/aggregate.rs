@@ -286,7 +286,10 @@ mod tests {
         let p = &a.series[KEPT + 5];
         assert_eq!(p.requests, 2);
         assert!(p.latency_ms.max >= 899.0, "{:?}", p.latency_ms);
-        assert_eq!(a.series.iter().map(|p| p.requests).sum::<u64>(), a.total.requests());
+        assert_eq!(
+            a.series.iter().map(|p| p.requests).sum::<u64>(),
+            a.total.requests()
+        );
     }
 
     proptest::proptest! {

@@ -1,7 +1,8 @@
 //! `lobster target`: a fast built-in HTTP/1.1 server to aim load at.
 //!
 //! Endpoints: `/` (a fixed body), `/item/{id}` (a small JSON document), `/delay/{ms}` (answers
-//! after a delay), `/status/{code}` (answers with that status), `/bytes/{n}` (n bytes). Every
+//! after a delay), `/status/{code}` (answers with that status), `/bytes/{n}` (n bytes),
+//! `/headers/{n}` (a 200 with n extra header lines, n ≤ 1000). Every
 //! request except `/__lobster/*` is counted; `GET /__lobster/count` returns the count as JSON
 //! and `POST /__lobster/reset` zeroes it, so tests can compare a report with what the server saw.
 
@@ -27,6 +28,8 @@ const HELLO: &[u8] = b"hello from lobster\n";
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Longest `/delay/{ms}`.
 const MAX_DELAY_MS: u64 = 600_000;
+/// Most extra header lines of `/headers/{n}`.
+const MAX_HEADERS: usize = 1000;
 
 /// The target's shared state.
 #[derive(Default)]
@@ -175,6 +178,22 @@ async fn handle(
             _ => text(
                 StatusCode::BAD_REQUEST,
                 "usage: /bytes/{n} with n <= 16777216\n",
+            ),
+        },
+        "headers" => match arg.parse::<usize>() {
+            Ok(n) if n <= MAX_HEADERS => {
+                let mut r = text(StatusCode::OK, "ok\n");
+                for i in 0..n {
+                    let name = hyper::header::HeaderName::from_bytes(format!("x-h{i}").as_bytes())
+                        .expect("a valid header name");
+                    r.headers_mut()
+                        .insert(name, hyper::header::HeaderValue::from_static("v"));
+                }
+                r
+            }
+            _ => text(
+                StatusCode::BAD_REQUEST,
+                "usage: /headers/{n} with n <= 1000\n",
             ),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

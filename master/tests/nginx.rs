@@ -18,11 +18,16 @@ fn nginx_binary() -> String {
 }
 
 fn start_nginx(env: &Env) -> (Proc, SocketAddr) {
+    start_nginx_with(env, "")
+}
+
+/// nginx with extra `http` directives (e.g. `keepalive_timeout 1s;`).
+fn start_nginx_with(env: &Env, http_extra: &str) -> (Proc, SocketAddr) {
     let port = free_port();
     let prefix = env.path("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = format!(
-        "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n  keepalive_requests 1000;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
+        "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n  keepalive_requests 1000;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
         p = prefix.display()
     );
     std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
@@ -95,4 +100,35 @@ fn three_local_slaves_count_exactly_what_nginx_logged() {
         "report total vs nginx access log"
     );
     assert_eq!(r["totals"]["failures"], 0);
+}
+
+/// nginx closes idle keep-alive connections after `keepalive_timeout` (Apache and Node after
+/// 5 s). Users thinking 2 s against a 1 s timeout: 10 requests with 4 `io` failures while nginx
+/// logged 6. Right: no failure, and the report's total is nginx's own count.
+#[test]
+fn connections_nginx_closed_while_idle_are_not_failures() {
+    let env = Env::new();
+    let (_nginx, addr) = start_nginx_with(&env, "keepalive_timeout 1s;");
+    let file = env.scenario(
+        "idle.yaml",
+        &format!(
+            "name: idle\ntarget: http://{addr}\nduration: 10s\nload: {{users: 2}}\nthink: 2s\nrequests: [{{name: home, path: /}}]\n"
+        ),
+    );
+    let (code, out, err, r) = lobster_run(&env, &file, 2, &[]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let r = r.unwrap();
+    assert_eq!(r["totals"]["failures"], 0, "{}", r["totals"]["errors"]);
+    let total = r["totals"]["requests"].as_u64().unwrap();
+    let log = std::fs::read_to_string(env.path("nginx/logs/access.log")).unwrap();
+    assert_eq!(
+        total,
+        log.lines().count() as u64,
+        "report vs nginx access log"
+    );
+    assert!(total >= 8, "2 users thinking 2 s for 10 s: {total}");
+    eprintln!(
+        "STALE keep-alive: {total} requests, nginx logged {}, 0 failures",
+        log.lines().count()
+    );
 }

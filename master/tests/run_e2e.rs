@@ -49,6 +49,14 @@ fn three_local_slaves_count_exactly_what_the_target_saw() {
         .map(|e| e["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(endpoints, total);
+    // Every request is in exactly one second of the series (late ones included).
+    let series: u64 = r["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(series, total, "the series and the totals disagree");
     let propagation = r["stop"]["propagation_ms"]
         .as_u64()
         .expect("every slave acknowledged the stop");
@@ -157,7 +165,7 @@ fn a_violated_sla_aborts_the_fleet_within_two_seconds() {
 fn a_kept_sla_passes() {
     let env = Env::new();
     let (_target, addr) = env.target();
-    let sla = "sla:\n  - {metric: p99, max: 2s}\n  - {metric: error_rate, max: 1%}\n  - {metric: rps, min: 10, window: 2s}\n";
+    let sla = "sla:\n  - {metric: p99, max: 2s, window: 2s}\n  - {metric: error_rate, max: 1%, window: 2s}\n  - {metric: rps, min: 10, window: 2s}\n";
     let file = env.scenario("ok.yaml", &scenario_text(addr, "3s", "users: 4", sla));
     let json = env.path("report.json");
     let mut cmd = env.lobster();
@@ -180,6 +188,7 @@ fn a_kept_sla_passes() {
     let rules = r["sla"].as_array().unwrap();
     assert_eq!(rules.len(), 3);
     assert!(rules.iter().all(|x| x["passed"] == true), "{rules:?}");
+    assert!(rules.iter().all(|x| x["verdict"] == "passed"), "{rules:?}");
 }
 
 /// Unexpected statuses are failures, classed by status, and fail an error-rate rule.
@@ -210,4 +219,22 @@ fn error_statuses_are_counted_and_classed() {
     assert_eq!(broken["failures"], broken["requests"]);
     assert_eq!(broken["errors"]["status_5xx"], broken["requests"]);
     assert_eq!(r["endpoints"][0]["failures"], 0);
+}
+
+/// `/metrics` read `lobster_slaves_connected 0` while 3 slaves were connected.
+#[test]
+fn metrics_count_the_connected_slaves() {
+    let env = Env::new();
+    let (_master, api, grpc) = env.master(None, &[]);
+    let _slaves: Vec<Proc> = (1..=3).map(|i| env.slave(&grpc, i, 3)).collect();
+    wait_slaves(&api, 3, Duration::from_secs(30));
+    let addr = addr_of(&api);
+    let line = eventually("the gauge follows", Duration::from_secs(5), || {
+        let text = http_get(addr, "/metrics");
+        text.lines()
+            .find(|l| l.starts_with("lobster_slaves_connected "))
+            .filter(|l| l.ends_with(" 3"))
+            .map(str::to_string)
+    });
+    assert_eq!(line, "lobster_slaves_connected 3");
 }

@@ -74,6 +74,7 @@ pub async fn run(scenario: Scenario) -> BenchResult {
     let (_ctl_tx, ctl_rx) = watch::channel(LoadControl {
         profile: scenario.load.clone(),
         stripe: lobster_fleet::stripe::Stripe::whole(),
+        stripe_from_ms: 0,
         load_origin: now,
         suspended: false,
         items: Arc::new(Vec::new()),

@@ -89,9 +89,11 @@ pub async fn quickstart(
 
     let scenario = home.root.join("quickstart.yaml");
     let text = format!(
-        "# Written by `lobster quickstart`; edit it and run `lobster run {}`.\nname: quickstart\ntarget: http://{addr}\nduration: {}ms\nload:\n  users: 20\n  ramp: 2s\nthink: 1ms\nrequests:\n  - name: home\n    path: /\n  - name: item\n    path: /item/42\n    weight: 2\nsla:\n  - metric: p99\n    max: 500ms\n  - metric: error_rate\n    max: 1%\n",
+        "# Written by `lobster quickstart`; edit it and run `lobster run {}`.\nname: quickstart\ntarget: http://{addr}\nduration: {}ms\nload:\n  users: 20\n  ramp: 2s\nthink: 1ms\nrequests:\n  - name: home\n    path: /\n  - name: item\n    path: /item/42\n    weight: 2\nsla:\n  - metric: p99\n    max: 500ms\n    window: {window}s\n  - metric: error_rate\n    max: 1%\n    window: {window}s\n",
         scenario.display(),
-        args.duration.as_millis()
+        args.duration.as_millis(),
+        // A window no longer than the run, or the rules could never be judged.
+        window = args.duration.as_secs().clamp(1, 10)
     );
     std::fs::write(&scenario, text)
         .with_context(|| format!("cannot write {}", scenario.display()))

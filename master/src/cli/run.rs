@@ -88,7 +88,11 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
             .map_err(|e| Failure::bad_input(anyhow!("--duration: {e}")))?;
         let stages_ms: u64 = scenario.load.stages.iter().map(|s| s.duration_ms).sum();
         if stages_ms > scenario.duration_ms {
-            let unit = if scenario.is_open() { " req/s" } else { " users" };
+            let unit = if scenario.is_open() {
+                " req/s"
+            } else {
+                " users"
+            };
             let mut at = scenario.load.value_at(scenario.duration_ms);
             if scenario.is_open() {
                 at /= 1000.0;

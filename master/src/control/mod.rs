@@ -228,6 +228,8 @@ impl Controller {
             if close {
                 let reason = "its master ended before the run did (a crashed or force-quit `lobster run`); closed when the next run started on this home";
                 warn!(run_id = %rec.id, "closing a run left unfinished: {reason}");
+                // A stop already under way keeps its reason and verdict (a run that reached
+                // its duration is judged); any other run did not reach its end.
                 let _ = r.request_stop(now, reason, Some(RunStatus::Aborted));
                 // Nobody can send more: finish with what the store holds.
                 let _ = r.tick(now + Duration::from_secs(24 * 3600), self.settings.lease);

@@ -491,3 +491,81 @@ pub fn addr_of(url: &str) -> SocketAddr {
         .parse()
         .unwrap()
 }
+
+/// A tiny keep-alive HTTP server on loopback that answers every request with `200 ok` and
+/// stamps it: (connection number, arrival time). For tests of load shapes: when requests
+/// arrive and how many connections (users) sent them.
+pub struct StampServer {
+    pub addr: SocketAddr,
+    pub stamps: std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>>,
+}
+
+impl StampServer {
+    pub fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stamps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let all = stamps.clone();
+        std::thread::spawn(move || {
+            for (conn, stream) in listener.incoming().enumerate() {
+                let Ok(mut s) = stream else { continue };
+                let _ = s.set_nodelay(true);
+                let all = all.clone();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            all.lock().unwrap().push((conn as u64, Instant::now()));
+                            buf.drain(..end + 4);
+                            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        StampServer { addr, stamps }
+    }
+
+    /// Arrival times in order, and the connection of each.
+    pub fn taken(&self) -> Vec<(u64, Instant)> {
+        let mut v = self.stamps.lock().unwrap().clone();
+        v.sort_by_key(|s| s.1);
+        v
+    }
+}
+
+/// Runs `lobster run FILE --local-slaves N --json report.json [extra]` in `env`; returns the
+/// exit code, stdout, stderr and the report (if written).
+pub fn lobster_run(
+    env: &Env,
+    file: &Path,
+    slaves: u32,
+    extra: &[&str],
+) -> (i32, String, String, Option<serde_json::Value>) {
+    let json = env.path("report.json");
+    let _ = std::fs::remove_file(&json);
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    if slaves > 0 {
+        cmd.args(["--local-slaves", &slaves.to_string()]);
+    }
+    cmd.args(extra);
+    let (out, so, se) = run(cmd);
+    let r = json.is_file().then(|| report(&json));
+    (out.status.code().unwrap_or(-1), so, se, r)
+}

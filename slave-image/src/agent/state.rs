@@ -287,6 +287,7 @@ impl State {
         let control = LoadControl {
             profile: scenario.load.clone(),
             stripe,
+            stripe_from_ms: a.load_elapsed_ms,
             load_origin: now - Duration::from_millis(a.load_elapsed_ms),
             suspended: a.suspended,
             items: Arc::new(share.items.clone()),
@@ -319,7 +320,11 @@ impl State {
 
 fn apply_share(ctl: &mut LoadControl, share: &proto::Share, load_elapsed_ms: u64) {
     match Stripe::new(share.stripe_period, share.stripe_offsets.clone()) {
-        Ok(stripe) => ctl.stripe = stripe,
+        Ok(stripe) if stripe != ctl.stripe => {
+            ctl.stripe = stripe;
+            ctl.stripe_from_ms = load_elapsed_ms;
+        }
+        Ok(_) => {}
         Err(e) => warn!(error = %e, "rescale with an invalid stripe: keeping the current one"),
     }
     ctl.items = Arc::new(share.items.clone());

@@ -113,6 +113,11 @@ async fn user(
             if !changed_or_halt(&mut control, &halt).await {
                 break;
             }
+            // `changed` marked the new value seen: read it now.
+            let c = control.borrow_and_update();
+            suspended = c.suspended;
+            mine = c.stripe.owns(index);
+            my_items = c.items.clone();
             continue;
         }
         let req = mix.pick(rng.random_range(0..total));

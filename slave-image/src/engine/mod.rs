@@ -40,6 +40,9 @@ pub struct LoadControl {
     pub profile: Profile,
     /// Which of the fleet's user or arrival indexes this slave runs.
     pub stripe: Stripe,
+    /// Load time (ms) at which this stripe was given: the open model sends the stripe's
+    /// arrivals due from then on (a slave joining mid-run does not owe earlier ones).
+    pub stripe_from_ms: u64,
     /// Load time zero.
     pub load_origin: Instant,
     /// No new requests while true; the load clock is frozen.

@@ -40,28 +40,38 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Moves to the first owned arrival due at or after `load_ms`; owned arrivals skipped on
-    /// the way (the load clock jumped ahead) and due before `end_ms` are returned as dropped.
-    fn seek(&mut self, arrivals: &Arrivals, stripe: &Stripe, load_ms: f64, end_ms: f64) -> u64 {
-        let from_clock = stripe.first_from(arrivals.count_before(load_ms));
-        let Some(from_clock) = from_clock else {
-            self.next = None;
+    /// Positions the cursor for `stripe`. A new stripe starts at its first arrival due at or
+    /// after `from_ms` (when it was given). The same stripe goes on from where it was, except
+    /// that owned arrivals the load clock (`load_ms`) already passed by more than the
+    /// dispatcher could send — the master's clock moved on while this slave was paused — are
+    /// skipped and returned as dropped (those due before `end_ms`).
+    fn seek(
+        &mut self,
+        arrivals: &Arrivals,
+        stripe: &Stripe,
+        from_ms: f64,
+        load_ms: f64,
+        end_ms: f64,
+    ) -> u64 {
+        let next = match self.next {
+            Some(next) if self.stripe == *stripe => next,
+            _ => {
+                self.stripe = stripe.clone();
+                self.next = stripe.first_from(arrivals.count_before(from_ms));
+                return 0;
+            }
+        };
+        let Some(from_clock) = stripe.first_from(arrivals.count_before(load_ms)) else {
             return 0;
         };
-        let mut dropped = 0;
-        match self.next {
-            Some(next) if self.stripe == *stripe && next < from_clock => {
-                let end = arrivals.count_before(end_ms).min(from_clock);
-                dropped = stripe
-                    .count_below(end)
-                    .saturating_sub(stripe.count_below(next));
-                self.next = Some(from_clock);
-            }
-            Some(next) if self.stripe == *stripe => self.next = Some(next),
-            _ => self.next = Some(from_clock),
+        if next >= from_clock {
+            return 0;
         }
-        self.stripe = stripe.clone();
-        dropped
+        let end = arrivals.count_before(end_ms).min(from_clock);
+        self.next = Some(from_clock);
+        stripe
+            .count_below(end)
+            .saturating_sub(stripe.count_below(next))
     }
 }
 
@@ -97,6 +107,7 @@ pub(super) async fn drive(
         let skipped = cursor.seek(
             &arrivals,
             &ctl.stripe,
+            ctl.stripe_from_ms as f64,
             ctl.load_ms(Instant::now()) as f64,
             duration_ms,
         );
@@ -208,23 +219,31 @@ mod tests {
         let stripe = lobster_fleet::stripe::stripes(&[1, 1])[1].clone(); // odd arrivals
         let mut c = Cursor {
             next: None,
-            stripe: stripe.clone(),
+            stripe: Stripe::whole(),
         };
-        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 10_000.0), 0);
+        // Given at load time 0 but first seen 30 ms later: arrival 1 (100 ms) is still ours.
+        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 30.0, 10_000.0), 0);
         assert_eq!(c.next, Some(1));
-        // Paused at arrival 3, the clock is now at 2 s: arrivals 3..=19 owned: 3,5,..,19 (9).
+        // Given mid-run at 2 s: the first owned arrival due from then on.
+        let mut late = Cursor {
+            next: None,
+            stripe: Stripe::whole(),
+        };
+        assert_eq!(late.seek(&arrivals, &stripe, 2_000.0, 2_050.0, 10_000.0), 0);
+        assert_eq!(late.next, Some(21));
+        // Paused at arrival 3, the clock is now at 2 s: arrivals 3, 5, …, 19 are dropped (9).
         c.next = Some(3);
-        assert_eq!(c.seek(&arrivals, &stripe, 2_000.0, 10_000.0), 9);
+        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 2_000.0, 10_000.0), 9);
         assert_eq!(c.next, Some(21));
         // Seeking again at the same time drops nothing more.
-        assert_eq!(c.seek(&arrivals, &stripe, 2_000.0, 10_000.0), 0);
+        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 2_000.0, 10_000.0), 0);
         // Past the end: only arrivals due before the end count.
         c.next = Some(95);
-        assert_eq!(c.seek(&arrivals, &stripe, 20_000.0, 10_000.0), 3); // 95, 97, 99
-        // A new stripe starts over from the clock, dropping nothing.
-        let other = lobster_fleet::stripe::Stripe::whole();
+        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 20_000.0, 10_000.0), 3); // 95, 97, 99
+        // A new stripe starts over where it was given, dropping nothing.
+        let other = Stripe::whole();
         c.next = Some(5);
-        assert_eq!(c.seek(&arrivals, &other, 3_000.0, 10_000.0), 0);
+        assert_eq!(c.seek(&arrivals, &other, 3_000.0, 3_100.0, 10_000.0), 0);
         assert_eq!(c.next, Some(30));
     }
 }

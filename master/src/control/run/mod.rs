@@ -110,6 +110,9 @@ pub struct Persisted {
     pub suspended_since_unix_ms: Option<u64>,
     pub participants: BTreeMap<String, Participant>,
     pub lost: Vec<LostSlave>,
+    /// The stop requested before the restart: its reason and the status it forces.
+    #[serde(default)]
+    pub stop: Option<(String, Option<Status>)>,
 }
 
 pub struct Run {
@@ -200,9 +203,10 @@ impl Run {
         run.lost = p.lost;
         if run.phase == Phase::Stopping {
             // The stop was sent before the restart; wait a little for the last intervals again.
+            let (reason, forced) = p.stop.unwrap_or_else(|| ("stopped".into(), None));
             run.stop = Some(Stopping {
-                reason: "stopped (recovered after a master restart)".into(),
-                forced: None,
+                reason,
+                forced,
                 sent_at: now,
                 at_s: run.elapsed(now).as_secs_f64(),
                 deadline: now + STOP_SLACK,
@@ -223,6 +227,7 @@ impl Run {
                 .map(|s| unix_now.saturating_sub(s.elapsed().as_millis() as u64)),
             participants: self.participants.clone(),
             lost: self.lost.clone(),
+            stop: self.stop.as_ref().map(|s| (s.reason.clone(), s.forced)),
         }
     }
 
@@ -355,7 +360,10 @@ impl Run {
                 .map(|(u, _)| u.clone())
                 .collect();
             // Only whole seconds of load are judged: the second the stop fell in is partial.
-            let judged_below = self.stop.as_ref().map_or(u64::MAX, |s| s.at_s.floor() as u64);
+            let judged_below = self
+                .stop
+                .as_ref()
+                .map_or(u64::MAX, |s| s.at_s.floor() as u64);
             for closed in self.agg.close_ready(self.elapsed(now), &expected, lease) {
                 if closed.index >= judged_below {
                     points.push(closed.point);
