@@ -274,3 +274,75 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join_req(uid: &str) -> JoinRequest {
+        JoinRequest {
+            join_token: String::new(),
+            instance_id: "i-1".into(),
+            host: "h".into(),
+            cores: 1,
+            slave_index: 1,
+            version: lobster_fleet::VERSION.into(),
+            boot_id: "b".into(),
+            slave_uid: uid.into(),
+            millicores: 1000,
+            instance_type: "t".into(),
+            region: "r".into(),
+            slaves_on_host: 1,
+        }
+    }
+
+    /// A slave that never reads its session is cut off once its queue holds SESSION_QUEUE
+    /// messages: the master's memory for it is bounded, and the slave is reported dropped.
+    #[test]
+    fn a_slave_that_never_reads_is_cut_off_at_the_queue_bound() {
+        let mut r = Registry::default();
+        let now = Instant::now();
+        let lease = Duration::from_secs(5);
+        let (_, secret) = r
+            .join(join_req("u"), "default", lease, 10, now, 0)
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
+        r.attach("u", &secret, tx, now).unwrap();
+        let msg = || MasterMessage { kind: None };
+        for i in 0..SESSION_QUEUE {
+            assert!(r.send("u", msg()), "message {i} fits the queue");
+        }
+        assert!(r.take_dropped().is_empty());
+        assert!(!r.send("u", msg()), "one more than the queue holds");
+        assert_eq!(r.take_dropped(), vec!["u".to_string()]);
+        assert_eq!(r.connected(), 0, "the session was dropped");
+        assert!(!r.send("u", msg()), "nothing more is queued for it");
+        // What it finds when it reads at last: the queued messages, then nothing more.
+        let mut n = 0;
+        while let Ok(m) = rx.try_recv() {
+            assert!(m.is_ok());
+            n += 1;
+        }
+        assert_eq!(n, SESSION_QUEUE);
+    }
+
+    #[test]
+    fn the_slave_cap_refuses_a_new_slave_but_not_a_reconnect() {
+        let mut r = Registry::default();
+        let now = Instant::now();
+        let lease = Duration::from_secs(5);
+        for uid in ["a", "b"] {
+            let (_, secret) = r.join(join_req(uid), "default", lease, 2, now, 0).unwrap();
+            let (tx, _rx) = mpsc::channel(1);
+            std::mem::forget(_rx);
+            r.attach(uid, &secret, tx, now).unwrap();
+        }
+        let e = r
+            .join(join_req("c"), "default", lease, 2, now, 0)
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        // A known slave whose session is gone may join again whatever the cap.
+        assert_eq!(r.detach(1).as_deref(), Some("a"));
+        assert!(r.join(join_req("a"), "default", lease, 2, now, 0).is_ok());
+    }
+}

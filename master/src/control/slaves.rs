@@ -196,8 +196,6 @@ impl Controller {
     }
 }
 
-/// Admits joins at a steady rate with a burst (a fleet of thousands coming up at once, or a
-/// misbehaving client, cannot monopolise the control loop).
 /// What a run needs to know of a registered slave.
 pub(super) fn candidate_of(s: &Slave) -> Candidate {
     Candidate {
@@ -209,6 +207,8 @@ pub(super) fn candidate_of(s: &Slave) -> Candidate {
     }
 }
 
+/// Admits joins at a steady rate with a burst (a fleet of thousands coming up at once, or a
+/// misbehaving client, cannot monopolise the control loop).
 pub(super) struct JoinBucket {
     tokens: f64,
     last: Instant,
