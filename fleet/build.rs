@@ -5,6 +5,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["proto"])?;
     tonic_prost_build::configure()
+        // Messages that carry a secret get a redacting `Debug` (src/proto.rs), never a derived one.
+        .skip_debug([
+            ".lobster.v1.JoinRequest",
+            ".lobster.v1.JoinReply",
+            ".lobster.v1.Attach",
+            ".lobster.v1.DrainRequest",
+        ])
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -8,38 +8,71 @@ use std::time::Duration;
 use common::*;
 use lobster_fleet::proto::{self, control_client::ControlClient, slave_message::Kind as Up};
 
-/// Every log a fleet, a run and the commands produced: none holds a join token.
+/// Runs `lobster ARGS` with every process (daemons, instances, local slaves) logging at
+/// debug level.
+fn debug_cli(env: &Env, args: &[&str]) -> (i32, String) {
+    let mut c = env.lobster();
+    c.args(args)
+        .env("LOBSTER_LOG", "debug")
+        .env("LOBSTER_DAEMON_LOG", "debug");
+    let (out, so, se) = run(c);
+    (out.status.code().unwrap_or(-1), format!("{so}{se}"))
+}
+
+/// Files that hold a join token by design: the token files themselves, the local cloud's
+/// store of instance user-data (EC2 keeps user-data too), and each VM's 0600 env file.
+fn holds_a_token_by_design(p: &std::path::Path) -> bool {
+    let s = p.to_string_lossy();
+    s.contains("/master/tokens/")
+        || s.ends_with("/cloud/state.json")
+        || s.ends_with("/run/lobster/slave.env")
+}
+
+/// Every file a fleet, a run, a refused join, the idle watchers' drains and the commands
+/// produced, at debug level: none holds a join token (nor a token with a character added,
+/// as a refused join would echo it).
 #[test]
 fn join_tokens_never_appear_in_logs_outputs_or_reports() {
     let env = Env::new();
     let mut outputs = String::new();
-    let (code, out, err) = env.cli(&["fleet", "up", "--count", "2", "--fleet", "sec"]);
-    assert_eq!(code, 0, "{err}");
+    let (code, out) = debug_cli(
+        &env,
+        &[
+            "fleet",
+            "up",
+            "--count",
+            "2",
+            "--fleet",
+            "sec",
+            "--idle-minutes",
+            "0.1",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
     outputs.push_str(&out);
-    outputs.push_str(&err);
     let (_target, addr) = env.target();
     let file = env.scenario("s.yaml", &scenario_text(addr, "2s", "users: 4", ""));
     let json = env.path("report.json");
-    let (code, out, err) = env.cli(&[
-        "run",
-        file.to_str().unwrap(),
-        "--local-slaves",
-        "1",
-        "--min-slaves",
-        "3",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out) = debug_cli(
+        &env,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--local-slaves",
+            "1",
+            "--min-slaves",
+            "3",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
     outputs.push_str(&out);
-    outputs.push_str(&err);
     for args in [
         &["fleet", "status", "--fleet", "sec"][..],
         &["fleet", "status", "--fleet", "sec", "--json"],
     ] {
-        let (_, out, err) = env.cli(args);
-        outputs.push_str(&out);
-        outputs.push_str(&err);
+        outputs.push_str(&debug_cli(&env, args).1);
     }
     let tokens: Vec<String> = std::fs::read_dir(env.home().join("master/tokens"))
         .unwrap()
@@ -51,28 +84,73 @@ fn join_tokens_never_appear_in_logs_outputs_or_reports() {
         })
         .collect();
     assert_eq!(tokens.len(), 2, "one token per fleet (default and sec)");
-    // Logs of every process: daemons, local slaves, instances' boot/slave/idle logs.
-    let mut logs = Vec::new();
+    // A refused join that presents a real token with one character more.
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.home().join("master/master.json")).unwrap(),
+    )
+    .unwrap();
+    let refused_log = env.path("refused-slave.log");
+    let _refused = Proc {
+        child: std::process::Command::new(slave_bin())
+            .env("LOBSTER_MASTER", info["grpc"].as_str().unwrap())
+            .env("LOBSTER_JOIN_TOKEN", format!("{}x", tokens[0]))
+            .env(
+                "LOBSTER_MASTER_FINGERPRINT",
+                info["fingerprint"].as_str().unwrap(),
+            )
+            .env("LOBSTER_INSTANCE_ID", "i-refused")
+            .env("LOBSTER_LOG", "debug")
+            .stderr(std::fs::File::create(&refused_log).unwrap())
+            .spawn()
+            .unwrap(),
+        name: "refused slave".into(),
+    };
+    eventually("the refusal", Duration::from_secs(20), || {
+        std::fs::read_to_string(&refused_log)
+            .ok()?
+            .contains("wrong join token")
+            .then_some(())
+    });
+    // The drain path: the idle watchers ask the master to drain, then stop their VMs.
+    eventually("the idle fleet stopped", Duration::from_secs(90), || {
+        let st = fleet_status(&env, &["--fleet", "sec"]);
+        st["instances"]
+            .as_array()?
+            .iter()
+            .all(|i| i["state"] == "stopped")
+            .then_some(())
+    });
+    let master_log =
+        std::fs::read_to_string(env.home().join("logs/master.log")).unwrap_or_default();
+    assert!(master_log.contains("drain"), "the drain path did not run");
+    // Every file of the home, and the outputs.
+    let mut files = Vec::new();
     let mut stack = vec![env.home().to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let p = e.path();
-            if p.is_dir() {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "log")
-                || p.ends_with("report.json")
-                || p.ends_with("quickstart-report.json")
+            } else if meta.is_file()
+                && meta.len() < 50 * 1024 * 1024
+                && !holds_a_token_by_design(&p)
             {
-                logs.push(p);
+                files.push(p);
             }
         }
     }
-    assert!(logs.len() >= 8, "expected many logs, found {logs:?}");
-    for p in &logs {
-        let text = std::fs::read_to_string(p).unwrap_or_default();
+    assert!(files.len() >= 10, "expected many files, found {files:?}");
+    let logs = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .count();
+    assert!(logs >= 8, "expected many logs: {files:?}");
+    for p in &files {
+        let bytes = std::fs::read(p).unwrap_or_default();
         for t in &tokens {
             assert!(
-                !text.contains(t.as_str()),
+                !bytes.windows(t.len()).any(|w| w == t.as_bytes()),
                 "a join token leaked into {}",
                 p.display()
             );
@@ -481,12 +559,20 @@ async fn session(
 
 /// Sends heartbeats at `per_second` for `seconds`; returns how many went out before the
 /// stream was closed.
-async fn heartbeats(tx: &tokio::sync::mpsc::Sender<proto::SlaveMessage>, per_second: u32, seconds: u32) -> u32 {
+async fn heartbeats(
+    tx: &tokio::sync::mpsc::Sender<proto::SlaveMessage>,
+    per_second: u32,
+    seconds: u32,
+) -> u32 {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
     let mut sent = 0;
     for _ in 0..per_second * seconds {
         tick.tick().await;
-        if tx.send(up(Up::Heartbeat(proto::Heartbeat::default()))).await.is_err() {
+        if tx
+            .send(up(Up::Heartbeat(proto::Heartbeat::default())))
+            .await
+            .is_err()
+        {
             break;
         }
         sent += 1;
@@ -495,7 +581,10 @@ async fn heartbeats(tx: &tokio::sync::mpsc::Sender<proto::SlaveMessage>, per_sec
 }
 
 /// Whether the master's stream to a session ended (closed or an error) within `within`.
-async fn ends_within(inbound: &mut tonic::Streaming<proto::MasterMessage>, within: Duration) -> Option<String> {
+async fn ends_within(
+    inbound: &mut tonic::Streaming<proto::MasterMessage>,
+    within: Duration,
+) -> Option<String> {
     tokio::time::timeout(within, async {
         loop {
             match inbound.message().await {
@@ -518,7 +607,13 @@ async fn the_control_planes_limits_hold() {
     let env = Env::new();
     let (_m, api, grpc) = env.master(
         None,
-        &["--insecure-plaintext", "--max-slaves", "3", "--lease", "30s"],
+        &[
+            "--insecure-plaintext",
+            "--max-slaves",
+            "3",
+            "--lease",
+            "30s",
+        ],
     );
     let token = env.join_token();
     let mut c = ControlClient::connect(grpc.clone()).await.unwrap();
@@ -541,35 +636,56 @@ async fn the_control_planes_limits_hold() {
         "{accepted} joins admitted in {:?} (burst 200 + 50/s)",
         started.elapsed()
     );
-    eprintln!("LIMITS join rate: {accepted} of 260 admitted in {} ms, {limited} refused", started.elapsed().as_millis());
+    eprintln!(
+        "LIMITS join rate: {accepted} of 260 admitted in {} ms, {limited} refused",
+        started.elapsed().as_millis()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await; // refill a few tokens
 
     // The slave cap: with 3 sessions open, a new slave is refused.
     let mut open = Vec::new();
     for i in 0..3 {
-        open.push(session(&mut c, &format!("u-cap-{i}"), &token).await.unwrap());
+        open.push(
+            session(&mut c, &format!("u-cap-{i}"), &token)
+                .await
+                .unwrap(),
+        );
     }
     let e = c.join(join("u-cap-3", &token)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
     assert!(e.message().contains("at most 3 slaves"), "{}", e.message());
     drop(open);
-    eventually("the capped sessions closed", Duration::from_secs(10), || {
-        let v: serde_json::Value = serde_json::from_str(&http_get(addr_of(&api), "/api/slaves")).ok()?;
-        (v.as_array()?.iter().all(|s| s["connected"] == false)).then_some(())
-    });
+    eventually(
+        "the capped sessions closed",
+        Duration::from_secs(10),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&http_get(addr_of(&api), "/api/slaves")).ok()?;
+            (v.as_array()?.iter().all(|s| s["connected"] == false)).then_some(())
+        },
+    );
 
     // Below the flood limit (500/s for 2 s, acks read): the session lives.
     let (tx, mut inbound) = session(&mut c, "u-steady", &token).await.unwrap();
-    let reader = tokio::spawn(async move { ends_within(&mut inbound, Duration::from_secs(4)).await });
+    let reader =
+        tokio::spawn(async move { ends_within(&mut inbound, Duration::from_secs(4)).await });
     assert_eq!(heartbeats(&tx, 500, 2).await, 1000);
-    assert_eq!(reader.await.unwrap(), None, "a steady 500 messages/s was cut off");
+    assert_eq!(
+        reader.await.unwrap(),
+        None,
+        "a steady 500 messages/s was cut off"
+    );
     drop(tx);
 
     // A flood (2000 messages as fast as they go): cut off at once.
     let (tx, mut inbound) = session(&mut c, "u-flood", &token).await.unwrap();
     let flood = tokio::spawn(async move {
         for _ in 0..2000 {
-            if tx.send(up(Up::Heartbeat(proto::Heartbeat::default()))).await.is_err() {
+            if tx
+                .send(up(Up::Heartbeat(proto::Heartbeat::default())))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -303,9 +303,7 @@ mod tests {
         let mut r = Registry::default();
         let now = Instant::now();
         let lease = Duration::from_secs(5);
-        let (_, secret) = r
-            .join(join_req("u"), "default", lease, 10, now, 0)
-            .unwrap();
+        let (_, secret) = r.join(join_req("u"), "default", lease, 10, now, 0).unwrap();
         let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
         r.attach("u", &secret, tx, now).unwrap();
         let msg = || MasterMessage { kind: None };
