@@ -82,7 +82,7 @@ fn open_model_keeps_its_rate_and_counts_exactly() {
     let env = Env::new();
     let (_target, addr) = env.target();
     let text = format!(
-        "name: open\ntarget: http://{addr}\nduration: 3s\nload:\n  rate: 300\nrequests:\n  - {{name: slow, path: /delay/5}}\n"
+        "name: open\ntarget: http://{addr}\nduration: 3s\nload:\n  rate: 300\nrequests:\n  - {{name: slow, path: /delay/20}}\n"
     );
     let file = env.scenario("open.yaml", &text);
     let json = env.path("report.json");
@@ -109,7 +109,37 @@ fn open_model_keeps_its_rate_and_counts_exactly() {
         (850..=905).contains(&total),
         "open model sent {total} requests, expected about 900"
     );
-    assert!(r["totals"]["latency_ms"]["p50"].as_f64().unwrap() >= 5.0);
+    // The target waits 20 ms: no latency below it, and the median near it (milliseconds, not
+    // microseconds or seconds: a unit error is off by 1000).
+    let l = &r["totals"]["latency_ms"];
+    let (min, p50, p99) = (
+        l["min"].as_f64().unwrap(),
+        l["p50"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+    );
+    assert!(min >= 20.0, "min {min} ms below the target's 20 ms delay");
+    assert!((20.0..=60.0).contains(&p50), "p50 {p50} ms for a 20 ms delay");
+    assert!(p99 < 1000.0, "p99 {p99} ms");
+}
+
+/// Closed-model latency against a known delay: every figure from the merged histograms of
+/// three slaves lands at the target's 50 ms.
+#[test]
+fn closed_model_percentiles_match_the_targets_delay() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        "name: delay\ntarget: http://{addr}\nduration: 3s\nload:\n  users: 6\nrequests:\n  - {{name: d, path: /delay/50}}\n"
+    );
+    let file = env.scenario("delay.yaml", &text);
+    let (code, out, err, r) = lobster_run(&env, &file, 3, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let l = &r.unwrap()["totals"]["latency_ms"];
+    for k in ["min", "p50", "p90", "p95"] {
+        let v = l[k].as_f64().unwrap();
+        assert!((50.0..=80.0).contains(&v), "{k} = {v} ms for a 50 ms delay");
+    }
+    assert!(l["max"].as_f64().unwrap() < 1000.0);
 }
 
 /// A rule that must fail aborts the run within 2 s of the violating second; exit code 1.
