@@ -371,7 +371,19 @@ fn a_cloud_killed_during_fleet_up_leaves_no_duplicates() {
         .keys()
         .cloned()
         .collect();
-    let _ = first.wait_exit(Duration::from_secs(60));
+    // The kill landed mid-launch: some, not all, of the 8 existed, and the first `up` failed.
+    assert!(
+        (2..8).contains(&before.len()),
+        "the cloud died with {} of 8 instances: not mid-launch",
+        before.len()
+    );
+    let first_exit = first
+        .wait_exit(Duration::from_secs(60))
+        .expect("the first fleet up ended");
+    assert!(
+        !first_exit.success(),
+        "the first fleet up succeeded though its cloud died mid-launch"
+    );
     let (code, out, err) = env.cli(&["fleet", "up", "--count", "8"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let st = cloud_state(&env);
