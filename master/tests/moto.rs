@@ -11,8 +11,26 @@ use common::*;
 use lobster_provision::cloud::{Cloud, CloudError, InstanceState, LaunchSpec, Tags};
 use lobster_provision::ec2::{Ec2Cloud, Ec2Config};
 
-/// A public AMI moto ships in us-east-1.
-const BASE_AMI: &str = "ami-12c6146b";
+/// A public Amazon AMI that this moto ships in us-east-1 (asked, not hard-coded: the list
+/// changes between moto versions).
+fn base_ami(endpoint: &str) -> String {
+    let v = aws_moto(
+        endpoint,
+        &[
+            "ec2",
+            "describe-images",
+            "--owners",
+            "amazon",
+            "--filters",
+            "Name=architecture,Values=x86_64",
+            "Name=state,Values=available",
+        ],
+    );
+    v["Images"][0]["ImageId"]
+        .as_str()
+        .expect("moto ships public images")
+        .to_string()
+}
 
 async fn client(endpoint: &str, key: &str) -> Ec2Cloud {
     Ec2Cloud::connect(&Ec2Config {
@@ -52,8 +70,8 @@ fn spec(image: &str, count: u32, token: &str) -> LaunchSpec {
 }
 
 /// A template image in moto, made the EC2 way: an instance, then CreateImage with tags.
-async fn template(c: &Ec2Cloud) -> String {
-    let mut b = spec(BASE_AMI, 1, "builder");
+async fn template(c: &Ec2Cloud, endpoint: &str) -> String {
+    let mut b = spec(&base_ami(endpoint), 1, "builder");
     b.tags = tags(&[("lobster:role", "image-builder")]);
     let builder = c.launch(&b).await.unwrap();
     c.create_image(
@@ -77,7 +95,7 @@ async fn the_ec2_backend_against_moto() {
     let env = Env::new();
     let (_moto, endpoint) = moto(&env);
     let c = client(&endpoint, "testing").await;
-    let ami = template(&c).await;
+    let ami = template(&c, &endpoint).await;
     let found = c
         .find_images(&tags(&[("lobster:role", "slave-template")]))
         .await
@@ -303,7 +321,7 @@ async fn fleet_commands_against_moto_reuse_stopped_instances() {
     let env = Env::new();
     let (_moto, endpoint) = moto(&env);
     let c = client(&endpoint, "testing").await;
-    template(&c).await;
+    template(&c, &endpoint).await;
 
     let (code, out, err) = fleet_cli(
         &env,
@@ -423,6 +441,7 @@ async fn an_ami_is_baked_as_far_as_moto_allows() {
     let env = Env::new();
     let (_moto, endpoint) = moto(&env);
     let c = client(&endpoint, "testing").await;
+    let ami = base_ami(&endpoint);
     let mut cmd = env.lobster();
     cmd.args([
         "image",
@@ -436,7 +455,7 @@ async fn an_ami_is_baked_as_far_as_moto_allows() {
     ])
     .args([
         "--base-ami",
-        BASE_AMI,
+        &ami,
         "--binary-url",
         "https://downloads.invalid/lobster-slave",
         "--timeout",
