@@ -1,10 +1,8 @@
 //! `lobster run` end to end: real slaves, a real target, exact counts, SLA outcomes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Three local slaves against `lobster target`: the report's total is exactly what the server
 /// counted, the stop reached every slave within a second, the run passed.

@@ -1,12 +1,10 @@
 //! The chaos suite: faults injected into real processes during runs and fleet changes. Each
 //! test prints its figures (`CHAOS …` lines on stderr); docs/reliability.md keeps them.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 fn background_run(

@@ -1,11 +1,9 @@
 //! Faults during a run: the master restarted, a slave killed.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// Starts `lobster run` against a running master in the background.

@@ -1,9 +1,7 @@
 //! Bad input to the CLI: a table of malformed scenarios and arguments. Each must exit with
 //! code 2 and a message naming the problem, never panic, and never touch existing state.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const GOOD: &str = "name: smoke\ntarget: http://127.0.0.1:9\nduration: 2s\nload:\n  users: 1\nrequests:\n  - name: home\n    path: /\n";
 

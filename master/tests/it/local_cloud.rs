@@ -1,11 +1,9 @@
 //! The local cloud, driven by aws-sdk-ec2 (through Lobster's EC2 backend), by the aws CLI and
 //! by malformed requests; and its state across a crash.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lobster_master::fleet::image;
 use lobster_provision::cloud::{Cloud, CloudError, InstanceState, LaunchSpec, Tags};
 use lobster_provision::ec2::{Ec2Cloud, Ec2Config};

@@ -2,12 +2,10 @@
 //! images by tag, batched launches with tags and user-data, reuse of stopped instances,
 //! stop/terminate, error mapping, the fleet commands and the AMI bake.
 
-mod common;
-
 use std::time::Duration;
 
 use base64::Engine;
-use common::*;
+use crate::common::*;
 use lobster_provision::cloud::{Cloud, CloudError, InstanceState, LaunchSpec, Tags};
 use lobster_provision::ec2::{Ec2Cloud, Ec2Config};
 

@@ -1,12 +1,10 @@
 //! `lobster run` against nginx: the report's total equals nginx's access log, line for line.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn nginx_binary() -> String {
     for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {

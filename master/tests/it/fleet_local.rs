@@ -2,11 +2,9 @@
 //! slaves register, a second `up` changes nothing, `down` leaves 0 running, `up` again restarts
 //! the same ids, and a run on the fleet counts exactly what the target served.
 
-mod common;
-
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 
 fn ids(status: &serde_json::Value) -> Vec<String> {
     let mut v: Vec<String> = status["instances"]

@@ -2,12 +2,10 @@
 //! from IMDS user-data, VMs that stop themselves when idle or expired, and units that pass
 //! `systemd-analyze verify`.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn slaves_by_instance(env: &Env) -> std::collections::BTreeMap<String, Vec<u64>> {
     let info: serde_json::Value = serde_json::from_str(

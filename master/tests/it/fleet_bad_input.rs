@@ -1,9 +1,7 @@
 //! Bad input to the fleet commands and the local cloud's flags: each gets a clear error and
 //! its exit code (2 for input, 3 for an environment that fails), never a panic.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn check(env: &Env, what: &str, args: &[&str], code: i32, words: &str) {
     let (got, out, err) = env.cli(args);

@@ -1,11 +1,9 @@
 //! Numbers you can trust: load shapes, totals and verdicts under real server behaviour. Each
 //! test is a fault found by trying Lobster as a user would, with the right value.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn gaps(stamps: &[(u64, Instant)]) -> Vec<f64> {
     stamps

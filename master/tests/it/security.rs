@@ -1,11 +1,9 @@
 //! Security by default: tokens never leak, pinned TLS, refused joins, the API's token, and a
 //! table of bad API and gRPC requests that change nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lobster_fleet::proto::{self, control_client::ControlClient, slave_message::Kind as Up};
 
 /// Runs `lobster ARGS` with every process (daemons, instances, local slaves) logging at

@@ -1,0 +1,24 @@
+//! Lobster's integration scenarios: real processes (masters, slaves, the local cloud, nginx,
+//! moto, the aws CLI) on loopback, port 0. One test binary for the crate, to link once.
+//!
+//! `serial` holds the scenarios whose figures are timings (arrival spacing, stop propagation,
+//! loss detection, chaos): `scripts/test` runs them one at a time after the rest, so a loaded
+//! 2-core machine running two tests at once cannot bend them.
+
+mod common;
+
+mod bad_input;
+mod fleet_bad_input;
+mod fleet_local;
+mod local_cloud;
+mod moto;
+mod nginx;
+mod security;
+mod slave_image;
+
+mod serial {
+    mod chaos;
+    mod numbers;
+    mod resilience;
+    mod run_e2e;
+}
