@@ -15,7 +15,10 @@ fn snapshot(home: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.display().to_string(), std::fs::read(&p).unwrap_or_default());
+                out.insert(
+                    p.display().to_string(),
+                    std::fs::read(&p).unwrap_or_default(),
+                );
             }
         }
     }
@@ -35,7 +38,11 @@ fn bad_inputs_exit_2_with_a_clear_message() {
     assert_eq!(code, 0, "{out}\n{err}");
     std::fs::write(env.home().join("config.yaml"), "count: 2\n").unwrap();
     let before = snapshot(env.home());
-    assert!(before.keys().any(|k| k.ends_with("master/lobster.db")), "{:?}", before.keys());
+    assert!(
+        before.keys().any(|k| k.ends_with("master/lobster.db")),
+        "{:?}",
+        before.keys()
+    );
     let dir = env.path("in");
     std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, text: &[u8]| {
@@ -51,7 +58,11 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             dir.join("nope.yaml").to_str().unwrap().to_string(),
             &["cannot read", "No such file or directory"],
         ),
-        ("empty file", write("empty.yaml", b""), &["the file is empty", "expected a scenario"]),
+        (
+            "empty file",
+            write("empty.yaml", b""),
+            &["the file is empty", "expected a scenario"],
+        ),
         (
             "a directory",
             dir.to_str().unwrap().to_string(),
@@ -130,7 +141,10 @@ fn bad_inputs_exit_2_with_a_clear_message() {
         ),
         (
             "max_error_rate over 100%",
-            write("rate.yaml", format!("{GOOD}max_error_rate: 150%\n").as_bytes()),
+            write(
+                "rate.yaml",
+                format!("{GOOD}max_error_rate: 150%\n").as_bytes(),
+            ),
             &["max_error_rate must be a percentage from 0% to 100%"],
         ),
     ];
@@ -148,7 +162,10 @@ fn bad_inputs_exit_2_with_a_clear_message() {
         (
             "ftp --target",
             vec![good.clone(), "--target".into(), "ftp://x".into()],
-            &["--target", "is not a URL: expected e.g. `http://127.0.0.1:8080`"],
+            &[
+                "--target",
+                "is not a URL: expected e.g. `http://127.0.0.1:8080`",
+            ],
         ),
         (
             "too many local slaves",
@@ -212,7 +229,10 @@ fn bad_inputs_exit_2_with_a_clear_message() {
                 "--grpc-listen",
                 "127.0.0.1:0",
             ],
-            &["off loopback", "set an API token (--api-token or LOBSTER_API_TOKEN)"],
+            &[
+                "off loopback",
+                "set an API token (--api-token or LOBSTER_API_TOKEN)",
+            ],
         ),
         (
             "master advertise not a URL",
@@ -224,7 +244,11 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             vec!["target", "--listen", "here"],
             &["invalid value", "invalid socket address"],
         ),
-        ("unknown command", vec!["launch"], &["unrecognized subcommand"]),
+        (
+            "unknown command",
+            vec!["launch"],
+            &["unrecognized subcommand"],
+        ),
     ];
     for (what, a, words) in &others {
         check(&env, what, a, words);
@@ -237,9 +261,16 @@ fn bad_inputs_exit_2_with_a_clear_message() {
         .iter()
         .filter(|(k, v)| after.get(*k) != Some(*v))
         .map(|(k, _)| k)
-        .chain(after.keys().filter(|k| !before.contains_key(*k) && !k.contains("/in/")))
+        .chain(
+            after
+                .keys()
+                .filter(|k| !before.contains_key(*k) && !k.contains("/in/")),
+        )
         .collect();
-    assert!(changed.is_empty(), "bad input changed the home: {changed:?}");
+    assert!(
+        changed.is_empty(),
+        "bad input changed the home: {changed:?}"
+    );
 }
 
 fn check(env: &Env, what: &str, args: &[&str], words: &[&str]) {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use crate::common::*;
+use base64::Engine;
 use lobster_provision::cloud::{Cloud, CloudError, InstanceState, LaunchSpec, Tags};
 use lobster_provision::ec2::{Ec2Cloud, Ec2Config};
 

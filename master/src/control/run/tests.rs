@@ -218,3 +218,120 @@ fn suspend_freezes_load_time_and_detached_slaves_expire() {
     assert_eq!(kinds(&out), vec![("a".into(), "rescale", 10)]);
     assert_eq!(r.lost[0].slave_id, "s-b");
 }
+
+/// Stats of `requests` requests of which `failures` failed.
+fn failing(requests: u64, failures: u64) -> IntervalStats {
+    let mut s = stats(requests, 5);
+    let e = s.endpoints.get_mut("a").unwrap();
+    e.failures = failures;
+    e.errors.insert("status_5xx".into(), failures);
+    s
+}
+
+/// Runs a 10 s, one-slave run of `scenario` to its end with `per_second` stats each second,
+/// stopped by the operator at `stop_at` seconds when given; returns the report.
+fn finish_with(
+    scenario: Scenario,
+    per_second: IntervalStats,
+    operator_stop_at: Option<u64>,
+) -> crate::report::Report {
+    let t0 = Instant::now();
+    let mut r = Run::new(
+        "r".into(),
+        scenario,
+        RunOptions {
+            quorum: 1,
+            quorum_timeout_ms: 5000,
+        },
+        t0,
+        0,
+    );
+    r.try_start(t0, 0, vec![cand("a")]);
+    let end = operator_stop_at.unwrap_or(10);
+    for i in 0..end {
+        r.on_stats("a", i, false, &per_second);
+        r.tick(t0 + Duration::from_millis(i * 1000 + 1010), LEASE);
+    }
+    let at = t0 + Duration::from_millis(end * 1000 + 20);
+    if operator_stop_at.is_some() {
+        r.request_stop(
+            at,
+            "stopped by the operator: interrupted in `lobster run` (Ctrl-C, SIGINT)",
+            Some(Status::Aborted),
+        );
+    }
+    r.tick(at, LEASE);
+    r.on_stats("a", end, true, &IntervalStats::default());
+    r.on_stopped("a", at);
+    r.tick(at + Duration::from_millis(50), LEASE);
+    r.report.clone().expect("finished")
+}
+
+#[test]
+fn the_verdict_table() {
+    // (what, scenario extra, stats per second, operator stop, status, reason words)
+    let cases: Vec<(&str, &str, IntervalStats, Option<u64>, Status, &str)> = vec![
+        ("clean", "", stats(10, 5), None, Status::Passed, ""),
+        (
+            "every request failed, nothing accepted",
+            "",
+            failing(10, 10),
+            None,
+            Status::Failed,
+            "100 of 100 requests failed",
+        ),
+        (
+            "failures within max_error_rate",
+            "max_error_rate: 20%",
+            failing(10, 1),
+            None,
+            Status::Passed,
+            "",
+        ),
+        (
+            "failures above max_error_rate",
+            "max_error_rate: 5%",
+            failing(10, 1),
+            None,
+            Status::Failed,
+            "more than the 5% the scenario accepts",
+        ),
+        (
+            "an error_rate rule over all requests judges alone",
+            "sla: [{metric: error_rate, max: 20%, window: 2s}]",
+            failing(10, 1),
+            None,
+            Status::Passed,
+            "",
+        ),
+        (
+            "a rule whose window never filled",
+            "sla: [{metric: rps, min: 1, window: 20s}]",
+            stats(10, 5),
+            None,
+            Status::Failed,
+            "was never judged",
+        ),
+        (
+            "a person stopped it",
+            "",
+            stats(10, 5),
+            Some(4),
+            Status::Aborted,
+            "Ctrl-C",
+        ),
+    ];
+    for (what, extra, per_second, stop, status, words) in cases {
+        let rep = finish_with(scenario(extra), per_second, stop);
+        assert_eq!(rep.status, status, "{what}: {:?}", rep.reasons);
+        if words.is_empty() {
+            assert!(rep.reasons.is_empty(), "{what}: {:?}", rep.reasons);
+        } else {
+            assert!(
+                rep.reasons.iter().any(|r| r.contains(words)),
+                "{what}: {:?}",
+                rep.reasons
+            );
+        }
+    }
+}

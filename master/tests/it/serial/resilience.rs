@@ -123,18 +123,22 @@ fn a_killed_slave_is_reported_and_its_share_redistributed() {
     std::thread::sleep(Duration::from_millis(1500));
     slaves[1].signal(Signal::SIGKILL);
     // Within the lease, the two left carry all 9 users between them (5 and 4).
-    let users = eventually("9 users on the 2 slaves left", Duration::from_secs(5), || {
-        let v: serde_json::Value =
-            serde_json::from_str(&http_get(addr_of(&api), "/api/slaves")).ok()?;
-        let mut users: Vec<u64> = v
-            .as_array()?
-            .iter()
-            .filter(|s| s["connected"] == true)
-            .map(|s| s["active_users"].as_u64().unwrap_or(0))
-            .collect();
-        users.sort();
-        (users == vec![4, 5]).then_some(users)
-    });
+    let users = eventually(
+        "9 users on the 2 slaves left",
+        Duration::from_secs(5),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&http_get(addr_of(&api), "/api/slaves")).ok()?;
+            let mut users: Vec<u64> = v
+                .as_array()?
+                .iter()
+                .filter(|s| s["connected"] == true)
+                .map(|s| s["active_users"].as_u64().unwrap_or(0))
+                .collect();
+            users.sort();
+            (users == vec![4, 5]).then_some(users)
+        },
+    );
     let status = run
         .wait_exit(Duration::from_secs(60))
         .expect("run finished");
@@ -168,7 +172,9 @@ fn a_killed_slave_is_reported_and_its_share_redistributed() {
         "report {total} vs served {served}: {} missing, a slave makes {per_slave_second:.0}/s",
         served - total
     );
-    eprintln!("KILL closed model: users after the kill {users:?}; report {total} vs served {served}");
+    eprintln!(
+        "KILL closed model: users after the kill {users:?}; report {total} vs served {served}"
+    );
     drop(slaves.remove(1));
 }
 

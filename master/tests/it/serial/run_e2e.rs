@@ -116,7 +116,10 @@ fn open_model_keeps_its_rate_and_counts_exactly() {
         l["p99"].as_f64().unwrap(),
     );
     assert!(min >= 20.0, "min {min} ms below the target's 20 ms delay");
-    assert!((20.0..=60.0).contains(&p50), "p50 {p50} ms for a 20 ms delay");
+    assert!(
+        (20.0..=60.0).contains(&p50),
+        "p50 {p50} ms for a 20 ms delay"
+    );
     assert!(p99 < 1000.0, "p99 {p99} ms");
 }
 
