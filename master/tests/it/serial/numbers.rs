@@ -30,7 +30,13 @@ fn open_model_arrivals_of_more_slaves_than_the_rate_are_evenly_spread() {
     let n = stamps.len() as i64;
     assert!((9..=11).contains(&n), "{n} requests for rate 1 over 10 s");
     assert_eq!(r["totals"]["requests"].as_i64().unwrap(), n);
-    for g in gaps(&stamps) {
+    let g = gaps(&stamps);
+    eprintln!(
+        "NUMBERS rate 1 on 4 slaves for 10 s: {n} requests, gaps {:.3}..{:.3} s",
+        g.iter().cloned().fold(f64::MAX, f64::min),
+        g.iter().cloned().fold(0.0, f64::max)
+    );
+    for g in g {
         assert!(
             (0.75..=1.25).contains(&g),
             "arrivals {g:.3} s apart; expected 1 s: {:?}",
@@ -71,6 +77,10 @@ fn open_model_arrivals_of_equal_slaves_interleave() {
         "{close} of {} gaps under half the spacing: {g:?}",
         g.len()
     );
+    eprintln!(
+        "NUMBERS rate 4 on 4 slaves for 5 s: {} requests, median gap {median:.3} s, {close} gaps under 125 ms",
+        stamps.len()
+    );
 }
 
 /// `users: 4, ramp: 8s` on 4 slaves: no load for 8 s, then a jump to 4 users. Right: the
@@ -98,6 +108,11 @@ fn the_closed_model_ramp_does_not_depend_on_the_fleet_size() {
             }
         }
         assert_eq!(starts.len(), 4, "{slaves} slaves: users started {starts:?}");
+        let gaps: Vec<String> = starts
+            .windows(2)
+            .map(|w| format!("{:.2}", w[1].duration_since(w[0]).as_secs_f64()))
+            .collect();
+        eprintln!("NUMBERS ramp 0→4 users over 8 s on {slaves} slave(s): users started {gaps:?} s apart");
         for w in starts.windows(2) {
             let gap = w[1].duration_since(w[0]).as_secs_f64();
             assert!(
@@ -129,6 +144,7 @@ fn every_due_arrival_is_sent_or_dropped() {
         "one connection at 100 ms makes at most 80 requests, not {requests}"
     );
     let due = requests + dropped;
+    eprintln!("NUMBERS rate 1000 with 1 connection to a 100 ms endpoint for 8 s: requests {requests} + dropped {dropped} = {due} (due 8000)");
     assert!(
         (7999..=8001).contains(&due),
         "requests {requests} + dropped {dropped} = {due}, arrivals due 8000"
