@@ -70,23 +70,9 @@ fn three_local_slaves_count_exactly_what_nginx_logged() {
         "nginx.yaml",
         &scenario_text(addr, "3s", "users: 9", "think: 1ms\n"),
     );
-    let json = env.path("report.json");
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        file.to_str().unwrap(),
-        "--local-slaves",
-        "3",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let (out, stdout, stderr) = run(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let r = report(&json);
+    let (code, stdout, stderr, r) = lobster_run(&env, &file, 3, &[]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = r.unwrap();
     let total = r["totals"]["requests"].as_u64().unwrap();
     assert!(total > 100);
     // nginx writes the access log line when the response is done: by the time the report

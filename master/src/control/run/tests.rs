@@ -267,10 +267,19 @@ fn finish_with(
     r.report.clone().expect("finished")
 }
 
+/// (what, scenario extra, stats per second, operator stop at, status, words of a reason)
+type VerdictCase = (
+    &'static str,
+    &'static str,
+    IntervalStats,
+    Option<u64>,
+    Status,
+    &'static str,
+);
+
 #[test]
 fn the_verdict_table() {
-    // (what, scenario extra, stats per second, operator stop, status, reason words)
-    let cases: Vec<(&str, &str, IntervalStats, Option<u64>, Status, &str)> = vec![
+    let cases: Vec<VerdictCase> = vec![
         ("clean", "", stats(10, 5), None, Status::Passed, ""),
         (
             "every request failed, nothing accepted",

@@ -112,7 +112,9 @@ fn the_closed_model_ramp_does_not_depend_on_the_fleet_size() {
             .windows(2)
             .map(|w| format!("{:.2}", w[1].duration_since(w[0]).as_secs_f64()))
             .collect();
-        eprintln!("NUMBERS ramp 0→4 users over 8 s on {slaves} slave(s): users started {gaps:?} s apart");
+        eprintln!(
+            "NUMBERS ramp 0→4 users over 8 s on {slaves} slave(s): users started {gaps:?} s apart"
+        );
         for w in starts.windows(2) {
             let gap = w[1].duration_since(w[0]).as_secs_f64();
             assert!(
@@ -144,7 +146,9 @@ fn every_due_arrival_is_sent_or_dropped() {
         "one connection at 100 ms makes at most 80 requests, not {requests}"
     );
     let due = requests + dropped;
-    eprintln!("NUMBERS rate 1000 with 1 connection to a 100 ms endpoint for 8 s: requests {requests} + dropped {dropped} = {due} (due 8000)");
+    eprintln!(
+        "NUMBERS rate 1000 with 1 connection to a 100 ms endpoint for 8 s: requests {requests} + dropped {dropped} = {due} (due 8000)"
+    );
     assert!(
         (7999..=8001).contains(&due),
         "requests {requests} + dropped {dropped} = {due}, arrivals due 8000"

@@ -14,23 +14,9 @@ fn three_local_slaves_count_exactly_what_the_target_saw() {
         "smoke.yaml",
         &scenario_text(addr, "4s", "users: 12", "think: 1ms\n"),
     );
-    let json = env.path("report.json");
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        file.to_str().unwrap(),
-        "--local-slaves",
-        "3",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let (out, stdout, stderr) = run(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let r = report(&json);
+    let (code, stdout, stderr, r) = lobster_run(&env, &file, 3, &[]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = r.unwrap();
     assert_eq!(r["status"], "passed");
     assert_eq!(r["slaves"], 3);
     let total = r["totals"]["requests"].as_u64().unwrap();
@@ -83,23 +69,9 @@ fn open_model_keeps_its_rate_and_counts_exactly() {
         "name: open\ntarget: http://{addr}\nduration: 3s\nload:\n  rate: 300\nrequests:\n  - {{name: slow, path: /delay/20}}\n"
     );
     let file = env.scenario("open.yaml", &text);
-    let json = env.path("report.json");
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        file.to_str().unwrap(),
-        "--local-slaves",
-        "2",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let (out, stdout, stderr) = run(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let r = report(&json);
+    let (code, stdout, stderr, r) = lobster_run(&env, &file, 2, &[]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = r.unwrap();
     let total = r["totals"]["requests"].as_u64().unwrap();
     assert_eq!(total, target_count(addr));
     // 300/s for 3 s = 900 arrivals; allow for the start and end edges.
@@ -152,28 +124,14 @@ fn a_violated_sla_aborts_the_fleet_within_two_seconds() {
         "name: slow\ntarget: http://{addr}\nduration: 60s\nload:\n  users: 20\nrequests:\n  - {{name: slow, path: /delay/300}}\nsla:\n  - {{metric: p99, max: 100ms, window: 5s}}\n"
     );
     let file = env.scenario("slow.yaml", &text);
-    let json = env.path("report.json");
     let started = Instant::now();
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        file.to_str().unwrap(),
-        "--local-slaves",
-        "2",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let (out, stdout, stderr) = run(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (code, stdout, stderr, r) = lobster_run(&env, &file, 2, &[]);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the 60 s run was not aborted"
     );
-    let r = report(&json);
+    let r = r.unwrap();
     assert_eq!(r["status"], "aborted");
     let sla = &r["sla"][0];
     assert_eq!(sla["passed"], false);
@@ -198,23 +156,9 @@ fn a_kept_sla_passes() {
     let (_target, addr) = env.target();
     let sla = "sla:\n  - {metric: p99, max: 2s, window: 2s}\n  - {metric: error_rate, max: 1%, window: 2s}\n  - {metric: rps, min: 10, window: 2s}\n";
     let file = env.scenario("ok.yaml", &scenario_text(addr, "3s", "users: 4", sla));
-    let json = env.path("report.json");
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        file.to_str().unwrap(),
-        "--local-slaves",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let (out, stdout, stderr) = run(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let r = report(&json);
+    let (code, stdout, stderr, r) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = r.unwrap();
     assert_eq!(r["status"], "passed");
     let rules = r["sla"].as_array().unwrap();
     assert_eq!(rules.len(), 3);
@@ -231,19 +175,9 @@ fn error_statuses_are_counted_and_classed() {
         "name: errors\ntarget: http://{addr}\nduration: 2s\nload:\n  users: 2\nrequests:\n  - {{name: ok, path: /}}\n  - {{name: broken, path: /status/503}}\nsla:\n  - {{metric: error_rate, max: 1%, abort: false}}\n"
     );
     let file = env.scenario("errors.yaml", &text);
-    let json = env.path("report.json");
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        file.to_str().unwrap(),
-        "--local-slaves",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let (out, _, stderr) = run(cmd);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let r = report(&json);
+    let (code, _, stderr, r) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let r = r.unwrap();
     assert_eq!(r["status"], "failed");
     let broken = &r["endpoints"][1];
     assert_eq!(broken["name"], "broken");
