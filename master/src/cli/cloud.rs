@@ -1,5 +1,7 @@
-//! `lobster cloud local` (the local cloud in the foreground) and `lobster cloud endpoint`.
+//! `lobster cloud local` (the local cloud in the foreground), `cloud start` (in the
+//! background), `cloud endpoint` and `cloud env` (what the aws CLI or an SDK needs to call it).
 
+use super::ExitStatus;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,8 +20,14 @@ use crate::home::{Home, write_private};
 pub enum CloudCommand {
     /// Run the local cloud (EC2 API on loopback, instances as local processes) in the foreground.
     Local(LocalArgs),
+    /// Start this home's local cloud in the background (if it is not running) and print its
+    /// endpoint.
+    Start,
     /// Print the URL of the local cloud in use (for `aws --endpoint-url "$(lobster cloud endpoint)"`).
     Endpoint,
+    /// Print the shell exports the aws CLI and the SDKs need to call the local cloud: endpoint,
+    /// region and the (unchecked) credentials. Use: `eval "$(lobster cloud env)"`.
+    Env,
 }
 
 #[derive(Debug, Args)]
@@ -46,21 +54,42 @@ pub struct LocalArgs {
     pub boot_delay: Duration,
 }
 
+fn no_cloud(home: &Home) -> Failure {
+    Failure::trouble(anyhow!(
+        "no local cloud is running for {} (start one: lobster cloud start, or lobster fleet up)",
+        home.root.display()
+    ))
+}
+
 pub async fn cloud(
     cmd: CloudCommand,
     home: &Home,
     shutdown: CancellationToken,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Failure> {
     match cmd {
+        CloudCommand::Start => {
+            let info = daemon::ensure_cloud(home).await.map_err(Failure::trouble)?;
+            println!("{}", info.endpoint);
+            Ok(ExitStatus::Success)
+        }
+        CloudCommand::Env => match daemon::running_cloud(home).await {
+            Some(info) => {
+                let (key, secret) = crate::fleet::LOCAL_CREDENTIALS;
+                println!(
+                    "export AWS_ENDPOINT_URL={endpoint}\nexport AWS_ENDPOINT_URL_EC2={endpoint}\nexport AWS_REGION={region}\nexport AWS_DEFAULT_REGION={region}\nexport AWS_ACCESS_KEY_ID={key}\nexport AWS_SECRET_ACCESS_KEY={secret}",
+                    endpoint = info.endpoint,
+                    region = info.region,
+                );
+                Ok(ExitStatus::Success)
+            }
+            None => Err(no_cloud(home)),
+        },
         CloudCommand::Endpoint => match daemon::running_cloud(home).await {
             Some(info) => {
                 println!("{}", info.endpoint);
-                Ok(0)
+                Ok(ExitStatus::Success)
             }
-            None => Err(Failure::trouble(anyhow!(
-                "no local cloud is running for {} (start one: lobster cloud local, or lobster fleet up)",
-                home.root.display()
-            ))),
+            None => Err(no_cloud(home)),
         },
         CloudCommand::Local(a) => {
             let faults = Faults {
@@ -108,7 +137,7 @@ pub async fn cloud(
             );
             cloud.run(shutdown).await;
             let _ = std::fs::remove_file(&discovery);
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
     }
 }

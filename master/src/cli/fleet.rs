@@ -3,21 +3,20 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use lobster_fleet::userdata::{self, SlaveSettings};
 use lobster_provision::cloud::{Instance, InstanceState};
 use tokio_util::sync::CancellationToken;
 
-use super::{Failure, parse_duration};
+use super::{ExitStatus, Failure, parse_duration};
 use crate::client::ApiClient;
 use crate::control::SlaveView;
 use crate::daemon::{self, MasterListen};
-use crate::fleet::apply::{self, FleetError, LaunchTemplate};
+use crate::fleet::apply::{self, FleetError};
 use crate::fleet::config::{self, CloudKind, FleetSettings, Overrides};
-use crate::fleet::plan::Desired;
-use crate::fleet::{Connected, connect, image, status};
+use crate::fleet::up::{MAX_COUNT, Progress, UpError, UpReport, UpRequest};
+use crate::fleet::{Connected, connect, status};
 use crate::home::Home;
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +77,13 @@ pub struct UpArgs {
     /// Give up waiting after this long (default: register_timeout of the config, 5m).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Address a master started for the fleet listens on for slaves (default: 127.0.0.1:0 for
+    /// the local cloud, 0.0.0.0:7401 for AWS).
+    #[arg(long, env = "LOBSTER_MASTER_GRPC_LISTEN", value_name = "ADDR")]
+    pub master_listen: Option<String>,
+    /// API token of the master of this home, if it has one.
+    #[arg(long, env = "LOBSTER_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -101,10 +107,8 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Most instances one fleet may ask for.
-const MAX_COUNT: i64 = 10_000;
-
-fn settings(home: &Home, c: &Common, o: Overrides) -> Result<FleetSettings, Failure> {
+/// The fleet's settings: `config.yaml` (or `--config`), then the flags.
+pub(crate) fn settings(home: &Home, c: &Common, o: Overrides) -> Result<FleetSettings, Failure> {
     let (path, explicit) = config::path(home, c.config.clone());
     let file = config::read(&path, explicit).map_err(|e| Failure::bad_input(anyhow!(e)))?;
     let o = Overrides {
@@ -120,7 +124,7 @@ fn settings(home: &Home, c: &Common, o: Overrides) -> Result<FleetSettings, Fail
 fn fleet_failure(e: FleetError) -> Failure {
     match e {
         FleetError::Partial { .. } => Failure {
-            code: 1,
+            code: ExitStatus::Failed,
             error: e.into(),
         },
         _ => Failure::trouble(e),
@@ -135,7 +139,7 @@ pub async fn fleet(
     cmd: FleetCommand,
     home: &Home,
     shutdown: CancellationToken,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Failure> {
     match cmd {
         FleetCommand::Up(a) => up(a, home, shutdown).await,
         FleetCommand::Down(a) => down(a, home).await,
@@ -154,7 +158,8 @@ async fn master_slaves(home: &Home) -> Vec<SlaveView> {
     }
 }
 
-struct Bars {
+/// Progress bars of `fleet up`.
+pub(crate) struct Bars {
     up: ProgressBar,
     running: ProgressBar,
     slaves: ProgressBar,
@@ -162,7 +167,7 @@ struct Bars {
 }
 
 impl Bars {
-    fn new(count: u64, expected_slaves: Option<u64>) -> Self {
+    pub(crate) fn new(count: u64, expected_slaves: Option<u64>) -> Self {
         let multi = MultiProgress::new();
         let style = ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} {msg}")
             .expect("template")
@@ -194,27 +199,37 @@ impl Bars {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.up.finish();
         self.running.finish();
         self.slaves.finish();
     }
 }
 
-async fn up(a: UpArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, Failure> {
+impl Progress for Bars {
+    fn observed(&self, instances: &[Instance], registered: Option<u64>) {
+        self.show(instances, registered);
+    }
+
+    fn note(&self, line: &str) {
+        let _ = self._multi.println(line);
+    }
+}
+
+/// Flags → one resolved request, before any I/O.
+fn resolve_up(a: UpArgs, home: &Home) -> Result<UpRequest, Failure> {
     if a.count < 1 {
         return Err(Failure::bad_input(anyhow!(
             "--count must be at least 1 (to stop the fleet: lobster fleet down)"
         )));
     }
-    if a.count > MAX_COUNT {
+    if a.count > i64::from(MAX_COUNT) {
         return Err(Failure::bad_input(anyhow!(
             "--count {} is more than the {MAX_COUNT} instances one fleet may have",
             a.count
         )));
     }
-    let count = a.count as u32;
-    let s = settings(
+    let settings = settings(
         home,
         &a.common,
         Overrides {
@@ -226,188 +241,85 @@ async fn up(a: UpArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, F
             ..Default::default()
         },
     )?;
-    let started = Instant::now();
-    let timeout = a.timeout.unwrap_or(s.register_timeout);
-    let c = connected(&s, home).await?;
-    let cloud = c.cloud.as_ref();
-
-    // The template image, found by tag (built on the spot for the local cloud).
-    let image = match image::find_template(cloud, &s.template_tag)
-        .await
-        .map_err(fleet_failure)?
-    {
-        Ok(img) => img.id,
-        Err(missing) if s.cloud == CloudKind::Local && a.template_tag.is_none() => {
-            let bin =
-                crate::local_slaves::slave_binary().map_err(|e| Failure::trouble(anyhow!(e)))?;
-            eprintln!("no template image yet: building one for the local cloud");
-            let id = image::build_local(
-                cloud,
-                &daemon::cloud_dir(home).join("images"),
-                &bin,
-                &s.template_tag,
-            )
-            .await
-            .map_err(Failure::trouble)?;
-            let _ = missing;
-            id
-        }
-        Err(missing) => return Err(Failure::bad_input(missing)),
-    };
-    let desired = Desired {
-        fleet: s.fleet.clone(),
-        count,
-        batch_size: s.batch_size,
-    };
-    if a.dry_run {
-        let (p, observed) = apply::current_plan(cloud, &desired)
-            .await
-            .map_err(fleet_failure)?;
-        println!(
-            "fleet {} on {}: {} instance(s) observed, template image {image}",
-            s.fleet,
-            c.endpoint,
-            observed.len()
-        );
-        println!("{}", p.describe());
-        return Ok(0);
-    }
-
-    // The master the slaves will join.
-    let listen = match s.cloud {
+    let listen = match settings.cloud {
         CloudKind::Local => MasterListen {
-            grpc: std::env::var("LOBSTER_MASTER_GRPC_LISTEN")
-                .unwrap_or_else(|_| "127.0.0.1:0".into()),
+            grpc: a.master_listen.unwrap_or_else(|| "127.0.0.1:0".into()),
             api: "127.0.0.1:0".into(),
             advertise: None,
         },
         CloudKind::Aws => MasterListen {
-            grpc: std::env::var("LOBSTER_MASTER_GRPC_LISTEN")
-                .unwrap_or_else(|_| "0.0.0.0:7401".into()),
+            grpc: a.master_listen.unwrap_or_else(|| "0.0.0.0:7401".into()),
             api: "127.0.0.1:0".into(),
-            advertise: s.master_url.clone(),
+            advertise: settings.master_url.clone(),
         },
     };
-    if s.cloud == CloudKind::Aws && s.master_url.is_none() {
+    Ok(UpRequest {
+        timeout: a.timeout.unwrap_or(settings.register_timeout),
+        count: a.count as u32,
+        explicit_template: a.template_tag.is_some(),
+        dry_run: a.dry_run,
+        wait: !a.no_wait,
+        listen,
+        api_token: a.api_token,
+        settings,
+    })
+}
+
+/// Maps a `fleet up` failure to its exit code.
+pub(crate) fn up_failure(e: UpError) -> Failure {
+    match e {
+        UpError::NoTemplate(_) => Failure::bad_input(e),
+        UpError::Fleet(f) if !f.is_auth() => fleet_failure(f),
+        e => Failure::trouble(e),
+    }
+}
+
+pub(crate) async fn up(
+    a: UpArgs,
+    home: &Home,
+    shutdown: CancellationToken,
+) -> Result<ExitStatus, Failure> {
+    let req = resolve_up(a, home)?;
+    if req.settings.cloud == CloudKind::Aws && req.settings.master_url.is_none() && !req.dry_run {
         eprintln!(
             "warning: no master_url in the config: slaves on EC2 will be told to dial the master's local address"
         );
     }
-    let master = daemon::ensure_master(home, &listen)
-        .await
-        .map_err(Failure::trouble)?;
-    let token = crate::tokens::fleet_token(&home.master(), &s.fleet)
-        .context("cannot read the fleet's join token")
-        .map_err(Failure::trouble)?;
-    let expires_at =
-        crate::clock::rfc3339(crate::clock::unix_ms() + s.max_lifetime.as_millis() as u64);
-    let user_data = userdata::render(
-        image::USER_DATA,
-        &SlaveSettings {
-            fleet: s.fleet.clone(),
-            master: master.grpc.clone(),
-            join_token: token,
-            fingerprint: master.fingerprint.clone(),
-            idle_minutes: s.idle_minutes,
-            slaves_per_core: s.slaves_per_core,
-            max_lifetime: humantime::format_duration(s.max_lifetime)
-                .to_string()
-                .replace(' ', ""),
-            expires_at: expires_at.clone(),
-        },
-    );
-    let template = LaunchTemplate {
-        image_id: image.clone(),
-        user_data,
-        expires_at,
-    };
-    let expected_per =
-        crate::fleet::vcpus(&s.instance_types[0]).map(|v| u64::from(v * s.slaves_per_core));
-    let bars = Bars::new(u64::from(count), expected_per.map(|e| e * u64::from(count)));
-    let deadline = Instant::now() + timeout;
-    let outcome = apply::converge(cloud, &s, &desired, &template, deadline, |obs| {
-        bars.show(obs, None)
-    })
-    .await;
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            bars.finish();
-            return Err(if e.is_auth() {
-                Failure::trouble(e)
-            } else {
-                fleet_failure(e)
-            });
-        }
-    };
-    let api = ApiClient::new(&master.api, None);
-    let mut instances;
-    let mut registered = 0u64;
-    let mut waited_out = false;
-    if !a.no_wait {
-        loop {
-            instances = apply::observe(cloud, &s.fleet)
-                .await
-                .map_err(fleet_failure)?;
-            let up: Vec<&Instance> = instances.iter().filter(|i| i.state.is_up()).collect();
-            let slaves = api.slaves().await.unwrap_or_default();
-            registered = slaves
-                .iter()
-                .filter(|sl| sl.connected && up.iter().any(|i| i.id == sl.instance_id))
-                .count() as u64;
-            bars.show(&instances, Some(registered));
-            let all_running = up.iter().all(|i| i.state == InstanceState::Running);
-            let enough = match expected_per {
-                Some(e) => registered >= e * up.len() as u64,
-                None => up.iter().all(|i| {
-                    slaves
-                        .iter()
-                        .any(|sl| sl.connected && sl.instance_id == i.id)
-                }),
-            };
-            if all_running && enough && !up.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline || shutdown.is_cancelled() {
-                waited_out = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    } else {
-        instances = apply::observe(cloud, &s.fleet)
-            .await
-            .map_err(fleet_failure)?;
-        bars.show(&instances, None);
-    }
+    let bars = Bars::new(u64::from(req.count), None);
+    let report = crate::fleet::up::up(&req, home, &bars, &shutdown).await;
     bars.finish();
-    let up = instances.iter().filter(|i| i.state.is_up()).count();
-    println!(
-        "fleet {}: {up} instance(s) up ({} started, {} launched, {} stopped), {registered} slave(s) registered in {:.1} s (master {}, template {image})",
-        s.fleet,
-        outcome.started.len(),
-        outcome.launched.len(),
-        outcome.stopped.len(),
-        started.elapsed().as_secs_f64(),
-        master.api,
-    );
-    if let Some(reason) = outcome.partial {
-        return Err(fleet_failure(FleetError::Partial {
+    match report.map_err(up_failure)? {
+        UpReport::Planned {
+            observed,
+            image,
+            plan,
+            endpoint,
+        } => {
+            println!(
+                "fleet {} on {endpoint}: {observed} instance(s) observed, template image {image}\n{plan}",
+                req.settings.fleet
+            );
+        }
+        UpReport::Up {
+            outcome,
             up,
-            want: count as usize,
-            reason,
-        }));
+            registered,
+            elapsed,
+            master_api,
+            image,
+        } => println!(
+            "fleet {}: {up} instance(s) up ({} started, {} launched, {} stopped), {registered} slave(s) registered in {:.1} s (master {master_api}, template {image})",
+            req.settings.fleet,
+            outcome.started.len(),
+            outcome.launched.len(),
+            outcome.stopped.len(),
+            elapsed.as_secs_f64(),
+        ),
     }
-    if waited_out {
-        return Err(Failure::trouble(anyhow!(
-            "only {registered} slave(s) registered within {} s (see lobster fleet status and LOBSTER_HOME/logs)",
-            timeout.as_secs()
-        )));
-    }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
-async fn down(a: DownArgs, home: &Home) -> Result<u8, Failure> {
+async fn down(a: DownArgs, home: &Home) -> Result<ExitStatus, Failure> {
     let s = settings(home, &a.common, Overrides::default())?;
     if s.cloud == CloudKind::Local
         && s.endpoint_url.is_none()
@@ -417,7 +329,7 @@ async fn down(a: DownArgs, home: &Home) -> Result<u8, Failure> {
             "fleet {}: no local cloud is running, nothing to stop",
             s.fleet
         );
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     let c = connected(&s, home).await?;
     let ids = apply::down(c.cloud.as_ref(), &s.fleet, a.terminate)
@@ -447,10 +359,10 @@ async fn down(a: DownArgs, home: &Home) -> Result<u8, Failure> {
         s.fleet,
         ids.len()
     );
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
-async fn status_cmd(a: StatusArgs, home: &Home) -> Result<u8, Failure> {
+async fn status_cmd(a: StatusArgs, home: &Home) -> Result<ExitStatus, Failure> {
     let s = settings(home, &a.common, Overrides::default())?;
     let instances = if s.cloud == CloudKind::Local
         && s.endpoint_url.is_none()
@@ -478,5 +390,5 @@ async fn status_cmd(a: StatusArgs, home: &Home) -> Result<u8, Failure> {
     } else {
         print!("{}", status::render(&st));
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -1,5 +1,6 @@
 //! `lobster image build`: the template image for the local cloud (`--local`) or EC2.
 
+use super::ExitStatus;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -42,7 +43,7 @@ pub struct BuildArgs {
     pub timeout: Duration,
 }
 
-pub async fn image(cmd: ImageCommand, home: &Home) -> Result<u8, Failure> {
+pub async fn image(cmd: ImageCommand, home: &Home) -> Result<ExitStatus, Failure> {
     let ImageCommand::Build(a) = cmd;
     let mut common = a.common.clone();
     if a.local {
@@ -85,7 +86,7 @@ pub async fn image(cmd: ImageCommand, home: &Home) -> Result<u8, Failure> {
                 "local template image {id} tagged {}={}",
                 s.template_tag.0, s.template_tag.1
             );
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         CloudKind::Aws => {
             let base = a
@@ -117,7 +118,7 @@ pub async fn image(cmd: ImageCommand, home: &Home) -> Result<u8, Failure> {
             .await
             .map_err(Failure::trouble)?;
             println!("{id}");
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
     }
 }

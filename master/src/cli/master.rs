@@ -1,5 +1,6 @@
 //! `lobster master`: the control plane in the foreground.
 
+use super::ExitStatus;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -90,7 +91,7 @@ pub async fn master(
     args: MasterArgs,
     home: &Home,
     shutdown: CancellationToken,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Failure> {
     let config = args.resolve(home)?;
     let master = Master::bind(config).await.map_err(start_failure)?;
     let info = master.info().clone();
@@ -106,5 +107,5 @@ pub async fn master(
         }
     );
     master.run(shutdown).await.map_err(Failure::trouble)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -80,29 +80,47 @@ Examples:
   lobster run examples/smoke.yaml --local-slaves 2
   lobster run scenario.yaml --json report.json --duration 30s";
 
-/// How the command ended.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub error: anyhow::Error,
+/// The exit codes Lobster documents (README, `lobster run --help`); scripts rely on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The command did what it was asked; a run passed.
+    Success = 0,
+    /// A run failed or was aborted; a fleet is partial.
+    Failed = 1,
+    /// Bad input: a scenario, a config, a flag.
+    BadInput = 2,
+    /// The environment failed: no slaves, the master or the cloud unreachable, credentials
+    /// refused, a port busy.
+    Trouble = 3,
+    /// Interrupted twice: exited at once.
+    Forced = 130,
 }
 
-/// Exit code for bad input.
-pub const BAD_INPUT: u8 = 2;
-/// Exit code for a failed environment.
-pub const TROUBLE: u8 = 3;
+impl ExitStatus {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// How a command failed: its exit status and the error, printed once with its chain.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: ExitStatus,
+    pub error: anyhow::Error,
+}
 
 impl Failure {
     pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
         Failure {
-            code: BAD_INPUT,
+            code: ExitStatus::BadInput,
             error: error.into(),
         }
     }
 
     pub fn trouble(error: impl Into<anyhow::Error>) -> Self {
         Failure {
-            code: TROUBLE,
+            code: ExitStatus::Trouble,
             error: error.into(),
         }
     }
@@ -114,7 +132,12 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { BAD_INPUT } else { 0 });
+            let status = if e.use_stderr() {
+                ExitStatus::BadInput
+            } else {
+                ExitStatus::Success
+            };
+            return ExitCode::from(status.code());
         }
     };
     let default_log = match cli.command {
@@ -148,7 +171,7 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(TROUBLE);
+            return ExitCode::from(ExitStatus::Trouble.code());
         }
     };
     let result = runtime.block_on(async move {
@@ -167,15 +190,15 @@ pub fn main() -> ExitCode {
         };
         tokio::select! {
             r = work => r,
-            _ = force.cancelled() => Err(Failure { code: 130, error: anyhow::anyhow!("interrupted twice: exiting now") }),
+            _ = force.cancelled() => Err(Failure { code: ExitStatus::Forced, error: anyhow::anyhow!("interrupted twice: exiting now") }),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(status) => ExitCode::from(status.code()),
         Err(f) => {
             eprintln!("error: {:#}", f.error);
-            ExitCode::from(f.code)
+            ExitCode::from(f.code.code())
         }
     }
 }

@@ -10,11 +10,19 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::Failure;
-use super::fleet::{Common, UpArgs};
-use super::run::RunArgs;
+use lobster_provision::cloud::InstanceState;
+
+use super::fleet::{Bars, Common};
+use super::run::Plan;
+use super::{ExitStatus, Failure};
+use crate::daemon::MasterListen;
+use crate::fleet::config::{CloudKind, Overrides};
+use crate::fleet::up::{UpReport, UpRequest};
 use crate::home::Home;
 use crate::target::Target;
+
+/// The fleet quickstart brings up.
+const FLEET: &str = "quickstart";
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
@@ -35,48 +43,67 @@ pub struct QuickstartArgs {
     pub keep: bool,
 }
 
-fn common() -> Common {
-    Common {
-        cloud: None,
-        endpoint_url: None,
-        region: None,
-        fleet: Some("quickstart".into()),
-        config: None,
-    }
-}
-
 pub async fn quickstart(
     args: QuickstartArgs,
     home: &Home,
     shutdown: CancellationToken,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Failure> {
     if args.instances == 0 || args.instances > 50 {
         return Err(Failure::bad_input(anyhow::anyhow!(
             "--instances must be between 1 and 50"
         )));
     }
+    let common = Common {
+        cloud: Some(CloudKind::Local),
+        endpoint_url: None,
+        region: None,
+        fleet: Some(FLEET.into()),
+        config: None,
+    };
+    let settings = super::fleet::settings(
+        home,
+        &common,
+        Overrides {
+            instance_type: Some("local.small".into()),
+            idle_minutes: Some(args.idle_minutes),
+            slaves_per_core: Some(1),
+            ..Default::default()
+        },
+    )?;
+    let req = UpRequest {
+        settings,
+        count: args.instances,
+        explicit_template: false,
+        dry_run: false,
+        wait: true,
+        timeout: Duration::from_secs(120),
+        listen: MasterListen {
+            grpc: "127.0.0.1:0".into(),
+            api: "127.0.0.1:0".into(),
+            advertise: None,
+        },
+        api_token: None,
+    };
     Home::ensure(&home.root).map_err(Failure::trouble)?;
     println!(
         "1/5 fleet: {} instance(s) on the local cloud (started in the background)",
         args.instances
     );
-    super::fleet::fleet(
-        super::fleet::FleetCommand::Up(UpArgs {
-            common: common(),
-            count: i64::from(args.instances),
-            instance_type: Some("local.small".into()),
-            template_tag: None,
-            idle_minutes: Some(args.idle_minutes),
-            slaves_per_core: Some(1),
-            max_lifetime: None,
-            dry_run: false,
-            no_wait: false,
-            timeout: Some(Duration::from_secs(120)),
-        }),
-        home,
-        shutdown.clone(),
-    )
-    .await?;
+    let bars = Bars::new(u64::from(args.instances), None);
+    let report = crate::fleet::up::up(&req, home, &bars, &shutdown).await;
+    bars.finish();
+    if let UpReport::Up {
+        registered,
+        elapsed,
+        image,
+        ..
+    } = report.map_err(super::fleet::up_failure)?
+    {
+        println!(
+            "    {registered} slave(s) registered in {:.1} s (template {image})",
+            elapsed.as_secs_f64()
+        );
+    }
 
     let target = Target::bind("127.0.0.1:0".parse().expect("address"))
         .await
@@ -89,9 +116,10 @@ pub async fn quickstart(
 
     let scenario = home.root.join("quickstart.yaml");
     let text = format!(
-        "# Written by `lobster quickstart`; edit it and run `lobster run {}`.\nname: quickstart\ntarget: http://{addr}\nduration: {}ms\nload:\n  users: 20\n  ramp: 2s\nthink: 1ms\nrequests:\n  - name: home\n    path: /\n  - name: item\n    path: /item/42\n    weight: 2\nsla:\n  - metric: p99\n    max: 500ms\n    window: {window}s\n  - metric: error_rate\n    max: 1%\n    window: {window}s\n",
-        scenario.display(),
+        "# Written by `lobster quickstart`. Its target is the built-in one on port {port}: start it\n# again with `lobster target --listen {addr}`, then `lobster run {file} --local-slaves 2`.\nname: quickstart\ntarget: http://{addr}\nduration: {}ms\nload:\n  users: 20\n  ramp: 2s\nthink: 1ms\nrequests:\n  - name: home\n    path: /\n  - name: item\n    path: /item/42\n    weight: 2\nsla:\n  - metric: p99\n    max: 500ms\n    window: {window}s\n  - metric: error_rate\n    max: 1%\n    window: {window}s\n",
         args.duration.as_millis(),
+        port = addr.port(),
+        file = scenario.display(),
         // A window no longer than the run, or the rules could never be judged.
         window = args.duration.as_secs().clamp(1, 10)
     );
@@ -103,23 +131,18 @@ pub async fn quickstart(
         .clone()
         .unwrap_or_else(|| home.root.join("quickstart-report.json"));
     println!("3/5 running {} on the fleet\n", scenario.display());
-    let code = super::run::run(
-        RunArgs {
-            scenario,
-            local_slaves: 0,
-            json: Some(json.clone()),
-            duration: None,
-            target: None,
-            min_slaves: Some(args.instances),
-            quorum_timeout: Duration::from_secs(60),
-            master: None,
-            api_token: None,
-            quiet: false,
-        },
-        home,
-        shutdown.clone(),
-    )
-    .await?;
+    let plan = Plan {
+        warnings: Vec::new(),
+        scenario: lobster_fleet::scenario::load(&scenario).map_err(Failure::bad_input)?,
+        local_slaves: 0,
+        json: Some(json.clone()),
+        min_slaves: Some(args.instances),
+        quorum_timeout: Duration::from_secs(60),
+        master: None,
+        api_token: None,
+        quiet: false,
+    };
+    let code = super::run::execute(plan, home, shutdown.clone()).await?;
     stop_target.cancel();
     println!(
         "4/5 the target counted {} requests; JSON report: {}",
@@ -129,8 +152,9 @@ pub async fn quickstart(
 
     if args.keep {
         println!(
-            "5/5 kept running: see `lobster fleet status --fleet quickstart`; `lobster stop` ends everything"
+            "5/5 kept running: see `lobster fleet status --fleet {FLEET}`; `lobster stop` ends everything"
         );
+        next_steps(&scenario, addr);
         return Ok(code);
     }
     println!(
@@ -142,18 +166,10 @@ pub async fn quickstart(
         + Duration::from_secs(60);
     let mut stopped = false;
     while Instant::now() < deadline && !shutdown.is_cancelled() {
-        let s = crate::fleet::config::resolve(Default::default(), Default::default())
-            .expect("defaults are valid");
-        let s = crate::fleet::config::FleetSettings {
-            fleet: "quickstart".into(),
-            ..s
-        };
-        if let Ok(c) = crate::fleet::connect(&s, home).await
-            && let Ok(list) = crate::fleet::apply::observe(c.cloud.as_ref(), "quickstart").await
+        if let Some(c) = crate::fleet::connect_existing(&req.settings, home).await
+            && let Ok(list) = crate::fleet::apply::observe(c.cloud.as_ref(), FLEET).await
             && !list.is_empty()
-            && list
-                .iter()
-                .all(|i| i.state == lobster_provision::cloud::InstanceState::Stopped)
+            && list.iter().all(|i| i.state == InstanceState::Stopped)
         {
             stopped = true;
             break;
@@ -166,9 +182,18 @@ pub async fn quickstart(
         );
     } else {
         eprintln!(
-            "warning: the fleet did not stop by itself in time; see `lobster fleet status --fleet quickstart`"
+            "warning: the fleet did not stop by itself in time; see `lobster fleet status --fleet {FLEET}`"
         );
     }
     super::stop::stop(home).await?;
+    next_steps(&scenario, addr);
     Ok(code)
+}
+
+/// What to try next, with commands that work as printed.
+fn next_steps(scenario: &std::path::Path, addr: std::net::SocketAddr) {
+    println!(
+        "\nnext:\n  lobster target --listen {addr} &          # the same built-in target again\n  lobster run {} --local-slaves 2   # the run again, no fleet needed\n  lobster fleet up --count 3                 # a fleet of your own (lobster fleet down stops it)\n  docs/scenario.md                            # write your own scenario",
+        scenario.display()
+    );
 }

@@ -4,6 +4,7 @@
 //! this process for the run. `--local-slaves N` starts N slave processes beside it. The first
 //! Ctrl-C stops the run (the report is still written); the second exits at once.
 
+use super::ExitStatus;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,17 +62,22 @@ const MAX_LOCAL_SLAVES: u32 = 256;
 const MASTER_SILENCE: Duration = Duration::from_secs(90);
 
 /// Everything a run needs, checked before any I/O.
-struct Plan {
+pub(crate) struct Plan {
     /// Said before the run starts (things the user should know, not errors).
-    warnings: Vec<String>,
-    scenario: Scenario,
-    local_slaves: u32,
-    json: Option<PathBuf>,
-    min_slaves: Option<u32>,
-    quorum_timeout: Duration,
-    master: Option<String>,
-    api_token: Option<String>,
-    quiet: bool,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) scenario: Scenario,
+    /// Slave processes to start on this host.
+    pub(crate) local_slaves: u32,
+    /// Where to write the JSON report.
+    pub(crate) json: Option<PathBuf>,
+    /// Slaves to wait for (default: the local slaves, else the registered ones, at least 1).
+    pub(crate) min_slaves: Option<u32>,
+    pub(crate) quorum_timeout: Duration,
+    /// API URL of the master to use (default: this home's, else one started here).
+    pub(crate) master: Option<String>,
+    pub(crate) api_token: Option<String>,
+    /// No live table.
+    pub(crate) quiet: bool,
 }
 
 fn plan(args: RunArgs) -> Result<Plan, Failure> {
@@ -216,8 +222,20 @@ async fn attach(plan: &Plan, home: &Home) -> Result<Attached, Failure> {
     })
 }
 
-pub async fn run(args: RunArgs, home: &Home, shutdown: CancellationToken) -> Result<u8, Failure> {
-    let plan = plan(args)?;
+pub async fn run(
+    args: RunArgs,
+    home: &Home,
+    shutdown: CancellationToken,
+) -> Result<ExitStatus, Failure> {
+    execute(plan(args)?, home, shutdown).await
+}
+
+/// Runs a resolved plan: attach to (or start) a master, start local slaves, follow the run.
+pub(crate) async fn execute(
+    plan: Plan,
+    home: &Home,
+    shutdown: CancellationToken,
+) -> Result<ExitStatus, Failure> {
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
@@ -235,7 +253,7 @@ async fn drive(
     home: &Home,
     m: &Attached,
     shutdown: CancellationToken,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Failure> {
     let locals = if plan.local_slaves > 0 {
         let token = m.join_token.as_deref().ok_or_else(|| {
             Failure::bad_input(anyhow!(
@@ -268,8 +286,8 @@ async fn drive(
             .map_err(Failure::trouble)?;
     }
     Ok(match report.status {
-        Status::Passed => 0,
-        Status::Failed | Status::Aborted => 1,
+        Status::Passed => ExitStatus::Success,
+        Status::Failed | Status::Aborted => ExitStatus::Failed,
     })
 }
 

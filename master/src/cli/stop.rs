@@ -1,5 +1,6 @@
 //! `lobster stop`: ends the background master and local cloud of this home.
 
+use super::ExitStatus;
 use std::time::Duration;
 
 use crate::daemon;
@@ -7,7 +8,7 @@ use crate::home::Home;
 
 use super::Failure;
 
-pub async fn stop(home: &Home) -> Result<u8, Failure> {
+pub async fn stop(home: &Home) -> Result<ExitStatus, Failure> {
     let mut stopped = 0;
     if let Some(info) = crate::server::discover(&home.master())
         && daemon::stop_pid(info.pid, Duration::from_secs(20)).await
@@ -27,5 +28,5 @@ pub async fn stop(home: &Home) -> Result<u8, Failure> {
     if stopped == 0 {
         println!("nothing was running for {}", home.root.display());
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

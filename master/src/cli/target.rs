@@ -1,5 +1,6 @@
 //! `lobster target`: the built-in HTTP target in the foreground.
 
+use super::ExitStatus;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub struct TargetArgs {
     pub addr_file: Option<PathBuf>,
 }
 
-pub async fn target(args: TargetArgs, shutdown: CancellationToken) -> Result<u8, Failure> {
+pub async fn target(args: TargetArgs, shutdown: CancellationToken) -> Result<ExitStatus, Failure> {
     let t = Target::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))
@@ -40,5 +41,5 @@ pub async fn target(args: TargetArgs, shutdown: CancellationToken) -> Result<u8,
     let counter = t.counter();
     t.run(shutdown).await;
     eprintln!("lobster target stopped after {} requests", counter.get());
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

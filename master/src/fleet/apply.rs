@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use lobster_fleet::tags;
 use lobster_provision::cloud::{Cloud, CloudError, Instance, InstanceState, LaunchSpec, Tags};
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
 
 use super::config::FleetSettings;
 use super::plan::{Desired, Plan, plan};
@@ -34,6 +35,9 @@ pub enum FleetError {
     /// Waiting ran out.
     #[error("{0}")]
     Timeout(String),
+    /// Stopped by a signal between two passes (nothing half done: each pass is whole).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl FleetError {
@@ -123,35 +127,71 @@ pub async fn current_plan(
     Ok((plan(desired, &observed), observed))
 }
 
-/// Reconciles until the plan is empty, capacity runs out, or `deadline`.
+/// Reconciles until the plan is empty, capacity runs out, `deadline`, or `shutdown` (checked
+/// between passes, so a pass is never left half done). Each pass runs in a `reconcile` span.
 pub async fn converge(
     cloud: &dyn Cloud,
     s: &FleetSettings,
     desired: &Desired,
     t: &LaunchTemplate,
     deadline: Instant,
+    shutdown: &CancellationToken,
     mut on_pass: impl FnMut(&[Instance]),
 ) -> Result<Outcome, FleetError> {
-    let mut out = Outcome::default();
-    let mut type_index = 0usize;
-    let mut subnet_index = 0usize;
+    let mut r = Reconciler::default();
     loop {
-        let (p, observed) = current_plan(cloud, desired).await?;
-        on_pass(&observed);
-        out.passes += 1;
-        if p.is_empty() || out.partial.is_some() {
-            return Ok(out);
+        if shutdown.is_cancelled() {
+            return Err(FleetError::Interrupted);
         }
-        info!(pass = out.passes, plan = %p.describe().replace('\n', "; "), "reconcile pass");
+        let span =
+            tracing::info_span!("reconcile", fleet = %desired.fleet, pass = r.out.passes + 1);
+        let (p, observed) = current_plan(cloud, desired)
+            .instrument(span.clone())
+            .await?;
+        on_pass(&observed);
+        r.out.passes += 1;
+        if p.is_empty() || r.out.partial.is_some() {
+            return Ok(r.out);
+        }
         if Instant::now() > deadline {
             return Err(FleetError::Timeout(format!(
                 "the fleet did not converge in time; last plan:\n{}",
                 p.describe()
             )));
         }
+        r.act(cloud, s, desired, t, &p).instrument(span).await?;
+        if !p.wait.is_empty() || !p.launch.is_empty() || !p.start.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                _ = shutdown.cancelled() => return Err(FleetError::Interrupted),
+            }
+        }
+    }
+}
+
+/// What the passes of one converge share: what was done, and how far capacity errors moved
+/// along the fallback instance types and subnets.
+#[derive(Default)]
+struct Reconciler {
+    out: Outcome,
+    type_index: usize,
+    subnet_index: usize,
+}
+
+impl Reconciler {
+    /// Carries out one pass's plan.
+    async fn act(
+        &mut self,
+        cloud: &dyn Cloud,
+        s: &FleetSettings,
+        desired: &Desired,
+        t: &LaunchTemplate,
+        p: &Plan,
+    ) -> Result<(), FleetError> {
+        info!(plan = %p.describe().replace('\n', "; "), "reconcile pass");
         if !p.stop.is_empty() {
             retry("stopping surplus instances", || cloud.stop(&p.stop, false)).await?;
-            out.stopped.extend(p.stop.iter().cloned());
+            self.out.stopped.extend(p.stop.iter().cloned());
         }
         if !p.start.is_empty() {
             // Started instances boot with today's settings: current user-data (master, token)
@@ -173,36 +213,38 @@ pub async fn converge(
             })
             .await?;
             match retry("starting stopped instances", || cloud.start(&p.start)).await {
-                Ok(_) => out.started.extend(p.start.iter().cloned()),
+                Ok(_) => self.out.started.extend(p.start.iter().cloned()),
                 Err(FleetError::Cloud {
                     source: e @ CloudError::Capacity { .. },
                     ..
                 }) => {
-                    out.partial = Some(format!("cannot start stopped instances: {e}"));
+                    self.out.partial = Some(format!("cannot start stopped instances: {e}"));
                 }
                 Err(e) => return Err(e),
             }
         }
         for batch in &p.launch {
-            if out.partial.is_some() {
+            if self.out.partial.is_some() {
                 break;
             }
             loop {
                 let spec = LaunchSpec {
                     image_id: t.image_id.clone(),
-                    instance_type: s.instance_types[type_index].clone(),
+                    instance_type: s.instance_types[self.type_index].clone(),
                     count: batch.count,
-                    client_token: if type_index + subnet_index == 0 {
+                    client_token: if self.type_index + self.subnet_index == 0 {
                         batch.client_token.clone()
                     } else {
                         format!(
-                            "{}-{type_index}-{subnet_index}",
-                            &batch.client_token[..50.min(batch.client_token.len())]
+                            "{}-{}-{}",
+                            &batch.client_token[..50.min(batch.client_token.len())],
+                            self.type_index,
+                            self.subnet_index
                         )
                     },
                     user_data: t.user_data.clone(),
                     tags: launch_tags(&desired.fleet, &t.expires_at),
-                    subnet_id: s.subnet_ids.get(subnet_index).cloned(),
+                    subnet_id: s.subnet_ids.get(self.subnet_index).cloned(),
                     security_group_ids: s.security_group_ids.clone(),
                     iam_instance_profile: s.iam_instance_profile.clone(),
                     key_name: s.key_name.clone(),
@@ -220,7 +262,7 @@ pub async fn converge(
                             crate::clock::unix_ms()
                         );
                         let list = retry("launching instances", || cloud.launch(&fresh)).await?;
-                        out.launched.extend(list.into_iter().map(|i| i.id));
+                        self.out.launched.extend(list.into_iter().map(|i| i.id));
                         break;
                     }
                     Ok(list) => {
@@ -231,22 +273,22 @@ pub async fn converge(
                                 "launched fewer instances than asked"
                             );
                         }
-                        out.launched.extend(list.into_iter().map(|i| i.id));
+                        self.out.launched.extend(list.into_iter().map(|i| i.id));
                         break;
                     }
                     Err(FleetError::Cloud {
                         source: e @ CloudError::Capacity { .. },
                         ..
                     }) => {
-                        if subnet_index + 1 < s.subnet_ids.len() {
-                            subnet_index += 1;
-                            warn!(error = %e, subnet = %s.subnet_ids[subnet_index], "no capacity: trying the next subnet");
-                        } else if type_index + 1 < s.instance_types.len() {
-                            type_index += 1;
-                            subnet_index = 0;
-                            warn!(error = %e, instance_type = %s.instance_types[type_index], "no capacity: trying the next instance type");
+                        if self.subnet_index + 1 < s.subnet_ids.len() {
+                            self.subnet_index += 1;
+                            warn!(error = %e, subnet = %s.subnet_ids[self.subnet_index], "no capacity: trying the next subnet");
+                        } else if self.type_index + 1 < s.instance_types.len() {
+                            self.type_index += 1;
+                            self.subnet_index = 0;
+                            warn!(error = %e, instance_type = %s.instance_types[self.type_index], "no capacity: trying the next instance type");
                         } else {
-                            out.partial = Some(e.to_string());
+                            self.out.partial = Some(e.to_string());
                             break;
                         }
                     }
@@ -254,9 +296,7 @@ pub async fn converge(
                 }
             }
         }
-        if !p.wait.is_empty() || !p.launch.is_empty() || !p.start.is_empty() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`apply`]: carries a plan out against a [`Cloud`], pass after pass until converged.
 //! - [`image`]: the template image (found by tag; built for the local cloud or baked on EC2).
 //! - [`status`]: instances joined with the slaves the master sees.
+//! - [`up`]: `fleet up` as one library operation (template, master, user-data, converge, wait).
 //!
 //! Invariant: fleet state is never kept locally; every pass rebuilds it from the cloud's tags,
 //! so a master can restart at any time and `--dry-run` costs nothing.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod image;
 pub mod plan;
 pub mod status;
+pub mod up;
 
 use std::sync::Arc;
 
@@ -75,6 +77,18 @@ pub async fn connect(s: &FleetSettings, home: &Home) -> Result<Connected, Daemon
         cloud: Arc::new(Ec2Cloud::connect(&cfg).await),
         endpoint,
     })
+}
+
+/// Connects to the fleet's cloud only if it is there already: `None` for the local cloud of
+/// this home when it is not running (nothing is started).
+pub async fn connect_existing(s: &FleetSettings, home: &Home) -> Option<Connected> {
+    if s.cloud == CloudKind::Local
+        && s.endpoint_url.is_none()
+        && daemon::running_cloud(home).await.is_none()
+    {
+        return None;
+    }
+    connect(s, home).await.ok()
 }
 
 /// Fleet instances of this home's local cloud that are starting or running (their slaves

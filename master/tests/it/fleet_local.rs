@@ -119,24 +119,114 @@ fn twenty_instances_up_down_up_and_a_run_on_them() {
     );
 }
 
+/// Every file below `dir`.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `fleet up --dry-run` ("change nothing") started a local cloud and built a 242 MB image.
+/// Right: a dry run starts, writes and builds nothing, with or without a local cloud running.
 #[test]
-fn dry_run_changes_nothing_and_cloud_endpoint_works() {
+fn dry_run_starts_writes_and_builds_nothing() {
     let env = Env::new();
+    let before = files(env.home());
     let (code, out, err) = env.cli(&["fleet", "up", "--count", "3", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("launch 3 instance(s)"), "{out}");
-    let (code, endpoint, _) = env.cli(&["cloud", "endpoint"]);
-    assert_eq!(code, 0);
+    assert!(out.contains("would build one"), "{out}");
+    assert_eq!(files(env.home()), before, "a dry run wrote to the home");
+    let (code, _, err) = env.cli(&["cloud", "endpoint"]);
+    assert_eq!(code, 3, "a dry run started a local cloud: {err}");
+    // With a local cloud running: the plan against it, still nothing launched or built.
+    let (code, endpoint, err) = env.cli(&["cloud", "start"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "3", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("0 instance(s) observed") && out.contains("launch 3"),
+        "{out}"
+    );
     let v = aws(endpoint.trim(), &["ec2", "describe-instances"]).unwrap();
     assert_eq!(
         v["Reservations"].as_array().unwrap().len(),
         0,
-        "a dry run launches nothing"
+        "a dry run launched"
+    );
+    let v = aws(
+        endpoint.trim(),
+        &["ec2", "describe-images", "--owners", "self"],
+    )
+    .unwrap();
+    assert_eq!(
+        v["Images"].as_array().unwrap().len(),
+        0,
+        "a dry run built an image"
+    );
+    assert!(
+        !env.home().join("master/master.json").exists(),
+        "a dry run started a master"
     );
     let (code, _, err) = env.cli(&["stop"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = env.cli(&["cloud", "endpoint"]);
     assert_eq!(code, 3, "no cloud after stop: {err}");
+}
+
+/// The README's `aws … ec2 describe-instances` failed in a fresh shell (no region, no
+/// credentials). Right: the README's two lines work as written in a shell with no AWS settings.
+#[test]
+fn the_readmes_aws_example_works_in_a_fresh_shell() {
+    let env = Env::new();
+    let (code, _, err) = env.cli(&["cloud", "start"]);
+    assert_eq!(code, 0, "{err}");
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.contains("lobster cloud env") || l.starts_with("aws ec2 describe-instances"))
+        .map(|l| l.split('#').next().unwrap().trim())
+        .collect();
+    assert_eq!(lines.len(), 2, "the README's example: {lines:?}");
+    let aws_dir = tool("LOBSTER_TEST_AWS", "aws")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let lobster_dir = lobster().parent().unwrap().to_path_buf();
+    let out = std::process::Command::new("bash")
+        .args(["-c", &lines.join("\n")])
+        .env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}:/usr/bin:/bin",
+                lobster_dir.display(),
+                aws_dir.display()
+            ),
+        )
+        .env("HOME", env.path("fresh-home"))
+        .env("LOBSTER_HOME", env.home())
+        .output()
+        .unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{lines:?}\n{so}\n{se}");
+    assert!(so.contains("Reservations"), "{so}");
 }
 
 /// The README's main command: the whole loop once, from nothing, ending with nothing running.
@@ -157,4 +247,31 @@ fn quickstart_runs_the_whole_loop_and_leaves_nothing_running() {
         !env.home().join("master/master.json").exists(),
         "the master was stopped"
     );
+    // It ends with what to try next, and those commands work as printed: the built-in target
+    // again on the scenario's address, then the run with local slaves.
+    let next = out.split("next:").nth(1).expect("the next steps");
+    let target_line = next
+        .lines()
+        .find(|l| l.contains("lobster target --listen"))
+        .unwrap();
+    let listen = target_line
+        .split("--listen ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let mut t = env.lobster();
+    t.args(["target", "--listen", listen]);
+    let (_target, _) = spawn_until(t, "target", "listening on", &env.path("target-again.log"));
+    let run_line = next.lines().find(|l| l.contains("lobster run")).unwrap();
+    let args: Vec<&str> = run_line
+        .split('#')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .collect();
+    let (code, out, err) = env.cli(&args);
+    assert_eq!(code, 0, "`{run_line}` as printed:\n{out}\n{err}");
 }

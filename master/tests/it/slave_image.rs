@@ -307,7 +307,7 @@ fn the_maximum_lifetime_stops_a_vm_whose_log_never_goes_quiet() {
 #[test]
 fn a_watcher_that_cannot_call_the_api_powers_the_vm_off() {
     let env = Env::new();
-    let (code, _, err) = env.cli(&["fleet", "up", "--count", "1", "--dry-run"]);
+    let (code, _, err) = env.cli(&["cloud", "start"]);
     assert_eq!(code, 0, "{err}");
     let (_, endpoint, _) = env.cli(&["cloud", "endpoint"]);
     let (status, body) = http_request(

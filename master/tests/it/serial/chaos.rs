@@ -285,7 +285,7 @@ fn all_tagged(env: &Env) -> usize {
 fn throttling_and_capacity_errors_converge_or_report_a_partial_fleet() {
     let env = Env::new();
     std::fs::write(env.home().join("config.yaml"), "batch_size: 3\n").unwrap();
-    let (code, _, err) = env.cli(&["fleet", "up", "--count", "8", "--dry-run"]);
+    let (code, _, err) = env.cli(&["cloud", "start"]);
     assert_eq!(code, 0, "{err}");
     post_faults(&env, r#"{"throttle": 0.3, "capacity_errors": 0.3}"#);
     let mut attempts = 0;
@@ -339,7 +339,7 @@ fn throttling_and_capacity_errors_converge_or_report_a_partial_fleet() {
 fn a_cloud_killed_during_fleet_up_leaves_no_duplicates() {
     let env = Env::new();
     std::fs::write(env.home().join("config.yaml"), "batch_size: 2\n").unwrap();
-    let (code, _, err) = env.cli(&["fleet", "up", "--count", "8", "--dry-run"]);
+    let (code, _, err) = env.cli(&["cloud", "start"]);
     assert_eq!(code, 0, "{err}");
     // Slow every call down (throttling the SDK retries) so the kill lands mid-way.
     post_faults(&env, r#"{"throttle": 0.6}"#);
