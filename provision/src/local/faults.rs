@@ -1,5 +1,5 @@
 //! Fault injection for reliability tests: a share of requests throttled, capacity errors,
-//! a capacity ceiling, slow boots. Set with flags of `lobster cloud local` or at run time with
+//! a capacity ceiling, slow boots, a slow API. Set with flags of `lobster cloud local` or at run time with
 //! `POST /__lobster/faults` (JSON of [`Faults`]).
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,8 @@ pub struct Faults {
     pub capacity_limit: Option<u32>,
     /// Time from `pending` to `running`.
     pub boot_delay_ms: u64,
+    /// Time every API request waits before it is answered (a slow or distant endpoint).
+    pub api_delay_ms: u64,
     /// Refuse every call made with instance credentials (a VM whose role lost its rights).
     pub deny_instance_api: bool,
 }
@@ -33,6 +35,9 @@ impl Faults {
         }
         if self.boot_delay_ms > 600_000 {
             return Err("boot_delay_ms must be at most 600000".into());
+        }
+        if self.api_delay_ms > 60_000 {
+            return Err("api_delay_ms must be at most 60000".into());
         }
         Ok(())
     }

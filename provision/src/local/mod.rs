@@ -374,6 +374,9 @@ async fn ec2(
         }
     }
     let faults = shared.faults();
+    if faults.api_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(faults.api_delay_ms)).await;
+    }
     if faults.deny_instance_api
         && access_key_id(&headers).as_deref() == Some(imds::INSTANCE_ACCESS_KEY)
     {

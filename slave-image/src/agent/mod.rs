@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::engine::{Gauges, LoadControl, Output, Run};
 use crate::spool::Spool;
 
+mod main_loop;
 mod state;
 
 use state::State;
@@ -95,7 +96,7 @@ const FLUSH_BATCH: usize = 100;
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
 /// A live session with the master.
-struct Session {
+pub(crate) struct Session {
     tx: mpsc::Sender<SlaveMessage>,
     inbound: tonic::Streaming<MasterMessage>,
     heartbeat: Duration,
@@ -132,151 +133,10 @@ impl Agent {
         let cfg = Arc::new(self.config);
         let id = &cfg.identity;
         let span = info_span!("slave", instance = %id.instance_id, index = id.slave_index);
-        run_agent(cfg.clone(), shutdown).instrument(span).await;
-    }
-}
-
-async fn run_agent(cfg: Arc<AgentConfig>, shutdown: CancellationToken) {
-    {
-        let (out_tx, mut out_rx) = mpsc::channel::<Output>(256);
-        let mut state = State {
-            spool: Spool::default(),
-            current: None,
-            draining: false,
-            gauges: Arc::new(Gauges::default()),
-            out_tx,
-            last_contact: Instant::now(),
-            lease: Duration::from_secs(15),
-        };
-        let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            // Not connected: try once, while still collecting the run's output.
-            let attempt = open_session(cfg.clone(), state.run_id());
-            tokio::pin!(attempt);
-            let result = loop {
-                tokio::select! {
-                    r = &mut attempt => break Some(r),
-                    Some(o) = out_rx.recv() => state.on_output(o, None),
-                    _ = tick.tick() => state.check_deadman(),
-                    _ = shutdown.cancelled(), if deadline.is_none() => {
-                        deadline = Some(begin_shutdown(&mut state, &cfg));
-                    }
-                    _ = sleep_opt(deadline) => break None,
-                }
-                if deadline.is_some() && state.finished() {
-                    break None;
-                }
-            };
-            let session = match result {
-                None => return leave(&state),
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    let delay = backoff.next_delay();
-                    match &e {
-                        SessionError::Refused(_) => {
-                            error!(error = %e, retry_in_ms = delay.as_millis() as u64, "join refused")
-                        }
-                        _ => {
-                            warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "master unreachable")
-                        }
-                    }
-                    let wake = tokio::time::Instant::now() + delay;
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(wake) => break,
-                            Some(o) = out_rx.recv() => state.on_output(o, None),
-                            _ = tick.tick() => state.check_deadman(),
-                            _ = shutdown.cancelled(), if deadline.is_none() => {
-                                deadline = Some(begin_shutdown(&mut state, &cfg));
-                            }
-                            _ = sleep_opt(deadline) => return leave(&state),
-                        }
-                        if deadline.is_some() && state.finished() {
-                            return leave(&state);
-                        }
-                    }
-                    continue;
-                }
-            };
-            backoff.reset();
-            info!(slave_id = %session.slave_id, "joined the master");
-            // Pause one heartbeat before the lease runs out, so the load has stopped by the
-            // time the master would declare this slave lost.
-            state.lease = session
-                .lease
-                .saturating_sub(session.heartbeat)
-                .max(session.heartbeat * 2);
-            state.last_contact = Instant::now();
-            let Session {
-                tx,
-                mut inbound,
-                heartbeat,
-                ..
-            } = session;
-            state.spool.reset_sent();
-            state.flush(&tx);
-            let mut hb = tokio::time::interval(heartbeat);
-            hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    m = inbound.message() => match m {
-                        Ok(Some(msg)) => {
-                            state.last_contact = Instant::now();
-                            state.on_master(msg, &tx, &cfg);
-                        }
-                        Ok(None) => { info!("the master closed the session"); break; }
-                        Err(status) => { warn!(code = ?status.code(), message = status.message(), "session broke"); break; }
-                    },
-                    Some(o) = out_rx.recv() => state.on_output(o, Some(&tx)),
-                    _ = tick.tick() => state.check_deadman(),
-                    _ = hb.tick() => {
-                        let _ = tx.try_send(state.heartbeat());
-                        state.flush(&tx);
-                        state.check_deadman();
-                    }
-                    _ = shutdown.cancelled(), if deadline.is_none() => {
-                        deadline = Some(begin_shutdown(&mut state, &cfg));
-                        let _ = tx.try_send(state.heartbeat());
-                    }
-                    _ = sleep_opt(deadline) => return leave(&state),
-                }
-                if deadline.is_some() && state.finished() {
-                    return leave(&state);
-                }
-            }
-        }
-    }
-}
-
-fn leave(state: &State) {
-    if !state.spool.is_empty() {
-        warn!(
-            unacknowledged = state.spool.len(),
-            "leaving with intervals the master never acknowledged"
-        );
-    }
-    info!("slave stopped");
-}
-
-fn begin_shutdown(state: &mut State, cfg: &AgentConfig) -> tokio::time::Instant {
-    info!(
-        deadline_s = cfg.drain_deadline.as_secs(),
-        "shutting down: stopping load, sending the last interval"
-    );
-    state.draining = true;
-    if let Some(c) = &mut state.current {
-        c.stopping = true;
-        c.stop.cancel();
-    }
-    tokio::time::Instant::now() + cfg.drain_deadline
-}
-
-async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+        main_loop::Loop::new(cfg.clone())
+            .run(shutdown)
+            .instrument(span)
+            .await;
     }
 }
 

@@ -341,8 +341,9 @@ fn a_cloud_killed_during_fleet_up_leaves_no_duplicates() {
     std::fs::write(env.home().join("config.yaml"), "batch_size: 2\n").unwrap();
     let (code, _, err) = env.cli(&["cloud", "start"]);
     assert_eq!(code, 0, "{err}");
-    // Slow every call down (throttling the SDK retries) so the kill lands mid-way.
-    post_faults(&env, r#"{"throttle": 0.6}"#);
+    // Every call takes 400 ms, so the batches of 2 are at least 800 ms apart (observe, then
+    // launch) and the kill lands mid-way.
+    post_faults(&env, r#"{"api_delay_ms": 400}"#);
     let mut cmd = env.lobster();
     cmd.args(["fleet", "up", "--count", "8", "--no-wait"])
         .stdout(Stdio::null())
