@@ -15,10 +15,10 @@ enum Link {
     Connecting(Pin<Box<dyn Future<Output = Result<Session, SessionError>> + Send>>),
     /// Waiting before the next attempt.
     Waiting(tokio::time::Instant),
-    /// A live session.
+    /// A live session (boxed: the stream is large, the other states small).
     Up {
         tx: mpsc::Sender<SlaveMessage>,
-        inbound: tonic::Streaming<MasterMessage>,
+        inbound: Box<tonic::Streaming<MasterMessage>>,
     },
 }
 
@@ -206,7 +206,7 @@ impl Loop {
         self.heartbeat = Some(heartbeat);
         self.link = Link::Up {
             tx: session.tx,
-            inbound: session.inbound,
+            inbound: Box::new(session.inbound),
         };
     }
 
