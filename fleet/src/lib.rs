@@ -2,6 +2,7 @@
 //!
 //! - [`proto`]: the gRPC contract (the only place wire types live).
 //! - [`pin`]: the fingerprint slaves pin the master's certificate by.
+//! - [`recipe`]: the slave image's recipe (systemd units, user-data template, install script).
 //! - [`scenario`]: the YAML scenario format, its validation and the resolved model sent to slaves.
 //! - [`stats`]: mergeable per-interval statistics built on HDR histograms.
 //! - [`stripe`]: which units of the fleet's load (users, arrivals) each slave owns.
@@ -12,6 +13,7 @@
 
 pub mod pin;
 pub mod proto;
+pub mod recipe;
 pub mod scenario;
 pub mod stats;
 pub mod stripe;

@@ -2,23 +2,23 @@
 //! orchestration (slicing, aggregation, SLA guard), the run store, the HTTP API, reports and
 //! the built-in target. See ARCHITECTURE.md for the codemap and invariants.
 
-pub mod aggregate;
-pub mod api;
+pub(crate) mod aggregate;
+pub(crate) mod api;
 pub mod cli;
-pub mod client;
-pub mod clock;
-pub mod control;
-pub mod daemon;
-pub mod fleet;
-pub mod grpc;
-pub mod home;
-pub mod local_slaves;
-pub mod metrics;
-pub mod report;
-pub mod server;
-pub mod sla;
-pub mod slicer;
-pub mod store;
-pub mod target;
-pub mod tls;
-pub mod tokens;
+pub(crate) mod client;
+pub(crate) mod clock;
+pub(crate) mod control;
+pub(crate) mod daemon;
+pub(crate) mod fleet;
+pub(crate) mod grpc;
+pub(crate) mod home;
+pub(crate) mod local_slaves;
+pub(crate) mod metrics;
+pub(crate) mod report;
+pub(crate) mod server;
+pub(crate) mod sla;
+pub(crate) mod slicer;
+pub(crate) mod store;
+pub(crate) mod target;
+pub(crate) mod tls;
+pub(crate) mod tokens;

@@ -34,9 +34,6 @@ impl Status {
     }
 }
 
-/// Latency figures in milliseconds.
-pub type Latency = LatencySummary;
-
 /// Fleet-wide totals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Totals {

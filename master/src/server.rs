@@ -211,10 +211,6 @@ impl Master {
         &self.join_token
     }
 
-    pub fn control(&self) -> ControlHandle {
-        self.control.clone()
-    }
-
     /// Serves until `shutdown`; then stops the active run (bounded) and the servers.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let discovery = self.config.state_dir.join("master.json");

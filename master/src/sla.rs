@@ -29,16 +29,6 @@ pub enum Verdict {
     NotJudged,
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Passed => "passed",
-            Verdict::Failed => "failed",
-            Verdict::NotJudged => "not judged",
-        }
-    }
-}
-
 /// The outcome of one rule, for the report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RuleResult {
@@ -173,6 +163,7 @@ impl SlaGuard {
     }
 
     /// Whether every rule was judged and held.
+    #[cfg(test)]
     pub fn passed(&self) -> bool {
         self.rules.iter().all(|r| r.verdict() == Verdict::Passed)
     }

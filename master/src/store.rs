@@ -98,13 +98,6 @@ impl Store {
         Ok(Store { conn })
     }
 
-    /// A store that lives in memory (tests).
-    pub fn in_memory() -> Self {
-        let conn = Connection::open_in_memory().expect("in-memory sqlite");
-        conn.execute_batch(SCHEMA).expect("schema");
-        Store { conn }
-    }
-
     pub fn create_run(&self, r: &RunRecord) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO runs (id, name, scenario_json, status, created_unix_ms, state_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -177,7 +177,9 @@ impl CloudError {
             | "OptInRequired"
             | "Blocked"
             | "ExpiredToken" => CloudError::Unauthorized { code, message },
-            c if c.ends_with(".NotFound") => CloudError::NotFound { code, message },
+            c if c.ends_with(".NotFound") || c == "InvalidInstanceType" => {
+                CloudError::NotFound { code, message }
+            }
             c if c.starts_with("Invalid")
                 || c.starts_with("Missing")
                 || c == "IdempotentParameterMismatch"
@@ -253,6 +255,9 @@ pub trait Cloud: Send + Sync {
         name: &str,
         tags: &Tags,
     ) -> Result<String, CloudError>;
+    /// The vCPUs of an instance type (EC2 `DescribeInstanceTypes`: `vCpuInfo.defaultVCpus`);
+    /// `NotFound` for a type the cloud does not have.
+    async fn vcpus(&self, instance_type: &str) -> Result<u32, CloudError>;
 }
 
 #[cfg(test)]

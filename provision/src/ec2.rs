@@ -456,4 +456,26 @@ impl Cloud for Ec2Cloud {
                 message: "CreateImage returned no image id".into(),
             })
     }
+
+    async fn vcpus(&self, instance_type: &str) -> Result<u32, CloudError> {
+        let out = self
+            .client
+            .describe_instance_types()
+            .instance_types(InstanceType::from(instance_type))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        out.instance_types()
+            .iter()
+            .find(|t| {
+                t.instance_type()
+                    .is_some_and(|n| n.as_str() == instance_type)
+            })
+            .and_then(|t| t.v_cpu_info()?.default_v_cpus())
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| CloudError::NotFound {
+                code: "InvalidInstanceType".into(),
+                message: format!("no vCPU count for instance type {instance_type}"),
+            })
+    }
 }

@@ -13,11 +13,11 @@
 //! Nothing here listens on a socket: a slave only dials out.
 
 pub mod agent;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod bench;
 pub mod boot;
 pub mod config;
-pub mod engine;
+pub(crate) mod engine;
 pub mod idle;
-pub mod spool;
-pub mod tls;
+pub(crate) mod spool;
+pub(crate) mod tls;

@@ -76,11 +76,6 @@ impl Spool {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// Whether the last interval of `run_id` is still unacknowledged (or was never produced).
-    pub fn holds_run(&self, run_id: &str) -> bool {
-        self.entries.keys().any(|(r, _)| &**r == run_id)
-    }
 }
 
 #[cfg(test)]

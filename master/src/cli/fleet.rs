@@ -364,16 +364,18 @@ async fn down(a: DownArgs, home: &Home) -> Result<ExitStatus, Failure> {
 
 async fn status_cmd(a: StatusArgs, home: &Home) -> Result<ExitStatus, Failure> {
     let s = settings(home, &a.common, Overrides::default())?;
-    let instances = if s.cloud == CloudKind::Local
+    let (instances, vcpus) = if s.cloud == CloudKind::Local
         && s.endpoint_url.is_none()
         && daemon::running_cloud(home).await.is_none()
     {
-        Vec::new()
+        (Vec::new(), Default::default())
     } else {
         let c = connected(&s, home).await?;
-        apply::observe(c.cloud.as_ref(), &s.fleet)
+        let instances = apply::observe(c.cloud.as_ref(), &s.fleet)
             .await
-            .map_err(fleet_failure)?
+            .map_err(fleet_failure)?;
+        let vcpus = status::type_vcpus(c.cloud.as_ref(), &instances).await;
+        (instances, vcpus)
     };
     let slaves = master_slaves(home).await;
     let endpoint = match s.cloud {
@@ -384,7 +386,14 @@ async fn status_cmd(a: StatusArgs, home: &Home) -> Result<ExitStatus, Failure> {
             .unwrap_or_else(|| "the local cloud (not running)".into()),
         CloudKind::Aws => s.endpoint_url.clone().unwrap_or_else(|| "AWS".into()),
     };
-    let st = status::join(&s.fleet, &endpoint, &instances, &slaves, s.slaves_per_core);
+    let st = status::join(
+        &s.fleet,
+        &endpoint,
+        &instances,
+        &slaves,
+        s.slaves_per_core,
+        &vcpus,
+    );
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st).expect("json"));
     } else {

@@ -15,7 +15,7 @@ use crate::home::Home;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build and tag a template image from the slave binary and slave-image/image/.
+    /// Build and tag a template image from the slave binary and the recipe (fleet/image/).
     Build(BuildArgs),
 }
 

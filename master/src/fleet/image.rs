@@ -1,5 +1,5 @@
-//! The template image: one recipe (`slave-image/image/`: the slave binary, its systemd units,
-//! the cloud-init template), two destinations.
+//! The template image: one recipe (the slave binary, and `lobster_fleet::recipe`: its systemd
+//! units, the cloud-init template), two destinations.
 //!
 //! - Local cloud: the recipe is laid out in a directory under `LOBSTER_HOME/cloud/images/` and
 //!   registered (`RegisterImage` with that directory as location), tagged as the template.
@@ -17,29 +17,7 @@ use lobster_provision::cloud::{Cloud, Image, InstanceState, LaunchSpec, Tags};
 
 use super::apply::{FleetError, retry};
 
-/// The recipe's files, built into this binary so `lobster` alone can make an image.
-pub const UNITS: &[(&str, &str)] = &[
-    (
-        "lobster-boot.service",
-        include_str!("../../../slave-image/image/systemd/lobster-boot.service"),
-    ),
-    (
-        "lobster-slave@.service",
-        include_str!("../../../slave-image/image/systemd/lobster-slave@.service"),
-    ),
-    (
-        "lobster-slaves.target",
-        include_str!("../../../slave-image/image/systemd/lobster-slaves.target"),
-    ),
-    (
-        "lobster-idle.service",
-        include_str!("../../../slave-image/image/systemd/lobster-idle.service"),
-    ),
-];
-/// The cloud-init user-data template the master fills in.
-pub const USER_DATA: &str = include_str!("../../../slave-image/image/cloud-init/user-data.yaml");
-/// The EC2 install script (user-data of the builder instance).
-pub const INSTALL: &str = include_str!("../../../slave-image/image/build/install.sh");
+pub(crate) use lobster_fleet::recipe::{INSTALL, UNITS, USER_DATA};
 
 /// No image carries the template tag.
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +73,32 @@ pub fn template_tags(tag: &(String, String)) -> Tags {
     ])
 }
 
-/// Lays out the recipe for the local cloud under `images_dir`; returns its directory.
-pub fn lay_out_local(
+/// The one copy of a slave binary that the local images share (`images/.bin/`): copied once
+/// per distinct binary (version, size, modification time), then hard-linked into each image.
+fn shared_binary(images_dir: &Path, slave_binary: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(slave_binary)?;
+    let shared = images_dir.join(".bin").join(format!(
+        "lobster-slave-{}-{}-{}.{}",
+        lobster_fleet::VERSION,
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ));
+    if !shared.is_file() {
+        std::fs::create_dir_all(images_dir.join(".bin"))?;
+        let partial = shared.with_extension("partial");
+        std::fs::copy(slave_binary, &partial)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&partial, &shared)?;
+    }
+    Ok(shared)
+}
+
+/// Lays out the recipe for the local cloud under `images_dir`; returns its directory. Images
+/// made from the same slave binary share one copy of it (hard links).
+pub(crate) fn lay_out_local(
     images_dir: &Path,
     slave_binary: &Path,
     name: &str,
@@ -106,9 +108,10 @@ pub fn lay_out_local(
     std::fs::create_dir_all(dir.join("systemd"))?;
     std::fs::create_dir_all(dir.join("cloud-init"))?;
     let bin = dir.join("bin/lobster-slave");
-    std::fs::copy(slave_binary, &bin)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    let shared = shared_binary(images_dir, slave_binary)?;
+    if std::fs::hard_link(&shared, &bin).is_err() {
+        std::fs::copy(&shared, &bin)?;
+    }
     for (file, text) in UNITS {
         std::fs::write(dir.join("systemd").join(file), text)?;
     }

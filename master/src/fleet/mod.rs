@@ -134,8 +134,3 @@ pub fn launch_tags(fleet: &str, expires_at: &str) -> Tags {
     t.insert(tags::NAME.into(), format!("lobster-{fleet}"));
     t
 }
-
-/// vCPUs of an instance type, where known (the local cloud's types and common EC2 ones).
-pub fn vcpus(instance_type: &str) -> Option<u32> {
-    lobster_provision::local::types::vcpus(instance_type)
-}

@@ -49,6 +49,7 @@ impl Plan {
     }
 
     /// Instances to launch in total.
+    #[cfg(test)]
     pub fn launching(&self) -> u32 {
         self.launch.iter().map(|b| b.count).sum()
     }

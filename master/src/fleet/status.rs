@@ -46,13 +46,34 @@ fn age_s(launch: Option<&str>) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-/// Joins instances with the master's slaves.
+/// vCPUs of each instance type of the fleet, as its cloud says (types it does not know are
+/// left out).
+pub type TypeVcpus = std::collections::BTreeMap<String, u32>;
+
+/// Asks the cloud for the vCPUs of every instance type among `instances`.
+pub async fn type_vcpus(
+    cloud: &dyn lobster_provision::cloud::Cloud,
+    instances: &[Instance],
+) -> TypeVcpus {
+    let mut out = TypeVcpus::new();
+    for i in instances {
+        if !out.contains_key(&i.instance_type)
+            && let Ok(v) = cloud.vcpus(&i.instance_type).await
+        {
+            out.insert(i.instance_type.clone(), v);
+        }
+    }
+    out
+}
+
+/// Joins instances with the master's slaves (pure; `vcpus` from [`type_vcpus`]).
 pub fn join(
     fleet: &str,
     cloud: &str,
     instances: &[Instance],
     slaves: &[SlaveView],
     slaves_per_core: u32,
+    vcpus: &TypeVcpus,
 ) -> FleetStatus {
     let mut out: Vec<InstanceStatus> = instances
         .iter()
@@ -61,7 +82,7 @@ pub fn join(
                 .iter()
                 .filter(|s| s.connected && s.instance_id == i.id)
                 .collect();
-            let vcpus = super::vcpus(&i.instance_type);
+            let vcpus = vcpus.get(&i.instance_type).copied();
             InstanceStatus {
                 id: i.id.clone(),
                 state: i.state.name().to_string(),

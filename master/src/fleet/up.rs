@@ -108,9 +108,15 @@ pub trait Progress {
     fn note(&self, line: &str);
 }
 
-/// Slaves each instance should run, when the instance type is known.
-fn slaves_per_instance(s: &FleetSettings) -> Option<u64> {
-    super::vcpus(&s.instance_types[0]).map(|v| u64::from(v * s.slaves_per_core))
+/// Slaves each instance should run: its type's vCPUs (as the cloud says) × slaves per core;
+/// `None` when the cloud does not know the type.
+async fn slaves_per_instance(
+    s: &FleetSettings,
+    cloud: &dyn lobster_provision::cloud::Cloud,
+    instance_type: &str,
+) -> Option<u64> {
+    let v = cloud.vcpus(instance_type).await.ok()?;
+    Some(u64::from(v * s.slaves_per_core))
 }
 
 /// Brings the fleet of `req` up (see the module doc for the steps).
@@ -263,7 +269,7 @@ async fn wait_for_slaves(
     progress: &dyn Progress,
     shutdown: &CancellationToken,
 ) -> Result<(Vec<Instance>, u64), UpError> {
-    let per = slaves_per_instance(&req.settings);
+    let mut per_type: std::collections::BTreeMap<String, Option<u64>> = Default::default();
     loop {
         let instances = apply::observe(cloud, &req.settings.fleet).await?;
         let up: Vec<&Instance> = instances.iter().filter(|i| i.state.is_up()).collect();
@@ -274,11 +280,18 @@ async fn wait_for_slaves(
                 .filter(|sl| sl.connected && sl.instance_id == i.id)
                 .count() as u64
         };
+        for i in &up {
+            if !per_type.contains_key(&i.instance_type) {
+                let per = slaves_per_instance(&req.settings, cloud, &i.instance_type).await;
+                per_type.insert(i.instance_type.clone(), per);
+            }
+        }
+        let want = |i: &Instance| per_type.get(&i.instance_type).copied().flatten();
         let registered: u64 = up.iter().map(|i| of(i)).sum();
         progress.observed(&instances, Some(registered));
         let short: Vec<&&Instance> = up
             .iter()
-            .filter(|i| i.state != InstanceState::Running || of(i) < per.unwrap_or(1))
+            .filter(|i| i.state != InstanceState::Running || of(i) < want(i).unwrap_or(1))
             .collect();
         if short.is_empty() && !up.is_empty() {
             return Ok((instances, registered));
@@ -287,7 +300,7 @@ async fn wait_for_slaves(
             let missing = short
                 .iter()
                 .map(|i| {
-                    let want = per.map_or("its".to_string(), |p| p.to_string());
+                    let want = want(i).map_or("its".to_string(), |p| p.to_string());
                     let log = match req.settings.cloud {
                         CloudKind::Local => format!(
                             "; its logs: LOBSTER_HOME/cloud/instances/{}/root/var/log/lobster/",
@@ -304,7 +317,7 @@ async fn wait_for_slaves(
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            let expected = per.map_or(up.len() as u64, |p| p * up.len() as u64);
+            let expected: u64 = up.iter().map(|i| want(i).unwrap_or(1)).sum();
             return Err(UpError::NotRegistered {
                 registered,
                 expected,

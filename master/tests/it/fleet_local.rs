@@ -275,3 +275,32 @@ fn quickstart_runs_the_whole_loop_and_leaves_nothing_running() {
     let (code, out, err) = env.cli(&args);
     assert_eq!(code, 0, "`{run_line}` as printed:\n{out}\n{err}");
 }
+
+/// Each `image build --local` copied another 242 MB binary into the home. Right: the local
+/// images share one copy of a binary.
+#[test]
+fn local_images_share_one_copy_of_the_slave_binary() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let (code, _, err) = env.cli(&["cloud", "start"]);
+    assert_eq!(code, 0, "{err}");
+    let mut inodes = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = env.cli(&["image", "build", "--local"]);
+        assert_eq!(code, 0, "{err}");
+        let (_, endpoint, _) = env.cli(&["cloud", "endpoint"]);
+        let v = aws(
+            endpoint.trim(),
+            &["ec2", "describe-images", "--image-ids", out.trim()],
+        )
+        .unwrap();
+        let dir = v["Images"][0]["ImageLocation"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let meta = std::fs::metadata(std::path::Path::new(&dir).join("bin/lobster-slave")).unwrap();
+        inodes.push((meta.ino(), meta.len()));
+    }
+    assert_eq!(inodes[0], inodes[1], "two images, two copies of the binary");
+    assert_eq!(inodes[0].1, std::fs::metadata(slave_bin()).unwrap().len());
+}

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use lobster_master::fleet::image;
 use lobster_provision::cloud::{Cloud, CloudError, InstanceState, LaunchSpec, Tags};
 use lobster_provision::ec2::{Ec2Cloud, Ec2Config};
 
@@ -26,16 +25,21 @@ fn tags(pairs: &[(&str, &str)]) -> Tags {
         .collect()
 }
 
-async fn template(env: &Env, cloud: &Ec2Cloud) -> String {
-    let dir = image::lay_out_local(&env.path("images"), &slave_bin(), "tmpl-1").unwrap();
-    cloud
-        .register_image(
-            "tmpl-1",
-            dir.to_str().unwrap(),
-            &tags(&[("lobster:role", "slave-template")]),
-        )
-        .await
+/// A template image in the local cloud of `env` (running in the foreground), made by the CLI
+/// as a user would.
+fn template(env: &Env) -> String {
+    let (code, out, err) = env.cli(&["image", "build", "--local"]);
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_string()
+}
+
+/// The directory (image location) of a local image.
+fn location(endpoint: &str, ami: &str) -> String {
+    let v = aws(endpoint, &["ec2", "describe-images", "--image-ids", ami]).unwrap();
+    v["Images"][0]["ImageLocation"]
+        .as_str()
         .unwrap()
+        .to_string()
 }
 
 fn spec(image: &str, count: u32, token: &str) -> LaunchSpec {
@@ -69,7 +73,7 @@ async fn the_sdk_drives_every_action() {
     let env = Env::new();
     let (_cloud, endpoint) = env.cloud(&[]);
     let c = client(&endpoint).await;
-    let ami = template(&env, &c).await;
+    let ami = template(&env);
     let found = c
         .find_images(&tags(&[("lobster:role", "slave-template")]))
         .await
@@ -191,7 +195,7 @@ async fn state_survives_a_crash_and_running_instances_reboot() {
     let env = Env::new();
     let (mut cloud, endpoint) = env.cloud(&[]);
     let c = client(&endpoint).await;
-    let ami = template(&env, &c).await;
+    let ami = template(&env);
     let launched = c.launch(&spec(&ami, 2, "tok-crash")).await.unwrap();
     for i in &launched {
         wait_state(&c, &i.id, InstanceState::Running).await;
@@ -241,7 +245,8 @@ async fn state_survives_a_crash_and_running_instances_reboot() {
 fn the_aws_cli_is_a_second_client() {
     let env = Env::new();
     let (_cloud, endpoint) = env.cloud(&[]);
-    let dir = image::lay_out_local(&env.path("images"), &slave_bin(), "cli-tmpl").unwrap();
+    let built = template(&env);
+    let dir = location(&endpoint, &built);
     let reg = aws(
         &endpoint,
         &[
@@ -250,9 +255,9 @@ fn the_aws_cli_is_a_second_client() {
             "--name",
             "cli-tmpl",
             "--image-location",
-            dir.to_str().unwrap(),
+            &dir,
             "--tag-specifications",
-            "ResourceType=image,Tags=[{Key=lobster:role,Value=slave-template}]",
+            "ResourceType=image,Tags=[{Key=lobster:role,Value=cli-template}]",
         ],
     )
     .unwrap();
@@ -265,10 +270,11 @@ fn the_aws_cli_is_a_second_client() {
             "--owners",
             "self",
             "--filters",
-            "Name=tag:lobster:role,Values=slave-template",
+            "Name=tag:lobster:role,Values=cli-template",
         ],
     )
     .unwrap();
+    assert_eq!(imgs["Images"].as_array().unwrap().len(), 1, "{imgs}");
     assert_eq!(imgs["Images"][0]["ImageId"], ami.as_str());
     assert_eq!(imgs["Images"][0]["State"], "available");
     let none = aws(

@@ -373,7 +373,7 @@ fn units_pass_systemd_analyze_verify() {
         .status()
         .unwrap();
     assert!(copy.success());
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../slave-image/image/systemd");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/image/systemd");
     for e in std::fs::read_dir(&src).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), units.join(e.file_name())).unwrap();

@@ -69,11 +69,12 @@ pub fn handle(q: &Query, s: &mut State, c: &Ctx<'_>) -> Result<Answer, ApiError>
         "DeleteTags" => delete_tags(q, s, c, dry)?,
         "DescribeTags" => describe_tags(q, s, c)?,
         "ModifyInstanceAttribute" => modify_instance_attribute(q, s, c, dry)?,
+        "DescribeInstanceTypes" => types::describe(q, c)?,
         other => {
             return Err(ApiError::new(
                 "InvalidAction",
                 format!(
-                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags, ModifyInstanceAttribute)"
+                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags, ModifyInstanceAttribute, DescribeInstanceTypes)"
                 ),
             ));
         }

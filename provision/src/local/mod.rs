@@ -11,15 +11,25 @@
 //! comes back (their leftover processes are killed first); `stopping` ones become `stopped`,
 //! `shutting-down` ones `terminated`.
 
+// The actions, the wire format and the state are public only to the fuzzers (`fuzzing`).
+#[cfg(feature = "fuzzing")]
 pub mod api;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod api;
 pub mod faults;
-pub mod imds;
+pub(crate) mod imds;
+#[cfg(feature = "fuzzing")]
 pub mod query;
-pub mod runtime;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod query;
+pub(crate) mod runtime;
+#[cfg(feature = "fuzzing")]
 pub mod state;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod state;
 pub mod types;
-pub mod units;
-pub mod xml;
+pub(crate) mod units;
+pub(crate) mod xml;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -39,3 +39,40 @@ pub fn vcpus(instance_type: &str) -> Option<u32> {
 pub fn names() -> impl Iterator<Item = &'static str> {
     TYPES.iter().map(|(n, _)| *n)
 }
+
+/// DescribeInstanceTypes: the vCPUs of the types asked for (`InstanceType.N`), or of every
+/// type; an unknown type is EC2's `InvalidInstanceType`.
+pub(super) fn describe(
+    q: &super::query::Query,
+    c: &super::api::Ctx<'_>,
+) -> Result<super::api::Answer, super::query::ApiError> {
+    let asked = q.list("InstanceType")?;
+    let unknown: Vec<&String> = asked.iter().filter(|t| vcpus(t).is_none()).collect();
+    if !unknown.is_empty() {
+        let list: Vec<&str> = unknown.iter().map(|t| t.as_str()).collect();
+        return Err(super::query::ApiError::new(
+            "InvalidInstanceType",
+            format!(
+                "The following supplied instance types do not exist: [{}]",
+                list.join(", ")
+            ),
+        ));
+    }
+    let mut x = super::xml::Xml::response("DescribeInstanceTypesResponse", c.request_id);
+    x.open("instanceTypeSet");
+    for (name, v) in TYPES
+        .iter()
+        .filter(|(n, _)| asked.is_empty() || asked.iter().any(|a| a == n))
+    {
+        x.open("item");
+        x.leaf("instanceType", name);
+        x.open("vCpuInfo");
+        x.leaf("defaultVCpus", &v.to_string());
+        x.leaf("defaultCores", &v.to_string());
+        x.leaf("defaultThreadsPerCore", "1");
+        x.close("vCpuInfo");
+        x.close("item");
+    }
+    x.close("instanceTypeSet");
+    Ok((x.finish(), Vec::new()))
+}

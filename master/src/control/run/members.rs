@@ -41,13 +41,6 @@ impl Run {
         }
     }
 
-    /// A participant's session ended (it may come back before it is declared lost).
-    pub fn detached(&mut self, now: Instant, uid: &str) {
-        if let Some(p) = self.participants.get_mut(uid) {
-            p.detached_since.get_or_insert(now);
-        }
-    }
-
     /// A participant is gone: its share goes to the others.
     pub fn lose_slave(&mut self, now: Instant, uid: &str, reason: &str) -> Outbox {
         let at_s = self.elapsed(now).as_secs_f64();

@@ -213,7 +213,8 @@ fn suspend_freezes_load_time_and_detached_slaves_expire() {
     let t2 = t1 + Duration::from_secs(5);
     r.resume(t2).unwrap();
     assert_eq!(r.load_elapsed(t2), Duration::from_secs(2));
-    r.detached(t2, "b");
+    // b's session went away (as after a master restart): it has a lease to come back.
+    r.participants.get_mut("b").unwrap().detached_since = Some(t2);
     let (out, _) = r.tick(t2 + LEASE + Duration::from_millis(1), LEASE);
     assert_eq!(kinds(&out), vec![("a".into(), "rescale", 10)]);
     assert_eq!(r.lost[0].slave_id, "s-b");
