@@ -134,7 +134,9 @@ pub enum CloudError {
     #[error("insufficient capacity ({code}): {message}")]
     Capacity { code: String, message: String },
     /// Credentials missing, wrong, or not allowed to do this.
-    #[error("not authorized ({code}): {message}")]
+    #[error(
+        "not authorized ({code}): {message} (the IAM policies Lobster needs: slave-image/image/iam/)"
+    )]
     Unauthorized { code: String, message: String },
     /// The instance or image does not exist (maybe not yet: eventual consistency).
     #[error("not found ({code}): {message}")]
@@ -143,7 +145,9 @@ pub enum CloudError {
     #[error("invalid request ({code}): {message}")]
     Invalid { code: String, message: String },
     /// The endpoint could not be reached at all.
-    #[error("cannot reach the cloud API at {endpoint}: {message}")]
+    #[error(
+        "cannot reach the cloud API at {endpoint}: {message} (check the endpoint URL, the region and the network)"
+    )]
     Unreachable { endpoint: String, message: String },
     /// Anything else, with the cloud's code and message.
     #[error("cloud API error ({code}): {message}")]

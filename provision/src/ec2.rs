@@ -9,7 +9,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{Credentials, Region};
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState,
     InstanceMetadataOptionsRequest, InstanceType, ResourceType, ShutdownBehavior, Tag,
@@ -17,9 +17,7 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use crate::cloud::{
-    Cloud, CloudError, Image, Instance, InstanceState, LaunchSpec, StateChange, Tags,
-};
+use crate::cloud::{Cloud, CloudError, Image, Instance, LaunchSpec, StateChange, Tags};
 
 /// How to reach an EC2 API.
 #[derive(Clone, Default)]
@@ -95,93 +93,39 @@ impl Ec2Cloud {
         }
     }
 
+    /// Maps an SDK error to one typed, one-line [`CloudError`]: missing credentials are
+    /// `Unauthorized` (`NoCredentials`) with the ways to provide them; an endpoint that does
+    /// not answer is `Unreachable` with its innermost cause; anything with an EC2 code keeps it.
     fn err<E, R>(&self, e: SdkError<E, R>) -> CloudError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
+        if let Some(code) = e.code() {
+            return CloudError::from_code(code, e.message().unwrap_or(""));
+        }
+        if convert::about_credentials(&e) {
+            return CloudError::Unauthorized {
+                code: "NoCredentials".into(),
+                message: "no AWS credentials were found: name a profile (AWS_PROFILE, or `profile:` in config.yaml) or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+            };
+        }
         match &e {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudError::Unreachable {
                 endpoint: self.endpoint.clone(),
-                message: DisplayErrorContext(&e).to_string(),
+                message: convert::innermost(&e),
             },
-            _ => match e.code() {
-                Some(code) => CloudError::from_code(code, e.message().unwrap_or("")),
-                None => CloudError::Other {
-                    code: "Unknown".into(),
-                    message: DisplayErrorContext(&e).to_string(),
-                },
+            _ => CloudError::Other {
+                code: "Unknown".into(),
+                message: convert::innermost(&e),
             },
         }
     }
 }
 
-fn tag_filters(tags: &Tags) -> Vec<Filter> {
-    tags.iter()
-        .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
-        .collect()
-}
+mod convert;
 
-fn sdk_tags(tags: &Tags) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-fn our_tags(tags: &[Tag]) -> Tags {
-    tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-        .collect()
-}
-
-fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
-    let state = i
-        .state()
-        .and_then(|s| s.name())
-        .and_then(|n| InstanceState::from_name(n.as_str()))
-        .unwrap_or(InstanceState::Pending);
-    Instance {
-        id: i.instance_id().unwrap_or_default().to_string(),
-        state,
-        instance_type: i
-            .instance_type()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_default(),
-        image_id: i.image_id().unwrap_or_default().to_string(),
-        launch_time: i.launch_time().and_then(|t| {
-            t.fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
-                .ok()
-        }),
-        private_ip: i.private_ip_address().map(str::to_string),
-        tags: our_tags(i.tags()),
-    }
-}
-
-fn change(c: &aws_sdk_ec2::types::InstanceStateChange) -> StateChange {
-    let st = |s: Option<&aws_sdk_ec2::types::InstanceState>| {
-        s.and_then(|s| s.name())
-            .and_then(|n| InstanceState::from_name(n.as_str()))
-            .unwrap_or(InstanceState::Pending)
-    };
-    StateChange {
-        id: c.instance_id().unwrap_or_default().to_string(),
-        previous: st(c.previous_state()),
-        current: st(c.current_state()),
-    }
-}
-
-fn image(i: &aws_sdk_ec2::types::Image) -> Image {
-    Image {
-        id: i.image_id().unwrap_or_default().to_string(),
-        name: i.name().unwrap_or_default().to_string(),
-        state: i
-            .state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
-        created: i.creation_date().map(str::to_string),
-        tags: our_tags(i.tags()),
-    }
-}
+use convert::{change, image, instance, sdk_tags, tag_filters};
 
 #[async_trait]
 impl Cloud for Ec2Cloud {

@@ -145,8 +145,8 @@ pub fn main() -> ExitCode {
         | Commands::Quickstart(_)
         | Commands::Fleet(_)
         | Commands::Image(_)
-        | Commands::Stop => "warn",
-        _ => "info",
+        | Commands::Stop => "warn,aws_config=off,aws_smithy_runtime=off",
+        _ => "info,aws_config=off,aws_smithy_runtime=off",
     };
     let filter = cli.log.clone().unwrap_or_else(|| default_log.to_string());
     tracing_subscriber::fmt()

@@ -5,9 +5,8 @@
 //! Ctrl-C stops the run (the report is still written); the second exits at once.
 
 use super::ExitStatus;
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
@@ -15,12 +14,13 @@ use lobster_fleet::scenario::{self, Scenario};
 use tokio_util::sync::CancellationToken;
 
 use super::{Failure, parse_duration};
-use crate::api::CreateRun;
 use crate::client::ApiClient;
 use crate::home::Home;
 use crate::local_slaves::LocalSlaves;
-use crate::report::{self, Report, Status};
+use crate::report::Status;
 use crate::server::{self, Master, MasterConfig};
+
+mod watch;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -58,8 +58,6 @@ pub struct RunArgs {
 
 /// Most local slaves one command may start.
 const MAX_LOCAL_SLAVES: u32 = 256;
-/// How long the CLI keeps trying when the master stops answering (e.g. while it restarts).
-const MASTER_SILENCE: Duration = Duration::from_secs(90);
 
 /// Everything a run needs, checked before any I/O.
 pub(crate) struct Plan {
@@ -273,7 +271,7 @@ async fn drive(
     } else {
         None
     };
-    let result = watch(plan, home, m, shutdown).await;
+    let result = watch::watch(plan, home, m, shutdown).await;
     if let Some(l) = locals {
         l.stop(Duration::from_secs(10)).await;
     }
@@ -289,172 +287,4 @@ async fn drive(
         Status::Passed => ExitStatus::Success,
         Status::Failed | Status::Aborted => ExitStatus::Failed,
     })
-}
-
-/// The report of run `id` from this home's run store, if it is there.
-fn stored_report(home: &Home, id: &str) -> Option<Report> {
-    let path = home.master().join("lobster.db");
-    if !path.is_file() {
-        return None;
-    }
-    let json = crate::store::Store::open(&path).ok()?.report(id).ok()??;
-    serde_json::from_str(&json).ok()
-}
-
-/// How long a new run waits for a run that is finishing its stop on the same master.
-const BUSY_WAIT: Duration = Duration::from_secs(120);
-
-/// Slaves registered and free for a run now.
-async fn free_slaves(client: &ApiClient) -> Result<u32, Failure> {
-    let slaves = client.slaves().await.map_err(Failure::trouble)?;
-    Ok(slaves.iter().filter(|s| s.connected && !s.draining).count() as u32)
-}
-
-/// Fails at once, with the way out, when no slave can ever join this run.
-async fn check_someone_can_come(plan: &Plan, home: &Home, m: &Attached) -> Result<(), Failure> {
-    if plan.local_slaves > 0 {
-        return Ok(());
-    }
-    let hint = "give `--local-slaves N` to run N slaves on this host, or start a fleet with `lobster fleet up --count N`";
-    if m.embedded.is_some() {
-        return Err(Failure::trouble(anyhow!(
-            "no slaves to run on: no master runs on this home (so no fleet can reach this run) and no local slaves were asked for; {hint}"
-        )));
-    }
-    if plan.min_slaves.is_some() || free_slaves(&m.client).await? > 0 {
-        return Ok(()); // told to wait, or someone is there
-    }
-    match crate::fleet::local_instances_up(home).await {
-        Some(n) if n > 0 => Ok(()),
-        _ => Err(Failure::trouble(anyhow!(
-            "no slaves to run on: no slave is registered with the master at {} and no fleet instance of this home is starting; {hint}",
-            m.client.base()
-        ))),
-    }
-}
-
-/// Creates the run; a run still stopping on the same master is waited for (bounded), any
-/// other run in progress is an error that says how to end it.
-async fn create(client: &ApiClient, body: &CreateRun) -> Result<String, Failure> {
-    let started = Instant::now();
-    let mut told = false;
-    loop {
-        let other = match client.create_run(body).await.map_err(Failure::trouble)? {
-            Ok(id) => return Ok(id),
-            Err(other) => other,
-        };
-        let phase = client
-            .run(&other, u64::MAX)
-            .await
-            .map(|v| v.phase)
-            .unwrap_or_default();
-        if phase == "stopping" && started.elapsed() < BUSY_WAIT {
-            if !told {
-                eprintln!("run {other} is finishing its stop; waiting for it to end");
-                told = true;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        return Err(Failure::trouble(anyhow!(
-            "run {other} is still in progress on the master at {base} ({phase}): wait for it to end, or stop it with `curl -X POST {base}/api/runs/{other}/stop`",
-            base = client.base()
-        )));
-    }
-}
-
-/// Creates the run and follows it to its report.
-async fn watch(
-    plan: &Plan,
-    home: &Home,
-    m: &Attached,
-    shutdown: CancellationToken,
-) -> Result<Report, Failure> {
-    let client = &m.client;
-    check_someone_can_come(plan, home, m).await?;
-    let quorum = match plan.min_slaves {
-        Some(n) => n,
-        None if plan.local_slaves > 0 => plan.local_slaves,
-        None => free_slaves(client).await?.max(1),
-    };
-    let body = CreateRun {
-        scenario: plan.scenario.clone(),
-        quorum,
-        quorum_timeout_ms: plan.quorum_timeout.as_millis() as u64,
-    };
-    let id = create(client, &body).await?;
-    if !plan.quiet {
-        println!(
-            "run {id}: {} against {} for {:.0}s, waiting for {quorum} slave(s) (up to {:.0}s)",
-            plan.scenario.name,
-            plan.scenario.target,
-            plan.scenario.duration_ms as f64 / 1000.0,
-            plan.quorum_timeout.as_secs_f64()
-        );
-    }
-    let created = Instant::now();
-    let mut last_countdown = Instant::now();
-    let mut after = 0u64;
-    let mut header = false;
-    let mut stopped = false;
-    let mut last_contact = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled(), if !stopped => {
-                stopped = true;
-                eprintln!("stopping the run (Ctrl-C again to exit at once)");
-                let who = match super::first_signal() {
-                    Some("SIGINT") => "interrupted in `lobster run` (Ctrl-C, SIGINT)".to_string(),
-                    Some(sig) => format!("`lobster run` received {sig}"),
-                    None => "`lobster run` was stopped".to_string(),
-                };
-                if let Err(e) = client.act(&id, "stop", Some(&who)).await {
-                    eprintln!("warning: could not stop the run: {e:#}");
-                }
-            }
-        }
-        let view = match client.run(&id, after).await {
-            Ok(v) => {
-                last_contact = Instant::now();
-                v
-            }
-            Err(e) => {
-                // A master of this home that stopped (e.g. SIGTERM) wrote the report first.
-                if let Some(r) = stored_report(home, &id) {
-                    return Ok(r);
-                }
-                if last_contact.elapsed() > MASTER_SILENCE {
-                    return Err(Failure::trouble(
-                        e.context(format!("the master stopped answering about run {id}")),
-                    ));
-                }
-                continue;
-            }
-        };
-        if view.phase == "init" && last_countdown.elapsed() >= Duration::from_secs(5) {
-            last_countdown = Instant::now();
-            let left = plan.quorum_timeout.saturating_sub(created.elapsed());
-            let free = free_slaves(client).await.unwrap_or(0);
-            eprintln!(
-                "waiting for {quorum} slave(s): {free} registered, {:.0} s left",
-                left.as_secs_f64()
-            );
-        }
-        for p in &view.points {
-            if !plan.quiet {
-                if !header {
-                    println!("{}", report::live_header());
-                    header = true;
-                }
-                println!("{}", report::live_line(p));
-            }
-            after = after.max(p.index + 1);
-        }
-        let _ = std::io::stdout().flush();
-        if let Some(r) = view.report {
-            return Ok(r);
-        }
-    }
 }

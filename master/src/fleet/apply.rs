@@ -82,7 +82,7 @@ where
                             8
                         } =>
             {
-                warn!(what, attempt, error = %e, "retrying");
+                info!(what, attempt, error = %e, "retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(8));
             }

@@ -206,3 +206,40 @@ fn unreachable_endpoints_and_bad_credentials_are_environment_errors() {
         "{xml}"
     );
 }
+
+/// Missing AWS credentials printed kilobytes of raw SDK output. Right: one line that says
+/// what is missing and how to provide it, with the code, exit 3. (An endpoint on loopback
+/// and IMDS disabled: nothing leaves this machine.)
+#[test]
+fn missing_aws_credentials_are_one_line_with_the_way_out() {
+    let env = Env::new();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = env.lobster();
+    cmd.env_remove("LOBSTER_LOG")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .args([
+            "fleet",
+            "status",
+            "--cloud",
+            "aws",
+            "--endpoint-url",
+            &url,
+            "--region",
+            "us-east-1",
+        ]);
+    let (out, _, err) = run(cmd);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line:\n{err}");
+    assert!(err.contains("NoCredentials"), "{err}");
+    assert!(
+        err.contains("AWS_PROFILE") && err.contains("AWS_ACCESS_KEY_ID"),
+        "no way out: {err}"
+    );
+    assert!(err.len() < 400, "{} bytes: {err}", err.len());
+}
