@@ -456,7 +456,8 @@ fn malformed_query_requests_get_aws_errors() {
         ("empty body", b"".to_vec(), 400, "MissingAction"),
         ("no version", b"Action=DescribeInstances".to_vec(), 400, "MissingParameter"),
         ("unknown action", b"Action=RebootEverything&Version=2016-11-15".to_vec(), 400, "InvalidAction"),
-        ("binary garbage", vec![0xff, 0xfe, 0x00, 0x80, 0x25, 0x25], 400, "MissingAction"),
+        ("binary garbage", vec![0xff, 0xfe, 0x00, 0x80, 0x25, 0x25], 400, "MalformedQueryString"),
+        ("a value that is not UTF-8", b"Action=DescribeInstances&Version=1&Filter.1.Name=%FF%FE".to_vec(), 400, "MalformedQueryString"),
         ("bad percent escape", b"Action=Describe%ZZInstances&Version=1".to_vec(), 400, "InvalidAction"),
         ("index zero", b"Action=DescribeInstances&Version=1&InstanceId.0=i-1".to_vec(), 400, "InvalidParameter"),
         ("index not a number", b"Action=DescribeInstances&Version=1&InstanceId.x=i-1".to_vec(), 400, "InvalidParameter"),
@@ -475,7 +476,7 @@ fn malformed_query_requests_get_aws_errors() {
         ("dry run flag not a bool", b"Action=DescribeInstances&Version=1&DryRun=perhaps".to_vec(), 400, "InvalidParameterValue"),
         ("max results too small", b"Action=DescribeInstances&Version=1&MaxResults=1".to_vec(), 400, "InvalidParameterValue"),
         ("modify a missing instance", b"Action=ModifyInstanceAttribute&Version=1&InstanceId=i-0123456789abcdef0&UserData.Value=eA==".to_vec(), 400, "InvalidInstanceID.NotFound"),
-        ("body too large", vec![b'a'; 2 * 1024 * 1024], 413, ""),
+        ("body too large", vec![b'a'; 2 * 1024 * 1024], 413, "RequestEntityTooLarge"),
     ];
     for (what, body, status, code) in &cases {
         let (got, xml) = http_request(addr, "POST", "/", &form, body);
@@ -489,6 +490,72 @@ fn malformed_query_requests_get_aws_errors() {
         }
     }
     assert!(cases.len() >= 20);
+    // Rejections before the parameters: still EC2's error document with an EC2 code.
+    let json = [("Content-Type", "application/json")];
+    let early: Vec<(&str, &str, &str, &[(&str, &str)], u16, &str)> = vec![
+        (
+            "an unknown path",
+            "GET",
+            "/latest/everything",
+            &[],
+            404,
+            "InvalidAction",
+        ),
+        (
+            "an unknown path, POST",
+            "POST",
+            "/v2/",
+            &form,
+            404,
+            "InvalidAction",
+        ),
+        ("PUT", "PUT", "/", &form, 405, "UnsupportedOperation"),
+        ("DELETE", "DELETE", "/", &[], 405, "UnsupportedOperation"),
+        (
+            "a JSON body",
+            "POST",
+            "/",
+            &json,
+            400,
+            "InvalidParameterValue",
+        ),
+    ];
+    for (what, method, path, headers, status, code) in &early {
+        let (got, xml) = http_request(
+            addr,
+            method,
+            path,
+            headers,
+            b"{\"Action\": \"DescribeInstances\"}",
+        );
+        assert_eq!(got, *status, "{what}: {xml}");
+        assert!(
+            xml.contains(&format!("<Code>{code}</Code>")),
+            "{what}: {xml}"
+        );
+        assert!(xml.contains("<RequestID>"), "{what}: {xml}");
+    }
+    // A second client reads the body-limit answer as the error it is (not a parser failure).
+    let big = env.path("big-user-data");
+    std::fs::write(&big, vec![b'x'; 1536 * 1024]).unwrap();
+    let e = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            "ami-0123456789abcdef0",
+            "--count",
+            "1",
+            "--user-data",
+            &format!("file://{}", big.display()),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("RequestEntityTooLarge") && !e.contains("ResponseParserError"),
+        "{e}"
+    );
     let (status, _) = http_request(addr, "GET", "/__lobster/health", &[], b"");
     assert_eq!(status, 200, "the local cloud survived");
     let after = http_request(

@@ -31,25 +31,20 @@ pub mod types;
 pub(crate) mod units;
 pub(crate) mod xml;
 
+mod http;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State as AxState};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cloud::InstanceState;
-use api::{Ctx, Effect};
+use api::Effect;
 use faults::Faults;
-use query::{ApiError, Query};
 use state::{State, Store};
 
 /// Milliseconds since the Unix epoch.
@@ -271,12 +266,7 @@ impl LocalCloud {
     /// Serves until `shutdown`, then ends every instance's processes (their recorded state
     /// stays, so they boot again when the local cloud comes back).
     pub async fn run(self, shutdown: CancellationToken) {
-        let app = Router::new()
-            .route("/", get(ec2).post(ec2))
-            .route("/__lobster/health", get(|| async { "ok" }))
-            .route("/__lobster/faults", get(get_faults).post(set_faults))
-            .layer(DefaultBodyLimit::max(query::MAX_BODY))
-            .with_state(self.shared.clone());
+        let app = http::router(self.shared.clone());
         info!(endpoint = %self.shared.endpoint(), "local cloud ready");
         let _ = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -327,124 +317,5 @@ impl LocalCloud {
             }
         }
         self.shared.save(&s);
-    }
-}
-
-fn xml_response(status: u16, body: String) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
-        body,
-    )
-        .into_response()
-}
-
-fn error_response(e: &ApiError, request_id: &str) -> Response {
-    xml_response(e.status, xml::error(&e.code, &e.message, request_id))
-}
-
-/// The access key id of a SigV4 `Authorization` header.
-fn access_key_id(headers: &HeaderMap) -> Option<String> {
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let cred = auth.split("Credential=").nth(1)?;
-    Some(cred.split('/').next()?.to_string())
-}
-
-async fn ec2(
-    AxState(shared): AxState<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    if let Some(allowed) = &shared.access_key {
-        match access_key_id(&headers) {
-            Some(k) if k == *allowed || k == imds::INSTANCE_ACCESS_KEY => {}
-            Some(_) => {
-                return error_response(
-                    &ApiError::new(
-                        "AuthFailure",
-                        "AWS was not able to validate the provided access credentials",
-                    )
-                    .with_status(401),
-                    &request_id,
-                );
-            }
-            None => {
-                return error_response(
-                    &ApiError::new(
-                        "MissingAuthenticationToken",
-                        "The request must contain a valid AWS access key",
-                    )
-                    .with_status(401),
-                    &request_id,
-                );
-            }
-        }
-    }
-    let faults = shared.faults();
-    if faults.api_delay_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(faults.api_delay_ms)).await;
-    }
-    if faults.deny_instance_api
-        && access_key_id(&headers).as_deref() == Some(imds::INSTANCE_ACCESS_KEY)
-    {
-        return error_response(
-            &ApiError::new(
-                "UnauthorizedOperation",
-                "You are not authorized to perform this operation.",
-            )
-            .with_status(403),
-            &request_id,
-        );
-    }
-    if Faults::hit(faults.throttle) {
-        return error_response(
-            &ApiError::new("RequestLimitExceeded", "Request limit exceeded.").with_status(503),
-            &request_id,
-        );
-    }
-    let q = match Query::parse(uri.query(), &body) {
-        Ok(q) => q,
-        Err(e) => return error_response(&e, &request_id),
-    };
-    let ctx = Ctx {
-        region: &shared.region,
-        now_ms: unix_ms(),
-        request_id: &request_id,
-        faults: &faults,
-        check_location: &check_recipe,
-    };
-    let result = {
-        let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        let r = api::handle(&q, &mut s, &ctx);
-        if r.is_ok() && !q.action.starts_with("Describe") {
-            shared.save(&s);
-        }
-        r
-    };
-    match result {
-        Ok((xml, effects)) => {
-            runtime::apply(&shared, effects);
-            xml_response(200, xml)
-        }
-        Err(e) => error_response(&e, &request_id),
-    }
-}
-
-async fn get_faults(AxState(shared): AxState<Arc<Shared>>) -> Response {
-    axum::Json(shared.faults()).into_response()
-}
-
-async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
-    let parsed: Result<Faults, String> = serde_json::from_slice(&body).map_err(|e| e.to_string());
-    match parsed.and_then(|f| f.check().map(|_| f)) {
-        Ok(f) => {
-            info!(faults = ?f, "fault injection changed");
-            *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = f;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => (StatusCode::BAD_REQUEST, format!("invalid faults: {e}\n")).into_response(),
     }
 }

@@ -78,6 +78,16 @@ impl Query {
                     "a parameter has an empty name",
                 ));
             }
+            // Percent-decoding replaced bytes that are not UTF-8 with U+FFFD.
+            if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
+                return Err(ApiError::new(
+                    "MalformedQueryString",
+                    format!(
+                        "parameter `{}` is not valid UTF-8 once decoded",
+                        k.escape_debug()
+                    ),
+                ));
+            }
             params.insert(k.into_owned(), v.into_owned());
         }
         let action = params.remove("Action").ok_or_else(|| {
