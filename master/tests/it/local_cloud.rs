@@ -492,7 +492,8 @@ fn malformed_query_requests_get_aws_errors() {
     assert!(cases.len() >= 20);
     // Rejections before the parameters: still EC2's error document with an EC2 code.
     let json = [("Content-Type", "application/json")];
-    let early: Vec<(&str, &str, &str, &[(&str, &str)], u16, &str)> = vec![
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let early: Vec<(&str, &str, &str, Headers, u16, &str)> = vec![
         (
             "an unknown path",
             "GET",
