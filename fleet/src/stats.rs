@@ -12,7 +12,10 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::Serialize;
 
 use crate::proto;
-use crate::scenario::Metric;
+
+mod latency;
+
+pub use latency::LatencySummary;
 
 /// Significant decimal digits kept by every latency histogram (relative error ≤ 0.1 %).
 pub const SIGFIG: u8 = 3;
@@ -379,54 +382,6 @@ pub enum StatsError {
     /// More latency samples than requests.
     #[error("endpoint `{0}` has more latency samples than requests")]
     Inconsistent(String),
-}
-
-/// Latency percentiles in milliseconds, read from a merged histogram.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    pub min: f64,
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    #[serde(rename = "p99_9")]
-    pub p999: f64,
-    pub max: f64,
-}
-
-impl LatencySummary {
-    /// Reads the summary of a histogram of microseconds (all zero when empty).
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return LatencySummary::default();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        LatencySummary {
-            min: ms(h.min()),
-            mean: h.mean() / 1000.0,
-            p50: ms(h.value_at_quantile(0.50)),
-            p90: ms(h.value_at_quantile(0.90)),
-            p95: ms(h.value_at_quantile(0.95)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
-    }
-
-    /// The value of a latency metric (`None` for non-latency metrics).
-    pub fn metric(&self, m: Metric) -> Option<f64> {
-        Some(match m {
-            Metric::P50 => self.p50,
-            Metric::P90 => self.p90,
-            Metric::P95 => self.p95,
-            Metric::P99 => self.p99,
-            Metric::P999 => self.p999,
-            Metric::Max => self.max,
-            Metric::Mean => self.mean,
-            Metric::ErrorRate | Metric::Rps => return None,
-        })
-    }
 }
 
 #[cfg(test)]
