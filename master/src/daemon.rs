@@ -47,11 +47,11 @@ pub enum DaemonError {
 
 /// The local cloud's directory.
 pub fn cloud_dir(home: &Home) -> PathBuf {
-    home.root.join("cloud")
+    home.cloud()
 }
 
 pub fn discover_cloud(home: &Home) -> Option<CloudInfo> {
-    let text = std::fs::read_to_string(cloud_dir(home).join("cloud.json")).ok()?;
+    let text = std::fs::read_to_string(home.cloud_discovery()).ok()?;
     serde_json::from_str(&text).ok()
 }
 

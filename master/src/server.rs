@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,15 +16,15 @@ use tracing::{info, warn};
 use crate::api::{self, ApiState};
 use crate::control::{ControlHandle, Controller, Settings};
 use crate::grpc::ControlService;
-use crate::home::{Home, write_private};
+use crate::home::{Home, MasterDir, write_private};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// How to run a master.
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
-    /// Holds the run store, the join token, the lock and `master.json`.
-    pub state_dir: PathBuf,
+    /// Holds the run store, the join tokens, the TLS identity, the lock and `master.json`.
+    pub state_dir: MasterDir,
     pub grpc_listen: SocketAddr,
     pub api_listen: SocketAddr,
     /// gRPC URL slaves are told to dial (default: from the bound address).
@@ -114,7 +113,7 @@ fn state_err(dir: &std::path::Path) -> impl Fn(std::io::Error) -> StartError + '
 }
 
 /// The join token of the default fleet (local slaves), created on first use.
-pub fn join_token(dir: &std::path::Path) -> std::io::Result<String> {
+pub fn join_token(dir: &MasterDir) -> std::io::Result<String> {
     crate::tokens::fleet_token(dir, crate::tokens::DEFAULT_FLEET)
 }
 
@@ -126,13 +125,13 @@ impl Master {
             return Err(StartError::ApiWithoutToken(config.api_listen));
         }
         let dir = &config.state_dir;
-        Home::ensure(dir).map_err(state_err(dir))?;
-        let lock = File::create(dir.join("master.lock")).map_err(state_err(dir))?;
+        Home::ensure(dir.path()).map_err(state_err(dir.path()))?;
+        let lock = File::create(dir.lock()).map_err(state_err(dir.path()))?;
         if lock.try_lock().is_err() {
-            return Err(StartError::Locked(dir.display().to_string()));
+            return Err(StartError::Locked(dir.path().display().to_string()));
         }
-        let join_token = join_token(dir).map_err(state_err(dir))?;
-        let store = Store::open(&dir.join("lobster.db"))?;
+        let join_token = join_token(dir).map_err(state_err(dir.path()))?;
+        let store = Store::open(&dir.store())?;
         let metrics = Arc::new(Metrics::default());
         let settings = Settings {
             state_dir: dir.clone(),
@@ -156,8 +155,8 @@ impl Master {
                 addr: config.api_listen,
                 source,
             })?;
-        let grpc_addr = grpc.local_addr().map_err(state_err(dir))?;
-        let api_addr = api.local_addr().map_err(state_err(dir))?;
+        let grpc_addr = grpc.local_addr().map_err(state_err(dir.path()))?;
+        let api_addr = api.local_addr().map_err(state_err(dir.path()))?;
         let tls = if config.insecure_plaintext {
             tracing::warn!(
                 "INSECURE: gRPC without TLS (--insecure-plaintext); join tokens cross the network in clear text"
@@ -213,7 +212,7 @@ impl Master {
 
     /// Serves until `shutdown`; then stops the active run (bounded) and the servers.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let discovery = self.config.state_dir.join("master.json");
+        let discovery = self.config.state_dir.discovery();
         write_private(&discovery, &serde_json::to_string_pretty(&self.info)?)?;
         info!(api = %self.info.api, grpc = %self.info.grpc, "master ready");
         let servers = CancellationToken::new();
@@ -294,7 +293,7 @@ fn advertised(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Reads `master.json` from a state directory.
-pub fn discover(state_dir: &std::path::Path) -> Option<MasterInfo> {
-    let text = std::fs::read_to_string(state_dir.join("master.json")).ok()?;
+pub fn discover(state_dir: &MasterDir) -> Option<MasterInfo> {
+    let text = std::fs::read_to_string(state_dir.discovery()).ok()?;
     serde_json::from_str(&text).ok()
 }

@@ -2,8 +2,6 @@
 //! in the state directory (owner-only). Slaves do not trust a CA: they pin this certificate's
 //! SHA-256 fingerprint, which travels in user-data (and in `master.json` for local slaves).
 
-use std::path::Path;
-
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -42,9 +40,13 @@ fn fingerprint_of(cert_pem: &str) -> Option<String> {
     Some(lobster_fleet::pin::fingerprint(der.as_ref()))
 }
 
-/// Loads the identity from `dir/tls/`, creating it on first use for the given host names.
-pub fn load_or_create(dir: &Path, names: &[String]) -> Result<MasterTls, TlsError> {
-    let tls = dir.join("tls");
+/// Loads the identity from the master's `tls/`, creating it on first use for the given host
+/// names.
+pub fn load_or_create(
+    dir: &crate::home::MasterDir,
+    names: &[String],
+) -> Result<MasterTls, TlsError> {
+    let tls = dir.tls();
     let (cert_path, key_path) = (tls.join("cert.pem"), tls.join("key.pem"));
     let shown = tls.display().to_string();
     if cert_path.is_file() && key_path.is_file() {
@@ -85,8 +87,9 @@ mod tests {
     #[test]
     fn created_once_then_loaded_with_the_same_fingerprint_and_private_files() {
         let dir = tempfile::tempdir().unwrap();
-        let a = load_or_create(dir.path(), &["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let b = load_or_create(dir.path(), &["other".into()]).unwrap();
+        let master = crate::home::MasterDir::at(dir.path().to_path_buf());
+        let a = load_or_create(&master, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let b = load_or_create(&master, &["other".into()]).unwrap();
         assert_eq!(a.fingerprint, b.fingerprint);
         assert!(lobster_fleet::pin::is_fingerprint(&a.fingerprint));
         use std::os::unix::fs::PermissionsExt;

@@ -3,25 +3,25 @@
 //! constant time); the fleet it belongs to is recorded with the slave. Tokens never appear in
 //! logs, errors, `fleet status` or reports.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::home::{Home, write_private};
+use crate::home::{Home, MasterDir, write_private};
 
 /// The fleet of slaves started beside the master (`--local-slaves`) and of unnamed fleets.
 pub const DEFAULT_FLEET: &str = "default";
 
-fn token_path(dir: &Path, fleet: &str) -> PathBuf {
-    dir.join("tokens").join(fleet)
+fn token_path(dir: &MasterDir, fleet: &str) -> PathBuf {
+    dir.tokens().join(fleet)
 }
 
 /// The token of `fleet`, created (128 random bits, hex) on first use.
-pub fn fleet_token(dir: &Path, fleet: &str) -> std::io::Result<String> {
+pub fn fleet_token(dir: &MasterDir, fleet: &str) -> std::io::Result<String> {
     let path = token_path(dir, fleet);
     match std::fs::read_to_string(&path) {
         Ok(t) if t.trim().len() >= 32 => Ok(t.trim().to_string()),
         _ => {
-            Home::ensure(&dir.join("tokens"))?;
+            Home::ensure(&dir.tokens())?;
             let bytes: [u8; 16] = rand::random();
             let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             write_private(&path, &token)?;
@@ -33,15 +33,15 @@ pub fn fleet_token(dir: &Path, fleet: &str) -> std::io::Result<String> {
 /// The tokens the master accepts, reloaded from disk when an unknown one shows up (a new fleet
 /// made by `fleet up` while the master runs), at most once a second.
 pub struct TokenBook {
-    dir: PathBuf,
+    dir: MasterDir,
     tokens: Vec<(String, String)>,
     loaded: Option<Instant>,
 }
 
 impl TokenBook {
-    pub fn new(dir: &Path) -> Self {
+    pub fn new(dir: &MasterDir) -> Self {
         let mut b = TokenBook {
-            dir: dir.to_path_buf(),
+            dir: dir.clone(),
             tokens: Vec::new(),
             loaded: None,
         };
@@ -52,7 +52,7 @@ impl TokenBook {
     fn reload(&mut self) {
         self.loaded = Some(Instant::now());
         self.tokens.clear();
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("tokens")) {
+        if let Ok(entries) = std::fs::read_dir(self.dir.tokens()) {
             for e in entries.flatten() {
                 let fleet = e.file_name().to_string_lossy().to_string();
                 if let Ok(t) = std::fs::read_to_string(e.path())
@@ -102,11 +102,12 @@ mod tests {
     #[test]
     fn per_fleet_tokens_are_random_private_and_recognised() {
         let dir = tempfile::tempdir().unwrap();
-        let a = fleet_token(dir.path(), "a").unwrap();
-        let b = fleet_token(dir.path(), "b").unwrap();
+        let master = MasterDir::at(dir.path().to_path_buf());
+        let a = fleet_token(&master, "a").unwrap();
+        let b = fleet_token(&master, "b").unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32, "128 bits in hex");
-        assert_eq!(fleet_token(dir.path(), "a").unwrap(), a, "stable");
+        assert_eq!(fleet_token(&master, "a").unwrap(), a, "stable");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("tokens/a"))
             .unwrap()
@@ -114,7 +115,7 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
-        let mut book = TokenBook::new(dir.path());
+        let mut book = TokenBook::new(&master);
         assert_eq!(book.check(&a).as_deref(), Some("a"));
         assert_eq!(book.check(&b).as_deref(), Some("b"));
         assert_eq!(book.check("nope"), None);

@@ -126,7 +126,7 @@ pub async fn cloud(
                 endpoint: cloud.endpoint(),
                 region: a.region,
             };
-            let discovery = dir.join("cloud.json");
+            let discovery = home.cloud_discovery();
             write_private(
                 &discovery,
                 &serde_json::to_string_pretty(&info).expect("json"),

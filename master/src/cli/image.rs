@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 
 use super::fleet::Common;
 use super::{Failure, parse_duration};
-use crate::daemon;
 use crate::fleet::config::{self, CloudKind, Overrides};
 use crate::fleet::{connect, image};
 use crate::home::Home;
@@ -73,14 +72,9 @@ pub async fn image(cmd: ImageCommand, home: &Home) -> Result<ExitStatus, Failure
             let bin =
                 crate::local_slaves::slave_binary().map_err(|e| Failure::trouble(anyhow!(e)))?;
             let c = connect(&s, home).await.map_err(Failure::trouble)?;
-            let id = image::build_local(
-                c.cloud.as_ref(),
-                &daemon::cloud_dir(home).join("images"),
-                &bin,
-                &s.template_tag,
-            )
-            .await
-            .map_err(Failure::trouble)?;
+            let id = image::build_local(c.cloud.as_ref(), &home.images(), &bin, &s.template_tag)
+                .await
+                .map_err(Failure::trouble)?;
             println!("{id}");
             eprintln!(
                 "local template image {id} tagged {}={}",

@@ -114,7 +114,7 @@ pub async fn quickstart(
     tokio::spawn(target.run(stop_target.clone()));
     println!("2/5 built-in target listening on http://{addr}");
 
-    let scenario = home.root.join("quickstart.yaml");
+    let scenario = home.quickstart_scenario();
     let text = format!(
         "# Written by `lobster quickstart`. Its target is the built-in one on port {port}: start it\n# again with `lobster target --listen {addr}`, then `lobster run {file} --local-slaves 2`.\nname: quickstart\ntarget: http://{addr}\nduration: {}ms\nload:\n  users: 20\n  ramp: 2s\nthink: 1ms\nrequests:\n  - name: home\n    path: /\n  - name: item\n    path: /item/42\n    weight: 2\nsla:\n  - metric: p99\n    max: 500ms\n    window: {window}s\n  - metric: error_rate\n    max: 1%\n    window: {window}s\n",
         args.duration.as_millis(),
@@ -129,7 +129,7 @@ pub async fn quickstart(
     let json = args
         .json
         .clone()
-        .unwrap_or_else(|| home.root.join("quickstart-report.json"));
+        .unwrap_or_else(|| home.quickstart_report());
     println!("3/5 running {} on the fleet\n", scenario.display());
     let plan = Plan {
         warnings: Vec::new(),

@@ -42,7 +42,7 @@ use crate::store::{RunRecord, RunRow, Store};
 #[derive(Clone)]
 pub struct Settings {
     /// Holds the fleets' join tokens (`tokens/`).
-    pub state_dir: std::path::PathBuf,
+    pub state_dir: crate::home::MasterDir,
     pub heartbeat: Duration,
     /// A slave silent this long is lost.
     pub lease: Duration,

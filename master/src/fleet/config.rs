@@ -243,7 +243,7 @@ pub fn resolve(file: ConfigFile, o: Overrides) -> Result<FleetSettings, String> 
 pub fn path(home: &crate::home::Home, flag: Option<PathBuf>) -> (PathBuf, bool) {
     match flag {
         Some(p) => (p, true),
-        None => (home.root.join("config.yaml"), false),
+        None => (home.config_file(), false),
     }
 }
 

@@ -246,14 +246,9 @@ async fn template(
         Err(_) if s.cloud == CloudKind::Local && !req.explicit_template => {
             let bin = crate::local_slaves::slave_binary().map_err(UpError::NoSlaveBinary)?;
             progress.note("no template image yet: building one for the local cloud");
-            image::build_local(
-                cloud,
-                &daemon::cloud_dir(home).join("images"),
-                &bin,
-                &s.template_tag,
-            )
-            .await
-            .map_err(UpError::Image)
+            image::build_local(cloud, &home.images(), &bin, &s.template_tag)
+                .await
+                .map_err(UpError::Image)
         }
         Err(missing) => Err(UpError::NoTemplate(missing.to_string())),
     }

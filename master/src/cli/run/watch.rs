@@ -19,7 +19,7 @@ const MASTER_SILENCE: Duration = Duration::from_secs(90);
 
 /// The report of run `id` from this home's run store, if it is there.
 fn stored_report(home: &Home, id: &str) -> Option<Report> {
-    let path = home.master().join("lobster.db");
+    let path = home.master().store();
     if !path.is_file() {
         return None;
     }
