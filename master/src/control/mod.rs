@@ -102,25 +102,35 @@ pub enum ApiError {
     Store(String),
 }
 
-/// A request to the control loop.
+/// A request to the control loop. Each is handled whole, in arrival order.
 pub enum Command {
+    /// A slave presents its token and identity (any time; refused over the join rate, the
+    /// slave cap, with a wrong token, or with the uid of a live slave). Replies its secret.
     Join(JoinRequest, oneshot::Sender<Result<JoinReply, Status>>),
+    /// A session's first message: binds the stream `tx` to a joined slave whose secret
+    /// matches; re-adopts the run it names. Replies the session number.
     Attach {
         attach: proto::Attach,
+        /// The master's half of the session stream.
         tx: SessionTx,
         reply: oneshot::Sender<Result<u64, Status>>,
     },
+    /// A message on session `0` (ignored when the session is no longer the slave's current).
     FromSlave(u64, Up),
+    /// Session `0` ended; its slave (if it was current) is lost to the run at once.
     Detached(u64),
+    /// An idle watcher asks to drain its instance (token checked); replies whether it is idle.
     Drain(
         proto::DrainRequest,
         oneshot::Sender<Result<DrainReply, Status>>,
     ),
+    /// A new run (the scenario already checked); refused with `Busy` while another is active.
     CreateRun(
         Box<Scenario>,
         RunOptions,
         oneshot::Sender<Result<String, ApiError>>,
     ),
+    /// A run's view with its closed seconds after the given index; any run the store holds.
     GetRun(String, u64, oneshot::Sender<Result<RunView, ApiError>>),
     /// An operator action on a run; the text says who or why (a stop's reason).
     Act(
@@ -129,7 +139,9 @@ pub enum Command {
         Option<String>,
         oneshot::Sender<Result<(), ApiError>>,
     ),
+    /// Every registered slave.
     Slaves(oneshot::Sender<Vec<SlaveView>>),
+    /// The store's recent runs.
     Runs(oneshot::Sender<Result<Vec<RunRow>, ApiError>>),
 }
 
@@ -153,13 +165,20 @@ impl ControlHandle {
     }
 }
 
+/// The one task that owns the fleet's and the run's state.
 pub struct Controller {
     settings: Settings,
+    /// The fleets' join tokens (reloaded when an unknown token is presented).
     tokens: crate::tokens::TokenBook,
+    /// Admits joins at a steady rate with a burst.
     join_bucket: JoinBucket,
+    /// Joined slaves and their sessions.
     registry: Registry,
+    /// The active run, or the last one (kept to answer about it until the next is created).
     run: Option<Run>,
+    /// Runs, intervals and reports (SQLite); an interval is stored before it is acked.
     store: Store,
+    /// Commands from the gRPC service and the API (bounded).
     rx: mpsc::Receiver<Command>,
     metrics: Arc<Metrics>,
     /// Last tick, to tell the master's own stalls from silent slaves.

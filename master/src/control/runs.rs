@@ -16,6 +16,7 @@ impl Controller {
         }
         let id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let unix = clock::unix_ms();
+        let _span = info_span!("run", run_id = %id).entered();
         let run = Run::new(id.clone(), scenario, options, now, unix);
         let rec = RunRecord {
             id: id.clone(),
@@ -106,6 +107,7 @@ impl Controller {
         let Some(r) = self.run.as_mut().filter(|r| r.id == id) else {
             return Err(ApiError::NotFound(id.to_string()));
         };
+        let _span = info_span!("run", run_id = %r.id).entered();
         let out = match action {
             Action::Stop => {
                 if r.is_done() {
@@ -157,6 +159,7 @@ impl Controller {
             .count();
         self.metrics.slaves_connected.set(connected as i64);
         if let Some(r) = self.run.as_mut().filter(|r| !r.is_done()) {
+            let _span = info_span!("run", run_id = %r.id).entered();
             // Slaves that joined during the run take part.
             let joining: Vec<Candidate> = if matches!(r.phase, Phase::Running | Phase::Suspended) {
                 self.registry
@@ -192,6 +195,9 @@ impl Controller {
             // name it any more); losing it may reslice, which may find more.
             let dropped = self.registry.take_dropped();
             if dropped.is_empty() {
+                if let Some(r) = &mut self.run {
+                    r.redistribution_sent(Instant::now());
+                }
                 return;
             }
             let now = Instant::now();

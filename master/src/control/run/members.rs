@@ -54,7 +54,7 @@ impl Run {
         p.share = None;
         self.dirty = true;
         warn!(run_id = %self.id, slave = %p.slave_id, reason, "slave lost");
-        let mut lost = LostSlave {
+        let lost = LostSlave {
             slave_id: p.slave_id.clone(),
             instance_id: p.instance_id.clone(),
             slave_index: p.slave_index,
@@ -70,7 +70,8 @@ impl Run {
                     return self.request_stop(now, "all slaves lost", Some(Status::Aborted));
                 }
                 let out = self.reslice(now);
-                lost.redistributed_after_ms = Some(now.elapsed().as_millis() as u64);
+                // Set when the control loop has delivered the rescale.
+                self.pending_redistribution.push((self.lost.len(), now));
                 out
             }
             _ => Vec::new(),

@@ -135,6 +135,8 @@ pub struct Run {
     lost: Vec<LostSlave>,
     /// The final report, once done.
     pub report: Option<Report>,
+    /// Losses whose share was redistributed, with when: `lost` index and decision time.
+    pending_redistribution: Vec<(usize, Instant)>,
     /// Set when the persisted state changed and should be saved.
     pub dirty: bool,
 }
@@ -173,6 +175,7 @@ impl Run {
             stop: None,
             lost: Vec::new(),
             report: None,
+            pending_redistribution: Vec::new(),
             dirty: true,
         }
     }
@@ -215,19 +218,40 @@ impl Run {
         run
     }
 
+    /// The state to save (pure: wall-clock times derive from the start's Unix time).
     pub fn persisted(&self) -> Persisted {
-        let unix_now = crate::clock::unix_ms();
         Persisted {
             phase: self.phase,
             options: self.options,
             started_unix_ms: self.started_unix_ms,
             suspended_total_ms: self.suspended_total.as_millis() as u64,
-            suspended_since_unix_ms: self
-                .suspended_since
-                .map(|s| unix_now.saturating_sub(s.elapsed().as_millis() as u64)),
+            suspended_since_unix_ms: self.suspended_since.map(|s| self.unix_ms_at(s)),
             participants: self.participants.clone(),
             lost: self.lost.clone(),
             stop: self.stop.as_ref().map(|s| (s.reason.clone(), s.forced)),
+        }
+    }
+
+    /// The Unix time (ms) of an instant of this run, from its start's pair of clocks.
+    fn unix_ms_at(&self, t: Instant) -> u64 {
+        let (origin, origin_unix) = match (self.started, self.started_unix_ms) {
+            (Some(s), Some(u)) => (s, u),
+            _ => (self.created, self.created_unix_ms),
+        };
+        match t.checked_duration_since(origin) {
+            Some(d) => origin_unix + d.as_millis() as u64,
+            None => origin_unix.saturating_sub(origin.duration_since(t).as_millis() as u64),
+        }
+    }
+
+    /// Sets how long the redistributions decided since the last call took to reach the
+    /// slaves: the control loop calls this when it has delivered the messages at `sent`.
+    pub fn redistribution_sent(&mut self, sent: Instant) {
+        for (i, decided) in self.pending_redistribution.drain(..) {
+            if let Some(l) = self.lost.get_mut(i) {
+                l.redistributed_after_ms =
+                    Some(sent.saturating_duration_since(decided).as_millis() as u64);
+            }
         }
     }
 

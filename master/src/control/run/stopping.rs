@@ -80,7 +80,7 @@ impl Run {
             target: self.scenario.target.to_string(),
             model: format!("{:?}", self.scenario.load.model).to_lowercase(),
             started_at: crate::clock::rfc3339(started_unix),
-            ended_at: crate::clock::rfc3339(crate::clock::unix_ms()),
+            ended_at: crate::clock::rfc3339(self.unix_ms_at(now)),
             duration_s: seconds,
             slaves: self.participants.len() as u32,
             lost_slaves: self.lost.clone(),
