@@ -1,6 +1,7 @@
 //! The fleet's common language, shared by the master and the slaves.
 //!
 //! - [`proto`]: the gRPC contract (the only place wire types live).
+//! - [`flags`]: value parsers for numeric command-line flags (the rule in every error).
 //! - [`pin`]: the fingerprint slaves pin the master's certificate by.
 //! - [`recipe`]: the slave image's recipe (systemd units, user-data template, install script).
 //! - [`scenario`]: the YAML scenario format, its validation and the resolved model sent to slaves.
@@ -11,6 +12,7 @@
 //!
 //! Nothing here opens a socket or calls a cloud.
 
+pub mod flags;
 pub mod pin;
 pub mod proto;
 pub mod recipe;

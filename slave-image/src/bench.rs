@@ -20,8 +20,9 @@ pub struct BenchArgs {
     /// URL to GET, e.g. http://127.0.0.1:8080/
     #[arg(long)]
     pub url: String,
-    /// Concurrent connections (one user each).
-    #[arg(long, short = 'c', default_value_t = 64)]
+    /// Concurrent connections (one user each; 1 to 100000).
+    #[arg(long, short = 'c', default_value_t = 64, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u64, 100_000, ""))]
     pub connections: u64,
     /// How long to run, e.g. 10s.
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]

@@ -15,9 +15,11 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub agent: AgentArgs,
-    /// Worker threads of this slave's runtime (one slave per core is the usual layout).
-    #[arg(long, env = "LOBSTER_THREADS", default_value_t = 1, global = true)]
-    pub threads: usize,
+    /// Worker threads of this slave's runtime (one slave per core is the usual layout; 1 to
+    /// 1024).
+    #[arg(long, env = "LOBSTER_THREADS", default_value_t = 1, global = true,
+          allow_negative_numbers = true, value_parser = lobster_fleet::flags::whole(1u64, 1024, ""))]
+    pub threads: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,18 +46,23 @@ pub struct AgentArgs {
     /// Instance id (from IMDS on a cloud VM); defaults to `local-<host>`.
     #[arg(long, env = "LOBSTER_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Instance type of this VM (from IMDS; shown by `fleet status`).
     #[arg(long, env = "LOBSTER_INSTANCE_TYPE", default_value = "local")]
     pub instance_type: String,
+    /// Region of this VM (from IMDS; used to call the cloud API).
     #[arg(long, env = "LOBSTER_REGION", default_value = "local")]
     pub region: String,
-    /// 1-based index of this slave on its host.
-    #[arg(long, env = "LOBSTER_SLAVE_INDEX", default_value_t = 1)]
+    /// 1-based index of this slave on its host (1 to 4096).
+    #[arg(long, env = "LOBSTER_SLAVE_INDEX", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u32, 4096, ""))]
     pub slave_index: u32,
-    /// How many slaves share this host.
-    #[arg(long, env = "LOBSTER_SLAVES_ON_HOST", default_value_t = 1)]
+    /// How many slaves share this host (1 to 4096).
+    #[arg(long, env = "LOBSTER_SLAVES_ON_HOST", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u32, 4096, ""))]
     pub slaves_on_host: u32,
-    /// Cores of the host (default: what the OS reports).
-    #[arg(long, env = "LOBSTER_CORES")]
+    /// Cores of the host (default: what the OS reports; 1 to 4096).
+    #[arg(long, env = "LOBSTER_CORES", allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u32, 4096, ""))]
     pub cores: Option<u32>,
     /// Boot id of the host (default: the kernel's).
     #[arg(long, env = "LOBSTER_BOOT_ID")]

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cli.threads)
+            .worker_threads(cli.threads as usize)
             .enable_all()
             .build()
     };

@@ -163,23 +163,33 @@ fn bad_scenarios_are_refused_with_a_location() {
         (
             "zero users",
             &SMOKE.replace("users: 30", "users: 0"),
-            "users",
+            "users must be a whole number from 1 to 10000000, got 0",
         ),
         (
             "negative users",
             &SMOKE.replace("users: 30", "users: -3"),
-            "",
+            "users must be a whole number from 1 to 10000000, got -3",
         ),
         (
             "users as text",
             &SMOKE.replace("users: 30", "users: many"),
-            "",
+            "users must be a whole number from 1 to 10000000, got `many`",
+        ),
+        (
+            "too many users, written as a float",
+            &SMOKE.replace("users: 30", "users: 1e12"),
+            "users must be a whole number from 1 to 10000000, got 1000000000000",
+        ),
+        (
+            "a fraction of a user",
+            &SMOKE.replace("users: 30", "users: 1.5"),
+            "users must be a whole number from 1 to 10000000, got 1.5",
         ),
         ("zero rate", &SMOKE.replace("users: 30", "rate: 0"), "rate"),
         (
             "absurd rate",
             &SMOKE.replace("users: 30", "rate: 1e12"),
-            "rate",
+            "rate must be a number of requests per second above 0 and at most 10000000",
         ),
         ("no load", &SMOKE.replace("users: 30", "ramp: 5s"), "users"),
         (
@@ -210,12 +220,12 @@ fn bad_scenarios_are_refused_with_a_location() {
         (
             "zero weight",
             &SMOKE.replace("weight: 2", "weight: 0"),
-            "weight",
+            "weight must be a whole number from 1 to 1000000, got 0",
         ),
         (
             "negative weight",
             &SMOKE.replace("weight: 2", "weight: -2"),
-            "",
+            "weight must be a whole number from 1 to 1000000, got -2",
         ),
         (
             "bad expect",

@@ -99,36 +99,71 @@ impl<'de> Deserialize<'de> for Number {
     }
 }
 
-/// A whole number ≥ 0 (users, weights, connection counts), with a clear message otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Whole(pub u64);
+/// A whole number as written: its value when it is one (`1e12` is), and the text to show in
+/// an error, so that each field's message states its own range whatever was written
+/// (`-3`, `1.5`, `many`, `1e12`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Whole {
+    /// The number, when the value is a whole number ≥ 0 within `u64`.
+    pub value: Option<u64>,
+    /// The value as written, for messages.
+    pub shown: String,
+}
+
+impl Whole {
+    /// The value if it is a whole number in `min..=max`, else the field's rule.
+    pub fn in_range(&self, field: &str, min: u64, max: u64) -> Result<u64, String> {
+        match self.value {
+            Some(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(format!(
+                "{field} must be a whole number from {min} to {max}, got {}",
+                self.shown
+            )),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Whole {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl Visitor<'_> for V {
-            type Value = u64;
+            type Value = Whole;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a whole number")
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
-                Ok(v)
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Whole, E> {
+                Ok(Whole {
+                    value: Some(v),
+                    shown: v.to_string(),
+                })
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
-                u64::try_from(v)
-                    .map_err(|_| E::custom(format!("expected a whole number ≥ 0, got {v}")))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Whole, E> {
+                Ok(Whole {
+                    value: u64::try_from(v).ok(),
+                    shown: v.to_string(),
+                })
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
-                Err(E::custom(format!("expected a whole number, got {v}")))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Whole, E> {
+                let whole = v.is_finite() && v.fract() == 0.0 && v >= 0.0 && v < u64::MAX as f64;
+                Ok(Whole {
+                    value: whole.then_some(v as u64),
+                    shown: v.to_string(),
+                })
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
-                Err(E::custom(format!("expected a whole number, got `{v}`")))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Whole, E> {
+                Ok(Whole {
+                    value: None,
+                    shown: format!("`{v}`"),
+                })
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<u64, E> {
-                Err(E::custom(format!("expected a whole number, got `{v}`")))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Whole, E> {
+                Ok(Whole {
+                    value: None,
+                    shown: format!("`{v}`"),
+                })
             }
         }
-        d.deserialize_any(V).map(Whole)
+        d.deserialize_any(V)
     }
 }
 
@@ -204,8 +239,16 @@ impl<'de> Deserialize<'de> for StatusList {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u16>, A::Error> {
                 let mut out = Vec::new();
-                while let Some(Whole(v)) = seq.next_element::<Whole>()? {
-                    out.push(status(v)?);
+                while let Some(w) = seq.next_element::<Whole>()? {
+                    match w.value {
+                        Some(v) => out.push(status(v)?),
+                        None => {
+                            return Err(de::Error::custom(format!(
+                                "expected an HTTP status code between 100 and 599, got {}",
+                                w.shown
+                            )));
+                        }
+                    }
                 }
                 Ok(out)
             }

@@ -41,13 +41,15 @@ pub struct LocalArgs {
     #[arg(long)]
     pub access_key_id: Option<String>,
     /// Fault injection: share (0-1) of API requests throttled.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::number(0.0, 1.0, false))]
     pub throttle: f64,
     /// Fault injection: share (0-1) of launches and starts refused for capacity.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::number(0.0, 1.0, false))]
     pub capacity_errors: f64,
-    /// Fault injection: most instances up at once.
-    #[arg(long)]
+    /// Fault injection: most instances up at once (0 to 100000).
+    #[arg(long, allow_negative_numbers = true, value_parser = lobster_fleet::flags::whole(0u32, 100_000, ""))]
     pub capacity_limit: Option<u32>,
     /// Fault injection: time from pending to running.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]

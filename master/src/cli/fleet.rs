@@ -40,6 +40,7 @@ pub struct Common {
     /// EC2 API endpoint (moto, a local cloud elsewhere).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// Cloud region (default: AWS_REGION or the profile's for AWS; `local` for the local cloud).
     #[arg(long)]
     pub region: Option<String>,
     /// Fleet name (tag lobster:fleet).
@@ -54,18 +55,23 @@ pub struct Common {
 pub struct UpArgs {
     #[command(flatten)]
     pub common: Common,
-    /// How many instances the fleet should have.
-    #[arg(long)]
-    pub count: i64,
-    #[arg(long)]
+    /// How many instances the fleet should have (1 to 10000).
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u32, MAX_COUNT, "to stop the fleet: lobster fleet down"))]
+    pub count: u32,
+    /// Instance type of new instances (default: local.small on the local cloud, c6i.large on
+    /// AWS; `fallback_instance_types` in config.yaml are tried when capacity runs out).
+    #[arg(long, value_name = "TYPE")]
     pub instance_type: Option<String>,
     /// Tag that finds the template image, KEY=VALUE.
     #[arg(long, value_name = "KEY=VALUE")]
     pub template_tag: Option<String>,
-    /// Minutes without slave activity before a VM stops itself (fractions allowed).
-    #[arg(long)]
+    /// Minutes without slave activity before a VM stops itself (fractions allowed; above 0, at
+    /// most a week).
+    #[arg(long, allow_negative_numbers = true, value_parser = lobster_fleet::flags::number(0.0, 10_080.0, true))]
     pub idle_minutes: Option<f64>,
-    #[arg(long)]
+    /// Slave processes per vCPU of each VM (1 to 64; default 1).
+    #[arg(long, allow_negative_numbers = true, value_parser = lobster_fleet::flags::whole(1u32, 64, ""))]
     pub slaves_per_core: Option<u32>,
     /// Longest life of one boot of a VM (its lobster:expires-at), e.g. 8h.
     #[arg(long, value_parser = parse_duration)]
@@ -162,17 +168,6 @@ async fn master_slaves(home: &Home) -> Vec<SlaveView> {
 
 /// Flags → one resolved request, before any I/O.
 fn resolve_up(a: UpArgs, home: &Home) -> Result<UpRequest, Failure> {
-    if a.count < 1 {
-        return Err(Failure::bad_input(anyhow!(
-            "--count must be at least 1 (to stop the fleet: lobster fleet down)"
-        )));
-    }
-    if a.count > i64::from(MAX_COUNT) {
-        return Err(Failure::bad_input(anyhow!(
-            "--count {} is more than the {MAX_COUNT} instances one fleet may have",
-            a.count
-        )));
-    }
     let settings = settings(
         home,
         &a.common,
@@ -199,7 +194,7 @@ fn resolve_up(a: UpArgs, home: &Home) -> Result<UpRequest, Failure> {
     };
     Ok(UpRequest {
         timeout: a.timeout.unwrap_or(settings.register_timeout),
-        count: a.count as u32,
+        count: a.count,
         explicit_template: a.template_tag.is_some(),
         dry_run: a.dry_run,
         wait: !a.no_wait,

@@ -28,9 +28,10 @@ pub struct MasterArgs {
     /// A slave silent this long is declared lost and its share redistributed.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub lease: Duration,
-    /// Most slaves accepted at once.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_slaves: usize,
+    /// Most slaves accepted at once (1 to 100000).
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u64, 100_000, ""))]
+    pub max_slaves: u64,
     /// Token the API requires (`Authorization: Bearer …`); mandatory off loopback.
     #[arg(long, env = "LOBSTER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -52,11 +53,6 @@ impl MasterArgs {
                 "--lease must be at least twice --heartbeat"
             )));
         }
-        if self.max_slaves == 0 {
-            return Err(Failure::bad_input(anyhow::anyhow!(
-                "--max-slaves must be at least 1"
-            )));
-        }
         if let Some(a) = &self.advertise
             && !(a.starts_with("http://") || a.starts_with("https://"))
         {
@@ -71,7 +67,7 @@ impl MasterArgs {
             advertise: self.advertise,
             heartbeat: self.heartbeat,
             lease: self.lease,
-            max_slaves: self.max_slaves,
+            max_slaves: self.max_slaves as usize,
             api_token: self.api_token.filter(|t| !t.is_empty()),
             insecure_plaintext: self.insecure_plaintext,
             ephemeral: false,

@@ -165,7 +165,7 @@ pub fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = threads {
-        builder.worker_threads(n.max(1));
+        builder.worker_threads(n.max(1) as usize);
     }
     let runtime = match builder.build() {
         Ok(r) => r,

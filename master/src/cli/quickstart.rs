@@ -26,14 +26,16 @@ const FLEET: &str = "quickstart";
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
-    /// Instances in the fleet (one slave each).
-    #[arg(long, default_value_t = 3)]
+    /// Instances in the fleet (one slave each; 1 to 50).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u32, 50, ""))]
     pub instances: u32,
     /// How long the run lasts.
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub duration: Duration,
-    /// Minutes of idleness before the fleet stops itself.
-    #[arg(long, default_value_t = 0.25)]
+    /// Minutes of idleness before the fleet stops itself (above 0, at most a week).
+    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::number(0.0, 10_080.0, true))]
     pub idle_minutes: f64,
     /// Write the JSON report here (default: LOBSTER_HOME/quickstart-report.json).
     #[arg(long)]
@@ -48,11 +50,6 @@ pub async fn quickstart(
     home: &Home,
     shutdown: CancellationToken,
 ) -> Result<ExitStatus, Failure> {
-    if args.instances == 0 || args.instances > 50 {
-        return Err(Failure::bad_input(anyhow::anyhow!(
-            "--instances must be between 1 and 50"
-        )));
-    }
     let common = Common {
         cloud: Some(CloudKind::Local),
         endpoint_url: None,

@@ -26,8 +26,9 @@ mod watch;
 pub struct RunArgs {
     /// The scenario file (see docs/scenario.md).
     pub scenario: PathBuf,
-    /// Also start N slaves on this host.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    /// Also start N slaves on this host (0 to 256).
+    #[arg(long, default_value_t = 0, value_name = "N", allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(0u32, MAX_LOCAL_SLAVES, ""))]
     pub local_slaves: u32,
     /// Write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
@@ -40,7 +41,8 @@ pub struct RunArgs {
     pub target: Option<String>,
     /// Start once this many slaves are available (default: the local slaves, else those
     /// registered now, at least 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = lobster_fleet::flags::whole(1u32, 100_000, ""))]
     pub min_slaves: Option<u32>,
     /// Give up if the slaves are not there within this time.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -109,16 +111,6 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         }
     }
     warnings.extend(scenario.warnings());
-    if args.local_slaves > MAX_LOCAL_SLAVES {
-        return Err(Failure::bad_input(anyhow!(
-            "--local-slaves must be at most {MAX_LOCAL_SLAVES}"
-        )));
-    }
-    if args.min_slaves == Some(0) {
-        return Err(Failure::bad_input(anyhow!(
-            "--min-slaves must be at least 1"
-        )));
-    }
     if args.quorum_timeout.is_zero() {
         return Err(Failure::bad_input(anyhow!(
             "--quorum-timeout must be longer than zero"

@@ -17,9 +17,9 @@ pub struct TargetArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Worker threads (default: one per core; 1 to 1024).
+    #[arg(long, allow_negative_numbers = true, value_parser = lobster_fleet::flags::whole(1u64, 1024, ""))]
+    pub threads: Option<u64>,
     /// Write the bound address (`host:port`) to this file once listening.
     #[arg(long, value_name = "FILE")]
     pub addr_file: Option<PathBuf>,

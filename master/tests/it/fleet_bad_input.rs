@@ -23,22 +23,47 @@ fn bad_fleet_inputs() {
         (
             "count zero",
             vec!["fleet", "up", "--count", "0"],
-            "--count must be at least 1",
+            "--count <COUNT>': must be a whole number from 1 to 10000 (to stop the fleet: lobster fleet down)",
         ),
         (
             "count negative",
             vec!["fleet", "up", "--count=-3"],
-            "--count must be at least 1",
+            "--count <COUNT>': must be a whole number from 1 to 10000",
+        ),
+        (
+            "count negative, with a space (as people type it)",
+            vec!["fleet", "up", "--count", "-3"],
+            "--count <COUNT>': must be a whole number from 1 to 10000",
+        ),
+        (
+            "slaves per core negative, with a space",
+            vec!["fleet", "up", "--count", "1", "--slaves-per-core", "-2"],
+            "--slaves-per-core <SLAVES_PER_CORE>': must be a whole number from 1 to 64",
+        ),
+        (
+            "idle minutes negative, with a space",
+            vec!["fleet", "up", "--count", "1", "--idle-minutes", "-1"],
+            "--idle-minutes <IDLE_MINUTES>': must be a number above 0 and at most 10080",
+        ),
+        (
+            "quickstart instances negative",
+            vec!["quickstart", "--instances", "-1"],
+            "--instances <INSTANCES>': must be a whole number from 1 to 50",
+        ),
+        (
+            "throttle negative",
+            vec!["cloud", "local", "--throttle", "-0.5"],
+            "--throttle <THROTTLE>': must be a number from 0 to 1",
         ),
         (
             "count absurd",
             vec!["fleet", "up", "--count", "1000000"],
-            "more than the 10000 instances one fleet may have",
+            "must be a whole number from 1 to 10000",
         ),
         (
             "count not a number",
             vec!["fleet", "up", "--count", "many"],
-            "invalid digit",
+            "must be a whole number from 1 to 10000 (to stop the fleet: lobster fleet down), not `many`",
         ),
         ("no count", vec!["fleet", "up"], "--count"),
         (
@@ -61,12 +86,12 @@ fn bad_fleet_inputs() {
         (
             "zero slaves per core",
             vec!["fleet", "up", "--count", "1", "--slaves-per-core", "0"],
-            "slaves per core must be between 1 and 64",
+            "must be a whole number from 1 to 64",
         ),
         (
             "negative idle minutes",
             vec!["fleet", "up", "--count", "1", "--idle-minutes=-1"],
-            "idle minutes must be above 0 and at most a week",
+            "must be a number above 0 and at most 10080",
         ),
         (
             "tiny max lifetime",
@@ -108,7 +133,7 @@ fn bad_fleet_inputs() {
         (
             "cloud flags out of range",
             vec!["cloud", "local", "--throttle", "2"],
-            "throttle must be between 0 and 1",
+            "--throttle <THROTTLE>': must be a number from 0 to 1",
         ),
         (
             "image for EC2 without a base AMI",

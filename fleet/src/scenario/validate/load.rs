@@ -3,13 +3,9 @@
 use super::*;
 
 pub(super) fn users(v: &Spanned<Whole>) -> Res<u64> {
-    if v.value.0 == 0 || v.value.0 > MAX_USERS {
-        return Err(fault(
-            v.referenced,
-            format!("users must be between 1 and {MAX_USERS}"),
-        ));
-    }
-    Ok(v.value.0)
+    v.value
+        .in_range("users", 1, MAX_USERS)
+        .map_err(|m| fault(v.referenced, m))
 }
 
 pub(super) fn rate(v: &Spanned<crate::scenario::value::Number>) -> Res<u64> {
@@ -34,13 +30,10 @@ pub(super) fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
         (None, None) => (None, None),
     };
     let max_connections = match &lf.max_connections {
-        Some(m) if m.value.0 == 0 || m.value.0 > 10_000_000 => {
-            return Err(fault(
-                m.referenced,
-                "max_connections must be between 1 and 10000000",
-            ));
-        }
-        Some(m) => m.value.0 as u32,
+        Some(m) => m
+            .value
+            .in_range("max_connections", 1, 10_000_000)
+            .map_err(|e| fault(m.referenced, e))? as u32,
         None => DEFAULT_MAX_CONNECTIONS,
     };
     let profile = match (&lf.stages, &lf.ramp) {
@@ -120,7 +113,11 @@ pub(super) fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
 }
 
 pub(super) fn users_or_zero(v: &Spanned<Whole>) -> Res<u64> {
-    if v.value.0 == 0 { Ok(0) } else { users(v) }
+    if v.value.value == Some(0) {
+        Ok(0)
+    } else {
+        users(v)
+    }
 }
 
 pub(super) fn rate_or_zero(v: &Spanned<crate::scenario::value::Number>) -> Res<u64> {

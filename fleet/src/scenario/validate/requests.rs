@@ -110,10 +110,10 @@ pub(super) fn resolve_requests(
         };
         let weight = match &r.weight {
             None => 1,
-            Some(w) if w.value.0 == 0 || w.value.0 > 1_000_000 => {
-                return Err(fault(w.referenced, "weight must be between 1 and 1000000"));
-            }
-            Some(w) => w.value.0 as u32,
+            Some(w) => w
+                .value
+                .in_range("weight", 1, 1_000_000)
+                .map_err(|e| fault(w.referenced, e))? as u32,
         };
         let req = Request {
             name: name.to_string(),

@@ -569,3 +569,25 @@ pub fn lobster_run(
     let r = json.is_file().then(|| report(&json));
     (out.status.code().unwrap_or(-1), so, se, r)
 }
+
+/// Starts `lobster run SCENARIO --master API --min-slaves MIN --json JSON` in the background;
+/// its output goes to `run.out` and `run.err` in the home.
+pub fn background_run(env: &Env, api: &str, scenario: &Path, json: &Path, min: u32) -> Proc {
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        scenario.to_str().unwrap(),
+        "--master",
+        api,
+        "--min-slaves",
+        &min.to_string(),
+    ])
+    .args(["--json", json.to_str().unwrap()])
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(env.path("run.out")).unwrap())
+    .stderr(std::fs::File::create(env.path("run.err")).unwrap());
+    Proc {
+        child: cmd.spawn().unwrap(),
+        name: "run".into(),
+    }
+}

@@ -7,32 +7,6 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::common::*;
 use nix::sys::signal::Signal;
 
-fn background_run(
-    env: &Env,
-    api: &str,
-    scenario: &std::path::Path,
-    json: &std::path::Path,
-    min: u32,
-) -> Proc {
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        scenario.to_str().unwrap(),
-        "--master",
-        api,
-        "--min-slaves",
-        &min.to_string(),
-    ])
-    .args(["--json", json.to_str().unwrap()])
-    .stdin(Stdio::null())
-    .stdout(std::fs::File::create(env.path("run.out")).unwrap())
-    .stderr(std::fs::File::create(env.path("run.err")).unwrap());
-    Proc {
-        child: cmd.spawn().unwrap(),
-        name: "run".into(),
-    }
-}
-
 fn wait_running(api: &str) {
     eventually("a running run", Duration::from_secs(30), || {
         http_get(addr_of(api), "/api/runs")

@@ -1,37 +1,9 @@
 //! Faults during a run: the master restarted, a slave killed.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
 use nix::sys::signal::Signal;
-
-/// Starts `lobster run` against a running master in the background.
-fn background_run(
-    env: &Env,
-    api: &str,
-    scenario: &std::path::Path,
-    json: &std::path::Path,
-    min: u32,
-) -> Proc {
-    let mut cmd = env.lobster();
-    cmd.args([
-        "run",
-        scenario.to_str().unwrap(),
-        "--master",
-        api,
-        "--min-slaves",
-        &min.to_string(),
-    ])
-    .args(["--json", json.to_str().unwrap()])
-    .stdin(Stdio::null())
-    .stdout(std::fs::File::create(env.path("run.out")).unwrap())
-    .stderr(std::fs::File::create(env.path("run.err")).unwrap());
-    Proc {
-        child: cmd.spawn().unwrap(),
-        name: "run".into(),
-    }
-}
 
 fn wait_run_phase(api: &str, phase: &str) {
     let addr = api.trim_start_matches("http://").parse().unwrap();
