@@ -35,6 +35,7 @@ pub struct LocalArgs {
     /// Address of the EC2 API (port 0 picks a free port; see `lobster cloud endpoint`).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// The region name the local cloud reports (SDKs and the aws CLI send it back).
     #[arg(long, default_value = LOCAL_REGION)]
     pub region: String,
     /// Accept only this access key id (default: any).

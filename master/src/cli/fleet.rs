@@ -24,6 +24,15 @@ pub(crate) use bars::Bars;
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Bring the fleet to N instances: restart stopped ones first, launch the rest, wait for slaves.
+    #[command(after_help = "\
+Examples:
+  lobster fleet up --count 20                        # the local cloud (started if needed)
+  lobster fleet up --count 5 --instance-type local.medium --idle-minutes 10
+  lobster fleet up --count 50 --cloud aws --region eu-west-1 --dry-run
+  lobster fleet up --count 3 --no-wait && lobster fleet status
+
+Exit codes: 0 up, 1 a partial fleet (capacity), 2 bad input, 3 the cloud or the master
+failed (unreachable, credentials) or the slaves did not register in time.")]
     Up(UpArgs),
     /// Stop the fleet's instances (or terminate them).
     Down(DownArgs),

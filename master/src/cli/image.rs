@@ -15,6 +15,11 @@ use crate::home::Home;
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Build and tag a template image from the slave binary and the recipe (fleet/image/).
+    #[command(after_help = "\
+Examples:
+  lobster image build --local
+  lobster image build --cloud aws --region eu-west-1 --base-ami ami-0123456789abcdef0 \\
+      --binary-url https://example.com/lobster-slave --instance-type c6i.large")]
     Build(BuildArgs),
 }
 

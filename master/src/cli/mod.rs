@@ -48,6 +48,8 @@ pub enum Commands {
     /// The fleet of slave VMs: up, down, status.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
+    /// Print a shell completion script: `lobster completions bash > /etc/bash_completion.d/lobster`.
+    Completions(CompletionsArgs),
     /// The local cloud: run it, or print its endpoint.
     #[command(subcommand)]
     Cloud(cloud::CloudCommand),
@@ -56,6 +58,13 @@ pub enum Commands {
     Image(image::ImageCommand),
     /// Stop the background master and local cloud of this home.
     Stop,
+}
+
+/// `lobster completions SHELL`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
 }
 
 /// The verdict rules and exit codes, shown by `lobster run --help`.
@@ -145,6 +154,7 @@ pub fn main() -> ExitCode {
         | Commands::Quickstart(_)
         | Commands::Fleet(_)
         | Commands::Image(_)
+        | Commands::Completions(_)
         | Commands::Stop => "warn,aws_config=off,aws_smithy_runtime=off",
         _ => "info,aws_config=off,aws_smithy_runtime=off",
     };
@@ -186,6 +196,11 @@ pub fn main() -> ExitCode {
                 Commands::Cloud(c) => cloud::cloud(c, &home, shutdown).await,
                 Commands::Image(c) => image::image(c, &home).await,
                 Commands::Stop => stop::stop(&home).await,
+                Commands::Completions(a) => {
+                    use clap::CommandFactory;
+                    clap_complete::generate(a.shell, &mut Cli::command(), "lobster", &mut std::io::stdout());
+                    Ok(ExitStatus::Success)
+                }
             }
         };
         tokio::select! {
@@ -237,4 +252,35 @@ fn signals() -> (CancellationToken, CancellationToken) {
 /// Parses a duration flag (`20s`, `1m30s`, `500ms`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     lobster_fleet::scenario::value::parse_duration(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command says what it is.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "lobster", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

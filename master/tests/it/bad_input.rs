@@ -293,3 +293,57 @@ fn check(env: &Env, what: &str, args: &[&str], words: &[&str]) {
         );
     }
 }
+
+/// `--help` gives examples where users start (run, fleet up, image build), `run --help` the
+/// exit codes, and the completion scripts load in their shells.
+#[test]
+fn help_has_examples_and_completions_load() {
+    let env = Env::new();
+    for (args, words) in [
+        (
+            &["run", "--help"][..],
+            &["Examples:", "Exit codes:", "130"][..],
+        ),
+        (
+            &["fleet", "up", "--help"],
+            &["Examples:", "lobster fleet up --count 20"],
+        ),
+        (&["image", "build", "--help"], &["Examples:", "--local"]),
+    ] {
+        let (code, out, err) = env.cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        for w in words {
+            assert!(out.contains(w), "{args:?} lacks `{w}`:\n{out}");
+        }
+    }
+    let (code, script, err) = env.cli(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let file = env.path("lobster.bash");
+    std::fs::write(&file, script).unwrap();
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!("source {} && complete -p lobster", file.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("_lobster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let (code, script, _) = env.cli(&["completions", shell]);
+        assert_eq!(code, 0);
+        assert!(
+            script.contains("fleet") && script.contains("count"),
+            "{shell}"
+        );
+    }
+    let (code, _, err) = env.cli(&["completions", "tcsh"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("possible values: bash, elvish, fish, powershell, zsh"),
+        "{err}"
+    );
+}
