@@ -52,6 +52,9 @@ pub struct LocalArgs {
     /// Fault injection: most instances up at once (0 to 100000).
     #[arg(long, allow_negative_numbers = true, value_parser = lobster_fleet::flags::whole(0u32, 100_000, ""))]
     pub capacity_limit: Option<u32>,
+    /// How long terminated instances stay visible in DescribeInstances (EC2: about an hour).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub terminated_retention: Duration,
     /// Fault injection: time from pending to running.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub boot_delay: Duration,
@@ -118,6 +121,7 @@ pub async fn cloud(
                 region: a.region.clone(),
                 access_key: a.access_key_id,
                 faults,
+                terminated_retention: a.terminated_retention,
             })
             .await
             .map_err(|e| match e {

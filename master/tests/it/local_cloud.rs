@@ -577,3 +577,171 @@ fn malformed_query_requests_get_aws_errors() {
         "bad requests changed the state"
     );
 }
+
+/// Counts the instances of a DescribeInstances answer.
+fn count_instances(d: &serde_json::Value) -> usize {
+    d["Reservations"].as_array().map_or(0, |rs| {
+        rs.iter()
+            .map(|r| r["Instances"].as_array().map_or(0, Vec::len))
+            .sum()
+    })
+}
+
+/// What the aws CLI expects of EC2 and once failed here: the documented filters for what the
+/// local cloud returns (an availability zone the instances report was refused), the status
+/// checks behind `aws ec2 wait instance-status-ok`, instance types, and terminated instances
+/// leaving DescribeInstances after their retention.
+#[test]
+fn the_aws_cli_filters_waits_and_forgets_as_on_ec2() {
+    let env = Env::new();
+    let (_cloud, endpoint) = env.cloud(&["--terminated-retention", "3s"]);
+    let ami = template(&env);
+    let run = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            &ami,
+            "--count",
+            "2",
+            "--instance-type",
+            "local.small",
+            "--user-data",
+            "LOBSTER_MASTER=http://127.0.0.1:9\nLOBSTER_JOIN_TOKEN=t\n",
+        ],
+    )
+    .unwrap();
+    let ids: Vec<String> = run["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+        .collect();
+    // The status checks: ok once the instances' slaves run (polled here every 200 ms; the
+    // aws CLI's waiter polls every 15 s, so it is called once they are ok, and must agree).
+    eventually("status ok", Duration::from_secs(60), || {
+        let st = aws(&endpoint, &["ec2", "describe-instance-status"]).ok()?;
+        let all = st["InstanceStatuses"].as_array()?;
+        (all.len() == 2 && all.iter().all(|s| s["InstanceStatus"]["Status"] == "ok")).then_some(())
+    });
+    let mut wait = vec!["ec2", "wait", "instance-status-ok", "--instance-ids"];
+    wait.extend(ids.iter().map(String::as_str));
+    aws(&endpoint, &wait).expect("instance-status-ok");
+    let st = aws(
+        &endpoint,
+        &["ec2", "describe-instance-status", "--instance-ids", &ids[0]],
+    )
+    .unwrap();
+    let s = &st["InstanceStatuses"][0];
+    assert_eq!(s["InstanceStatus"]["Status"], "ok", "{st}");
+    assert_eq!(s["SystemStatus"]["Details"][0]["Status"], "passed");
+    assert_eq!(s["AvailabilityZone"], "locala");
+    // Every documented filter for what the instances report.
+    let inst = &aws(
+        &endpoint,
+        &["ec2", "describe-instances", "--instance-ids", &ids[0]],
+    )
+    .unwrap()["Reservations"][0]["Instances"][0];
+    let filters = [
+        format!(
+            "Name=availability-zone,Values={}",
+            inst["Placement"]["AvailabilityZone"].as_str().unwrap()
+        ),
+        format!(
+            "Name=private-dns-name,Values={}",
+            inst["PrivateDnsName"].as_str().unwrap()
+        ),
+        format!("Name=launch-index,Values={}", inst["AmiLaunchIndex"]),
+        "Name=architecture,Values=x86_64".into(),
+        "Name=tenancy,Values=default".into(),
+        "Name=root-device-type,Values=ebs".into(),
+        "Name=virtualization-type,Values=hvm".into(),
+        "Name=metadata-options.http-tokens,Values=required".into(),
+        "Name=owner-id,Values=000000000000".into(),
+        "Name=instance-type,Values=local.*".into(),
+    ];
+    for f in &filters {
+        let d = aws(&endpoint, &["ec2", "describe-instances", "--filters", f]).unwrap();
+        assert!(count_instances(&d) >= 1, "{f}: {d}");
+    }
+    let d = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            "Name=availability-zone,Values=elsewhere",
+        ],
+    )
+    .unwrap();
+    assert_eq!(count_instances(&d), 0);
+    let e = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            "Name=vpc-id,Values=vpc-1",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("InvalidParameterValue") && e.contains("The filter 'vpc-id' is invalid"),
+        "{e}"
+    );
+    // Instance types as EC2 describes them.
+    let t = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-instance-types",
+            "--instance-types",
+            "local.medium",
+        ],
+    )
+    .unwrap();
+    assert_eq!(t["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"], 2);
+    let e = aws(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-instance-types",
+            "--instance-types",
+            "huge.9000",
+        ],
+    )
+    .unwrap_err();
+    assert!(e.contains("InvalidInstanceType"), "{e}");
+    // Stopped instances are listed only with --include-all-instances.
+    aws(
+        &endpoint,
+        &["ec2", "stop-instances", "--instance-ids", &ids[1]],
+    )
+    .unwrap();
+    aws(
+        &endpoint,
+        &["ec2", "wait", "instance-stopped", "--instance-ids", &ids[1]],
+    )
+    .unwrap();
+    let st = aws(&endpoint, &["ec2", "describe-instance-status"]).unwrap();
+    assert_eq!(st["InstanceStatuses"].as_array().unwrap().len(), 1, "{st}");
+    let st = aws(
+        &endpoint,
+        &["ec2", "describe-instance-status", "--include-all-instances"],
+    )
+    .unwrap();
+    assert_eq!(st["InstanceStatuses"].as_array().unwrap().len(), 2, "{st}");
+    // Terminated instances leave DescribeInstances after the retention (3 s here, 1 h default).
+    let mut term = vec!["ec2", "terminate-instances", "--instance-ids"];
+    term.extend(ids.iter().map(String::as_str));
+    aws(&endpoint, &term).unwrap();
+    eventually(
+        "terminated instances purged",
+        Duration::from_secs(30),
+        || {
+            let d = aws(&endpoint, &["ec2", "describe-instances"]).ok()?;
+            (count_instances(&d) == 0).then_some(())
+        },
+    );
+}

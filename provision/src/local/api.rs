@@ -17,16 +17,18 @@ mod filter;
 mod images;
 mod instances;
 mod lifecycle;
+mod status;
 mod tags;
 
 use filter::{
     IMAGE_FILTERS, INSTANCE_FILTERS, TAG_FILTERS, any, check_filters, check_ids, image_matches,
-    instance_matches, invalid_filter,
+    instance_matches, invalid_filter, zone,
 };
 use images::{create_image, describe_images, register_image};
 use instances::{describe_instances, modify_instance_attribute, run_instances};
 use instances::{insufficient, live, up_count};
 use lifecycle::{change, start, stop, terminate};
+use status::describe_instance_status;
 use tags::{create_tags, delete_tags, describe_tags};
 
 /// What the runtime must do after a state change.
@@ -70,11 +72,12 @@ pub fn handle(q: &Query, s: &mut State, c: &Ctx<'_>) -> Result<Answer, ApiError>
         "DescribeTags" => describe_tags(q, s, c)?,
         "ModifyInstanceAttribute" => modify_instance_attribute(q, s, c, dry)?,
         "DescribeInstanceTypes" => types::describe(q, c)?,
+        "DescribeInstanceStatus" => describe_instance_status(q, s, c)?,
         other => {
             return Err(ApiError::new(
                 "InvalidAction",
                 format!(
-                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags, ModifyInstanceAttribute, DescribeInstanceTypes)"
+                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags, ModifyInstanceAttribute, DescribeInstanceTypes, DescribeInstanceStatus)"
                 ),
             ));
         }

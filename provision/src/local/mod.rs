@@ -64,6 +64,8 @@ pub struct LocalCloudConfig {
     /// When set, only this access key id (and instances' own) may call the API.
     pub access_key: Option<String>,
     pub faults: Faults,
+    /// How long a terminated instance stays visible (EC2: about an hour).
+    pub terminated_retention: std::time::Duration,
 }
 
 /// The local cloud could not start.
@@ -103,6 +105,8 @@ pub struct Shared {
     faults: Mutex<Faults>,
     pub(crate) running: Mutex<HashMap<String, runtime::Handle>>,
     access_key: Option<String>,
+    /// How long a terminated instance stays visible.
+    terminated_retention: std::time::Duration,
 }
 
 impl Shared {
@@ -207,7 +211,7 @@ impl LocalCloud {
                     source,
                 })?;
         let addr = listener.local_addr().map_err(dir_err)?;
-        st.purge(unix_ms());
+        st.purge(unix_ms(), cfg.terminated_retention.as_millis() as u64);
         let mut reboot = Vec::new();
         for i in st.instances.values_mut() {
             runtime::kill_leftovers(
@@ -239,6 +243,7 @@ impl LocalCloud {
             faults: Mutex::new(cfg.faults.clone()),
             running: Mutex::new(HashMap::new()),
             access_key: cfg.access_key.clone(),
+            terminated_retention: cfg.terminated_retention,
         });
         if !reboot.is_empty() {
             info!(
@@ -267,6 +272,7 @@ impl LocalCloud {
     /// stays, so they boot again when the local cloud comes back).
     pub async fn run(self, shutdown: CancellationToken) {
         let app = http::router(self.shared.clone());
+        tokio::spawn(purge_terminated(self.shared.clone(), shutdown.clone()));
         info!(endpoint = %self.shared.endpoint(), "local cloud ready");
         let _ = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -317,5 +323,27 @@ impl LocalCloud {
             }
         }
         self.shared.save(&s);
+    }
+}
+
+/// Forgets terminated instances once their retention passed, checking a few times per
+/// retention period (at least every 30 s).
+async fn purge_terminated(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let every = (shared.terminated_retention / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(30),
+    );
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let gone = s.purge(unix_ms(), shared.terminated_retention.as_millis() as u64);
+        if gone > 0 {
+            info!(instances = gone, "terminated instances purged");
+            shared.save(&s);
+        }
     }
 }

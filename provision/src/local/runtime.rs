@@ -189,6 +189,7 @@ fn finalize(shared: &Arc<Shared>, id: &str) {
         .update(id, |i| {
             i.imds_port = None;
             i.pgids.clear();
+            i.units_started = false;
             match i.state {
                 InstanceState::ShuttingDown => {
                     i.state = InstanceState::Terminated;

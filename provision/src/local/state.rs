@@ -44,6 +44,10 @@ pub struct InstanceRec {
     pub private_ip: String,
     /// When it reached `terminated` (purged an hour later, like EC2).
     pub terminated_unix_ms: Option<u64>,
+    /// Its boot started the units the boot step asked for (its slaves): DescribeInstanceStatus
+    /// says `ok` from then on, `initializing` before.
+    #[serde(default)]
+    pub units_started: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,11 +116,15 @@ impl State {
     }
 
     /// Drops instances terminated more than an hour ago (EC2 keeps them visible about that long).
-    pub fn purge(&mut self, now_ms: u64) {
+    /// Forgets instances terminated more than `retention_ms` ago (EC2 drops them from
+    /// DescribeInstances about an hour after termination); returns how many.
+    pub fn purge(&mut self, now_ms: u64, retention_ms: u64) -> usize {
+        let before = self.instances.len();
         self.instances.retain(|_, i| {
             i.terminated_unix_ms
-                .is_none_or(|t| now_ms.saturating_sub(t) < 3_600_000)
+                .is_none_or(|t| now_ms.saturating_sub(t) < retention_ms)
         });
+        before - self.instances.len()
     }
 }
 

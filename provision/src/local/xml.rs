@@ -91,6 +91,7 @@ impl Xml {
     pub fn instance(&mut self, i: &InstanceRec, region: &str) -> &mut Self {
         let ip = &i.private_ip;
         let dns = format!("ip-{}.{region}.compute.internal", ip.replace('.', "-"));
+        // Same forms as `api::filter::{private_dns, zone}` (what the filters compare).
         self.open("item")
             .leaf("instanceId", &i.id)
             .leaf("imageId", &i.image_id)

@@ -20,6 +20,7 @@ pub(super) fn any(f: &Filter, value: &str) -> bool {
     f.values.iter().any(|p| glob(p, value))
 }
 
+/// EC2's answer to a filter name it does not know.
 pub(super) fn invalid_filter(name: &str) -> ApiError {
     ApiError::new(
         "InvalidParameterValue",
@@ -36,6 +37,8 @@ pub(super) const IMAGE_FILTERS: &[&str] = &[
     "image-type",
     "architecture",
 ];
+/// The DescribeInstances filters EC2 documents for the attributes the local cloud returns
+/// (EC2 API reference, DescribeInstances, "Filters"), besides `tag:*`, `tag-key`, `tag-value`.
 pub(super) const INSTANCE_FILTERS: &[&str] = &[
     "instance-state-name",
     "instance-state-code",
@@ -43,8 +46,25 @@ pub(super) const INSTANCE_FILTERS: &[&str] = &[
     "image-id",
     "instance-type",
     "reservation-id",
+    "owner-id",
     "client-token",
     "private-ip-address",
+    "private-dns-name",
+    "dns-name",
+    "availability-zone",
+    "tenancy",
+    "launch-index",
+    "launch-time",
+    "reason",
+    "monitoring-state",
+    "architecture",
+    "root-device-type",
+    "root-device-name",
+    "virtualization-type",
+    "hypervisor",
+    "metadata-options.http-tokens",
+    "metadata-options.http-endpoint",
+    "metadata-options.http-put-response-hop-limit",
 ];
 pub(super) const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value"];
 
@@ -96,7 +116,24 @@ pub(super) fn check_ids(ids: &[String], prefix: &str, what: &str) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn instance_matches(i: &InstanceRec, filters: &[Filter]) -> Result<bool, ApiError> {
+/// The availability zone the local cloud puts every instance in.
+pub(super) fn zone(region: &str) -> String {
+    format!("{region}a")
+}
+
+/// The private DNS name of an instance, as EC2 forms it.
+pub(super) fn private_dns(i: &InstanceRec, region: &str) -> String {
+    format!(
+        "ip-{}.{region}.compute.internal",
+        i.private_ip.replace('.', "-")
+    )
+}
+
+pub(super) fn instance_matches(
+    i: &InstanceRec,
+    filters: &[Filter],
+    region: &str,
+) -> Result<bool, ApiError> {
     for f in filters {
         let ok = match tag_match(&i.tags, f) {
             Some(ok) => ok,
@@ -107,8 +144,25 @@ pub(super) fn instance_matches(i: &InstanceRec, filters: &[Filter]) -> Result<bo
                 "image-id" => any(f, &i.image_id),
                 "instance-type" => any(f, &i.instance_type),
                 "reservation-id" => any(f, &i.reservation_id),
+                "owner-id" => any(f, OWNER),
                 "client-token" => any(f, &i.client_token),
                 "private-ip-address" => any(f, &i.private_ip),
+                "private-dns-name" => any(f, &private_dns(i, region)),
+                "dns-name" => any(f, ""),
+                "availability-zone" => any(f, &zone(region)),
+                "tenancy" => any(f, "default"),
+                "launch-index" => any(f, &i.launch_index.to_string()),
+                "launch-time" => any(f, &iso8601(i.launch_unix_ms)),
+                "reason" => any(f, &i.reason),
+                "monitoring-state" => any(f, "disabled"),
+                "architecture" => any(f, "x86_64"),
+                "root-device-type" => any(f, "ebs"),
+                "root-device-name" => any(f, "/dev/xvda"),
+                "virtualization-type" => any(f, "hvm"),
+                "hypervisor" => any(f, "xen"),
+                "metadata-options.http-tokens" => any(f, "required"),
+                "metadata-options.http-endpoint" => any(f, "enabled"),
+                "metadata-options.http-put-response-hop-limit" => any(f, "1"),
                 other => return Err(invalid_filter(other)),
             },
         };

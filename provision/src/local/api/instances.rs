@@ -64,7 +64,7 @@ pub(super) fn describe_instances(q: &Query, s: &State, c: &Ctx<'_>) -> Result<An
     };
     let mut matched = Vec::new();
     for i in s.instances.values() {
-        if (ids.is_empty() || ids.contains(&i.id)) && instance_matches(i, &filters)? {
+        if (ids.is_empty() || ids.contains(&i.id)) && instance_matches(i, &filters, c.region)? {
             matched.push(i);
         }
     }
@@ -214,6 +214,7 @@ pub(super) fn run_instances(
                 pgids: Vec::new(),
                 private_ip: ip,
                 terminated_unix_ms: None,
+                units_started: false,
             },
         );
         ids.push(id);

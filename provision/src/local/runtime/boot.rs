@@ -90,6 +90,7 @@ impl Boot {
         // The units the boot step asked for (the emulated `systemctl start`).
         let requested =
             std::fs::read_to_string(self.root.join("run/lobster/start-units")).unwrap_or_default();
+        let mut started = 0;
         for name in requested.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let Some((base, rest)) = name.split_once('@') else {
                 console(
@@ -107,7 +108,10 @@ impl Boot {
                 .find(|u| u.name == template)
                 .map(|u| u.service(instance))
             {
-                Some(Ok(svc)) => tasks.push(self.spawn(svc, stop.clone())),
+                Some(Ok(svc)) => {
+                    tasks.push(self.spawn(svc, stop.clone()));
+                    started += 1;
+                }
                 Some(Err(e)) => console(&self.dir, &format!("cannot start {name}: {e}")),
                 None => console(
                     &self.dir,
@@ -115,6 +119,8 @@ impl Boot {
                 ),
             }
         }
+        self.shared
+            .update(&self.id, |i| i.units_started = started > 0);
         for u in wanted {
             match u.service("") {
                 Ok(svc) if !svc.oneshot => tasks.push(self.spawn(svc, stop.clone())),
