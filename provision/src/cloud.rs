@@ -82,6 +82,9 @@ pub struct Image {
     pub state: String,
     /// RFC 3339 creation time as reported.
     pub created: Option<String>,
+    /// Where the image comes from (EC2's `ImageLocation`; the local cloud: its recipe
+    /// directory).
+    pub location: Option<String>,
     pub tags: Tags,
 }
 
@@ -262,6 +265,8 @@ pub trait Cloud: Send + Sync {
     /// The vCPUs of an instance type (EC2 `DescribeInstanceTypes`: `vCpuInfo.defaultVCpus`);
     /// `NotFound` for a type the cloud does not have.
     async fn vcpus(&self, instance_type: &str) -> Result<u32, CloudError>;
+    /// Deregisters an image (EC2 `DeregisterImage`; its snapshots stay, as on EC2).
+    async fn deregister_image(&self, id: &str) -> Result<(), CloudError>;
 }
 
 #[cfg(test)]

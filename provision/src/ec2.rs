@@ -396,4 +396,14 @@ impl Cloud for Ec2Cloud {
                 message: format!("no vCPU count for instance type {instance_type}"),
             })
     }
+
+    async fn deregister_image(&self, id: &str) -> Result<(), CloudError> {
+        self.client
+            .deregister_image()
+            .image_id(id)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
 }

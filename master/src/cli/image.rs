@@ -1,4 +1,6 @@
-//! `lobster image build`: the template image for the local cloud (`--local`) or EC2.
+//! `lobster image build|list|rm`: the template image for the local cloud (`--local`) or EC2;
+//! the images an account owns; deregistering them (a local image's directory goes too, and a
+//! shared slave binary no image uses any more).
 
 use super::ExitStatus;
 use std::time::Duration;
@@ -21,6 +23,33 @@ Examples:
   lobster image build --cloud aws --region eu-west-1 --base-ami ami-0123456789abcdef0 \\
       --binary-url https://example.com/lobster-slave --instance-type c6i.large")]
     Build(BuildArgs),
+    /// List the images this account owns, with their tags (the template is found by tag).
+    List(ListArgs),
+    /// Deregister images by id or by tag (local images: their directory is removed too).
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Image ids (`ami-…`).
+    pub ids: Vec<String>,
+    /// Every image carrying this tag, KEY=VALUE (e.g. lobster:role=slave-template).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Option<String>,
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -48,7 +77,104 @@ pub struct BuildArgs {
 }
 
 pub async fn image(cmd: ImageCommand, home: &Home) -> Result<ExitStatus, Failure> {
-    let ImageCommand::Build(a) = cmd;
+    match cmd {
+        ImageCommand::Build(a) => build(a, home).await,
+        ImageCommand::List(a) => list(a, home).await,
+        ImageCommand::Rm(a) => rm(a, home).await,
+    }
+}
+
+async fn list(a: ListArgs, home: &Home) -> Result<ExitStatus, Failure> {
+    let s = super::fleet::settings(home, &a.common, Overrides::default())?;
+    let images = match crate::fleet::connect_existing(&s, home).await {
+        Some(c) => crate::fleet::apply::retry("listing images", || c.cloud.own_images())
+            .await
+            .map_err(Failure::trouble)?,
+        None => Vec::new(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&images).expect("json"));
+        return Ok(ExitStatus::Success);
+    }
+    println!(
+        "{:<24} {:<10} {:<26} {:<48} tags",
+        "image", "state", "created", "name"
+    );
+    for i in &images {
+        let tags: Vec<String> = i.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<24} {:<10} {:<26} {:<48} {}",
+            i.id,
+            i.state,
+            i.created.as_deref().unwrap_or("-"),
+            i.name,
+            tags.join(" ")
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn rm(a: RmArgs, home: &Home) -> Result<ExitStatus, Failure> {
+    let tag = match &a.tag {
+        Some(t) => Some(config::parse_tag(t).map_err(|e| Failure::bad_input(anyhow!(e)))?),
+        None => None,
+    };
+    if a.ids.is_empty() && tag.is_none() {
+        return Err(Failure::bad_input(anyhow!(
+            "name the images to remove: image ids, or --tag KEY=VALUE (see lobster image list)"
+        )));
+    }
+    let s = super::fleet::settings(home, &a.common, Overrides::default())?;
+    let Some(c) = crate::fleet::connect_existing(&s, home).await else {
+        return Err(Failure::trouble(anyhow!(
+            "no local cloud is running for {}: nothing to remove (lobster cloud start)",
+            home.root.display()
+        )));
+    };
+    let all = crate::fleet::apply::retry("listing images", || c.cloud.own_images())
+        .await
+        .map_err(Failure::trouble)?;
+    for id in &a.ids {
+        if !all.iter().any(|i| &i.id == id) {
+            return Err(Failure::bad_input(anyhow!(
+                "no image {id} in this account (see lobster image list)"
+            )));
+        }
+    }
+    let chosen: Vec<_> = all
+        .iter()
+        .filter(|i| {
+            a.ids.contains(&i.id) || tag.as_ref().is_some_and(|(k, v)| i.tags.get(k) == Some(v))
+        })
+        .collect();
+    for i in &chosen {
+        if a.dry_run {
+            println!("would remove {} ({})", i.id, i.name);
+            continue;
+        }
+        crate::fleet::apply::retry("deregistering the image", || {
+            c.cloud.deregister_image(&i.id)
+        })
+        .await
+        .map_err(Failure::trouble)?;
+        if s.cloud == CloudKind::Local
+            && let Some(dir) = i.location.as_deref().map(std::path::Path::new)
+            && dir.starts_with(home.images())
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        println!("removed {} ({})", i.id, i.name);
+    }
+    if s.cloud == CloudKind::Local && !a.dry_run {
+        image::forget_unused_binaries(&home.images());
+    }
+    if chosen.is_empty() {
+        println!("no image matched");
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn build(a: BuildArgs, home: &Home) -> Result<ExitStatus, Failure> {
     let mut common = a.common.clone();
     if a.local {
         if common.cloud == Some(CloudKind::Aws) {

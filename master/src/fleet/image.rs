@@ -96,6 +96,19 @@ fn shared_binary(images_dir: &Path, slave_binary: &Path) -> std::io::Result<Path
     Ok(shared)
 }
 
+/// Removes the shared slave binaries (`images/.bin/`) that no local image links any more.
+pub(crate) fn forget_unused_binaries(images_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(images_dir.join(".bin")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Lays out the recipe for the local cloud under `images_dir`; returns its directory. Images
 /// made from the same slave binary share one copy of it (hard links).
 pub(crate) fn lay_out_local(

@@ -304,3 +304,83 @@ fn local_images_share_one_copy_of_the_slave_binary() {
     assert_eq!(inodes[0], inodes[1], "two images, two copies of the binary");
     assert_eq!(inodes[0].1, std::fs::metadata(slave_bin()).unwrap().len());
 }
+
+/// There was no way to list or remove images. `image list` shows them with their tags;
+/// `image rm` deregisters by id or by tag, removes a local image's directory, and the shared
+/// binary once no image uses it.
+#[test]
+fn images_are_listed_and_removed() {
+    let env = Env::new();
+    let (code, _, err) = env.cli(&["cloud", "start"]);
+    assert_eq!(code, 0, "{err}");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = env.cli(&["image", "build", "--local"]);
+        assert_eq!(code, 0, "{err}");
+        ids.push(out.trim().to_string());
+    }
+    let (code, out, err) = env.cli(&["image", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listed: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{out}");
+    assert!(ids.iter().all(|id| listed.contains(&id.as_str())));
+    assert_eq!(list[0]["tags"]["lobster:role"], "slave-template");
+    let dirs: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["location"].as_str().unwrap().to_string())
+        .collect();
+    // By id: one image and its directory; the shared binary stays (the other uses it).
+    let (code, out, err) = env.cli(&["image", "rm", &ids[0]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("removed {}", ids[0])), "{out}");
+    let gone = dirs
+        .iter()
+        .filter(|d| !std::path::Path::new(d).exists())
+        .count();
+    assert_eq!(gone, 1, "one image directory removed");
+    let shared = env.home().join("cloud/images/.bin");
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 1);
+    // By tag, dry run first: nothing removed; then everything tagged, binary included.
+    let (code, out, _) = env.cli(&[
+        "image",
+        "rm",
+        "--tag",
+        "lobster:role=slave-template",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("would remove {}", ids[1])), "{out}");
+    let (code, out, err) = env.cli(&["image", "rm", "--tag", "lobster:role=slave-template"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("removed {}", ids[1])), "{out}");
+    assert!(dirs.iter().all(|d| !std::path::Path::new(d).exists()));
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "the unused binary stays"
+    );
+    let (_, out, _) = env.cli(&["image", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // Bad input.
+    let (code, _, err) = env.cli(&["image", "rm"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("image ids, or --tag KEY=VALUE"), "{err}");
+    let (code, _, err) = env.cli(&["image", "rm", "ami-0123456789abcdef0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no image ami-0123456789abcdef0"), "{err}");
+}

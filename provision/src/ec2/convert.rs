@@ -94,6 +94,7 @@ pub(super) fn image(i: &aws_sdk_ec2::types::Image) -> Image {
             .map(|s| s.as_str().to_string())
             .unwrap_or_default(),
         created: i.creation_date().map(str::to_string),
+        location: i.image_location().map(str::to_string),
         tags: our_tags(i.tags()),
     }
 }

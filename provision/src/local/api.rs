@@ -24,7 +24,7 @@ use filter::{
     IMAGE_FILTERS, INSTANCE_FILTERS, TAG_FILTERS, any, check_filters, check_ids, image_matches,
     instance_matches, invalid_filter, zone,
 };
-use images::{create_image, describe_images, register_image};
+use images::{create_image, deregister_image, describe_images, register_image};
 use instances::{describe_instances, modify_instance_attribute, run_instances};
 use instances::{insufficient, live, up_count};
 use lifecycle::{change, start, stop, terminate};
@@ -62,6 +62,7 @@ pub fn handle(q: &Query, s: &mut State, c: &Ctx<'_>) -> Result<Answer, ApiError>
         "DescribeImages" => describe_images(q, s, c)?,
         "RegisterImage" => register_image(q, s, c, dry)?,
         "CreateImage" => create_image(q, s, c, dry)?,
+        "DeregisterImage" => deregister_image(q, s, c, dry)?,
         "DescribeInstances" => describe_instances(q, s, c)?,
         "RunInstances" => run_instances(q, s, c, dry)?,
         "StartInstances" => change(q, s, c, dry, "StartInstancesResponse", start)?,
@@ -77,7 +78,7 @@ pub fn handle(q: &Query, s: &mut State, c: &Ctx<'_>) -> Result<Answer, ApiError>
             return Err(ApiError::new(
                 "InvalidAction",
                 format!(
-                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags, ModifyInstanceAttribute, DescribeInstanceTypes, DescribeInstanceStatus)"
+                    "The action {other} is not valid for this web service (the local cloud serves DescribeImages, RegisterImage, CreateImage, DescribeInstances, RunInstances, StartInstances, StopInstances, TerminateInstances, CreateTags, DeleteTags, DescribeTags, ModifyInstanceAttribute, DescribeInstanceTypes, DescribeInstanceStatus, DeregisterImage)"
                 ),
             ));
         }

@@ -30,6 +30,29 @@ pub(super) fn describe_images(q: &Query, s: &State, c: &Ctx<'_>) -> Result<Answe
     Ok((x.finish(), Vec::new()))
 }
 
+/// DeregisterImage: the image is forgotten (instances launched from it run on; the local
+/// cloud leaves its recipe directory to whoever made it, as EC2 leaves the snapshots).
+pub(super) fn deregister_image(
+    q: &Query,
+    s: &mut State,
+    c: &Ctx<'_>,
+    dry: bool,
+) -> Result<Answer, ApiError> {
+    let id = q.required("ImageId")?.to_string();
+    check_ids(std::slice::from_ref(&id), "ami", "AMIID")?;
+    if !s.images.contains_key(&id) {
+        return Err(ApiError::new(
+            "InvalidAMIID.NotFound",
+            format!("The image id '[{id}]' does not exist"),
+        ));
+    }
+    if dry {
+        return Err(dry_run_ok());
+    }
+    s.images.remove(&id);
+    Ok(returned_true("DeregisterImageResponse", c))
+}
+
 pub(super) fn register_image(
     q: &Query,
     s: &mut State,
