@@ -347,3 +347,27 @@ fn help_has_examples_and_completions_load() {
         "{err}"
     );
 }
+
+/// `--duration` on a staged scenario silently cut the profile. Right: a warning says what is
+/// cut and the load at the cut, before the run.
+#[test]
+fn a_duration_that_cuts_the_stages_is_said() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let file = env.scenario(
+        "staged.yaml",
+        &format!(
+            "name: staged\ntarget: http://{addr}\nload:\n  users: 2\n  stages:\n    - {{duration: 2s, users: 4}}\n    - {{duration: 2s, users: 8}}\nrequests: [{{name: r, path: /}}]\n"
+        ),
+    );
+    let (code, _, err, _) = lobster_run(&env, &file, 1, &["--duration", "1s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: --duration 1s cuts the load profile: its stages last 4s, so the load stops at 3 users"),
+        "{err}"
+    );
+    // A duration beyond the stages holds the last target: nothing to say.
+    let (code, _, err, _) = lobster_run(&env, &file, 1, &["--duration", "5s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("cuts the load profile"), "{err}");
+}
