@@ -13,6 +13,12 @@ pub const ROLE: &str = "lobster:role";
 pub const EXPIRES_AT: &str = "lobster:expires-at";
 /// Why the instance stopped itself (`idle`, `expired`).
 pub const STOP_REASON: &str = "lobster:stop-reason";
+/// The gRPC URL of the fleet's master now. Slaves read it through IMDS (instance metadata
+/// tags) to find a master that moved, without a reboot.
+pub const MASTER: &str = "lobster:master";
+/// The SHA-256 fingerprint of that master's certificate (`sha256:…`), for slaves to pin: set
+/// through the same trusted channel as user-data (the cloud API, by the master's credentials).
+pub const MASTER_FINGERPRINT: &str = "lobster:master-fingerprint";
 /// Name tag shown by consoles.
 pub const NAME: &str = "Name";
 

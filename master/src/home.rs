@@ -107,6 +107,11 @@ impl MasterDir {
         self.0.join("master.json")
     }
 
+    /// The addresses the master listened on, kept so that a restart listens there again.
+    pub fn kept_addresses(&self) -> PathBuf {
+        self.0.join("listen.json")
+    }
+
     /// One master per directory.
     pub fn lock(&self) -> PathBuf {
         self.0.join("master.lock")

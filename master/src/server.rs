@@ -54,6 +54,39 @@ pub struct MasterInfo {
     pub fingerprint: String,
 }
 
+/// The addresses a master listened on (`master/listen.json`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct KeptAddresses {
+    grpc: SocketAddr,
+    api: SocketAddr,
+}
+
+/// Binds `requested`; when it asks for any port (0) and the master listened on the same
+/// interface before, binds that address again (a clear error if something else has it).
+async fn bind(
+    requested: SocketAddr,
+    kept: Option<SocketAddr>,
+    what: &'static str,
+) -> Result<TcpListener, StartError> {
+    if requested.port() == 0
+        && let Some(k) = kept.filter(|k| k.ip() == requested.ip())
+    {
+        return TcpListener::bind(k)
+            .await
+            .map_err(|source| StartError::Taken {
+                what,
+                addr: k,
+                source,
+            });
+    }
+    TcpListener::bind(requested)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: requested,
+            source,
+        })
+}
+
 /// The master could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,6 +103,16 @@ pub enum StartError {
     /// A listen address is taken or not ours.
     #[error("cannot listen on {addr}")]
     Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address this master used before is taken by another process.
+    #[error(
+        "the {what} address {addr} this master listened on before (kept so that its slaves and runs find it again) is taken by another process; stop that process, or move the master with --{what}-listen (fleet slaves follow the instances' lobster:master tag)"
+    )]
+    Taken {
+        what: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -143,20 +186,30 @@ impl Master {
         controller
             .recover(config.ephemeral)
             .map_err(StartError::Recover)?;
-        let grpc = TcpListener::bind(config.grpc_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.grpc_listen,
-                source,
-            })?;
-        let api = TcpListener::bind(config.api_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.api_listen,
-                source,
-            })?;
+        // A master restarted on the same home listens where the last one did (an ephemeral
+        // one, for one `lobster run`, takes fresh ports).
+        let kept: Option<KeptAddresses> = if config.ephemeral {
+            None
+        } else {
+            std::fs::read_to_string(dir.kept_addresses())
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+        };
+        let grpc = bind(config.grpc_listen, kept.as_ref().map(|k| k.grpc), "grpc").await?;
+        let api = bind(config.api_listen, kept.as_ref().map(|k| k.api), "api").await?;
         let grpc_addr = grpc.local_addr().map_err(state_err(dir.path()))?;
         let api_addr = api.local_addr().map_err(state_err(dir.path()))?;
+        if !config.ephemeral {
+            let now = KeptAddresses {
+                grpc: grpc_addr,
+                api: api_addr,
+            };
+            write_private(
+                &dir.kept_addresses(),
+                &serde_json::to_string_pretty(&now).expect("json"),
+            )
+            .map_err(state_err(dir.path()))?;
+        }
         let tls = if config.insecure_plaintext {
             tracing::warn!(
                 "INSECURE: gRPC without TLS (--insecure-plaintext); join tokens cross the network in clear text"

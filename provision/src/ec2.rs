@@ -12,8 +12,8 @@ use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceType, ResourceType, ShutdownBehavior, Tag,
-    TagSpecification,
+    InstanceMetadataOptionsRequest, InstanceMetadataTagsState, InstanceType, ResourceType,
+    ShutdownBehavior, Tag, TagSpecification,
 };
 use base64::Engine;
 
@@ -208,6 +208,8 @@ impl Cloud for Ec2Cloud {
                     .http_tokens(HttpTokensState::Required)
                     .http_put_response_hop_limit(1)
                     .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    // Slaves read `lobster:master` from their tags to find a moved master.
+                    .instance_metadata_tags(InstanceMetadataTagsState::Enabled)
                     .build(),
             )
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)

@@ -37,6 +37,12 @@ impl Backoff {
         Duration::from_millis(rand::rng().random_range(ms / 10..=ms.max(1)))
     }
 
+    /// Lowers the largest delay (never raises it): a slave retries at least twice per lease
+    /// once it knows the lease, so it comes back within a lease of its master.
+    pub fn cap_at(&mut self, cap: Duration) {
+        self.cap = self.cap.min(cap.max(self.base));
+    }
+
     /// Back to the first delay after a success.
     pub fn reset(&mut self) {
         self.attempt = 0;

@@ -90,7 +90,8 @@ pub async fn boot() -> anyhow::Result<()> {
         "# Written by lobster-slave boot from instance metadata; read by lobster-slave@.service and lobster-idle.service.\n\
 LOBSTER_FLEET={}\nLOBSTER_MASTER={}\nLOBSTER_JOIN_TOKEN={}\nLOBSTER_MASTER_FINGERPRINT={}\n\
 LOBSTER_INSTANCE_ID={}\nLOBSTER_INSTANCE_TYPE={}\nLOBSTER_REGION={}\nLOBSTER_CORES={cores}\nLOBSTER_SLAVES_ON_HOST={n}\n\
-LOBSTER_IDLE_MINUTES={}\nLOBSTER_MAX_LIFETIME={}\nLOBSTER_EXPIRES_AT={}\nLOBSTER_LOG_DIR={}\n",
+LOBSTER_IDLE_MINUTES={}\nLOBSTER_MAX_LIFETIME={}\nLOBSTER_EXPIRES_AT={}\nLOBSTER_LOG_DIR={}\n\
+LOBSTER_MASTER_DISCOVERY=imds-tags\n",
         s.fleet,
         s.master,
         s.join_token,

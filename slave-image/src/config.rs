@@ -64,9 +64,28 @@ pub struct AgentArgs {
     #[arg(long, env = "LOBSTER_CORES", allow_negative_numbers = true,
           value_parser = lobster_fleet::flags::whole(1u32, 4096, ""))]
     pub cores: Option<u32>,
+    /// How to find a master that moved: `imds-tags` (on a VM: the instance's `lobster:master`
+    /// and `lobster:master-fingerprint` tags through IMDS, which the master keeps current) or
+    /// `none`.
+    #[arg(
+        long,
+        env = "LOBSTER_MASTER_DISCOVERY",
+        value_enum,
+        default_value = "none"
+    )]
+    pub master_discovery: MasterDiscovery,
     /// Boot id of the host (default: the kernel's).
     #[arg(long, env = "LOBSTER_BOOT_ID")]
     pub boot_id: Option<String>,
+}
+
+/// How a slave finds a master that moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MasterDiscovery {
+    /// Keep dialling the master it was given.
+    None,
+    /// Read the instance's tags through IMDS (`/latest/meta-data/tags/instance/`).
+    ImdsTags,
 }
 
 /// Flags that cannot make a working agent.
@@ -133,6 +152,7 @@ impl AgentArgs {
                 boot_id: self.boot_id.unwrap_or_else(boot_id),
                 slave_uid: uuid::Uuid::new_v4().to_string(),
             },
+            discovery: self.master_discovery,
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(10),
             drain_deadline: Duration::from_secs(10),

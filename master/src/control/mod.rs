@@ -234,6 +234,7 @@ impl Controller {
                 rec.created_unix_ms,
                 now,
                 clock::unix_ms(),
+                self.settings.lease,
             );
             let mut n = 0;
             for i in self.store.intervals(&rec.id)? {

@@ -99,6 +99,52 @@ pub struct LaunchTemplate {
     pub user_data: String,
     /// RFC 3339 expiry written to `lobster:expires-at`.
     pub expires_at: String,
+    /// The master slaves find through `lobster:master` and `lobster:master-fingerprint`.
+    pub master: MasterTags,
+}
+
+/// Where the fleet's master is now, as the instances' tags say it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterTags {
+    /// gRPC URL.
+    pub url: String,
+    /// Certificate fingerprint (empty without TLS).
+    pub fingerprint: String,
+}
+
+impl MasterTags {
+    pub fn tags(&self) -> Tags {
+        Tags::from([
+            (tags::MASTER.to_string(), self.url.clone()),
+            (
+                tags::MASTER_FINGERPRINT.to_string(),
+                self.fingerprint.clone(),
+            ),
+        ])
+    }
+}
+
+/// Tags every instance of the fleet that is up with where the master is now, where its tags
+/// say otherwise; returns how many were retagged.
+pub async fn point_at_master(
+    cloud: &dyn Cloud,
+    fleet: &str,
+    master: &MasterTags,
+) -> Result<usize, FleetError> {
+    let want = master.tags();
+    let stale: Vec<String> = observe(cloud, fleet)
+        .await?
+        .into_iter()
+        .filter(|i| i.state.is_up() && want.iter().any(|(k, v)| i.tags.get(k) != Some(v)))
+        .map(|i| i.id)
+        .collect();
+    for chunk in stale.chunks(500) {
+        retry("tagging instances with the master", || {
+            cloud.tag(chunk, &want)
+        })
+        .await?;
+    }
+    Ok(stale.len())
 }
 
 /// What a converge pass did.
@@ -202,7 +248,8 @@ impl Reconciler {
                 })
                 .await?;
             }
-            let expiry = Tags::from([(tags::EXPIRES_AT.to_string(), t.expires_at.clone())]);
+            let mut expiry = Tags::from([(tags::EXPIRES_AT.to_string(), t.expires_at.clone())]);
+            expiry.extend(t.master.tags());
             retry("refreshing lobster:expires-at", || {
                 cloud.tag(&p.start, &expiry)
             })
@@ -243,7 +290,11 @@ impl Reconciler {
                         )
                     },
                     user_data: t.user_data.clone(),
-                    tags: launch_tags(&desired.fleet, &t.expires_at),
+                    tags: {
+                        let mut tags = launch_tags(&desired.fleet, &t.expires_at);
+                        tags.extend(t.master.tags());
+                        tags
+                    },
                     subnet_id: s.subnet_ids.get(self.subnet_index).cloned(),
                     security_group_ids: s.security_group_ids.clone(),
                     iam_instance_profile: s.iam_instance_profile.clone(),

@@ -13,7 +13,7 @@ use lobster_provision::cloud::{Instance, InstanceState};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::apply::{self, FleetError, LaunchTemplate, Outcome};
+use super::apply::{self, FleetError, LaunchTemplate, MasterTags, Outcome};
 use super::config::{CloudKind, FleetSettings};
 use super::plan::{Desired, plan};
 use super::{connect, connect_existing, image};
@@ -155,10 +155,15 @@ pub async fn up(
                 expires_at: expires_at.clone(),
             },
         );
+        let pointer = MasterTags {
+            url: master.grpc.clone(),
+            fingerprint: master.fingerprint.clone(),
+        };
         let template = LaunchTemplate {
             image_id: image.clone(),
             user_data,
             expires_at,
+            master: pointer.clone(),
         };
         let desired = desired(req);
         let deadline = Instant::now() + req.timeout;
@@ -166,6 +171,14 @@ pub async fn up(
             progress.observed(obs, None)
         })
         .await?;
+        // Instances that run on point at the master as it is now (it may have moved).
+        let moved = apply::point_at_master(cloud, &s.fleet, &pointer).await?;
+        if moved > 0 {
+            progress.note(&format!(
+                "told {moved} running instance(s) where the master is now ({})",
+                pointer.url
+            ));
+        }
         let api = ApiClient::new(&master.api, req.api_token.clone());
         let (instances, registered) = if req.wait {
             wait_for_slaves(req, cloud, &api, deadline, progress, shutdown).await?

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::*;
+use crate::config::MasterDiscovery;
 
 /// Where the link to the master is.
 enum Link {
@@ -58,6 +59,10 @@ pub(super) struct Loop {
     /// Set once shutting down: leave at this time whatever is left.
     deadline: Option<tokio::time::Instant>,
     tick: tokio::time::Interval,
+    /// The master this slave dials now (it may have moved: see `discover_master`).
+    master: MasterAddress,
+    /// Session attempts that failed in a row.
+    failures: u32,
     /// The master's heartbeat period, while a session is up.
     heartbeat: Option<tokio::time::Interval>,
     out_rx: mpsc::Receiver<Output>,
@@ -75,8 +80,14 @@ impl Loop {
             last_contact: Instant::now(),
             lease: Duration::from_secs(15),
         };
-        let link = Link::Connecting(Box::pin(open_session(cfg.clone(), None)));
+        let master = MasterAddress {
+            url: cfg.master.clone(),
+            fingerprint: cfg.fingerprint.clone(),
+        };
+        let link = Link::Connecting(Box::pin(open_session(cfg.clone(), master.clone(), None)));
         Loop {
+            master,
+            failures: 0,
             backoff: Backoff::new(cfg.backoff_base, cfg.backoff_cap),
             cfg,
             state,
@@ -133,6 +144,7 @@ impl Loop {
             Event::Connected(Ok(session)) => self.attached(session),
             Event::Connected(Err(e)) => {
                 self.heartbeat = None;
+                self.failures = self.failures.saturating_add(1);
                 let delay = self.backoff.next_delay();
                 let ms = delay.as_millis() as u64;
                 match &e {
@@ -191,6 +203,13 @@ impl Loop {
     /// A session is open: reset the backoff, take the master's timings, send the spool.
     fn attached(&mut self, session: Session) {
         self.backoff.reset();
+        self.failures = 0;
+        // Retry at least twice per lease, so a slave is back within a lease of its master.
+        self.backoff.cap_at(session.lease / 2);
+        if session.master != self.master {
+            info!(master = %session.master.url, "the master moved: following it (instance tags)");
+            self.master = session.master.clone();
+        }
         info!(slave_id = %session.slave_id, "joined the master");
         // Pause one heartbeat before the lease runs out, so the load has stopped by the time
         // the master would declare this slave lost.
@@ -210,13 +229,22 @@ impl Loop {
         };
     }
 
-    /// Opens a new session at once (telling the master which run this slave carries).
+    /// Opens a new session at once (telling the master which run this slave carries). After a
+    /// failed attempt, a slave on a VM first asks its instance's tags where the master is.
     fn reconnect(&mut self) {
         self.heartbeat = None;
-        self.link = Link::Connecting(Box::pin(open_session(
-            self.cfg.clone(),
-            self.state.run_id(),
-        )));
+        let cfg = self.cfg.clone();
+        let known = self.master.clone();
+        let run_id = self.state.run_id();
+        let discover = self.failures > 0 && cfg.discovery == MasterDiscovery::ImdsTags;
+        self.link = Link::Connecting(Box::pin(async move {
+            let master = if discover {
+                discover_master().await.unwrap_or(known)
+            } else {
+                known
+            };
+            open_session(cfg, master, run_id).await
+        }));
     }
 
     fn leave(&self) {
@@ -265,6 +293,7 @@ async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MasterDiscovery;
 
     fn config() -> Arc<AgentConfig> {
         Arc::new(AgentConfig {
@@ -283,6 +312,7 @@ mod tests {
                 boot_id: "b".into(),
                 slave_uid: "u".into(),
             },
+            discovery: MasterDiscovery::None,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(1),
             drain_deadline: Duration::from_secs(10),

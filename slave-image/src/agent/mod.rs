@@ -65,6 +65,8 @@ pub struct AgentConfig {
     /// SHA-256 fingerprint of the master's certificate (empty for a plaintext master).
     pub fingerprint: String,
     pub identity: Identity,
+    /// How to find a master that moved (IMDS tags on a VM).
+    pub discovery: crate::config::MasterDiscovery,
     /// First reconnect delay ceiling.
     pub backoff_base: Duration,
     /// Largest reconnect delay.
@@ -95,6 +97,35 @@ const FLUSH_BATCH: usize = 100;
 /// Unacked intervals are sent again after this long.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
+/// Where the master is: its gRPC URL and the fingerprint to pin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MasterAddress {
+    pub(crate) url: String,
+    pub(crate) fingerprint: String,
+}
+
+/// The master the instance's tags name now (`None` when IMDS or the tags are not there, or
+/// they name an address that is not a gRPC URL with a fingerprint to pin).
+pub(crate) async fn discover_master() -> Option<MasterAddress> {
+    let imds = lobster_provision::imds::Imds::from_env();
+    let url = tag(&imds, lobster_fleet::tags::MASTER).await?;
+    let fingerprint = tag(&imds, lobster_fleet::tags::MASTER_FINGERPRINT)
+        .await
+        .unwrap_or_default();
+    let https = url.starts_with("https://");
+    let ok = (https && lobster_fleet::pin::is_fingerprint(&fingerprint))
+        || (url.starts_with("http://") && fingerprint.is_empty());
+    ok.then_some(MasterAddress { url, fingerprint })
+}
+
+async fn tag(imds: &lobster_provision::imds::Imds, key: &str) -> Option<String> {
+    imds.get(&format!("/latest/meta-data/tags/instance/{key}"))
+        .await
+        .ok()
+        .flatten()
+        .map(|v| v.trim().to_string())
+}
+
 /// A live session with the master.
 pub(crate) struct Session {
     tx: mpsc::Sender<SlaveMessage>,
@@ -102,6 +133,8 @@ pub(crate) struct Session {
     heartbeat: Duration,
     lease: Duration,
     slave_id: String,
+    /// The master this session is with.
+    master: MasterAddress,
 }
 
 /// Why a session could not be opened.
@@ -143,9 +176,10 @@ impl Agent {
 /// Connects, joins and opens the session stream (with `Attach` as its first message).
 async fn open_session(
     cfg: Arc<AgentConfig>,
+    master: MasterAddress,
     run_id: Option<Arc<str>>,
 ) -> Result<Session, SessionError> {
-    let channel: Channel = crate::tls::connect(&cfg.master, &cfg.fingerprint)
+    let channel: Channel = crate::tls::connect(&master.url, &master.fingerprint)
         .await
         .map_err(|e| SessionError::Connect(crate::tls::chain(&e)))?;
     let mut client = ControlClient::new(channel)
@@ -197,5 +231,6 @@ async fn open_session(
         heartbeat: Duration::from_millis(u64::from(reply.heartbeat_ms.clamp(100, 60_000))),
         lease: Duration::from_millis(u64::from(reply.lease_ms.clamp(500, 600_000))),
         slave_id: reply.slave_id,
+        master,
     })
 }

@@ -59,6 +59,10 @@ impl Progress for Bars {
     }
 
     fn note(&self, line: &str) {
-        let _ = self.multi.println(line);
+        if self.multi.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = self.multi.println(line);
+        }
     }
 }

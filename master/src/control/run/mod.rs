@@ -181,6 +181,8 @@ impl Run {
     }
 
     /// Rebuilds a run from the store after a restart; participants must re-attach within the lease.
+    /// The participants get two leases to come back (they were cut off for as long as the
+    /// master was away, and retry with a backoff).
     pub fn recover(
         id: String,
         scenario: Scenario,
@@ -188,6 +190,7 @@ impl Run {
         created_unix_ms: u64,
         now: Instant,
         unix_ms: u64,
+        lease: Duration,
     ) -> Self {
         let mut run = Run::new(id, scenario, p.options, now, created_unix_ms);
         let ago = |ms: u64| {
@@ -201,7 +204,8 @@ impl Run {
         run.suspended_since = p.suspended_since_unix_ms.map(ago);
         run.participants = p.participants;
         for part in run.participants.values_mut() {
-            part.detached_since = Some(now);
+            // Lost once a lease has passed after this one.
+            part.detached_since = Some(now + lease);
         }
         run.lost = p.lost;
         if run.phase == Phase::Stopping {

@@ -168,3 +168,183 @@ fn slaves_reconnect_after_a_master_restart_when_idle() {
     let (_m2, api2, _) = env.master(Some(ports), &[]);
     wait_slaves(&api2, 2, Duration::from_secs(30));
 }
+
+/// The background master of a home, from its discovery file: (pid, api URL, gRPC URL).
+fn home_master(env: &Env) -> (i32, String, String) {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.home().join("master/master.json")).unwrap(),
+    )
+    .unwrap();
+    (
+        v["pid"].as_i64().unwrap() as i32,
+        v["api"].as_str().unwrap().to_string(),
+        v["grpc"].as_str().unwrap().to_string(),
+    )
+}
+
+fn kill9(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    eventually("the master gone", Duration::from_secs(10), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            }))
+        .then_some(())
+    });
+}
+
+/// The sequence: a fleet of 2 on the local cloud, an open-model run of 15 s at 200/s,
+/// the background master SIGKILLed 5 s in and started again as a user would, by
+/// `lobster fleet up --count 2`. It listens where it did; both slaves re-register within two
+/// leases; the watching `lobster run` carries on; the run passes; the report's total is the
+/// target's own count.
+#[test]
+fn a_fleet_and_its_run_survive_their_master_killed_and_restarted() {
+    let env = Env::new();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "2", "--idle-minutes", "10"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (pid, api, grpc) = home_master(&env);
+    let (_target, addr) = env.target();
+    let file = env.scenario(
+        "open.yaml",
+        &format!(
+            "name: overnight\ntarget: http://{addr}\nduration: 15s\nload: {{rate: 200}}\nrequests: [{{name: r, path: /}}]\n"
+        ),
+    );
+    let json = env.path("report.json");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--min-slaves",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::fs::File::create(env.path("run.out")).unwrap())
+    .stderr(std::fs::File::create(env.path("run.err")).unwrap());
+    let mut run = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "run".into(),
+    };
+    wait_run_phase(&api, "running");
+    std::thread::sleep(Duration::from_secs(5));
+    kill9(pid);
+    let restarted = std::time::Instant::now();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "2", "--idle-minutes", "10"]);
+    assert_eq!(code, 0, "the restart by fleet up:\n{out}\n{err}");
+    let back_in = restarted.elapsed();
+    let (_, api2, grpc2) = home_master(&env);
+    assert_eq!(
+        (api2.as_str(), grpc2.as_str()),
+        (api.as_str(), grpc.as_str()),
+        "a stable address"
+    );
+    assert!(out.contains("2 slave(s) registered"), "{out}");
+    assert!(
+        back_in < Duration::from_secs(2 * 5 + 5),
+        "slaves back in {back_in:?}"
+    );
+    let status = run
+        .wait_exit(Duration::from_secs(90))
+        .expect("the run ended");
+    let output = format!(
+        "{}\n{}",
+        std::fs::read_to_string(env.path("run.out")).unwrap_or_default(),
+        std::fs::read_to_string(env.path("run.err")).unwrap_or_default()
+    );
+    assert_eq!(status.code(), Some(0), "{output}");
+    let r = report(&json);
+    assert_eq!(r["status"], "passed", "{output}");
+    assert_eq!(
+        r["lost_slaves"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r["lost_slaves"]
+    );
+    let total = r["totals"]["requests"].as_u64().unwrap();
+    assert_eq!(
+        total,
+        target_count(addr),
+        "report vs the target's own count"
+    );
+    eprintln!(
+        "RESTART master SIGKILLed 5 s into a 15 s run; fleet up restarted it on the same address and both slaves were registered {:.1} s later; run passed, {total} requests = served, {} dropped while the load was paused",
+        back_in.as_secs_f64(),
+        r["totals"]["dropped"]
+    );
+}
+
+/// A master that comes back elsewhere (here: another port, as on another host): `fleet up`
+/// tags the running instances with where it is now, and their slaves, failing to reach the
+/// old address, read the tag through IMDS and follow it — token and pinned certificate still
+/// required.
+#[test]
+fn slaves_find_a_master_that_moved_through_their_instance_tags() {
+    let env = Env::new();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "2", "--idle-minutes", "10"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (pid, _, grpc) = home_master(&env);
+    kill9(pid);
+    let port = free_port();
+    let (_moved, _api, grpc2) = env.master(Some((port, 0)), &[]);
+    assert_ne!(grpc, grpc2);
+    let started = std::time::Instant::now();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "2", "--idle-minutes", "10"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 slave(s) registered"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "told 2 running instance(s) where the master is now ({grpc2})"
+        )),
+        "{err}"
+    );
+    // Each slave says that it followed the tag.
+    let st = fleet_status(&env, &[]);
+    for i in st["instances"].as_array().unwrap() {
+        let id = i["id"].as_str().unwrap();
+        let log = std::fs::read_to_string(env.home().join(format!(
+            "cloud/instances/{id}/root/var/log/lobster/slave-1.log"
+        )))
+        .unwrap();
+        assert!(log.contains("the master moved"), "{id}:\n{log}");
+    }
+    eprintln!(
+        "MOVED the master came back on another port; fleet up retagged the instances and both slaves followed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A master restarted on the same home listens where it did; if another process took that
+/// address meanwhile, it says so and exits 3 (it does not move silently: its slaves would not
+/// find it).
+#[test]
+fn a_restarted_master_keeps_its_address_or_says_why_not() {
+    let env = Env::new();
+    let (mut first, api, grpc) = env.master(None, &[]);
+    first.signal(Signal::SIGTERM);
+    first.wait_exit(Duration::from_secs(20)).expect("stopped");
+    let (second, api2, grpc2) = env.master(None, &[]);
+    assert_eq!((&api2, &grpc2), (&api, &grpc), "the same addresses again");
+    drop(second);
+    let port: u16 = grpc.rsplit(':').next().unwrap().parse().unwrap();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (code, _, err) = env.cli(&[
+        "master",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the grpc address 127.0.0.1:{port} this master listened on before"
+        )) && err.contains("taken by another process"),
+        "{err}"
+    );
+    drop(squatter);
+}
