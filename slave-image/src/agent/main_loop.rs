@@ -25,8 +25,8 @@ enum Link {
 
 /// Everything that can happen to the agent.
 pub(super) enum Event {
-    /// The session attempt ended.
-    Connected(Result<Session, SessionError>),
+    /// The session attempt ended (boxed: a session is large, most events small).
+    Connected(Result<Box<Session>, SessionError>),
     /// The wait before the next attempt is over.
     RetryDue,
     /// A message from the master, the session's end (`Ok(None)`), or its error.
@@ -114,7 +114,7 @@ impl Loop {
         let deadline = self.deadline;
         let link = async {
             match &mut self.link {
-                Link::Connecting(attempt) => Event::Connected(attempt.await),
+                Link::Connecting(attempt) => Event::Connected(attempt.await.map(Box::new)),
                 Link::Waiting(wake) => {
                     tokio::time::sleep_until(*wake).await;
                     Event::RetryDue
@@ -141,7 +141,7 @@ impl Loop {
     /// Applies one event.
     pub(super) fn handle(&mut self, event: Event) -> Flow {
         match event {
-            Event::Connected(Ok(session)) => self.attached(session),
+            Event::Connected(Ok(session)) => self.attached(*session),
             Event::Connected(Err(e)) => {
                 self.heartbeat = None;
                 self.failures = self.failures.saturating_add(1);
