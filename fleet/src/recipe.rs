@@ -3,7 +3,8 @@
 //! `fleet/image/` and are compiled in here, so `lobster` alone can make an image.
 //!
 //! - `systemd/`: `lobster-boot.service` (IMDS identity and user-data → one slave unit per
-//!   core), `lobster-slave@.service`, `lobster-slaves.target`, `lobster-idle.service`.
+//!   core), `lobster-slave@.service`, `lobster-slaves.target`, `lobster-idle.service` (stops
+//!   the VM once idle), `lobster-lifetime.service` (powers it off at its expiry).
 //! - `cloud-init/user-data.yaml`: the user-data template ([`crate::userdata::render`]).
 //! - `build/install.sh`: the EC2 builder instance's script.
 
@@ -24,6 +25,10 @@ pub const UNITS: &[(&str, &str)] = &[
     (
         "lobster-idle.service",
         include_str!("../image/systemd/lobster-idle.service"),
+    ),
+    (
+        "lobster-lifetime.service",
+        include_str!("../image/systemd/lobster-lifetime.service"),
     ),
 ];
 

@@ -3,8 +3,8 @@
 //! Reads who this instance is from IMDSv2 and the fleet settings from its user-data on every
 //! boot (cloud-init runs only on the first one, and the master or token may have changed since),
 //! writes `/run/lobster/slave.env` (owner-only: it holds the join token) for the slave and idle
-//! units, and starts `lobster-slave@1..N` with N = cores × slaves_per_core (stopping any higher
-//! indexes left from a bigger instance type). Under the local cloud (`LOBSTER_INIT=emulated`)
+//! units, and starts `lobster-slaves.target` and `lobster-slave@1..N` with N = cores ×
+//! slaves_per_core (stopping any higher indexes left from a bigger instance type). Under the local cloud (`LOBSTER_INIT=emulated`)
 //! the units to start are written to `/run/lobster/start-units` for the emulated init instead.
 
 use std::path::{Path, PathBuf};
@@ -23,31 +23,34 @@ pub fn root() -> PathBuf {
 /// Most slaves one VM runs.
 const MAX_SLAVES: u32 = 1024;
 
-/// Reads identity and settings, retrying while IMDS comes up (at most `patience`).
-pub async fn fetch(
-    imds: &Imds,
-    patience: Duration,
-) -> anyhow::Result<(Identity, userdata::SlaveSettings)> {
-    let deadline = tokio::time::Instant::now() + patience;
+/// Reads identity and settings. An unreachable or failing metadata service is retried for as
+/// long as it takes (the unit is `Type=exec`, so nothing waits on it: the system reaches its
+/// target and the idle watcher and lifetime backstop run meanwhile); user-data without usable
+/// Lobster settings fails at once, as no retry can fix it.
+pub async fn fetch(imds: &Imds) -> anyhow::Result<(Identity, userdata::SlaveSettings)> {
     let mut delay = Duration::from_millis(200);
+    let mut attempt: u64 = 0;
     loop {
-        let attempt = async {
+        attempt += 1;
+        let read = async {
             let id = imds.identity().await?;
             let text = imds.user_data().await?.unwrap_or_default();
             anyhow::Ok((id, text))
         };
-        match attempt.await {
+        match read.await {
             Ok((id, text)) => {
                 let settings = userdata::parse(&text)
                     .context("this instance's user-data has no usable Lobster settings")?;
                 return Ok((id, settings));
             }
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                warn!(error = %format!("{e:#}"), "instance metadata not ready yet");
+            Err(e) => {
+                // Every attempt at first, then about once a minute.
+                if attempt <= 5 || attempt % 12 == 0 {
+                    warn!(attempt, error = %format!("{e:#}"), "instance metadata not answering yet; retrying");
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e.context("cannot read the instance metadata")),
         }
     }
 }
@@ -81,13 +84,13 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 pub async fn boot() -> anyhow::Result<()> {
     let imds = Imds::from_env();
-    let (id, s) = fetch(&imds, Duration::from_secs(120)).await?;
+    let (id, s) = fetch(&imds).await?;
     let cores = cores();
     let n = cores.saturating_mul(s.slaves_per_core).clamp(1, MAX_SLAVES);
     let root = root();
     let log_dir = root.join("var/log/lobster");
     let env = format!(
-        "# Written by lobster-slave boot from instance metadata; read by lobster-slave@.service and lobster-idle.service.\n\
+        "# Written by lobster-slave boot from instance metadata; read by lobster-slave@.service, lobster-idle and lobster-lifetime.\n\
 LOBSTER_FLEET={}\nLOBSTER_MASTER={}\nLOBSTER_JOIN_TOKEN={}\nLOBSTER_MASTER_FINGERPRINT={}\n\
 LOBSTER_INSTANCE_ID={}\nLOBSTER_INSTANCE_TYPE={}\nLOBSTER_REGION={}\nLOBSTER_CORES={cores}\nLOBSTER_SLAVES_ON_HOST={n}\n\
 LOBSTER_IDLE_MINUTES={}\nLOBSTER_MAX_LIFETIME={}\nLOBSTER_EXPIRES_AT={}\nLOBSTER_LOG_DIR={}\n\
@@ -146,6 +149,7 @@ LOBSTER_MASTER_DISCOVERY=imds-tags\n",
     let status = std::process::Command::new("systemctl")
         .arg("start")
         .arg("--no-block")
+        .arg("lobster-slaves.target")
         .args(&units)
         .status()
         .context("cannot run systemctl")?;

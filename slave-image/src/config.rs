@@ -30,6 +30,8 @@ pub enum Command {
     Boot,
     /// The VM's idle watcher: stop this instance once its slaves have been idle.
     IdleWatch,
+    /// The VM's lifetime backstop: power this instance off at its lobster:expires-at.
+    Lifetime,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,10 @@
 //! - [`bench`]: the engine alone, for benchmarks.
 //! - [`boot`]: the VM's boot step (IMDS identity and user-data → slave units).
 //! - [`idle`]: the per-VM idle watcher that stops its own instance.
+//! - [`lifetime`]: the per-VM lifetime backstop that powers it off at its expiry.
+//! - [`vm`]: what the VM knows about itself (boot env file, else IMDS, else defaults).
+//! - [`power`]: powering off from inside (`systemctl poweroff`, or the emulated init's file).
+//! - [`logging`]: standard error plus a size-rotated log file.
 //! - [`tls`]: the channel to the master, its certificate pinned by fingerprint.
 //!
 //! Nothing here listens on a socket: a slave only dials out.
@@ -19,5 +23,9 @@ pub mod boot;
 pub mod config;
 pub(crate) mod engine;
 pub mod idle;
+pub mod lifetime;
+pub mod logging;
+pub(crate) mod power;
 pub(crate) mod spool;
 pub(crate) mod tls;
+pub mod vm;

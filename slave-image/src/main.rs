@@ -8,14 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOBSTER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    lobster_slave::logging::init();
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -34,31 +27,29 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::IdleWatch) => {
-            let settings = match lobster_slave::idle::IdleSettings::from_env() {
+        Some(Command::IdleWatch) => runtime.block_on(async {
+            let imds = lobster_provision::imds::Imds::from_env();
+            let settings = match lobster_slave::idle::IdleSettings::learn(&imds).await {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            runtime.block_on(async {
-                let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2")
-                    .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-                    .ok();
-                let cloud =
-                    lobster_provision::ec2::Ec2Cloud::connect(&lobster_provision::ec2::Ec2Config {
-                        region: Some(settings.region.clone()),
-                        endpoint_url: endpoint,
-                        ..Default::default()
-                    })
-                    .await;
-                let shutdown = CancellationToken::new();
-                tokio::spawn(signals(shutdown.clone(), CancellationToken::new()));
-                lobster_slave::idle::run(settings, std::sync::Arc::new(cloud), shutdown).await;
-            });
+            let cloud = ec2(settings.facts.region.clone()).await;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signals(shutdown.clone(), CancellationToken::new()));
+            lobster_slave::idle::run(settings, imds, cloud, shutdown).await;
             ExitCode::SUCCESS
-        }
+        }),
+        Some(Command::Lifetime) => runtime.block_on(async {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signals(shutdown.clone(), CancellationToken::new()));
+            let root = lobster_slave::boot::root();
+            let imds = lobster_provision::imds::Imds::from_env();
+            lobster_slave::lifetime::run(&root, imds, ec2, shutdown).await;
+            ExitCode::SUCCESS
+        }),
         Some(Command::Boot) => match runtime.block_on(lobster_slave::boot::boot()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -115,6 +106,20 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The EC2 client this VM uses on itself (`AWS_ENDPOINT_URL_EC2` under the local cloud).
+async fn ec2(region: Option<String>) -> std::sync::Arc<dyn lobster_provision::cloud::Cloud> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .ok();
+    let cloud = lobster_provision::ec2::Ec2Cloud::connect(&lobster_provision::ec2::Ec2Config {
+        region: Some(region.unwrap_or_else(|| "us-east-1".into())),
+        endpoint_url: endpoint,
+        ..Default::default()
+    })
+    .await;
+    std::sync::Arc::new(cloud)
 }
 
 /// Slaves started by `lobster run --local-slaves` sit in their own process group (a Ctrl-C

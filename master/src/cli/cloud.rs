@@ -103,8 +103,7 @@ pub async fn cloud(
                 capacity_errors: a.capacity_errors,
                 capacity_limit: a.capacity_limit,
                 boot_delay_ms: a.boot_delay.as_millis() as u64,
-                api_delay_ms: 0,
-                deny_instance_api: false,
+                ..Faults::default()
             };
             faults
                 .check()

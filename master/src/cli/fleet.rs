@@ -255,14 +255,23 @@ pub(crate) async fn up(
             elapsed,
             master_api,
             image,
-        } => println!(
-            "fleet {}: {up} instance(s) up ({} started, {} launched, {} stopped), {registered} slave(s) registered in {:.1} s (master {master_api}, template {image})",
-            req.settings.fleet,
-            outcome.started.len(),
-            outcome.launched.len(),
-            outcome.stopped.len(),
-            elapsed.as_secs_f64(),
-        ),
+        } => {
+            if !outcome.expired.is_empty() {
+                println!(
+                    "stopped {} instance(s) past their lobster:expires-at: {}",
+                    outcome.expired.len(),
+                    outcome.expired.join(" ")
+                );
+            }
+            println!(
+                "fleet {}: {up} instance(s) up ({} started, {} launched, {} stopped), {registered} slave(s) registered in {:.1} s (master {master_api}, template {image})",
+                req.settings.fleet,
+                outcome.started.len(),
+                outcome.launched.len(),
+                outcome.stopped.len(),
+                elapsed.as_secs_f64(),
+            )
+        }
     }
     Ok(ExitStatus::Success)
 }

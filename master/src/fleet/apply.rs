@@ -153,6 +153,8 @@ pub struct Outcome {
     pub started: Vec<String>,
     pub launched: Vec<String>,
     pub stopped: Vec<String>,
+    /// Instances stopped because they were past `lobster:expires-at`.
+    pub expired: Vec<String>,
     /// Set when capacity ran out.
     pub partial: Option<String>,
     pub passes: u32,
@@ -170,7 +172,7 @@ pub async fn current_plan(
     desired: &Desired,
 ) -> Result<(Plan, Vec<Instance>), FleetError> {
     let observed = observe(cloud, &desired.fleet).await?;
-    Ok((plan(desired, &observed), observed))
+    Ok((plan(desired, &observed, crate::clock::unix_ms()), observed))
 }
 
 /// Reconciles until the plan is empty, capacity runs out, `deadline`, or `shutdown` (checked
@@ -235,6 +237,19 @@ impl Reconciler {
         p: &Plan,
     ) -> Result<(), FleetError> {
         info!(plan = %p.describe().replace('\n', "; "), "reconcile pass");
+        if !p.expired.is_empty() {
+            warn!(instances = %p.expired.join(" "), "stopping instances past lobster:expires-at");
+            let reason = Tags::from([(tags::STOP_REASON.to_string(), "expired".to_string())]);
+            retry("tagging expired instances", || {
+                cloud.tag(&p.expired, &reason)
+            })
+            .await?;
+            retry("stopping expired instances", || {
+                cloud.stop(&p.expired, false)
+            })
+            .await?;
+            self.out.expired.extend(p.expired.iter().cloned());
+        }
         if !p.stop.is_empty() {
             retry("stopping surplus instances", || cloud.stop(&p.stop, false)).await?;
             self.out.stopped.extend(p.stop.iter().cloned());

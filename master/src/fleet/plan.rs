@@ -1,6 +1,7 @@
-//! The reconciler's pure half: `plan(desired, observed) -> Plan`, no I/O.
+//! The reconciler's pure half: `plan(desired, observed, now) -> Plan`, no I/O.
 //!
-//! Rules, in order: stopped fleet instances are started first (cheap, fast, same ids); only the
+//! Rules, in order: instances up past their `lobster:expires-at` are stopped (whatever else
+//! happens on their VM, the lifetime holds) and do not count as up; stopped fleet instances are started first (cheap, fast, same ids); only the
 //! rest is launched, in batches, each with a deterministic client token; instances still
 //! stopping are waited for rather than replaced; a fleet above its count stops its newest
 //! instances. Running the plan of a converged fleet yields an empty plan (idempotent).
@@ -33,6 +34,8 @@ pub struct Plan {
     pub launch: Vec<Batch>,
     /// Surplus instances to stop.
     pub stop: Vec<String>,
+    /// Instances up past their `lobster:expires-at`, to stop.
+    pub expired: Vec<String>,
     /// Instances in transition (stopping) to wait for before deciding more.
     pub wait: Vec<String>,
     /// Instances up (pending or running) that stay.
@@ -45,6 +48,7 @@ impl Plan {
         self.start.is_empty()
             && self.launch.is_empty()
             && self.stop.is_empty()
+            && self.expired.is_empty()
             && self.wait.is_empty()
     }
 
@@ -57,6 +61,13 @@ impl Plan {
     /// One line per action, for `--dry-run` and logs.
     pub fn describe(&self) -> String {
         let mut lines = Vec::new();
+        if !self.expired.is_empty() {
+            lines.push(format!(
+                "stop {} instance(s) past lobster:expires-at: {}",
+                self.expired.len(),
+                self.expired.join(" ")
+            ));
+        }
         if !self.keep.is_empty() {
             lines.push(format!("keep {} instance(s) up", self.keep.len()));
         }
@@ -118,21 +129,41 @@ fn order_key(i: &Instance) -> (String, String) {
     (i.launch_time.clone().unwrap_or_default(), i.id.clone())
 }
 
-/// The plan that moves `observed` (the fleet's instances, any state but terminated) to `desired`.
-pub fn plan(desired: &Desired, observed: &[Instance]) -> Plan {
-    let mut up: Vec<&Instance> = observed.iter().filter(|i| i.state.is_up()).collect();
+/// Whether `i` carries a `lobster:expires-at` at or before `now_unix_ms` (an unreadable tag
+/// is not an expiry: the VM's own backstop reads the same tag and would not act on it either).
+pub fn is_expired(i: &Instance, now_unix_ms: u64) -> bool {
+    i.tags
+        .get(lobster_fleet::tags::EXPIRES_AT)
+        .and_then(|t| humantime::parse_rfc3339_weak(t.trim().trim_end_matches('Z')).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .is_some_and(|t| t.as_millis() as u64 <= now_unix_ms)
+}
+
+/// The plan that moves `observed` (the fleet's instances, any state but terminated) to
+/// `desired` at `now_unix_ms`.
+pub fn plan(desired: &Desired, observed: &[Instance], now_unix_ms: u64) -> Plan {
+    let (expired, up): (Vec<&Instance>, Vec<&Instance>) = observed
+        .iter()
+        .filter(|i| i.state.is_up())
+        .partition(|i| is_expired(i, now_unix_ms));
+    let mut up = up;
     let mut stopped: Vec<&Instance> = observed
         .iter()
         .filter(|i| i.state == InstanceState::Stopped)
         .collect();
+    // Expired instances are about to be stopping: waited for like them, not replaced.
     let stopping: Vec<&Instance> = observed
         .iter()
         .filter(|i| i.state == InstanceState::Stopping)
+        .chain(expired.iter().copied())
         .collect();
     up.sort_by_key(|i| order_key(i));
     stopped.sort_by_key(|i| order_key(i));
     let want = desired.count as usize;
-    let mut p = Plan::default();
+    let mut p = Plan {
+        expired: expired.iter().map(|i| i.id.clone()).collect(),
+        ..Plan::default()
+    };
     if up.len() >= want {
         // Too many: stop the newest.
         p.keep = up[..want].iter().map(|i| i.id.clone()).collect();
@@ -166,6 +197,14 @@ pub fn plan(desired: &Desired, observed: &[Instance]) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn expiring(mut i: Instance, at: &str) -> Instance {
+        i.tags
+            .insert(lobster_fleet::tags::EXPIRES_AT.into(), at.into());
+        i
+    }
 
     fn inst(id: &str, state: InstanceState, at: &str) -> Instance {
         Instance {
@@ -284,7 +323,7 @@ mod tests {
             ),
         ];
         for (what, observed, count, start, launch, stop, wait) in rows {
-            let p = plan(&desired(count), &observed);
+            let p = plan(&desired(count), &observed, NOW);
             assert_eq!(p.start, start, "{what}: start");
             assert_eq!(p.launching(), launch, "{what}: launch");
             assert_eq!(p.stop, stop, "{what}: stop");
@@ -296,14 +335,57 @@ mod tests {
     #[test]
     fn tokens_are_deterministic_and_distinct_per_batch() {
         let observed = vec![inst("i-a", Running, "1")];
-        let a = plan(&desired(20), &observed);
-        let b = plan(&desired(20), &observed);
+        let a = plan(&desired(20), &observed, NOW);
+        let b = plan(&desired(20), &observed, NOW);
         assert_eq!(a, b, "the same inputs give the same plan and tokens");
         let tokens: std::collections::BTreeSet<_> =
             a.launch.iter().map(|x| x.client_token.clone()).collect();
         assert_eq!(tokens.len(), a.launch.len());
         assert!(a.launch.iter().all(|x| x.client_token.len() <= 64));
-        let other = plan(&desired(20), &[inst("i-z", Running, "1")]);
+        let other = plan(&desired(20), &[inst("i-z", Running, "1")], NOW);
         assert_ne!(other.launch[0].client_token, a.launch[0].client_token);
+    }
+
+    /// An instance up past its expiry is stopped on every pass and replaced (a stopped one
+    /// first); one not yet expired, or stopped, or with an unreadable tag, is left alone.
+    #[test]
+    fn expired_instances_are_stopped_and_do_not_count() {
+        // 1_800_000_000 s is 2027-01-15T08:00:00Z.
+        let past = "2027-01-15T07:59:59Z";
+        let future = "2027-01-15T08:00:01Z";
+        let observed = vec![
+            expiring(inst("i-a", Running, "1"), past),
+            expiring(inst("i-b", Running, "2"), future),
+            expiring(inst("i-c", Pending, "3"), "2027-01-15T08:00:00Z"),
+            expiring(inst("i-d", Stopped, "4"), past),
+            expiring(inst("i-e", Running, "5"), "soon"),
+        ];
+        let p = plan(&desired(3), &observed, NOW);
+        assert_eq!(p.expired, vec!["i-a", "i-c"]);
+        assert_eq!(p.keep, vec!["i-b", "i-e"]);
+        assert_eq!(p.start, vec!["i-d"]);
+        assert_eq!(p.launching(), 0);
+        assert!(
+            p.describe()
+                .contains("stop 2 instance(s) past lobster:expires-at: i-a i-c")
+        );
+        // Expired instances are stopped even when the fleet is at its count or above.
+        let p = plan(&desired(1), &observed, NOW);
+        assert_eq!(
+            (p.expired.len(), p.stop.clone()),
+            (2, vec!["i-e".to_string()])
+        );
+        assert!(!p.is_empty());
+        // A second later nothing more has expired: the same plan (idempotent).
+        assert_eq!(plan(&desired(1), &observed, NOW), p);
+        assert!(plan(&desired(2), &observed[1..2], NOW).expired.is_empty());
+        // A fleet that has all expired waits for them to stop and starts them again (with a
+        // fresh expiry) rather than launching new ones.
+        let p = plan(&desired(2), &observed[..1], NOW);
+        assert_eq!(
+            (p.expired.clone(), p.wait.clone()),
+            (vec!["i-a".to_string()], vec!["i-a".to_string()])
+        );
+        assert_eq!(p.launching(), 1);
     }
 }

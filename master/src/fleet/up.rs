@@ -225,7 +225,7 @@ async fn dry_run(req: &UpRequest, home: &Home) -> Result<UpReport, UpError> {
         return Ok(UpReport::Planned {
             observed: 0,
             image: "none yet: `fleet up` would build one for the local cloud".into(),
-            plan: plan(&desired, &[]).describe(),
+            plan: plan(&desired, &[], crate::clock::unix_ms()).describe(),
             endpoint: "the local cloud (not running: `fleet up` would start it)".into(),
         });
     };

@@ -1,5 +1,5 @@
 //! Fault injection for reliability tests: a share of requests throttled, capacity errors,
-//! a capacity ceiling, slow boots, a slow API. Set with flags of `lobster cloud local` or at run time with
+//! a capacity ceiling, slow boots and stops, a slow API, an unavailable metadata service. Set with flags of `lobster cloud local` or at run time with
 //! `POST /__lobster/faults` (JSON of [`Faults`]).
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,12 @@ pub struct Faults {
     pub api_delay_ms: u64,
     /// Refuse every call made with instance credentials (a VM whose role lost its rights).
     pub deny_instance_api: bool,
+    /// Time from StopInstances to the guest's shutdown: the instance stays `stopping` and its
+    /// units keep running (and restarting, per their policy) meanwhile, as on EC2.
+    pub stop_delay_ms: u64,
+    /// The instances' metadata services answer nothing but HTTP 503 (IMDS down or slow to
+    /// come up).
+    pub imds_unavailable: bool,
 }
 
 impl Faults {
@@ -35,6 +41,9 @@ impl Faults {
         }
         if self.boot_delay_ms > 600_000 {
             return Err("boot_delay_ms must be at most 600000".into());
+        }
+        if self.stop_delay_ms > 120_000 {
+            return Err("stop_delay_ms must be at most 120000".into());
         }
         if self.api_delay_ms > 60_000 {
             return Err("api_delay_ms must be at most 60000".into());

@@ -62,6 +62,9 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 }
 
 async fn token(State(s): State<Imds>, headers: HeaderMap) -> Response {
+    if s.shared.faults().imds_unavailable {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    }
     if headers.contains_key("x-forwarded-for") {
         return text(StatusCode::FORBIDDEN, "Forbidden");
     }

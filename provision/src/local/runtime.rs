@@ -2,11 +2,13 @@
 //!
 //! Boot: after the (fault-injectable) boot delay the instance gets its own IMDS endpoint and
 //! becomes `running`; then the runtime does what systemd does on a VM with the image's unit
-//! files: it runs the oneshot units wanted by `multi-user.target` (the image's boot step,
-//! which reads the user-data from IMDS and asks for `lobster-slave@1..N`), then the unit
-//! instances the boot step asked for (`$LOBSTER_ROOT/run/lobster/start-units`, the emulated
-//! `systemctl start`), then the other wanted services. Each unit runs in its own process
-//! group and is restarted per its `Restart=` policy within its start limit.
+//! files: it runs the oneshot units wanted by `multi-user.target`, then starts the other
+//! wanted services together (the boot step, which reads the user-data from IMDS and asks for
+//! `lobster-slave@1..N`; the idle watcher; the lifetime backstop), and the unit instances the
+//! boot step asks for whenever it asks (`$LOBSTER_ROOT/run/lobster/start-units`, the emulated
+//! `systemctl start`). Each unit runs in its own process group and is restarted per its
+//! `Restart=` policy within its start limit; its output goes where the unit says (the
+//! emulated journal is `/var/log/journal/<unit>.log`). `/run` is emptied at every boot.
 //!
 //! Paths: `/usr/local/bin/…` in a unit maps to the image's `bin/`; every other absolute path
 //! maps under the instance's root directory (`LOBSTER_ROOT`), so instances never share files.
@@ -112,10 +114,11 @@ fn console(dir: &Path, line: &str) {
 async fn run_instance(shared: &Arc<Shared>, id: &str, stop: CancellationToken) {
     let dir = instance_dir(shared, id);
     let root = dir.join("root");
+    // `/run` is a tmpfs on a VM: every boot starts with it empty.
+    let _ = std::fs::remove_dir_all(root.join("run"));
     for sub in ["run/lobster", "var/log/lobster", "etc/lobster", "home"] {
         let _ = std::fs::create_dir_all(root.join(sub));
     }
-    let _ = std::fs::remove_file(root.join("run/lobster/start-units"));
     let delay = shared.faults().boot_delay_ms;
     console(&dir, &format!("power on (boot delay {delay} ms)"));
     tokio::select! {
@@ -153,14 +156,17 @@ async fn run_instance(shared: &Arc<Shared>, id: &str, stop: CancellationToken) {
         vcpus,
         imds_port: port,
     };
-    let tasks = ctx.start_units(&stop).await;
+    // The units stop when the guest shuts down, which may be a while after StopInstances.
+    let shutdown = CancellationToken::new();
+    let tasks = ctx.start_units(&shutdown).await;
     // Wait for a stop from the API, or a power-off from inside (the emulated `systemctl
     // poweroff`: EC2 stops an instance whose OS shuts down, shutdown behaviour `stop`).
     let poweroff = ctx.root.join("run/lobster/poweroff");
+    let mut from_inside = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if poweroff.exists() {
                     let _ = std::fs::remove_file(&poweroff);
                     console(&dir, "instance-initiated shutdown");
@@ -170,11 +176,21 @@ async fn run_instance(shared: &Arc<Shared>, id: &str, stop: CancellationToken) {
                             i.reason = "Client.InstanceInitiatedShutdown: Instance initiated shutdown".into();
                         }
                     });
+                    from_inside = true;
                     stop.cancel();
                 }
             }
         }
     }
+    let delay = shared.faults().stop_delay_ms;
+    if !from_inside && delay > 0 {
+        console(
+            &dir,
+            &format!("stop requested; guest shutdown in {delay} ms"),
+        );
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    shutdown.cancel();
     console(&dir, "stopping");
     for t in tasks {
         let _ = t.await;

@@ -1,8 +1,9 @@
 //! The subset of systemd unit files the local cloud's runtime honours, so a local instance
 //! boots the very units a real VM does: `Type`, `ExecStart`, `Environment`,
 //! `EnvironmentFile`, `Restart`, `RestartSec`, `StartLimitIntervalSec`, `StartLimitBurst`,
-//! `StandardOutput`/`StandardError` (`append:`/`file:`), `TimeoutStopSec`, `WantedBy`, and the
-//! specifiers `%i`, `%I`, `%n`, `%%`.
+//! `StandardOutput`/`StandardError` (`append:`/`file:`/`truncate:`, `null`, and `journal`, the
+//! default, kept per unit in `/var/log/journal/<unit>.log` of the instance root: the emulated
+//! journal), `TimeoutStopSec`, `WantedBy`, and the specifiers `%i`, `%I`, `%n`, `%%`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +25,15 @@ pub enum Restart {
     Always,
 }
 
+/// Where a stream of a unit goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Discarded (`null`).
+    Null,
+    /// Appended to this file (unit path; the emulated journal is a file too).
+    File(String),
+}
+
 /// A unit instance ready to run: the command line and its settings, specifiers resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -38,9 +48,10 @@ pub struct Service {
     pub restart_sec: Duration,
     pub start_limit_interval: Duration,
     pub start_limit_burst: u32,
-    /// File that stdout/stderr append to, if any.
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+    /// Where standard output goes.
+    pub stdout: Output,
+    /// Where standard error goes (`None`: where standard output goes).
+    pub stderr: Option<Output>,
     pub timeout_stop: Duration,
 }
 
@@ -155,16 +166,38 @@ impl Unit {
                     .ok_or_else(|| format!("{}: {key}={v} is not a time span", self.name)),
             }
         };
-        let output = |key: &str| {
-            self.last("Service", key).and_then(|v| {
-                v.strip_prefix("append:")
-                    .or_else(|| v.strip_prefix("file:"))
-                    .map(spec)
-            })
+        // Where a stream goes; `None` when the unit does not say.
+        let journal = Output::File(format!("/var/log/journal/{name}.log"));
+        let output = |key: &str| -> Result<Option<Output>, String> {
+            let Some(v) = self.last("Service", key) else {
+                return Ok(None);
+            };
+            if let Some(path) = ["append:", "file:", "truncate:"]
+                .iter()
+                .find_map(|p| v.strip_prefix(p))
+            {
+                return Ok(Some(Output::File(spec(path))));
+            }
+            match v {
+                // Standard error's `inherit` is "as standard output".
+                "inherit" if key == "StandardError" => Ok(None),
+                "journal" | "journal+console" | "kmsg" | "kmsg+console" | "inherit" | "tty" => {
+                    Ok(Some(journal.clone()))
+                }
+                "null" => Ok(Some(Output::Null)),
+                other => Err(format!("{}: {key}={other} is not supported", self.name)),
+            }
         };
+        // systemd's defaults: standard output to the journal, standard error where it goes.
+        let stdout = output("StandardOutput")?.unwrap_or_else(|| journal.clone());
+        let stderr = output("StandardError")?;
         Ok(Service {
             name: name.clone(),
-            oneshot: self.last("Service", "Type") == Some("oneshot"),
+            oneshot: match self.last("Service", "Type").unwrap_or("simple") {
+                "oneshot" => true,
+                "simple" | "exec" | "notify" | "forking" | "idle" => false,
+                other => return Err(format!("{}: Type={other} is not supported", self.name)),
+            },
             exec,
             environment,
             environment_files,
@@ -179,8 +212,8 @@ impl Unit {
                 })
                 .transpose()?
                 .unwrap_or(5),
-            stdout: output("StandardOutput"),
-            stderr: output("StandardError"),
+            stdout,
+            stderr,
             timeout_stop: secs("Service", "TimeoutStopSec", 90)?,
         })
     }
@@ -314,8 +347,55 @@ mod tests {
             (s.start_limit_burst, s.start_limit_interval),
             (3, Duration::from_secs(60))
         );
-        assert_eq!(s.stderr.as_deref(), Some("/var/log/lobster/slave-2.log"));
+        assert_eq!(
+            s.stderr,
+            Some(Output::File("/var/log/lobster/slave-2.log".into()))
+        );
         assert_eq!(u.wanted_by(), vec!["lobster-slaves.target"]);
+    }
+
+    /// Output as systemd routes it: the journal by default, standard error after standard
+    /// output unless set apart, files for `append:`/`file:`, nothing for `null`.
+    #[test]
+    fn output_goes_where_systemd_sends_it() {
+        let svc = |extra: &str| {
+            Unit::parse(
+                "a@.service",
+                &format!("[Service]\nExecStart=/bin/true\n{extra}"),
+            )
+            .unwrap()
+            .service("1")
+        };
+        let j = Output::File("/var/log/journal/a@1.service.log".to_string());
+        let file = |p: &str| Output::File(p.to_string());
+        let rows = [
+            ("", j.clone(), None),
+            (
+                "StandardOutput=journal\nStandardError=journal\n",
+                j.clone(),
+                Some(j.clone()),
+            ),
+            (
+                "StandardOutput=append:/var/log/x-%i.log\n",
+                file("/var/log/x-1.log"),
+                None,
+            ),
+            (
+                "StandardOutput=null\nStandardError=inherit\n",
+                Output::Null,
+                None,
+            ),
+            ("StandardError=null\n", j.clone(), Some(Output::Null)),
+            ("StandardOutput=inherit\n", j.clone(), None),
+        ];
+        for (unit, out, err) in rows {
+            let s = svc(unit).unwrap();
+            assert_eq!((s.stdout, s.stderr), (out, err), "{unit}");
+        }
+        assert!(svc("StandardOutput=socket\n").is_err());
+        assert!(svc("Type=dbus\n").is_err());
+        assert!(!svc("Type=exec\n").unwrap().oneshot);
+        assert!(svc("Type=oneshot\n").unwrap().oneshot);
     }
 
     #[test]

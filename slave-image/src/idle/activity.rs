@@ -2,6 +2,10 @@
 //! watcher started count; the directory is watched with `notify` (so a rotated file is
 //! followed), with a polling fallback where inotify is unavailable.
 //!
+//! Only the live files (`slave-N.log`) are read: a rotated one (`slave-N.log.1`) holds old
+//! lines only. Offsets are kept per file *identity* (device and inode), so the fresh file
+//! that replaces a rotated one is read from its start, whatever its size.
+//!
 //! Only events that can mean new text (a file created, written, renamed into place) make the
 //! watcher read. Reading a log raises inotify events of its own (open, access, close, and an
 //! atime change): acting on those made the watcher read again in a loop and burn a core
@@ -12,7 +16,8 @@ use super::*;
 /// Activity seen in the log directory.
 pub struct Activity {
     last: Mutex<Instant>,
-    offsets: Mutex<HashMap<PathBuf, u64>>,
+    /// Per path: the file's (device, inode) and how far it was read.
+    offsets: Mutex<HashMap<PathBuf, ((u64, u64), u64)>>,
 }
 
 impl Activity {
@@ -31,11 +36,16 @@ impl Activity {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
-    /// Whether `path` is a slave log (`slave-N.log`, or a rotated `slave-N.log.1`).
+    /// Whether `path` is a live slave log (`slave-N.log`; not a rotated `slave-N.log.1`).
     pub(super) fn is_slave_log(path: &Path) -> bool {
         path.file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("slave-") && n.contains(".log"))
+            .is_some_and(|n| n.starts_with("slave-") && n.ends_with(".log"))
+    }
+
+    fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
     }
 
     /// Reads what was appended to `path` since last time; true if it holds an activity line.
@@ -43,11 +53,17 @@ impl Activity {
         let Ok(mut f) = std::fs::File::open(path) else {
             return false;
         };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let Ok(meta) = f.metadata() else {
+            return false;
+        };
+        let (len, id) = (meta.len(), Self::identity(&meta));
         let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-        let from = offsets.get(path).copied().unwrap_or(0);
-        // Truncated or replaced by rotation: start over.
-        let from = if len < from { 0 } else { from };
+        let from = match offsets.get(path) {
+            // The same file, not truncated: from where the last read ended.
+            Some((seen, at)) if *seen == id && *at <= len => *at,
+            // New, replaced by rotation, or truncated: from its start.
+            _ => 0,
+        };
         // Read at most the last 1 MiB of new text.
         let start = from.max(len.saturating_sub(1 << 20));
         if f.seek(SeekFrom::Start(start)).is_err() {
@@ -55,7 +71,7 @@ impl Activity {
         }
         let mut buf = Vec::new();
         let _ = f.take(len - start).read_to_end(&mut buf);
-        offsets.insert(path.to_path_buf(), len);
+        offsets.insert(path.to_path_buf(), (id, len));
         let needle = ACTIVITY.as_bytes();
         buf.windows(needle.len()).any(|w| w == needle)
     }
@@ -65,8 +81,10 @@ impl Activity {
         if let Ok(entries) = std::fs::read_dir(dir) {
             let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
             for e in entries.flatten() {
-                if Self::is_slave_log(&e.path()) {
-                    offsets.insert(e.path(), e.metadata().map(|m| m.len()).unwrap_or(0));
+                if let Ok(m) = e.metadata()
+                    && Self::is_slave_log(&e.path())
+                {
+                    offsets.insert(e.path(), (Self::identity(&m), m.len()));
                 }
             }
         }
@@ -157,11 +175,32 @@ mod tests {
         text.push_str("INFO lobster::activity: interval recorded requests=5\n");
         std::fs::write(&log, &text).unwrap();
         assert!(a.scan(&log));
-        // Rotation: a new, shorter file under the same name.
+        // Truncated in place: read from the start again.
         std::fs::write(&log, "INFO lobster::activity: interval recorded\n").unwrap();
         assert!(a.scan(&log));
-        assert!(Activity::is_slave_log(&dir.path().join("slave-2.log.1")));
+        assert!(!Activity::is_slave_log(&dir.path().join("slave-2.log.1")));
         assert!(!Activity::is_slave_log(&dir.path().join("idle.log")));
+        assert!(Activity::is_slave_log(&dir.path().join("slave-12.log")));
+    }
+
+    /// Rotation by rename: the old file moves to `.1` (never read again: its lines are old)
+    /// and a fresh file takes the name. The fresh file is read from its start even when it is
+    /// already longer than the old one was when last read.
+    #[test]
+    fn a_rotated_file_is_followed_by_identity_not_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("slave-1.log");
+        std::fs::write(&log, format!("{}\n", "x".repeat(199))).unwrap();
+        let a = Activity::new();
+        a.skip_existing(dir.path());
+        std::fs::rename(&log, dir.path().join("slave-1.log.1")).unwrap();
+        let fresh = format!(
+            "INFO lobster::activity: interval recorded{}\n",
+            " ".repeat(300)
+        );
+        std::fs::write(&log, &fresh).unwrap();
+        assert!(a.scan(&log), "the fresh file's first line was missed");
+        assert!(!a.scan(&log), "the same line counted twice");
     }
 
     #[test]

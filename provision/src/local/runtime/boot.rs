@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::process::Command;
 
-use super::super::units::{Restart, Service, Unit, read_env_file};
+use super::super::units::{Output, Restart, Service, Unit, read_env_file};
 use super::*;
 
 pub(super) struct Boot {
@@ -63,11 +63,16 @@ impl Boot {
     }
 
     /// Starts the boot sequence; returns the supervising tasks of long-running units.
+    ///
+    /// As systemd with these units: the oneshot units wanted by `multi-user.target` run in
+    /// turn, then every other wanted service starts at once (none waits for another), and the
+    /// units the boot step asks for (the emulated `systemctl start`, lines of
+    /// `/run/lobster/start-units`) start whenever it asks.
     pub(super) async fn start_units(
         &self,
         stop: &CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let units = self.units();
+        let units = Arc::new(self.units());
         let wanted: Vec<&Unit> = units
             .iter()
             .filter(|u| !u.is_template() && u.wanted_by().iter().any(|t| t == "multi-user.target"))
@@ -87,52 +92,68 @@ impl Boot {
                 return tasks;
             }
         }
-        // The units the boot step asked for (the emulated `systemctl start`).
-        let requested =
-            std::fs::read_to_string(self.root.join("run/lobster/start-units")).unwrap_or_default();
-        let mut started = 0;
-        for name in requested.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let Some((base, rest)) = name.split_once('@') else {
-                console(
-                    &self.dir,
-                    &format!("cannot start {name}: not a template instance"),
-                );
-                continue;
-            };
-            let Some((instance, ext)) = rest.rsplit_once('.') else {
-                continue;
-            };
-            let template = format!("{base}@.{ext}");
-            match units
-                .iter()
-                .find(|u| u.name == template)
-                .map(|u| u.service(instance))
-            {
-                Some(Ok(svc)) => {
-                    tasks.push(self.spawn(svc, stop.clone()));
-                    started += 1;
-                }
-                Some(Err(e)) => console(&self.dir, &format!("cannot start {name}: {e}")),
-                None => console(
-                    &self.dir,
-                    &format!("cannot start {name}: no unit {template}"),
-                ),
-            }
-        }
-        self.shared
-            .update(&self.id, |i| i.units_started = started > 0);
-        for u in wanted {
+        for u in &wanted {
             match u.service("") {
                 Ok(svc) if !svc.oneshot => tasks.push(self.spawn(svc, stop.clone())),
                 Ok(_) => {}
                 Err(e) => console(&self.dir, &format!("cannot start {}: {e}", u.name)),
             }
         }
+        let me = self.clone_ctx();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            me.serve_start_requests(&units, stop).await
+        }));
         tasks
     }
 
-    fn spawn(&self, svc: Service, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let me = Boot {
+    /// Starts the units the boot step asks for, until `stop`; then waits for them to end.
+    async fn serve_start_requests(&self, units: &[Unit], stop: CancellationToken) {
+        let requests = self.root.join("run/lobster/start-units");
+        let mut started: std::collections::BTreeSet<String> = Default::default();
+        let mut tasks = Vec::new();
+        loop {
+            let text = std::fs::read_to_string(&requests).unwrap_or_default();
+            for name in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                if !started.insert(name.to_string()) {
+                    continue;
+                }
+                match self.requested(units, name) {
+                    Ok(svc) => {
+                        tasks.push(self.spawn(svc, stop.clone()));
+                        self.shared.update(&self.id, |i| i.units_started = true);
+                    }
+                    Err(e) => console(&self.dir, &format!("cannot start {name}: {e}")),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// The service an emulated `systemctl start name` names (a template's instance).
+    fn requested(&self, units: &[Unit], name: &str) -> Result<Service, String> {
+        let (base, rest) = name
+            .split_once('@')
+            .ok_or_else(|| "not a template instance".to_string())?;
+        let (instance, ext) = rest
+            .rsplit_once('.')
+            .ok_or_else(|| "not a unit name".to_string())?;
+        let template = format!("{base}@.{ext}");
+        units
+            .iter()
+            .find(|u| u.name == template)
+            .ok_or_else(|| format!("no unit {template}"))?
+            .service(instance)
+    }
+
+    fn clone_ctx(&self) -> Boot {
+        Boot {
             shared: self.shared.clone(),
             id: self.id.clone(),
             dir: self.dir.clone(),
@@ -140,7 +161,11 @@ impl Boot {
             image_dir: self.image_dir.clone(),
             vcpus: self.vcpus,
             imds_port: self.imds_port,
-        };
+        }
+    }
+
+    fn spawn(&self, svc: Service, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let me = self.clone_ctx();
         tokio::spawn(async move {
             me.supervise(svc, stop).await;
         })
@@ -182,10 +207,10 @@ impl Boot {
             }
         }
         cmd.envs(svc.environment.iter().cloned());
-        let output = |path: &Option<String>| -> Result<Stdio, String> {
-            match path {
-                None => Ok(Stdio::null()),
-                Some(p) => {
+        let output = |out: &Output| -> Result<Stdio, String> {
+            match out {
+                Output::Null => Ok(Stdio::null()),
+                Output::File(p) => {
                     let mapped = self.map(p);
                     if let Some(parent) = mapped.parent() {
                         let _ = std::fs::create_dir_all(parent);
@@ -200,11 +225,7 @@ impl Boot {
             }
         };
         // As systemd: standard error goes where standard output goes unless set apart.
-        let stderr = if svc.stderr.is_some() {
-            &svc.stderr
-        } else {
-            &svc.stdout
-        };
+        let stderr = svc.stderr.as_ref().unwrap_or(&svc.stdout);
         cmd.stdin(Stdio::null())
             .stdout(output(&svc.stdout)?)
             .stderr(output(stderr)?)
