@@ -15,6 +15,7 @@ mod moto;
 mod nginx;
 mod security;
 mod slave_image;
+mod vm_lifetime;
 
 mod serial {
     mod chaos;

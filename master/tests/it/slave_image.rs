@@ -297,11 +297,11 @@ fn the_maximum_lifetime_stops_a_vm_whose_log_never_goes_quiet() {
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
-    let idle = std::fs::read_to_string(env.home().join(format!(
-        "cloud/instances/{id}/root/var/log/lobster/idle.log"
+    let life = std::fs::read_to_string(env.home().join(format!(
+        "cloud/instances/{id}/root/var/log/journal/lobster-lifetime.service.log"
     )))
     .unwrap();
-    assert!(idle.contains("maximum lifetime reached"), "{idle}");
+    assert!(life.contains("maximum lifetime reached"), "{life}");
 }
 
 #[test]
@@ -329,7 +329,7 @@ fn a_watcher_that_cannot_call_the_api_powers_the_vm_off() {
         (st["instances"][0]["state"] == "stopped").then_some(())
     });
     let idle = std::fs::read_to_string(env.home().join(format!(
-        "cloud/instances/{id}/root/var/log/lobster/idle.log"
+        "cloud/instances/{id}/root/var/log/journal/lobster-idle.service.log"
     )))
     .unwrap();
     assert!(
@@ -337,7 +337,7 @@ fn a_watcher_that_cannot_call_the_api_powers_the_vm_off() {
         "the missing permission is found at boot:\n{idle}"
     );
     assert!(
-        idle.contains("falling back to power off"),
+        idle.contains("powering off (emulated init)"),
         "a clear fallback line:\n{idle}"
     );
     let d = aws(
@@ -373,18 +373,22 @@ fn units_pass_systemd_analyze_verify() {
         .status()
         .unwrap();
     assert!(copy.success());
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/image/systemd");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), units.join(e.file_name())).unwrap();
+    for (file, text) in lobster_fleet::recipe::UNITS {
+        std::fs::write(units.join(file), text).unwrap();
     }
-    for unit in [
-        "lobster-slave@1.service",
-        "lobster-slave@7.service",
-        "lobster-boot.service",
-        "lobster-idle.service",
-        "lobster-slaves.target",
-    ] {
+    // Every unit of the recipe (a new one is checked without touching this list), and
+    // instances of the template.
+    let mut names: Vec<String> = lobster_fleet::recipe::UNITS
+        .iter()
+        .map(|(f, _)| f.to_string())
+        .filter(|f| !f.contains("@."))
+        .collect();
+    names.extend([
+        "lobster-slave@1.service".into(),
+        "lobster-slave@7.service".into(),
+    ]);
+    assert!(names.len() >= 6, "{names:?}");
+    for unit in &names {
         let out = Command::new(analyze)
             .arg("verify")
             .arg(format!("--root={}", root.path().display()))
