@@ -45,7 +45,7 @@ pub async fn fetch(imds: &Imds) -> anyhow::Result<(Identity, userdata::SlaveSett
             }
             Err(e) => {
                 // Every attempt at first, then about once a minute.
-                if attempt <= 5 || attempt % 12 == 0 {
+                if attempt <= 5 || attempt.is_multiple_of(12) {
                     warn!(attempt, error = %format!("{e:#}"), "instance metadata not answering yet; retrying");
                 }
                 tokio::time::sleep(delay).await;

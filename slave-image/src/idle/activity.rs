@@ -13,11 +13,14 @@
 
 use super::*;
 
+/// A file's identity: (device, inode).
+type FileId = (u64, u64);
+
 /// Activity seen in the log directory.
 pub struct Activity {
     last: Mutex<Instant>,
-    /// Per path: the file's (device, inode) and how far it was read.
-    offsets: Mutex<HashMap<PathBuf, ((u64, u64), u64)>>,
+    /// Per path: the file's identity and how far it was read.
+    offsets: Mutex<HashMap<PathBuf, (FileId, u64)>>,
 }
 
 impl Activity {
@@ -43,7 +46,7 @@ impl Activity {
             .is_some_and(|n| n.starts_with("slave-") && n.ends_with(".log"))
     }
 
-    fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    fn identity(m: &std::fs::Metadata) -> FileId {
         use std::os::unix::fs::MetadataExt;
         (m.dev(), m.ino())
     }
