@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use lobster_provision::local::faults::Faults;
-use lobster_provision::local::{LocalCloud, LocalCloudConfig, LocalCloudError};
+use lobster_provision::local::{LocalCloud, LocalCloudConfig, LocalCloudError, Runtime};
 use tokio_util::sync::CancellationToken;
 
 use super::{Failure, parse_duration};
@@ -58,6 +58,18 @@ pub struct LocalArgs {
     /// Fault injection: time from pending to running.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub boot_delay: Duration,
+    /// How instances run: `emulated` (the image's units as local processes under an emulated
+    /// init) or `nspawn` (the image's root file system booted under a real systemd with
+    /// systemd-nspawn; needs root, and images built with `image build --local --rootfs`).
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Emulated)]
+    pub runtime: RuntimeArg,
+}
+
+/// `--runtime` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Emulated,
+    Nspawn,
 }
 
 fn no_cloud(home: &Home) -> Failure {
@@ -121,6 +133,10 @@ pub async fn cloud(
                 access_key: a.access_key_id,
                 faults,
                 terminated_retention: a.terminated_retention,
+                runtime: match a.runtime {
+                    RuntimeArg::Emulated => Runtime::Emulated,
+                    RuntimeArg::Nspawn => Runtime::Nspawn,
+                },
             })
             .await
             .map_err(|e| match e {

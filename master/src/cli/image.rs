@@ -20,6 +20,7 @@ pub enum ImageCommand {
     #[command(after_help = "\
 Examples:
   lobster image build --local
+  sudo lobster image build --local --rootfs /var/cache/lobster/bookworm   # for --runtime nspawn
   lobster image build --cloud aws --region eu-west-1 --base-ami ami-0123456789abcdef0 \\
       --binary-url https://example.com/lobster-slave --instance-type c6i.large")]
     Build(BuildArgs),
@@ -74,6 +75,11 @@ pub struct BuildArgs {
     /// EC2: how long the install may take.
     #[arg(long, default_value = "20m", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Local: also bake the recipe into a copy of this root file system (e.g. made by
+    /// debootstrap, with systemd and curl), for `lobster cloud local --runtime nspawn`. Needs
+    /// root and systemd-nspawn.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<std::path::PathBuf>,
 }
 
 pub async fn image(cmd: ImageCommand, home: &Home) -> Result<ExitStatus, Failure> {
@@ -203,9 +209,20 @@ async fn build(a: BuildArgs, home: &Home) -> Result<ExitStatus, Failure> {
             let bin =
                 crate::local_slaves::slave_binary().map_err(|e| Failure::trouble(anyhow!(e)))?;
             let c = connect(&s, home).await.map_err(Failure::trouble)?;
-            let id = image::build_local(c.cloud.as_ref(), &home.images(), &bin, &s.template_tag)
-                .await
-                .map_err(Failure::trouble)?;
+            let id = image::build_local(
+                c.cloud.as_ref(),
+                &home.images(),
+                &bin,
+                &s.template_tag,
+                a.rootfs.as_deref(),
+            )
+            .await
+            .map_err(|e| match e {
+                image::BuildError::Rootfs(crate::fleet::rootfs::RootfsError::Base { .. }) => {
+                    Failure::bad_input(e)
+                }
+                e => Failure::trouble(e),
+            })?;
             println!("{id}");
             eprintln!(
                 "local template image {id} tagged {}={}",
@@ -214,6 +231,11 @@ async fn build(a: BuildArgs, home: &Home) -> Result<ExitStatus, Failure> {
             Ok(ExitStatus::Success)
         }
         CloudKind::Aws => {
+            if a.rootfs.is_some() {
+                return Err(Failure::bad_input(anyhow!(
+                    "--rootfs is for local images (the local cloud's nspawn runtime)"
+                )));
+            }
             let base = a
                 .base_ami
                 .ok_or_else(|| Failure::bad_input(anyhow!("EC2 images need --base-ami")))?;

@@ -151,17 +151,22 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// The root file system could not be baked.
+    #[error(transparent)]
+    Rootfs(#[from] super::rootfs::RootfsError),
     /// The cloud refused the image.
     #[error(transparent)]
     Cloud(#[from] FleetError),
 }
 
-/// Builds and registers a local template image; returns its id.
+/// Builds and registers a local template image; returns its id. With `rootfs`, the recipe is
+/// also baked into a copy of that root file system, for the nspawn runtime.
 pub async fn build_local(
     cloud: &dyn Cloud,
     images_dir: &Path,
     slave_binary: &Path,
     tag: &(String, String),
+    rootfs: Option<&Path>,
 ) -> Result<String, BuildError> {
     let name = format!(
         "lobster-slave-{}-{}",
@@ -173,6 +178,16 @@ pub async fn build_local(
             dir: images_dir.display().to_string(),
             source,
         })?;
+    if let Some(base) = rootfs {
+        let (dir, base) = (dir.clone(), base.to_path_buf());
+        let baked = tokio::task::spawn_blocking(move || super::rootfs::bake(&dir, &base))
+            .await
+            .expect("the bake does not panic");
+        if let Err(e) = baked {
+            let _ = std::fs::remove_dir_all(images_dir.join(&name));
+            return Err(e.into());
+        }
+    }
     let location = dir.display().to_string();
     let tags = template_tags(tag);
     Ok(retry("registering the image", || {

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod config;
 pub mod image;
 pub mod plan;
+pub mod rootfs;
 pub mod status;
 pub mod up;
 

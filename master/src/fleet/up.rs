@@ -259,7 +259,7 @@ async fn template(
         Err(_) if s.cloud == CloudKind::Local && !req.explicit_template => {
             let bin = crate::local_slaves::slave_binary().map_err(UpError::NoSlaveBinary)?;
             progress.note("no template image yet: building one for the local cloud");
-            image::build_local(cloud, &home.images(), &bin, &s.template_tag)
+            image::build_local(cloud, &home.images(), &bin, &s.template_tag, None)
                 .await
                 .map_err(UpError::Image)
         }

@@ -19,6 +19,7 @@ mod vm_lifetime;
 
 mod serial {
     mod chaos;
+    mod nspawn;
     mod numbers;
     mod resilience;
     mod run_e2e;

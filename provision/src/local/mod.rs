@@ -54,6 +54,18 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How instances run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Runtime {
+    /// The image's units as local process groups under an emulated init (the default: no
+    /// root, no root file system needed).
+    #[default]
+    Emulated,
+    /// The image's root file system booted under a real systemd with `systemd-nspawn`
+    /// (root; images made with `lobster image build --local --rootfs`).
+    Nspawn,
+}
+
 /// How to run a local cloud.
 #[derive(Clone, Debug)]
 pub struct LocalCloudConfig {
@@ -66,6 +78,8 @@ pub struct LocalCloudConfig {
     pub faults: Faults,
     /// How long a terminated instance stays visible (EC2: about an hour).
     pub terminated_retention: std::time::Duration,
+    /// How instances run.
+    pub runtime: Runtime,
 }
 
 /// The local cloud could not start.
@@ -93,6 +107,9 @@ pub enum LocalCloudError {
     Faults(String),
     #[error("another local cloud is running on {0}")]
     Locked(String),
+    /// The runtime asked for cannot run here.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 /// State shared by the API, the runtime and the IMDS endpoints.
@@ -107,6 +124,8 @@ pub struct Shared {
     access_key: Option<String>,
     /// How long a terminated instance stays visible.
     terminated_retention: std::time::Duration,
+    /// How instances run.
+    pub(crate) runtime: Runtime,
 }
 
 impl Shared {
@@ -160,6 +179,16 @@ impl Shared {
     }
 }
 
+/// Whether `dir` is a root file system with systemd to boot (the nspawn runtime's images).
+pub fn bootable(dir: &Path) -> bool {
+    runtime::nspawn::bootable(dir)
+}
+
+/// Whether the nspawn runtime can run here (root, `systemd-nspawn` installed); why not.
+pub fn nspawn_available() -> Result<(), String> {
+    runtime::nspawn::available()
+}
+
 /// Checks that an image location is a recipe directory (`bin/`, `systemd/`).
 pub fn check_recipe(location: &str) -> Result<(), String> {
     let p = Path::new(location);
@@ -189,6 +218,9 @@ impl LocalCloud {
     /// were running (nothing is served until [`LocalCloud::run`]).
     pub async fn bind(cfg: LocalCloudConfig) -> Result<Self, LocalCloudError> {
         cfg.faults.check().map_err(LocalCloudError::Faults)?;
+        if cfg.runtime == Runtime::Nspawn {
+            runtime::nspawn::available().map_err(LocalCloudError::Runtime)?;
+        }
         let dir_err = |source| LocalCloudError::Dir {
             path: cfg.dir.display().to_string(),
             source,
@@ -214,10 +246,13 @@ impl LocalCloud {
         st.purge(unix_ms(), cfg.terminated_retention.as_millis() as u64);
         let mut reboot = Vec::new();
         for i in st.instances.values_mut() {
-            runtime::kill_leftovers(
-                &cfg.dir.join("instances").join(&i.id).join("root"),
-                &i.pgids,
-            );
+            let root = cfg.dir.join("instances").join(&i.id).join("root");
+            runtime::kill_leftovers(&root, &i.pgids);
+            if !i.pgids.is_empty() {
+                // A container killed with its cloud leaves its overlay mounted.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                runtime::nspawn::unmount(&root);
+            }
             i.pgids.clear();
             i.imds_port = None;
             match i.state {
@@ -244,6 +279,7 @@ impl LocalCloud {
             running: Mutex::new(HashMap::new()),
             access_key: cfg.access_key.clone(),
             terminated_retention: cfg.terminated_retention,
+            runtime: cfg.runtime,
         });
         if !reboot.is_empty() {
             info!(

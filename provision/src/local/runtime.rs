@@ -25,11 +25,12 @@ use tracing::{Instrument, info, warn};
 
 use crate::cloud::InstanceState;
 
-use super::Shared;
 use super::api::Effect;
 use super::imds;
+use super::{Runtime, Shared};
 
 mod boot;
+pub(crate) mod nspawn;
 
 use boot::Boot;
 
@@ -114,10 +115,13 @@ fn console(dir: &Path, line: &str) {
 async fn run_instance(shared: &Arc<Shared>, id: &str, stop: CancellationToken) {
     let dir = instance_dir(shared, id);
     let root = dir.join("root");
-    // `/run` is a tmpfs on a VM: every boot starts with it empty.
-    let _ = std::fs::remove_dir_all(root.join("run"));
-    for sub in ["run/lobster", "var/log/lobster", "etc/lobster", "home"] {
-        let _ = std::fs::create_dir_all(root.join(sub));
+    let _ = std::fs::create_dir_all(&dir);
+    if shared.runtime == Runtime::Emulated {
+        // `/run` is a tmpfs on a VM: every boot starts with it empty.
+        let _ = std::fs::remove_dir_all(root.join("run"));
+        for sub in ["run/lobster", "var/log/lobster", "etc/lobster", "home"] {
+            let _ = std::fs::create_dir_all(root.join(sub));
+        }
     }
     let delay = shared.faults().boot_delay_ms;
     console(&dir, &format!("power on (boot delay {delay} ms)"));
@@ -156,11 +160,32 @@ async fn run_instance(shared: &Arc<Shared>, id: &str, stop: CancellationToken) {
         vcpus,
         imds_port: port,
     };
+    match shared.runtime {
+        Runtime::Emulated => emulated(&ctx, &stop).await,
+        Runtime::Nspawn => nspawn::run(&ctx, &stop).await,
+    }
+    imds_stop.cancel();
+    finalize(shared, id);
+}
+
+/// Marks an instance whose OS powered itself off as stopping (EC2 stops an instance whose OS
+/// shuts down, shutdown behaviour `stop`).
+fn instance_initiated_shutdown(shared: &Arc<Shared>, id: &str) {
+    shared.update(id, |i| {
+        if i.state == InstanceState::Running {
+            i.state = InstanceState::Stopping;
+            i.reason = "Client.InstanceInitiatedShutdown: Instance initiated shutdown".into();
+        }
+    });
+}
+
+/// The emulated init: the image's units as process groups, until a stop or a power-off.
+async fn emulated(ctx: &Boot, stop: &CancellationToken) {
     // The units stop when the guest shuts down, which may be a while after StopInstances.
     let shutdown = CancellationToken::new();
     let tasks = ctx.start_units(&shutdown).await;
     // Wait for a stop from the API, or a power-off from inside (the emulated `systemctl
-    // poweroff`: EC2 stops an instance whose OS shuts down, shutdown behaviour `stop`).
+    // poweroff`).
     let poweroff = ctx.root.join("run/lobster/poweroff");
     let mut from_inside = false;
     loop {
@@ -169,34 +194,27 @@ async fn run_instance(shared: &Arc<Shared>, id: &str, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if poweroff.exists() {
                     let _ = std::fs::remove_file(&poweroff);
-                    console(&dir, "instance-initiated shutdown");
-                    shared.update(id, |i| {
-                        if i.state == InstanceState::Running {
-                            i.state = InstanceState::Stopping;
-                            i.reason = "Client.InstanceInitiatedShutdown: Instance initiated shutdown".into();
-                        }
-                    });
+                    console(&ctx.dir, "instance-initiated shutdown");
+                    instance_initiated_shutdown(&ctx.shared, &ctx.id);
                     from_inside = true;
                     stop.cancel();
                 }
             }
         }
     }
-    let delay = shared.faults().stop_delay_ms;
+    let delay = ctx.shared.faults().stop_delay_ms;
     if !from_inside && delay > 0 {
         console(
-            &dir,
+            &ctx.dir,
             &format!("stop requested; guest shutdown in {delay} ms"),
         );
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     shutdown.cancel();
-    console(&dir, "stopping");
+    console(&ctx.dir, "stopping");
     for t in tasks {
         let _ = t.await;
     }
-    imds_stop.cancel();
-    finalize(shared, id);
 }
 
 /// Settles a stopping/shutting-down instance into stopped/terminated.
@@ -220,6 +238,8 @@ fn finalize(shared: &Arc<Shared>, id: &str) {
         .is_some_and(|_| shared.state_of(id) == Some(InstanceState::Terminated));
     let dir = instance_dir(shared, id);
     if terminated {
+        // Never remove through a mounted overlay.
+        nspawn::unmount(&dir.join("root"));
         let _ = std::fs::remove_dir_all(&dir);
         info!(instance = id, "instance terminated");
     } else {
