@@ -206,6 +206,9 @@ async fn build(a: BuildArgs, home: &Home) -> Result<ExitStatus, Failure> {
     .map_err(|e| Failure::bad_input(anyhow!(e)))?;
     match s.cloud {
         CloudKind::Local => {
+            if let Some(base) = &a.rootfs {
+                crate::fleet::rootfs::check_base(base).map_err(Failure::bad_input)?;
+            }
             let bin =
                 crate::local_slaves::slave_binary().map_err(|e| Failure::trouble(anyhow!(e)))?;
             let c = connect(&s, home).await.map_err(Failure::trouble)?;
@@ -217,12 +220,7 @@ async fn build(a: BuildArgs, home: &Home) -> Result<ExitStatus, Failure> {
                 a.rootfs.as_deref(),
             )
             .await
-            .map_err(|e| match e {
-                image::BuildError::Rootfs(crate::fleet::rootfs::RootfsError::Base { .. }) => {
-                    Failure::bad_input(e)
-                }
-                e => Failure::trouble(e),
-            })?;
+            .map_err(Failure::trouble)?;
             println!("{id}");
             eprintln!(
                 "local template image {id} tagged {}={}",

@@ -152,6 +152,37 @@ fn bad_fleet_inputs() {
             vec!["image", "build", "--local", "--cloud", "aws"],
             "contradict",
         ),
+        (
+            "an unknown instance runtime",
+            vec!["cloud", "local", "--runtime", "docker"],
+            "invalid value 'docker' for '--runtime <RUNTIME>'",
+        ),
+        (
+            "a root file system that is not there",
+            vec!["image", "build", "--local", "--rootfs", "/no/such/tree"],
+            "/no/such/tree cannot be the base of an image: not a directory",
+        ),
+        (
+            "a root file system without systemd",
+            vec!["image", "build", "--local", "--rootfs", "/tmp"],
+            "it has no systemd",
+        ),
+        (
+            "a root file system for EC2",
+            vec![
+                "image",
+                "build",
+                "--cloud",
+                "aws",
+                "--rootfs",
+                "/tmp",
+                "--base-ami",
+                "ami-0123456789abcdef0",
+                "--binary-url",
+                "https://x/y",
+            ],
+            "--rootfs is for local images",
+        ),
     ];
     for (what, args, words) in &cases {
         check(&env, what, args, 2, words);
