@@ -80,6 +80,7 @@ pub async fn run(scenario: Scenario) -> BenchResult {
         suspended: false,
         items: Arc::new(Vec::new()),
         max_connections: scenario.max_connections,
+        stop_at_ms: None,
     });
     let (tx, mut rx) = mpsc::channel(64);
     let run = Run {

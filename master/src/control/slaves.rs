@@ -67,7 +67,7 @@ impl Controller {
         let out = match (&mut self.run, attach.run_id.as_str()) {
             (_, "") => Vec::new(),
             (Some(r), id) if r.id == id => r.readopt(now, c),
-            (_, id) => vec![(uid.clone(), run::stop_msg(id, "unknown run"))],
+            (_, id) => vec![(uid.clone(), run::stop_msg(id, "unknown run", None))],
         };
         self.deliver(out);
     }

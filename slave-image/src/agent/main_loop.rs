@@ -331,6 +331,7 @@ mod tests {
             suspended: false,
             items: Arc::new(Vec::new()),
             max_connections: 1,
+            stop_at_ms: None,
         });
         std::mem::forget(_rx);
         let stop = CancellationToken::new();

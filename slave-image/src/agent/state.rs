@@ -194,7 +194,7 @@ impl State {
                 let stopped = match self.current_for(&s.run_id) {
                     Some(c) => {
                         c.stopping = true;
-                        c.stop.cancel();
+                        crate::engine::stop_at(&c.control, &c.stop, s.at_load_ms);
                         true
                     }
                     None => false,
@@ -292,6 +292,7 @@ impl State {
             suspended: a.suspended,
             items: Arc::new(share.items.clone()),
             max_connections: share.max_connections,
+            stop_at_ms: None,
         };
         let (ctl_tx, ctl_rx) = watch::channel(control);
         let run_id: Arc<str> = a.run_id.as_str().into();

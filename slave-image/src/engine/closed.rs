@@ -45,7 +45,8 @@ pub(super) async fn drive(
         let ctl = control.borrow_and_update().clone();
         let now = Instant::now();
         let load_ms = ctl.load_ms(now);
-        if !ctl.suspended && load_ms >= duration_ms {
+        let end_ms = ctl.end_ms(duration_ms);
+        if !ctl.suspended && load_ms >= end_ms {
             break;
         }
         let want = ctl.profile.value_at(load_ms).floor().max(0.0) as u64;
@@ -68,7 +69,7 @@ pub(super) async fn drive(
                 j += 1;
             }
         }
-        let until_end = Duration::from_millis(duration_ms.saturating_sub(load_ms));
+        let until_end = Duration::from_millis(end_ms.saturating_sub(load_ms));
         tokio::select! {
             _ = tokio::time::sleep(TICK.min(until_end)) => {}
             r = control.changed() => if r.is_err() { break },

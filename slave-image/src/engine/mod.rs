@@ -51,6 +51,8 @@ pub struct LoadControl {
     pub items: Arc<Vec<String>>,
     /// Open model: most connections this slave may open.
     pub max_connections: u32,
+    /// Load time (ms) at which the master stopped the run, once it did (see [`stop_at`]).
+    pub stop_at_ms: Option<u64>,
 }
 
 impl LoadControl {
@@ -58,6 +60,56 @@ impl LoadControl {
     pub fn load_ms(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.load_origin).as_millis() as u64
     }
+
+    /// Load time (ms) at which this share ends: the scenario's `duration_ms`, or the master's
+    /// stop when that came first.
+    pub fn end_ms(&self, duration_ms: u64) -> u64 {
+        self.stop_at_ms.map_or(duration_ms, |s| s.min(duration_ms))
+    }
+}
+
+/// Longest a share goes on after the master's `Stop` to reach the load time it stopped at.
+pub const MAX_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// How long after the stop's load time the backstop cancels a share that did not end itself.
+const BACKSTOP_SLACK: Duration = Duration::from_millis(100);
+
+/// Ends a share at the master's `Stop`.
+///
+/// The master stops a run at a load time on its own clock (`at_load_ms`: the duration when it
+/// ran out, else the moment the stop was asked for). This slave's load clock trails the
+/// master's by the time the last `Assign`, `Rescale` or `Resume` took to arrive, so stopping at
+/// once would leave the arrivals (and users' requests) due in that gap sent by nobody and
+/// counted nowhere. Instead the share runs on until its own clock reaches `at_load_ms` and ends
+/// there by itself, so every slave's share ends at the same load instant; `stop` is cancelled
+/// a little later as a backstop. When that is more than [`MAX_CATCH_UP`] away, or the share is
+/// suspended, it stops at once, and the open model counts the owned arrivals due before
+/// `at_load_ms` that it did not send as dropped. Without `at_load_ms` (a master that does not
+/// give one, or a run it does not know) the share stops at once.
+pub fn stop_at(
+    control: &watch::Sender<LoadControl>,
+    stop: &CancellationToken,
+    at_load_ms: Option<u64>,
+) {
+    let mut wait = Duration::ZERO;
+    control.send_modify(|ctl| {
+        let Some(at) = at_load_ms else { return };
+        ctl.stop_at_ms = Some(ctl.stop_at_ms.map_or(at, |s| s.min(at)));
+        if !ctl.suspended {
+            wait = Duration::from_millis(at.saturating_sub(ctl.load_ms(Instant::now())));
+        }
+    });
+    if wait.is_zero() || wait > MAX_CATCH_UP {
+        stop.cancel();
+        return;
+    }
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(wait + BACKSTOP_SLACK) => stop.cancel(),
+            _ = stop.cancelled() => {}
+        }
+    });
 }
 
 /// What a run reports to the session.

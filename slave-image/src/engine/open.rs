@@ -103,17 +103,18 @@ pub(super) async fn drive(
             continue;
         }
         let max_workers = ctl.max_connections.max(1) as usize;
+        let end_ms = ctl.end_ms(duration_ms as u64) as f64;
         let arrivals = Arrivals::new(&ctl.profile);
         let skipped = cursor.seek(
             &arrivals,
             &ctl.stripe,
             ctl.stripe_from_ms as f64,
             ctl.load_ms(Instant::now()) as f64,
-            duration_ms,
+            end_ms,
         );
         shared.recorder.add_dropped(skipped);
         while let Some(k) = cursor.next {
-            let Some(due_ms) = arrivals.due_ms(k).filter(|&d| d < duration_ms) else {
+            let Some(due_ms) = arrivals.due_ms(k).filter(|&d| d < end_ms) else {
                 break;
             };
             let intended = ctl.load_origin + Duration::from_secs_f64(due_ms / 1000.0);
@@ -144,7 +145,7 @@ pub(super) async fn drive(
             cursor.next = ctl.stripe.first_from(k + 1);
         }
         // No more arrivals in this share: wait for the end, a change, or the stop.
-        let end = ctl.load_origin + Duration::from_millis(duration_ms as u64);
+        let end = ctl.load_origin + Duration::from_millis(end_ms as u64);
         tokio::select! {
             _ = tokio::time::sleep_until(end.into()) => break 'run,
             r = control.changed() => if r.is_err() { break 'run } else { continue 'run },
@@ -152,15 +153,19 @@ pub(super) async fn drive(
         }
     }
     halt.cancel();
-    // Owned arrivals due before the stop that the dispatcher had not reached yet (a suspended
-    // load clock had none due).
+    // Owned arrivals due before the stop that the dispatcher had not reached yet: before the
+    // master's stop when it gave one (this slave's clock may not have reached it), else before
+    // now (a suspended load clock had none due).
     let ctl = control.borrow().clone();
     if let Some(next) = cursor
         .next
-        .filter(|_| !ctl.suspended && ctl.stripe == cursor.stripe)
+        .filter(|_| (!ctl.suspended || ctl.stop_at_ms.is_some()) && ctl.stripe == cursor.stripe)
     {
-        let now_ms = (ctl.load_ms(Instant::now()) as f64).min(duration_ms);
-        let due = Arrivals::new(&ctl.profile).count_before(now_ms);
+        let upto_ms = ctl
+            .stop_at_ms
+            .map_or_else(|| ctl.load_ms(Instant::now()) as f64, |s| s as f64)
+            .min(duration_ms);
+        let due = Arrivals::new(&ctl.profile).count_before(upto_ms);
         let behind = ctl
             .stripe
             .count_below(due)
@@ -245,5 +250,122 @@ mod tests {
         c.next = Some(5);
         assert_eq!(c.seek(&arrivals, &other, 3_000.0, 3_100.0, 10_000.0), 0);
         assert_eq!(c.next, Some(30));
+    }
+
+    /// A server that answers every request at once, counting the answers.
+    async fn answering_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        while let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            got.drain(..i + 4);
+                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                            count.fetch_add(1, Ordering::SeqCst);
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (addr, answered)
+    }
+
+    /// Runs an open share of `rate: 100` for 3 s from load time 0; when this slave's load clock
+    /// reads `stop_seen_ms`, the master's `Stop` for load time `stop_at_ms` arrives. Returns
+    /// (requests, dropped) summed over every interval, and what the server answered.
+    async fn stopped_share(stop_seen_ms: u64, stop_at_ms: u64) -> (u64, u64, u64) {
+        use crate::engine::{Gauges, Output, Run, stop_at};
+        let (addr, answered) = answering_server().await;
+        let text = format!(
+            "name: s\ntarget: http://{addr}\nduration: 3s\nload: {{rate: 100, max_connections: 4}}\nrequests: [{{name: r, path: /}}]\n"
+        );
+        let scenario = Arc::new(lobster_fleet::scenario::parse(&text, "s.yaml").unwrap());
+        let now = Instant::now();
+        let (ctl_tx, ctl_rx) = watch::channel(LoadControl {
+            profile: scenario.load.clone(),
+            stripe: Stripe::whole(),
+            stripe_from_ms: 0,
+            load_origin: now,
+            suspended: false,
+            items: Arc::new(Vec::new()),
+            max_connections: 4,
+            stop_at_ms: None,
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let run = Run {
+            run_id: "r".into(),
+            scenario,
+            run_origin: now,
+            control: ctl_rx,
+            out: tx,
+            gauges: Arc::new(Gauges::default()),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run.run(stop.clone()));
+        tokio::time::sleep_until((now + Duration::from_millis(stop_seen_ms)).into()).await;
+        stop_at(&ctl_tx, &stop, Some(stop_at_ms));
+        let (mut requests, mut dropped) = (0, 0);
+        while let Some(o) = rx.recv().await {
+            if let Output::Interval { stats, last, .. } = o {
+                requests += stats.requests();
+                dropped += stats.dropped;
+                if last {
+                    break;
+                }
+            }
+        }
+        task.await.unwrap();
+        (requests, dropped, answered.load(Ordering::SeqCst) as u64)
+    }
+
+    /// The master stops at load time 1.8 s by its clock; this slave's clock trails by 300 ms
+    /// (the Assign's trip). Stopping at once left the arrivals due in 1.5–1.8 s sent by nobody
+    /// and counted nowhere (CI: 79 + 7892 of 8000). Right: the share runs on to 1.8 s, and
+    /// sent + dropped is the 180 arrivals due before it.
+    #[tokio::test]
+    async fn a_stop_ahead_of_this_slaves_clock_ends_the_share_at_the_stops_load_time() {
+        let (requests, dropped, answered) = stopped_share(1_500, 1_800).await;
+        assert_eq!(requests, answered);
+        assert_eq!(
+            requests + dropped,
+            180,
+            "requests {requests} + dropped {dropped}"
+        );
+        assert!(
+            requests >= 170,
+            "the share went on to 1.8 s: {requests} sent"
+        );
+    }
+
+    /// A stop further ahead than the catch-up bound ends the share at once; what was due
+    /// before the stop's load time and not sent is dropped, not lost.
+    #[tokio::test]
+    async fn a_stop_far_ahead_ends_the_share_at_once_and_counts_the_rest_dropped() {
+        let (requests, dropped, answered) = stopped_share(300, 2_500).await;
+        assert_eq!(requests, answered);
+        assert_eq!(
+            requests + dropped,
+            250,
+            "requests {requests} + dropped {dropped}"
+        );
+        assert!(
+            dropped >= 150,
+            "stopped at once, not run on to 2.5 s: {requests} sent"
+        );
     }
 }

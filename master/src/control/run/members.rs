@@ -25,7 +25,8 @@ impl Run {
     pub fn readopt(&mut self, now: Instant, c: Candidate) -> Outbox {
         match self.phase {
             Phase::Stopping | Phase::Done(_) => {
-                return vec![(c.uid, stop_msg(&self.id, "the run is over"))];
+                let at_load_ms = self.stop.as_ref().map(|s| s.at_load_ms);
+                return vec![(c.uid, stop_msg(&self.id, "the run is over", at_load_ms))];
             }
             Phase::Init => return Vec::new(),
             Phase::Running | Phase::Suspended => {}

@@ -97,6 +97,8 @@ struct Stopping {
     forced: Option<Status>,
     sent_at: Instant,
     at_s: f64,
+    /// Load time (ms) the run stops at, given to the slaves (at most the duration).
+    at_load_ms: u64,
     deadline: Instant,
 }
 
@@ -216,6 +218,8 @@ impl Run {
                 forced,
                 sent_at: now,
                 at_s: run.elapsed(now).as_secs_f64(),
+                at_load_ms: (run.load_elapsed(now).as_millis() as u64)
+                    .min(run.scenario.duration_ms),
                 deadline: now + STOP_SLACK,
             });
         }

@@ -30,6 +30,7 @@ impl Run {
             forced,
             sent_at: now,
             at_s: self.elapsed(now).as_secs_f64(),
+            at_load_ms: (self.load_elapsed(now).as_millis() as u64).min(self.scenario.duration_ms),
             deadline: now + wait,
         });
         self.dirty = true;
@@ -38,8 +39,9 @@ impl Run {
             return Vec::new();
         }
         self.phase = Phase::Stopping;
+        let at_load_ms = self.stop.as_ref().map(|s| s.at_load_ms);
         self.active()
-            .map(|(uid, _)| (uid.clone(), stop_msg(&self.id, reason)))
+            .map(|(uid, _)| (uid.clone(), stop_msg(&self.id, reason, at_load_ms)))
             .collect()
     }
 
@@ -51,6 +53,7 @@ impl Run {
             forced: None,
             sent_at: now,
             at_s: 0.0,
+            at_load_ms: 0,
             deadline: now,
         });
         let missing: Vec<String> = self
@@ -154,12 +157,13 @@ pub(super) fn verdict(
     (status, reasons)
 }
 
-/// A `Stop` for a run.
-pub fn stop_msg(run_id: &str, reason: &str) -> MasterMessage {
+/// A `Stop` for a run, at load time `at_load_ms` when the run knows it (see the proto).
+pub fn stop_msg(run_id: &str, reason: &str, at_load_ms: Option<u64>) -> MasterMessage {
     MasterMessage {
         kind: Some(Down::Stop(proto::Stop {
             run_id: run_id.to_string(),
             reason: reason.to_string(),
+            at_load_ms,
         })),
     }
 }

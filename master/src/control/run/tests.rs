@@ -34,7 +34,8 @@ fn kinds(out: &Outbox) -> Vec<(String, &'static str, u64)> {
         .map(|(u, m)| match m.kind.as_ref().unwrap() {
             Down::Assign(a) => (u.clone(), "assign", users(a.share.as_ref())),
             Down::Rescale(r) => (u.clone(), "rescale", users(r.share.as_ref())),
-            Down::Stop(_) => (u.clone(), "stop", 0),
+            // A stop's number is the load time (ms) it ends the shares at.
+            Down::Stop(s) => (u.clone(), "stop", s.at_load_ms.unwrap()),
             Down::Suspend(_) => (u.clone(), "suspend", 0),
             Down::Resume(_) => (u.clone(), "resume", 0),
             _ => (u.clone(), "other", 0),
@@ -145,7 +146,7 @@ fn duration_end_stop_and_report() {
     assert_eq!(points.len(), 10);
     assert_eq!(
         kinds(&out),
-        vec![("a".into(), "stop", 0), ("b".into(), "stop", 0)]
+        vec![("a".into(), "stop", 10_000), ("b".into(), "stop", 10_000)]
     );
     assert_eq!(r.phase, Phase::Stopping);
     r.on_stopped("a", t0 + Duration::from_millis(10_050));
@@ -184,7 +185,7 @@ fn sla_violation_aborts_at_once() {
     r.try_start(t0, 0, vec![cand("a")]);
     r.on_stats("a", 0, false, &stats(10, 500));
     let (out, _) = r.tick(t0 + Duration::from_millis(1_010), LEASE);
-    assert_eq!(kinds(&out), vec![("a".into(), "stop", 0)]);
+    assert_eq!(kinds(&out), vec![("a".into(), "stop", 1_010)]);
     r.on_stats("a", 1, true, &stats(1, 500));
     r.on_stopped("a", t0 + Duration::from_millis(1_050));
     r.tick(t0 + Duration::from_millis(1_100), LEASE);
@@ -218,6 +219,10 @@ fn suspend_freezes_load_time_and_detached_slaves_expire() {
     let (out, _) = r.tick(t2 + LEASE + Duration::from_millis(1), LEASE);
     assert_eq!(kinds(&out), vec![("a".into(), "rescale", 10)]);
     assert_eq!(r.lost[0].slave_id, "s-b");
+    // Stopped 1 s after the resume: the shares end at load time 3 s, not wall time 8 s.
+    let t3 = t2 + Duration::from_secs(1);
+    let out = r.request_stop(t3, "asked", Some(Status::Aborted));
+    assert_eq!(kinds(&out), vec![("a".into(), "stop", 3_000)]);
 }
 
 /// Stats of `requests` requests of which `failures` failed.
