@@ -14,8 +14,10 @@ use serde::Serialize;
 use crate::proto;
 
 mod latency;
+mod phases;
 
 pub use latency::LatencySummary;
+pub use phases::Phases;
 
 /// Significant decimal digits kept by every latency histogram (relative error ≤ 0.1 %).
 pub const SIGFIG: u8 = 3;
@@ -58,10 +60,13 @@ pub enum ErrorClass {
     Io,
     /// The server's response was not valid HTTP/1.1.
     Protocol,
+    /// The TLS handshake failed: a certificate not trusted or not for this host, no
+    /// protocol version or cipher in common.
+    Tls,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 7] = [
+    pub const ALL: [ErrorClass; 8] = [
         ErrorClass::Status4xx,
         ErrorClass::Status5xx,
         ErrorClass::StatusOther,
@@ -69,6 +74,7 @@ impl ErrorClass {
         ErrorClass::Connect,
         ErrorClass::Io,
         ErrorClass::Protocol,
+        ErrorClass::Tls,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +86,7 @@ impl ErrorClass {
             ErrorClass::Connect => "connect",
             ErrorClass::Io => "io",
             ErrorClass::Protocol => "protocol",
+            ErrorClass::Tls => "tls",
         }
     }
 
@@ -106,6 +113,8 @@ pub struct EndpointStats {
     pub failure_kinds: BTreeMap<String, FailureKind>,
     /// Latency in microseconds of every request that got a response or timed out.
     pub latency_us: Histogram<u64>,
+    /// Where the time went: connecting, TLS handshaking, waiting, receiving.
+    pub phases: Phases,
 }
 
 /// Failures of one kind: how many, and the message of one of them.
@@ -146,6 +155,7 @@ impl Default for EndpointStats {
             errors: BTreeMap::new(),
             failure_kinds: BTreeMap::new(),
             latency_us: new_histogram(),
+            phases: Phases::default(),
         }
     }
 }
@@ -166,6 +176,7 @@ impl EndpointStats {
         }
         // Both histograms share the configuration checked on decode, so addition only resizes.
         let _ = self.latency_us.add(&other.latency_us);
+        self.phases.merge(&other.phases);
     }
 
     /// Counts `count` failures of `kind` (kinds beyond [`MAX_FAILURE_KINDS`] count as
@@ -199,7 +210,12 @@ impl EndpointStats {
         V2Serializer::new()
             .serialize(&self.latency_us, &mut latency)
             .expect("serializing a histogram into memory cannot fail");
+        let [connecting_us, tls_handshaking_us, waiting_us, receiving_us] = self.phases.encode();
         proto::EndpointStats {
+            connecting_us,
+            tls_handshaking_us,
+            waiting_us,
+            receiving_us,
             name: name.to_string(),
             requests: self.requests,
             failures: self.failures,
@@ -239,6 +255,14 @@ impl EndpointStats {
         if latency_us.len() > p.requests {
             return Err(StatsError::Inconsistent(p.name.clone()));
         }
+        let wire = [
+            &p.connecting_us[..],
+            &p.tls_handshaking_us[..],
+            &p.waiting_us[..],
+            &p.receiving_us[..],
+        ];
+        let phases = Phases::decode(wire, p.requests)
+            .map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
         Ok(EndpointStats {
             requests: p.requests,
             failures: p.failures.min(p.requests),
@@ -254,6 +278,7 @@ impl EndpointStats {
                 })
                 .collect(),
             latency_us,
+            phases,
         })
     }
 }

@@ -29,6 +29,10 @@ pub struct Point {
     /// Slaves that reported this second.
     pub slaves: u32,
     pub latency_ms: Latency,
+    /// p95 of each request phase that happened this second (`connecting`,
+    /// `tls_handshaking`, `waiting`, `receiving`), in milliseconds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phases_p95_ms: BTreeMap<String, f64>,
 }
 
 /// Latency figures of a point (milliseconds).
@@ -202,6 +206,13 @@ fn point_of(k: u64, b: &Bucket) -> Point {
         failures: t.failures,
         slaves: b.reporters.len() as u32,
         latency_ms: LatencySummary::of(&t.latency_us).into(),
+        phases_p95_ms: t
+            .phases
+            .each()
+            .into_iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(name, h)| (name.to_string(), h.value_at_quantile(0.95) as f64 / 1000.0))
+            .collect(),
     }
 }
 

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::Point;
 use crate::sla::{RuleResult, Verdict};
 
+mod phases;
+
+pub use phases::PhaseOut;
+use phases::phases_out;
+
 /// How a run ended (the verdict rules are in `docs/scenario.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +54,10 @@ pub struct Totals {
     /// Open model: arrivals due but never sent.
     pub dropped: u64,
     pub latency_ms: LatencyOut,
+    /// Where the time went, by phase (`connecting`, `tls_handshaking`, `waiting`,
+    /// `receiving`); only phases that happened.
+    #[serde(default)]
+    pub phases_ms: BTreeMap<String, PhaseOut>,
 }
 
 /// Latency as serialized in reports (same fields as [`LatencySummary`]).
@@ -91,6 +100,9 @@ pub struct EndpointReport {
     #[serde(default)]
     pub failure_kinds: Vec<FailureRow>,
     pub latency_ms: LatencyOut,
+    /// As in [`Totals::phases_ms`], for this endpoint.
+    #[serde(default)]
+    pub phases_ms: BTreeMap<String, PhaseOut>,
 }
 
 /// One line of the failures table (as Locust's): a kind of failure of one endpoint.
@@ -156,6 +168,9 @@ pub struct Report {
     #[serde(default)]
     pub reasons: Vec<String>,
     pub target: String,
+    /// What the user was told before the run (e.g. a certificate not verified).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub model: String,
     pub started_at: String,
     pub ended_at: String,
@@ -202,6 +217,7 @@ pub fn figures(
         errors: errors(&t),
         dropped: total.dropped,
         latency_ms: LatencySummary::of(&t.latency_us).into(),
+        phases_ms: phases_out(&t.phases),
     };
     let endpoints = order
         .iter()
@@ -215,6 +231,7 @@ pub fn figures(
                 errors: errors(&e),
                 failure_kinds: failure_rows(&e),
                 latency_ms: LatencySummary::of(&e.latency_us).into(),
+                phases_ms: phases_out(&e.phases),
             }
         })
         .collect();
@@ -237,6 +254,9 @@ impl Report {
             self.duration_s,
             self.target
         );
+        for w in &self.warnings {
+            let _ = writeln!(o, "warning: {w}");
+        }
         let _ = writeln!(
             o,
             "requests {}  failures {} ({:.2}%)  {:.1} req/s  received {} B  sent {} B{}",
@@ -280,6 +300,7 @@ impl Report {
         for e in &self.endpoints {
             row(&mut o, &e.name, e.requests, e.failures, &e.latency_ms);
         }
+        phases::render(&mut o, &t.phases_ms);
         let kinds: Vec<(&str, &FailureRow)> = self
             .endpoints
             .iter()

@@ -1,4 +1,5 @@
-//! `lobster target`: a fast built-in HTTP/1.1 server to aim load at.
+//! `lobster target`: a fast built-in HTTP/1.1 server to aim load at, plain or over TLS
+//! ([`PrivateCa`]).
 //!
 //! Endpoints: `/` (a fixed body), `/item/{id}` (a small JSON document), `/delay/{ms}` (answers
 //! after a delay), `/status/{code}` (answers with that status), `/bytes/{n}` (n bytes),
@@ -23,6 +24,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+mod tls;
+
+pub use tls::PrivateCa;
+
 const HELLO: &[u8] = b"hello from lobster\n";
 /// Largest `/bytes/{n}` body.
 const MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -46,6 +51,8 @@ impl Counter {
 pub struct Target {
     listener: TcpListener,
     counter: Arc<Counter>,
+    /// Serve TLS with this acceptor instead of plain HTTP.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Target {
@@ -53,7 +60,14 @@ impl Target {
         Ok(Target {
             listener: TcpListener::bind(addr).await?,
             counter: Arc::new(Counter::default()),
+            tls: None,
         })
+    }
+
+    /// Serves TLS (every connection handshakes with `acceptor` first).
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -81,13 +95,24 @@ impl Target {
             let _ = stream.set_nodelay(true);
             let counter = self.counter.clone();
             let shutdown = shutdown.clone();
+            let tls = self.tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(req, counter.clone()));
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc);
+                let builder = http1::Builder::new().keep_alive(true).clone();
+                let served = async move {
+                    match tls {
+                        None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                            Err(e) => {
+                                debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                        },
+                    }
+                };
                 tokio::select! {
-                    r = conn => if let Err(e) = r { debug!(%peer, error = %e, "connection ended") },
+                    r = served => if let Err(e) = r { debug!(%peer, error = %e, "connection ended") },
                     _ = shutdown.cancelled() => {}
                 }
             });

@@ -13,6 +13,7 @@ use super::value::{DurationValue, Number, StatusList, ThinkValue, Threshold, Who
 pub(crate) struct ScenarioFile {
     pub name: Spanned<String>,
     pub target: Spanned<String>,
+    pub tls: Option<Spanned<TlsFile>>,
     pub duration: Option<Spanned<DurationValue>>,
     pub timeout: Option<Spanned<DurationValue>>,
     pub think: Option<Spanned<ThinkValue>>,
@@ -24,6 +25,13 @@ pub(crate) struct ScenarioFile {
     #[serde(default)]
     pub sla: Vec<Spanned<SlaFile>>,
     pub max_error_rate: Option<Spanned<Threshold>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFile {
+    pub ca_file: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

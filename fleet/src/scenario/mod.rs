@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use profile::{Arrivals, Model, Profile, Stage};
-pub use target::Target;
+pub use target::{Scheme, Target};
 
 /// Largest scenario file accepted, in bytes.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -28,6 +28,9 @@ pub struct Scenario {
     pub name: String,
     /// Base URL every request path is joined to.
     pub target: Target,
+    /// Which certificates an `https://` target may present.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// How long load is generated (suspended time not counted).
     pub duration_ms: u64,
     /// Per-request timeout.
@@ -48,6 +51,16 @@ pub struct Scenario {
     /// not stated (see [`Scenario::accepted_error_rate`]).
     #[serde(default)]
     pub max_error_rate: Option<f64>,
+}
+
+/// TLS settings of an `https://` target (see `docs/scenario.md`, "HTTPS").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSettings {
+    /// PEM certificates trusted instead of the system's roots: the text of the scenario's
+    /// `tls.ca_file`, read when the scenario was loaded (slaves have no access to the file).
+    pub ca_pem: Option<String>,
+    /// Accept any certificate; reported as a warning before the run and in the report.
+    pub insecure_skip_verify: bool,
 }
 
 /// Think time, drawn uniformly from `[min_ms, max_ms]`.
@@ -246,7 +259,8 @@ fn located(path: &str, line: u64, column: u64, message: &str) -> String {
     }
 }
 
-/// Reads and validates a scenario file. `data.file` is read relative to the scenario's folder.
+/// Reads and validates a scenario file. The files it names (`data.file`, `tls.ca_file`) are
+/// read relative to the scenario's folder.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let shown = path.display().to_string();
     let read_err = |source| ScenarioError::Read {
@@ -278,16 +292,16 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let base = path.parent().unwrap_or(Path::new("."));
     validate::parse(&text, &shown, &|file: &str| {
         let p = base.join(file);
-        std::fs::read_to_string(&p)
-            .map_err(|e| format!("cannot read data file {}: {e}", p.display()))
+        std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     })
 }
 
-/// Validates scenario text. `source` names it in errors; a `data.file` is refused (use [`load`]).
+/// Validates scenario text. `source` names it in errors; a file it names (`data.file`,
+/// `tls.ca_file`) is refused (use [`load`]).
 pub fn parse(text: &str, source: &str) -> Result<Scenario, ScenarioError> {
     validate::parse(text, source, &|file: &str| {
         Err(format!(
-            "data file `{file}` cannot be read here: give the data inline as `items`"
+            "`{file}` cannot be read here: only a scenario loaded from a file may name other files (give data inline as `items`)"
         ))
     })
 }
@@ -337,10 +351,21 @@ impl Scenario {
         (!stated).then_some(0.0)
     }
 
-    /// What a user should know before the run starts, each a sentence: SLA rules that can
-    /// never be judged because their window is longer than the run (such a rule makes the
-    /// run fail as `not judged`).
+    /// What a user should know before the run starts, each a sentence: a target whose
+    /// certificate is not verified (`tls.insecure_skip_verify`), and SLA rules that can never
+    /// be judged because their window is longer than the run (such a rule makes the run fail
+    /// as `not judged`).
     pub fn warnings(&self) -> Vec<String> {
+        let insecure = self.tls.insecure_skip_verify.then(|| {
+            format!(
+                "tls.insecure_skip_verify: the certificate of {} is NOT verified; anyone on the path can read and change this traffic",
+                self.target
+            )
+        });
+        insecure.into_iter().chain(self.sla_warnings()).collect()
+    }
+
+    fn sla_warnings(&self) -> Vec<String> {
         self.sla
             .iter()
             .filter(|r| r.window_ms > self.duration_ms)

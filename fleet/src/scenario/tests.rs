@@ -138,9 +138,33 @@ fn bad_scenarios_are_refused_with_a_location() {
             "not a URL",
         ),
         (
-            "https target",
-            &SMOKE.replace("http://", "https://"),
-            "https",
+            "tls on an http target",
+            &format!("{SMOKE}tls: {{insecure_skip_verify: true}}\n"),
+            "applies to https:// targets",
+        ),
+        (
+            "tls ca_file with insecure_skip_verify",
+            &format!(
+                "{}tls: {{ca_file: ca.pem, insecure_skip_verify: true}}\n",
+                SMOKE.replace("http://", "https://")
+            ),
+            "not both",
+        ),
+        (
+            "tls unknown field",
+            &format!(
+                "{}tls: {{verify: false}}\n",
+                SMOKE.replace("http://", "https://")
+            ),
+            "unknown field `verify`",
+        ),
+        (
+            "tls ca_file from text",
+            &format!(
+                "{}tls: {{ca_file: ca.pem}}\n",
+                SMOKE.replace("http://", "https://")
+            ),
+            "only a scenario loaded from a file",
         ),
         ("target bad port", &SMOKE.replace(":8080", ":99999"), "port"),
         (

@@ -8,10 +8,13 @@ use serde_saphyr::{Location, Spanned};
 mod load;
 mod requests;
 mod sla;
+mod tls;
 
 use load::resolve_load;
 use requests::{check_headers, is_token, resolve_requests};
 use sla::resolve_sla;
+pub(crate) use tls::check_ca_pem;
+use tls::resolve_tls;
 
 use super::file::{LoadFile, RequestFile, ScenarioFile, SlaFile};
 use super::value::{Threshold, Whole};
@@ -52,7 +55,7 @@ type Res<T> = Result<T, Fault>;
 pub(super) fn parse(
     text: &str,
     source: &str,
-    read_data: &dyn Fn(&str) -> Result<String, String>,
+    read_file: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Scenario, ScenarioError> {
     let invalid = |line, column, message| ScenarioError::Invalid {
         path: source.to_string(),
@@ -71,7 +74,7 @@ pub(super) fn parse(
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         invalid(line, column, yaml_message(&e))
     })?;
-    resolve(file, read_data).map_err(|f| invalid(f.at.line(), f.at.column(), f.message))
+    resolve(file, read_file).map_err(|f| invalid(f.at.line(), f.at.column(), f.message))
 }
 
 /// The parser's message without its own location prefix or snippet (we print the location).
@@ -99,12 +102,13 @@ pub(super) fn check_duration_ms(ms: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) -> Res<Scenario> {
+fn resolve(f: ScenarioFile, read_file: &dyn Fn(&str) -> Result<String, String>) -> Res<Scenario> {
     let name = f.name.value.trim().to_string();
     if name.is_empty() || name.len() > 200 {
         return Err(fault(f.name.referenced, "name must be 1 to 200 characters"));
     }
     let target = Target::parse(f.target.value.trim()).map_err(|m| fault(f.target.referenced, m))?;
+    let tls = resolve_tls(f.tls.as_ref(), &target, read_file)?;
 
     let timeout_ms = match &f.timeout {
         Some(t) => {
@@ -161,8 +165,8 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
         None => Vec::new(),
         Some(d) => match (&d.value.items, &d.value.file) {
             (Some(items), None) => items.clone(),
-            (None, Some(file)) => read_data(&file.value)
-                .map_err(|m| fault(file.referenced, m))?
+            (None, Some(file)) => read_file(&file.value)
+                .map_err(|m| fault(file.referenced, format!("data file: {m}")))?
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
@@ -210,6 +214,7 @@ fn resolve(f: ScenarioFile, read_data: &dyn Fn(&str) -> Result<String, String>) 
     Ok(Scenario {
         name,
         target,
+        tls,
         duration_ms,
         timeout_ms,
         think,
@@ -229,6 +234,12 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
         return Err("name must be 1 to 200 characters".into());
     }
     Target::parse(&s.target.to_string())?;
+    if s.tls.insecure_skip_verify && s.tls.ca_pem.is_some() {
+        return Err("tls: either a CA or insecure_skip_verify, not both".into());
+    }
+    if let Some(pem) = &s.tls.ca_pem {
+        check_ca_pem(pem).map_err(|m| format!("tls CA: {m}"))?;
+    }
     check_duration_ms(s.duration_ms)?;
     if s.timeout_ms == 0 || s.timeout_ms > 3_600_000 {
         return Err("timeout must be between 1ms and 1h".into());

@@ -81,7 +81,10 @@ fn bad_inputs_exit_2_with_a_clear_message() {
         (
             "unknown field",
             write("unknown.yaml", format!("{GOOD}colour: red\n").as_bytes()),
-            &["unknown field", "expected one of name, target, duration"],
+            &[
+                "unknown field",
+                "expected one of name, target, tls, duration",
+            ],
         ),
         (
             "zero users",
@@ -100,9 +103,52 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             &["either `users` (closed model) or `rate` (open model)"],
         ),
         (
-            "https target",
-            write("https.yaml", sub("http://", "https://").as_bytes()),
-            &["not supported", "use http://"],
+            "tls on an http target",
+            write(
+                "tls-http.yaml",
+                format!("{GOOD}tls: {{insecure_skip_verify: true}}\n").as_bytes(),
+            ),
+            &["tls-http.yaml:9:6:", "`tls` applies to https:// targets"],
+        ),
+        (
+            "missing tls.ca_file",
+            write(
+                "tls-missing.yaml",
+                format!("{}tls: {{ca_file: nope.pem}}\n", sub("http://", "https://")).as_bytes(),
+            ),
+            &[
+                "tls-missing.yaml:9:16:",
+                "tls.ca_file: cannot read",
+                "No such file",
+            ],
+        ),
+        (
+            "tls.ca_file without a certificate",
+            write(
+                "tls-text.yaml",
+                format!(
+                    "{}tls: {{ca_file: good.yaml}}\n",
+                    sub("http://", "https://")
+                )
+                .as_bytes(),
+            ),
+            &[
+                "tls.ca_file `good.yaml`",
+                "holds no certificate",
+                "BEGIN CERTIFICATE",
+            ],
+        ),
+        (
+            "tls.ca_file and insecure_skip_verify",
+            write(
+                "tls-both.yaml",
+                format!(
+                    "{}tls: {{ca_file: good.yaml, insecure_skip_verify: true}}\n",
+                    sub("http://", "https://")
+                )
+                .as_bytes(),
+            ),
+            &["either `ca_file`", "not both"],
         ),
         (
             "negative duration",
@@ -140,7 +186,7 @@ fn bad_inputs_exit_2_with_a_clear_message() {
                 )
                 .as_bytes(),
             ),
-            &["cannot read data file", "No such file or directory"],
+            &["data file: cannot read", "No such file or directory"],
         ),
         (
             "max_error_rate over 100%",

@@ -10,6 +10,7 @@ mod common;
 mod bad_input;
 mod fleet_bad_input;
 mod fleet_local;
+mod https;
 mod local_cloud;
 mod moto;
 mod nginx;

@@ -21,11 +21,35 @@ fn start_nginx(env: &Env) -> (Proc, SocketAddr) {
 
 /// nginx with extra `http` directives (e.g. `keepalive_timeout 1s;`).
 fn start_nginx_with(env: &Env, http_extra: &str) -> (Proc, SocketAddr) {
+    start_nginx_server(env, http_extra, "", "")
+}
+
+/// nginx serving HTTPS with this certificate chain and key (PEM files).
+pub fn start_nginx_tls(
+    env: &Env,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (Proc, SocketAddr) {
+    let server = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;",
+        cert.display(),
+        key.display()
+    );
+    start_nginx_server(env, "", " ssl", &server)
+}
+
+/// nginx with extra `http` directives, `listen` parameters and `server` directives.
+fn start_nginx_server(
+    env: &Env,
+    http_extra: &str,
+    listen_extra: &str,
+    server_extra: &str,
+) -> (Proc, SocketAddr) {
     let port = free_port();
     let prefix = env.path("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = format!(
-        "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n  keepalive_requests 1000;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
+        "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n  keepalive_requests 1000;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port}{listen_extra};\n    {server_extra}\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
         p = prefix.display()
     );
     std::fs::write(prefix.join("nginx.conf"), conf).unwrap();

@@ -16,14 +16,17 @@ use lobster_fleet::scenario::Scenario;
 use lobster_fleet::stats::ErrorClass;
 
 use super::Gauges;
-use super::http::{Connection, HttpError};
+use super::http::{Connection, HttpError, OpenError, Opened};
 use super::mix::Prepared;
-use super::recorder::{Failure, Recorder, Sample};
+use super::recorder::{Failure, Recorder, Sample, Timing};
+use super::tls::TlsClient;
 
 /// What a worker needs to send requests: shared by all workers of a run.
 pub struct Shared {
     pub scenario: Arc<Scenario>,
     pub addr: SocketAddr,
+    /// `Some` for an `https://` target.
+    pub tls: Option<TlsClient>,
     pub timeout: Duration,
     pub recorder: Recorder,
     pub gauges: Arc<Gauges>,
@@ -64,6 +67,7 @@ impl Worker {
         let sent = bytes.len() as u64;
         let gauges = &shared.gauges;
         gauges.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut opened: Option<Opened> = None;
         let result = tokio::time::timeout(shared.timeout, async {
             if self.conn.as_mut().is_some_and(Connection::is_stale) {
                 self.conn = None;
@@ -72,11 +76,12 @@ impl Worker {
             let mut retried = false;
             loop {
                 if self.conn.is_none() {
-                    let c = Connection::connect(shared.addr)
+                    let (c, o) = Connection::connect(shared.addr, shared.tls.as_ref())
                         .await
-                        .map_err(Trouble::Connect)?;
+                        .map_err(Trouble::Open)?;
                     gauges.connections.fetch_add(1, Ordering::Relaxed);
                     self.conn = Some(c);
+                    opened = Some(o);
                 }
                 let conn = self.conn.as_mut().expect("connection just opened");
                 let reused = conn.reused();
@@ -102,6 +107,12 @@ impl Worker {
             error: None,
             bytes_sent: sent,
             bytes_received: 0,
+            timing: Timing {
+                connecting: opened.map(|o| o.connecting),
+                tls_handshaking: opened.and_then(|o| o.tls_handshaking),
+                waiting: None,
+                receiving: None,
+            },
         };
         let mut outcome = Outcome::Done;
         let expect = &shared.scenario.requests[req.endpoint].expect;
@@ -110,6 +121,8 @@ impl Worker {
         match &result {
             Ok(Ok(resp)) => {
                 sample.bytes_received = resp.bytes;
+                sample.timing.waiting = Some(resp.waiting);
+                sample.timing.receiving = Some(resp.receiving);
                 let status = resp.status;
                 if !shared.scenario.requests[req.endpoint].accepts(status) {
                     status_detail = StatusDetail { status, expect };
@@ -123,10 +136,13 @@ impl Worker {
                     self.close(gauges);
                 }
             }
-            Ok(Err(Trouble::Connect(e))) => {
+            Ok(Err(Trouble::Open(e))) => {
                 sample.latency_us = None;
                 sample.error = Some(Failure {
-                    class: ErrorClass::Connect,
+                    class: match e {
+                        OpenError::Connect(_) => ErrorClass::Connect,
+                        OpenError::Handshake(_) => ErrorClass::Tls,
+                    },
                     status: None,
                     detail: e,
                 });
@@ -172,7 +188,7 @@ impl Worker {
 
 /// Why an exchange got no response.
 enum Trouble {
-    Connect(std::io::Error),
+    Open(OpenError),
     Http(HttpError),
 }
 
@@ -239,6 +255,7 @@ mod tests {
         let shared = Shared {
             scenario,
             addr,
+            tls: None,
             timeout: Duration::from_secs(10),
             recorder: Recorder::new(vec!["r".into()]),
             gauges: Arc::new(Gauges::default()),

@@ -1,4 +1,4 @@
-//! A lean HTTP/1.1 keep-alive client connection: the engine's hot path.
+//! A lean HTTP/1.1 keep-alive client connection, plain or over TLS: the engine's hot path.
 //!
 //! One connection per user (closed model) or per worker (open model); requests are written
 //! from bytes prepared once per scenario request and responses are parsed with `httparse`
@@ -10,7 +10,7 @@
 //! does one write and (usually) one read per request, which is what the benchmark against
 //! wrk rewards (see `scripts/bench/engine`).
 //!
-//! Syscalls: the socket sits in an [`AsyncFd`] so that readiness is ours to manage. After a
+//! Syscalls: the socket sits in an `AsyncFd` ([`transport`]) so that readiness is ours to manage. After a
 //! read that did not fill the buffer the socket is drained, so the readable flag is cleared
 //! right away; the next response is then awaited from epoll instead of costing a read that
 //! would only return `EAGAIN` (tokio's `TcpStream` pays that extra read on every request).
@@ -29,11 +29,13 @@
 //! for every line). Obsolete line folding and spaces before a header's colon are accepted, as
 //! curl and browsers accept them.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use super::tls::TlsClient;
+use transport::Transport;
+pub use transport::{OpenError, Opened};
 
 /// Largest response head (status line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -50,6 +52,10 @@ pub struct Response {
     pub bytes: u64,
     /// Whether the connection may carry another request.
     pub keep_alive: bool,
+    /// From the request written to the first byte of the response (k6's `http_req_waiting`).
+    pub waiting: Duration,
+    /// From the first byte of the response to its last (k6's `http_req_receiving`).
+    pub receiving: Duration,
 }
 
 /// Why a request on a connection failed.
@@ -66,9 +72,9 @@ pub enum HttpError {
     Protocol(&'static str),
 }
 
-/// One open HTTP/1.1 connection.
+/// One open HTTP/1.1 connection, plain or over TLS.
 pub struct Connection {
-    stream: AsyncFd<TcpStream>,
+    transport: Transport,
     buf: Vec<u8>,
     /// Unparsed bytes are `buf[start..end]`.
     start: usize,
@@ -77,29 +83,28 @@ pub struct Connection {
     completed: u64,
     /// Whether any byte of the current response arrived.
     received: bool,
+    /// When the first byte of the current response arrived.
+    first_byte: Option<Instant>,
 }
 
 impl Connection {
-    /// Opens a TCP connection (no delay) to `addr`.
-    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let stream = stream.into_std()?;
-        stream.set_nonblocking(true)?;
-        // `with_interest` is deprecated because an arbitrary `AsRawFd` may hand out a descriptor
-        // it does not own (tokio#8587). A `std::net::TcpStream` owns its descriptor for its
-        // whole life, which is exactly what the unsafe `register_with_interest` requires; the
-        // workspace forbids `unsafe`, so the safe deprecated entry point is used on purpose.
-        #[allow(deprecated)]
-        let stream = AsyncFd::with_interest(stream, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Connection {
-            stream,
+    /// Opens a TCP connection (no delay) to `addr`, over TLS with `tls`; says how long the
+    /// connect and the handshake took.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<&TlsClient>,
+    ) -> Result<(Self, Opened), OpenError> {
+        let (transport, opened) = Transport::open(addr, tls).await?;
+        let conn = Connection {
+            transport,
             buf: vec![0; BUF],
             start: 0,
             end: 0,
             completed: 0,
             received: false,
-        })
+            first_byte: None,
+        };
+        Ok((conn, opened))
     }
 
     /// Whether this connection already carried a response (a failure on it may be a stale
@@ -119,20 +124,7 @@ impl Connection {
         if self.end > self.start {
             return true; // bytes nobody asked for
         }
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        match self.stream.poll_read_ready(&mut cx) {
-            std::task::Poll::Pending => false,
-            std::task::Poll::Ready(Err(_)) => true,
-            std::task::Poll::Ready(Ok(mut guard)) => {
-                let mut probe = [0u8; 1];
-                match guard.try_io(|s| s.get_ref().read(&mut probe)) {
-                    Err(_would_block) => false, // stale readiness; cleared by try_io
-                    Ok(Err(e)) => e.kind() != io::ErrorKind::Interrupted,
-                    Ok(Ok(_)) => true, // end of stream, or bytes before any request
-                }
-            }
-        }
+        self.transport.is_stale()
     }
 
     /// Sends one request (head and body already serialized in `request`) and reads the whole
@@ -143,7 +135,9 @@ impl Connection {
         head_request: bool,
     ) -> Result<Response, HttpError> {
         self.received = false;
-        self.write_all(request).await?;
+        self.first_byte = None;
+        self.transport.write_all(request).await?;
+        let sent = Instant::now();
         let mut bytes = 0u64;
         loop {
             let (status, head_len, framing, keep_alive) = self.read_head().await?;
@@ -164,48 +158,14 @@ impl Connection {
             };
             let keep_alive = keep_alive && (no_body || !matches!(framing, Framing::UntilClose));
             self.completed += 1;
+            let first = self.first_byte.unwrap_or(sent);
             return Ok(Response {
                 status,
                 bytes: bytes + body,
                 keep_alive,
+                waiting: first.saturating_duration_since(sent),
+                receiving: first.elapsed(),
             });
-        }
-    }
-
-    async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            // Try first: a small request almost always fits the socket buffer at once.
-            match self.stream.get_ref().write(data) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut guard = self.stream.writable().await?;
-                    guard.clear_ready();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// One read into `buf[end..]`, waiting for readiness (see the module doc on syscalls).
-    async fn read_some(&mut self) -> io::Result<usize> {
-        loop {
-            let mut guard = self.stream.readable().await?;
-            let space = self.buf.len() - self.end;
-            match guard.try_io(|s| s.get_ref().read(&mut self.buf[self.end..])) {
-                Ok(Ok(n)) => {
-                    if n > 0 && n < space {
-                        // Drained: wait for the next epoll edge instead of an EAGAIN read.
-                        guard.clear_ready_matching(tokio::io::Ready::READABLE);
-                    }
-                    return Ok(n);
-                }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => {}
-            }
         }
     }
 
@@ -225,9 +185,12 @@ impl Connection {
                 return Err(HttpError::Protocol("response head too large"));
             }
         }
-        let n = self.read_some().await?;
+        let n = self.transport.read(&mut self.buf[self.end..]).await?;
         self.end += n;
-        self.received |= n > 0;
+        if n > 0 && !self.received {
+            self.received = true;
+            self.first_byte = Some(Instant::now());
+        }
         Ok(n > 0)
     }
 
@@ -336,6 +299,7 @@ impl Connection {
 }
 
 mod head;
+mod transport;
 
 use head::{Framing, Head, HeadError, parse_head};
 

@@ -45,7 +45,7 @@ impl Prepared {
                 .any(|(k, _)| k.eq_ignore_ascii_case(name))
         };
         if !has("host") {
-            head.push_str(&format!("Host: {}\r\n", scenario.target.authority()));
+            head.push_str(&format!("Host: {}\r\n", scenario.target.host_header()));
         }
         if !has("user-agent") {
             head.push_str(&format!(

@@ -15,6 +15,7 @@ pub mod http;
 mod mix;
 mod open;
 mod recorder;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -184,6 +185,23 @@ impl Run {
                 return;
             }
         };
+        let tls = match tls::client(&self.scenario) {
+            Ok(t) => t,
+            Err(e) => {
+                let message = format!("cannot speak TLS to {}: {e}", self.scenario.target);
+                warn!(run_id = %run_id, %message, "no TLS");
+                let _ = self
+                    .out
+                    .send(Output::Event {
+                        run_id: run_id.clone(),
+                        kind: EventKind::Error,
+                        message,
+                    })
+                    .await;
+                self.send_last(IntervalStats::default(), 0).await;
+                return;
+            }
+        };
         let names = self
             .scenario
             .requests
@@ -193,6 +211,7 @@ impl Run {
         let shared = Arc::new(Shared {
             scenario: self.scenario.clone(),
             addr,
+            tls,
             timeout: Duration::from_millis(self.scenario.timeout_ms),
             recorder: Recorder::new(names),
             gauges: self.gauges.clone(),

@@ -6,9 +6,12 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use lobster_fleet::stats::{self, EndpointStats, ErrorClass, IntervalStats, MAX_LATENCY_US};
+use lobster_fleet::stats::{
+    self, EndpointStats, ErrorClass, IntervalStats, MAX_LATENCY_US, Phases,
+};
 
 /// The outcome of one request.
 #[derive(Clone, Copy)]
@@ -19,6 +22,21 @@ pub struct Sample<'a> {
     pub error: Option<Failure<'a>>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Where its time went; a phase that did not happen is `None`.
+    pub timing: Timing,
+}
+
+/// The phases of one request (see [`Phases`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// TCP connect, when the request opened a connection.
+    pub connecting: Option<Duration>,
+    /// TLS handshake, when the request opened an `https` connection.
+    pub tls_handshaking: Option<Duration>,
+    /// Request written → first response byte.
+    pub waiting: Option<Duration>,
+    /// First response byte → last.
+    pub receiving: Option<Duration>,
 }
 
 /// Why one request failed: its class, the unexpected status if there was one, and what
@@ -47,6 +65,7 @@ struct Slot {
     /// Few kinds per interval; a short list beats a map on this path.
     kinds: Vec<Kind>,
     latency_us: Histogram<u64>,
+    phases: Phases,
 }
 
 impl Slot {
@@ -59,6 +78,7 @@ impl Slot {
             errors: [0; ErrorClass::ALL.len()],
             kinds: Vec::new(),
             latency_us: stats::new_histogram(),
+            phases: Phases::default(),
         }
     }
 }
@@ -109,6 +129,18 @@ impl Recorder {
             // (initially tiny) range instead.
             let _ = slot.latency_us.record(us.clamp(1, MAX_LATENCY_US));
         }
+        let t = s.timing;
+        let p = &mut slot.phases;
+        for (d, h) in [
+            (t.connecting, &mut p.connecting_us),
+            (t.tls_handshaking, &mut p.tls_handshaking_us),
+            (t.waiting, &mut p.waiting_us),
+            (t.receiving, &mut p.receiving_us),
+        ] {
+            if let Some(d) = d {
+                Phases::record(h, d.as_micros() as u64);
+            }
+        }
     }
 
     /// Counts open-model arrivals that were due but never sent.
@@ -140,6 +172,7 @@ impl Recorder {
                 bytes_sent: s.bytes_sent,
                 errors,
                 latency_us: s.latency_us,
+                phases: s.phases,
                 ..Default::default()
             };
             for k in s.kinds {
@@ -163,6 +196,7 @@ mod tests {
             error: None,
             bytes_sent: 10,
             bytes_received: 100,
+            timing: Timing::default(),
         };
         r.record(0, ok);
         let status = Failure {
@@ -231,11 +265,53 @@ mod tests {
                     error: None,
                     bytes_sent: 0,
                     bytes_received: 0,
+                    timing: Timing::default(),
                 },
             );
         }
         let h = &r.take().endpoints["a"].latency_us;
         assert_eq!(h.min(), 150);
         assert!(h.max() >= 90_000 && h.max() < 90_100);
+    }
+
+    /// A reused connection has no connect or handshake: those phases count connections opened.
+    #[test]
+    fn phases_land_only_where_they_happened() {
+        let ms = Duration::from_millis;
+        let r = Recorder::new(vec!["a".into()]);
+        let opened = Sample {
+            latency_us: Some(6000),
+            error: None,
+            bytes_sent: 1,
+            bytes_received: 1,
+            timing: Timing {
+                connecting: Some(ms(1)),
+                tls_handshaking: Some(ms(2)),
+                waiting: Some(ms(3)),
+                receiving: Some(Duration::from_micros(0)),
+            },
+        };
+        let reused = Sample {
+            timing: Timing {
+                connecting: None,
+                tls_handshaking: None,
+                ..opened.timing
+            },
+            ..opened
+        };
+        r.record(0, opened);
+        r.record(0, reused);
+        let t = r.take();
+        let p = &t.endpoints["a"].phases;
+        let counts = [
+            p.connecting_us.len(),
+            p.tls_handshaking_us.len(),
+            p.waiting_us.len(),
+            p.receiving_us.len(),
+        ];
+        assert_eq!(counts, [1, 1, 2, 2]);
+        assert!((1995..=2005).contains(&p.tls_handshaking_us.max()));
+        assert!((2995..=3005).contains(&p.waiting_us.value_at_quantile(0.5)));
+        assert_eq!(p.receiving_us.max(), 1, "a zero phase is recorded as 1 µs");
     }
 }

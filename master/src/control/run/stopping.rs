@@ -81,6 +81,7 @@ impl Run {
             status,
             reasons,
             target: self.scenario.target.to_string(),
+            warnings: self.scenario.warnings(),
             model: format!("{:?}", self.scenario.load.model).to_lowercase(),
             started_at: crate::clock::rfc3339(started_unix),
             ended_at: crate::clock::rfc3339(self.unix_ms_at(now)),

@@ -41,7 +41,7 @@ async fn framings_on_one_keep_alive_connection() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
     ])
     .await;
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     let r = c.send(GET, false).await.unwrap();
     assert_eq!((r.status, r.keep_alive), (200, true));
     let r = c.send(GET, false).await.unwrap();
@@ -55,24 +55,24 @@ async fn framings_on_one_keep_alive_connection() {
 #[tokio::test]
 async fn body_until_close_and_errors() {
     let addr = serve(vec![b"HTTP/1.0 200 OK\r\n\r\nall of it"]).await;
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     let r = c.send(GET, false).await.unwrap();
     assert_eq!((r.status, r.keep_alive), (200, false));
     assert!(r.bytes >= 9);
 
     let addr = serve(vec![b"NOT HTTP AT ALL\r\n\r\n"]).await;
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     assert!(matches!(
         c.send(GET, false).await,
         Err(HttpError::Protocol(_))
     ));
 
     let addr = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await;
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     assert!(matches!(c.send(GET, false).await, Err(HttpError::Closed)));
 
     let addr = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"]).await;
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     assert!(matches!(
         c.send(GET, false).await,
         Err(HttpError::Protocol(_))
@@ -102,14 +102,14 @@ async fn any_valid_head_within_the_limit_is_read() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Folded: a\r\n  b\r\nX-Space : c\r\n\r\nok",
     ])
     .await;
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     for _ in 0..4 {
         let r = c.send(GET, false).await.unwrap();
         assert_eq!((r.status, r.keep_alive), (200, true));
     }
     // Over the documented head size: a clear protocol error, not a hang.
     let addr = serve(vec![many_headers(1000, 90)]).await;
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     assert!(matches!(
         c.send(GET, false).await,
         Err(HttpError::Protocol("response head too large"))
@@ -130,7 +130,7 @@ async fn a_connection_the_server_closed_is_stale() {
         // Idle timeout: close the kept-alive connection.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     });
-    let mut c = Connection::connect(addr).await.unwrap();
+    let mut c = Connection::connect(addr, None).await.unwrap().0;
     assert!(!c.reused());
     c.send(GET, false).await.unwrap();
     assert!(c.reused());
