@@ -63,10 +63,12 @@ pub enum ErrorClass {
     /// The TLS handshake failed: a certificate not trusted or not for this host, no
     /// protocol version or cipher in common.
     Tls,
+    /// A flow step's capture found nothing in an otherwise expected response.
+    Capture,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 9] = [
         ErrorClass::Status4xx,
         ErrorClass::Status5xx,
         ErrorClass::StatusOther,
@@ -75,6 +77,7 @@ impl ErrorClass {
         ErrorClass::Io,
         ErrorClass::Protocol,
         ErrorClass::Tls,
+        ErrorClass::Capture,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl ErrorClass {
             ErrorClass::Io => "io",
             ErrorClass::Protocol => "protocol",
             ErrorClass::Tls => "tls",
+            ErrorClass::Capture => "capture",
         }
     }
 
@@ -316,12 +320,24 @@ fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, String> {
     Ok(h)
 }
 
+/// Most checks accepted in one interval from the wire.
+const MAX_WIRE_CHECKS: usize = 10_000;
+
+/// How often one check held and failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CheckCount {
+    pub passes: u64,
+    pub fails: u64,
+}
+
 /// Statistics of every endpoint over one interval (or a merge of many).
 #[derive(Clone, Debug, Default)]
 pub struct IntervalStats {
     pub endpoints: BTreeMap<String, EndpointStats>,
     /// Open model: arrivals that were due but never sent.
     pub dropped: u64,
+    /// Flow steps' checks by label (`step: rule`).
+    pub checks: BTreeMap<String, CheckCount>,
 }
 
 impl IntervalStats {
@@ -331,6 +347,11 @@ impl IntervalStats {
             self.endpoints.entry(name.clone()).or_default().merge(e);
         }
         self.dropped = self.dropped.saturating_add(other.dropped);
+        for (label, c) in &other.checks {
+            let mine = self.checks.entry(label.clone()).or_default();
+            mine.passes = mine.passes.saturating_add(c.passes);
+            mine.fails = mine.fails.saturating_add(c.fails);
+        }
     }
 
     /// All endpoints merged into one.
@@ -359,6 +380,17 @@ impl IntervalStats {
                 .map(|(name, e)| e.to_proto(name))
                 .collect(),
             dropped: self.dropped,
+            checks: self
+                .checks
+                .iter()
+                .map(|(label, c)| {
+                    let counts = proto::CheckCounts {
+                        passes: c.passes,
+                        fails: c.fails,
+                    };
+                    (label.clone(), counts)
+                })
+                .collect(),
         }
     }
 
@@ -379,9 +411,24 @@ impl IntervalStats {
                 return Err(StatsError::DuplicateEndpoint(e.name.clone()));
             }
         }
+        if p.checks.len() > MAX_WIRE_CHECKS || p.checks.keys().any(|k| k.len() > 1024) {
+            return Err(StatsError::TooManyChecks(p.checks.len()));
+        }
+        let checks = p
+            .checks
+            .iter()
+            .map(|(k, c)| {
+                let count = CheckCount {
+                    passes: c.passes,
+                    fails: c.fails,
+                };
+                (k.clone(), count)
+            })
+            .collect();
         Ok(IntervalStats {
             endpoints,
             dropped: p.dropped,
+            checks,
         })
     }
 }
@@ -389,6 +436,9 @@ impl IntervalStats {
 /// An interval from the wire that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StatsError {
+    /// More (or longer-named) checks than any scenario can have.
+    #[error("interval lists {0} checks, more than {MAX_WIRE_CHECKS} or with overlong labels")]
+    TooManyChecks(usize),
     /// More endpoints than any scenario can have.
     #[error("interval lists {0} endpoints, more than {MAX_WIRE_ENDPOINTS}")]
     TooManyEndpoints(usize),

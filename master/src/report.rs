@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::Point;
 use crate::sla::{RuleResult, Verdict};
 
+mod checks;
 mod phases;
 
+pub use checks::{CheckRow, failed_checks_reason};
 pub use phases::PhaseOut;
 use phases::phases_out;
 
@@ -58,6 +60,9 @@ pub struct Totals {
     /// `receiving`); only phases that happened.
     #[serde(default)]
     pub phases_ms: BTreeMap<String, PhaseOut>,
+    /// Flow steps' checks in the scenario's order, each with its passes and fails.
+    #[serde(default)]
+    pub checks: Vec<CheckRow>,
 }
 
 /// Latency as serialized in reports (same fields as [`LatencySummary`]).
@@ -193,10 +198,12 @@ fn errors(e: &EndpointStats) -> BTreeMap<String, u64> {
     e.errors.clone()
 }
 
-/// Totals and per-endpoint figures of merged stats over `seconds` of load.
+/// Totals and per-endpoint figures of merged stats over `seconds` of load; `order` names the
+/// endpoints and `check_labels` the checks in the scenario's order.
 pub fn figures(
     total: &IntervalStats,
     order: &[String],
+    check_labels: &[String],
     seconds: f64,
 ) -> (Totals, Vec<EndpointReport>) {
     let t = total.total();
@@ -218,6 +225,7 @@ pub fn figures(
         dropped: total.dropped,
         latency_ms: LatencySummary::of(&t.latency_us).into(),
         phases_ms: phases_out(&t.phases),
+        checks: checks::check_rows(total, check_labels),
     };
     let endpoints = order
         .iter()
@@ -301,6 +309,7 @@ impl Report {
             row(&mut o, &e.name, e.requests, e.failures, &e.latency_ms);
         }
         phases::render(&mut o, &t.phases_ms);
+        checks::render(&mut o, &t.checks);
         let kinds: Vec<(&str, &FailureRow)> = self
             .endpoints
             .iter()

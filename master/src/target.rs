@@ -3,9 +3,11 @@
 //!
 //! Endpoints: `/` (a fixed body), `/item/{id}` (a small JSON document), `/delay/{ms}` (answers
 //! after a delay), `/status/{code}` (answers with that status), `/bytes/{n}` (n bytes),
-//! `/headers/{n}` (a 200 with n extra header lines, n ≤ 1000). Every
+//! `/headers/{n}` (a 200 with n extra header lines, n ≤ 1000), and a login app for journeys
+//! (`/login/`, `/account/`: see `login`). Every
 //! request except `/__lobster/*` is counted; `GET /__lobster/count` returns the count as JSON
-//! and `POST /__lobster/reset` zeroes it, so tests can compare a report with what the server saw.
+//! (and the login app's `logged_in_views`) and `POST /__lobster/reset` zeroes the request count,
+//! so tests can compare a report with what the server saw.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+mod login;
 mod tls;
 
 pub use tls::PrivateCa;
@@ -40,6 +43,8 @@ const MAX_HEADERS: usize = 1000;
 #[derive(Default)]
 pub struct Counter {
     requests: AtomicU64,
+    /// The login app (journeys).
+    login: login::Login,
 }
 
 impl Counter {
@@ -96,8 +101,9 @@ impl Target {
             let counter = self.counter.clone();
             let shutdown = shutdown.clone();
             let tls = self.tls.clone();
+            let secure = tls.is_some();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(req, counter.clone()));
+                let svc = service_fn(move |req| handle(req, counter.clone(), secure));
                 let builder = http1::Builder::new().keep_alive(true).clone();
                 let served = async move {
                     match tls {
@@ -137,17 +143,26 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 async fn handle(
     req: Request<Incoming>,
     counter: Arc<Counter>,
+    secure: bool,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    // Read (and drop) the request body so the connection stays usable for the next request.
-    let _ = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BYTES)).await;
+    // Read the request body so the connection stays usable for the next request.
+    let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BYTES))
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path();
     if let Some(admin) = path.strip_prefix("/__lobster/") {
         return Ok(match (&parts.method, admin) {
             (&Method::GET, "count") => reply(
                 StatusCode::OK,
                 "application/json",
-                format!("{{\"requests\":{}}}", counter.get()).into(),
+                format!(
+                    "{{\"requests\":{},\"logged_in_views\":{}}}",
+                    counter.get(),
+                    counter.login.logged_in_views()
+                )
+                .into(),
             ),
             (&Method::POST, "reset") => {
                 counter.requests.store(0, Ordering::Relaxed);
@@ -157,6 +172,12 @@ async fn handle(
         });
     }
     counter.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = counter
+        .login
+        .handle(&parts.method, path, &parts.headers, &body, secure)
+    {
+        return Ok(r);
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let head = parts.next().unwrap_or("");
     let arg = parts.next().unwrap_or("");

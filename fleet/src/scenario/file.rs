@@ -21,7 +21,8 @@ pub(crate) struct ScenarioFile {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub data: Option<Spanned<DataFile>>,
-    pub requests: Spanned<Vec<Spanned<RequestFile>>>,
+    pub requests: Option<Spanned<Vec<Spanned<RequestFile>>>>,
+    pub flows: Option<Spanned<Vec<Spanned<FlowFile>>>>,
     #[serde(default)]
     pub sla: Vec<Spanned<SlaFile>>,
     pub max_error_rate: Option<Spanned<Threshold>>,
@@ -70,6 +71,42 @@ pub(crate) struct RequestFile {
     pub body: Option<String>,
     pub expect: Option<Spanned<StatusList>>,
     pub weight: Option<Spanned<Whole>>,
+    #[serde(default)]
+    pub capture: Vec<Spanned<CaptureFile>>,
+    #[serde(default)]
+    pub check: Vec<Spanned<CheckFile>>,
+    pub think: Option<Spanned<ThinkValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlowFile {
+    pub name: Spanned<String>,
+    pub weight: Option<Spanned<Whole>>,
+    pub steps: Spanned<Vec<Spanned<RequestFile>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CaptureFile {
+    pub name: Spanned<String>,
+    pub header: Option<Spanned<String>>,
+    pub regex: Option<Spanned<String>>,
+    pub json: Option<Spanned<String>>,
+    pub html: Option<Spanned<String>>,
+    pub attr: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckFile {
+    pub status: Option<Spanned<StatusList>>,
+    pub body_contains: Option<Spanned<String>>,
+    pub body_regex: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+    pub json: Option<Spanned<String>>,
+    pub equals: Option<Spanned<String>>,
+    pub max_bytes: Option<Spanned<Whole>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 //! (the scenario file itself and an optional `data.file`).
 
 mod file;
+pub mod journey;
 mod profile;
 mod target;
 mod validate;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use journey::{Capture, Check, Flow, Rule, Source};
 pub use profile::{Arrivals, Model, Profile, Stage};
 pub use target::{Scheme, Target};
 
@@ -43,7 +45,12 @@ pub struct Scenario {
     pub max_connections: u32,
     /// Headers sent with every request (a request's own headers win).
     pub headers: Vec<(String, String)>,
+    /// Every request of the mix, or every step of every flow (each an endpoint of the report).
     pub requests: Vec<Request>,
+    /// Journeys: when not empty, users run these flows (closed model) and each open-model
+    /// arrival starts one, instead of drawing single requests from `requests`.
+    #[serde(default)]
+    pub flows: Vec<Flow>,
     /// Data items sliced across slaves; requests use them as `{{item}}`.
     pub data: Vec<String>,
     pub sla: Vec<SlaRule>,
@@ -83,6 +90,15 @@ pub struct Request {
     pub expect: Vec<u16>,
     /// Relative share of the mix.
     pub weight: u32,
+    /// Values taken from the response into the user's variables.
+    #[serde(default)]
+    pub capture: Vec<Capture>,
+    /// Assertions on the response, counted per check.
+    #[serde(default)]
+    pub check: Vec<Check>,
+    /// A flow step's own pause after it (else the scenario's `think`).
+    #[serde(default)]
+    pub think: Option<Think>,
 }
 
 impl Request {
@@ -93,6 +109,11 @@ impl Request {
         } else {
             self.expect.contains(&status)
         }
+    }
+
+    /// Whether the response's head and body are needed (to capture or check).
+    pub fn reads_response(&self) -> bool {
+        !self.capture.is_empty() || !self.check.is_empty()
     }
 
     /// Whether the request uses a data item.
@@ -260,7 +281,7 @@ fn located(path: &str, line: u64, column: u64, message: &str) -> String {
 }
 
 /// Reads and validates a scenario file. The files it names (`data.file`, `tls.ca_file`) are
-/// read relative to the scenario's folder.
+/// read relative to the scenario's folder; `{{env.NAME}}` takes this process's environment.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let shown = path.display().to_string();
     let read_err = |source| ScenarioError::Read {
@@ -290,20 +311,30 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         ),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    validate::parse(&text, &shown, &|file: &str| {
-        let p = base.join(file);
-        std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-    })
+    validate::parse(
+        &text,
+        &shown,
+        &|file: &str| {
+            let p = base.join(file);
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        },
+        &|key: &str| std::env::var(key).ok(),
+    )
 }
 
 /// Validates scenario text. `source` names it in errors; a file it names (`data.file`,
-/// `tls.ca_file`) is refused (use [`load`]).
+/// `tls.ca_file`) is refused and `{{env.NAME}}` is never set (use [`load`]).
 pub fn parse(text: &str, source: &str) -> Result<Scenario, ScenarioError> {
-    validate::parse(text, source, &|file: &str| {
-        Err(format!(
-            "`{file}` cannot be read here: only a scenario loaded from a file may name other files (give data inline as `items`)"
-        ))
-    })
+    validate::parse(
+        text,
+        source,
+        &|file: &str| {
+            Err(format!(
+                "`{file}` cannot be read here: only a scenario loaded from a file may name other files (give data inline as `items`)"
+            ))
+        },
+        &|_| None,
+    )
 }
 
 impl Scenario {

@@ -16,6 +16,113 @@ requests:
     weight: 2
 ";
 
+const FLOW: &str = "name: j
+target: http://127.0.0.1:8080
+duration: 20s
+load:
+  users: 5
+flows:
+  - name: member
+    steps:
+      - name: page
+        path: /login/
+        capture:
+          - {name: csrf, html: 'input[name=csrf_token]', attr: value}
+      - name: login
+        method: POST
+        path: /login/
+        body: 'csrf_token={{csrf}}'
+";
+
+/// The docs' first flow example, exactly as a user copies it.
+const EXAMPLE: &str = "name: login-and-look
+target: https://127.0.0.1:8443
+tls:
+  ca_file: ca.pem
+duration: 20s
+load:
+  users: 5
+flows:
+  - name: member
+    steps:
+      - name: login-page
+        path: /login/
+        capture:
+          - name: csrf
+            html: 'input[name=csrf_token]'
+            attr: value
+      - name: login
+        method: POST
+        path: /login/
+        headers:
+          Content-Type: application/x-www-form-urlencoded
+        body: 'csrf_token={{csrf}}&username={{env.LOBSTER_USER}}&password={{env.LOBSTER_PASSWORD}}'
+        expect: [302, 303]
+      - name: account
+        path: /account/
+        check:
+          - body_contains: 'Signed in'
+        think: 1s
+";
+
+#[test]
+fn the_docs_first_flow_example_is_accepted_exactly_as_written() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUJ2ZmY2Y1YjQ3ZGQ3YjJmMGQwCgYIKoZIzj0EAwIwHTEb\n-----END CERTIFICATE-----\n";
+    let read = |f: &str| {
+        assert_eq!(f, "ca.pem");
+        Ok(pem.to_string())
+    };
+    let env = |k: &str| match k {
+        "LOBSTER_USER" => Some("ann".to_string()),
+        "LOBSTER_PASSWORD" => Some("s3cret&x".to_string()),
+        _ => None,
+    };
+    let s = match validate::parse(EXAMPLE, "login.yaml", &read, &env) {
+        Ok(s) => s,
+        // The stand-in certificate is not DER; everything before it was accepted.
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(s.target.scheme, Scheme::Https);
+    assert_eq!(s.tls.ca_pem.as_deref(), Some(pem));
+    assert_eq!(s.flows.len(), 1);
+    assert_eq!(s.flows[0].steps, vec![0, 1, 2]);
+    let names: Vec<&str> = s.requests.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["login-page", "login", "account"]);
+    assert_eq!(
+        s.requests[0].capture[0],
+        Capture {
+            name: "csrf".into(),
+            from: Source::Html {
+                selector: "input[name=csrf_token]".into(),
+                attr: Some("value".into())
+            }
+        }
+    );
+    assert_eq!(
+        s.requests[1].body.as_deref(),
+        Some("csrf_token={{csrf}}&username=ann&password=s3cret&x")
+    );
+    assert_eq!(s.requests[1].expect, vec![302, 303]);
+    assert_eq!(
+        s.requests[2].check[0].label,
+        "account: body_contains \"Signed in\""
+    );
+    assert_eq!(
+        s.requests[2].think,
+        Some(Think {
+            min_ms: 1000,
+            max_ms: 1000
+        })
+    );
+    // Without the environment values: the missing one is named.
+    let err = validate::parse(EXAMPLE, "login.yaml", &read, &|_| None).unwrap_err();
+    assert!(err.to_string().contains("LOBSTER_USER is not set"), "{err}");
+    // And the JSON the slaves get checks out the same.
+    let back = Scenario::from_json(&s.to_json()).unwrap();
+    assert_eq!(back, s);
+    back.check().unwrap();
+}
+
 #[test]
 fn the_minimal_example_is_accepted_as_written() {
     let s = parse(SMOKE, "smoke.yaml").unwrap();
@@ -323,6 +430,99 @@ fn bad_scenarios_are_refused_with_a_location() {
             "header",
         ),
         ("tab indentation", "name: x\n\ttarget: y\n", ""),
+        (
+            "requests and flows",
+            &format!("{SMOKE}flows: []\n"),
+            "exactly one of `requests`",
+        ),
+        (
+            "capture in a plain request",
+            &SMOKE.replace(
+                "    path: /\n",
+                "    path: /\n    capture: [{name: x, header: a}]\n",
+            ),
+            "write the steps in `flows`",
+        ),
+        (
+            "bad css selector",
+            &FLOW.replace("input[name=csrf_token]", "input[name=="),
+            "invalid CSS selector",
+        ),
+        (
+            "bad regex",
+            &FLOW.replace(
+                "html: 'input[name=csrf_token]', attr: value",
+                "regex: '(unclosed'",
+            ),
+            "invalid regular expression",
+        ),
+        (
+            "bad json pointer",
+            &FLOW.replace(
+                "html: 'input[name=csrf_token]', attr: value",
+                "json: 'user/id'",
+            ),
+            "not a JSON pointer",
+        ),
+        (
+            "two capture sources",
+            &FLOW.replace("attr: value", "attr: value, header: x"),
+            "exactly one of `header`, `regex`",
+        ),
+        (
+            "attr without html",
+            &FLOW.replace(
+                "html: 'input[name=csrf_token]', attr: value",
+                "header: x, attr: value",
+            ),
+            "`attr` goes with `html`",
+        ),
+        (
+            "unknown variable",
+            &FLOW.replace("csrf_token={{csrf}}", "csrf_token={{crsf}}"),
+            "unknown variable `{{crsf}}`",
+        ),
+        (
+            "variable captured later",
+            &FLOW.replace("name: csrf,", "name: later,").replace(
+                "body: 'csrf_token={{csrf}}'",
+                "body: 'csrf_token={{csrf}}'\n        capture: [{name: csrf, header: x}]",
+            ),
+            "captured by an earlier step",
+        ),
+        (
+            "missing env value",
+            &FLOW.replace("csrf_token={{csrf}}", "user={{env.LOBSTER_NO_SUCH_VAR}}"),
+            "LOBSTER_NO_SUCH_VAR is not set",
+        ),
+        (
+            "check with two rules",
+            &format!("{FLOW}        check: [{{status: [200], body_contains: x}}]\n"),
+            "a check takes exactly one of",
+        ),
+        (
+            "equals without json",
+            &format!("{FLOW}        check: [{{body_contains: x, equals: y}}]\n"),
+            "`equals` goes with `json`",
+        ),
+        (
+            "flow without steps",
+            &FLOW.replace(
+                "    steps:\n      - name: page",
+                "    steps: []\n  - name: other\n    steps:\n      - name: page",
+            ),
+            "at least one step",
+        ),
+        (
+            "duplicate step across flows",
+            &format!("{FLOW}  - name: again\n    steps: [{{name: page, path: /}}]\n"),
+            "duplicate request name `page`",
+        ),
+        (
+            "capture named item",
+            &FLOW.replace("name: csrf,", "name: item,"),
+            "not `item` or `env`",
+        ),
     ];
     assert!(cases.len() >= 40);
     for (what, text, words) in cases {

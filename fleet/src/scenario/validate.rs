@@ -8,19 +8,22 @@ use serde_saphyr::{Location, Spanned};
 mod load;
 mod requests;
 mod sla;
+mod steps;
 mod tls;
 
 use load::resolve_load;
-use requests::{check_headers, is_token, resolve_requests};
+use requests::{check_headers, is_token, resolve_requests, resolve_step};
 use sla::resolve_sla;
+use steps::{check_flows, resolve_capture, resolve_check, resolve_flows, resolve_think};
 pub(crate) use tls::check_ca_pem;
 use tls::resolve_tls;
 
 use super::file::{LoadFile, RequestFile, ScenarioFile, SlaFile};
-use super::value::{Threshold, Whole};
+use super::journey::variables;
+use super::value::{ThinkValue, Threshold, Whole};
 use super::{
-    Bound, ITEM, Metric, Model, Profile, Request, Scenario, ScenarioError, SlaRule, Stage, Target,
-    Think,
+    Bound, Flow, ITEM, Metric, Model, Profile, Request, Scenario, ScenarioError, SlaRule, Stage,
+    Target, Think,
 };
 
 /// Longest accepted run.
@@ -56,6 +59,7 @@ pub(super) fn parse(
     text: &str,
     source: &str,
     read_file: &dyn Fn(&str) -> Result<String, String>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Scenario, ScenarioError> {
     let invalid = |line, column, message| ScenarioError::Invalid {
         path: source.to_string(),
@@ -74,7 +78,7 @@ pub(super) fn parse(
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         invalid(line, column, yaml_message(&e))
     })?;
-    resolve(file, read_file).map_err(|f| invalid(f.at.line(), f.at.column(), f.message))
+    resolve(file, read_file, env).map_err(|f| invalid(f.at.line(), f.at.column(), f.message))
 }
 
 /// The parser's message without its own location prefix or snippet (we print the location).
@@ -102,7 +106,11 @@ pub(super) fn check_duration_ms(ms: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn resolve(f: ScenarioFile, read_file: &dyn Fn(&str) -> Result<String, String>) -> Res<Scenario> {
+fn resolve(
+    f: ScenarioFile,
+    read_file: &dyn Fn(&str) -> Result<String, String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Res<Scenario> {
     let name = f.name.value.trim().to_string();
     if name.is_empty() || name.len() > 200 {
         return Err(fault(f.name.referenced, "name must be 1 to 200 characters"));
@@ -123,22 +131,7 @@ fn resolve(f: ScenarioFile, read_file: &dyn Fn(&str) -> Result<String, String>) 
 
     let think = match &f.think {
         None => Think::default(),
-        Some(t) => {
-            let (min, max) = (t.value.min, t.value.max);
-            if min > max {
-                return Err(fault(
-                    t.referenced,
-                    "think: min must not be larger than max",
-                ));
-            }
-            if max.as_secs() > 3600 {
-                return Err(fault(t.referenced, "think time must be at most 1h"));
-            }
-            Think {
-                min_ms: min.as_millis() as u64,
-                max_ms: max.as_millis() as u64,
-            }
-        }
+        Some(t) => resolve_think(t)?,
     };
 
     let (load, max_connections) = resolve_load(&f.load)?;
@@ -192,7 +185,16 @@ fn resolve(f: ScenarioFile, read_file: &dyn Fn(&str) -> Result<String, String>) 
         }
     }
 
-    let requests = resolve_requests(&f.requests, !data.is_empty())?;
+    let (requests, flows) = match (&f.requests, &f.flows) {
+        (Some(r), None) => resolve_requests(r, !data.is_empty(), env)?,
+        (None, Some(fl)) => resolve_flows(fl, !data.is_empty(), env)?,
+        _ => {
+            return Err(fault(
+                f.name.referenced,
+                "a scenario takes exactly one of `requests` (a mix of single requests) or `flows` (journeys of steps)",
+            ));
+        }
+    };
     let sla = f
         .sla
         .iter()
@@ -222,6 +224,7 @@ fn resolve(f: ScenarioFile, read_file: &dyn Fn(&str) -> Result<String, String>) 
         max_connections,
         headers,
         requests,
+        flows,
         data,
         sla,
         max_error_rate,
@@ -312,6 +315,7 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
             ));
         }
     }
+    check_flows(s)?;
     if s.max_error_rate
         .is_some_and(|p| !(0.0..=100.0).contains(&p))
     {

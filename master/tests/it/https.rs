@@ -168,3 +168,131 @@ fn nginx_with_a_private_ca_is_verified_refused_or_skipped_as_the_scenario_says()
     assert!(warnings.contains("insecure_skip_verify"), "{warnings}");
     eprintln!("HTTPS nginx: verified {requests} requests = nginx's log; refused: {sample}");
 }
+
+/// The docs' first flow example, exactly as written, against the built-in target's TLS login
+/// app (its port given with `--target`): every flow logs in through the CSRF form, keeps its
+/// session cookie, and sees the page that needs it; the target's own count of logged-in page
+/// views equals the report's.
+#[test]
+fn the_docs_first_flow_logs_in_over_tls_and_the_target_counts_the_same_views() {
+    let env = Env::new();
+    let (target, port, ca) = tls_target(&env);
+    std::fs::copy(&ca, env.path("ca.pem")).unwrap();
+    let example = "name: login-and-look
+target: https://127.0.0.1:8443
+tls:
+  ca_file: ca.pem
+duration: 20s
+load:
+  users: 5
+flows:
+  - name: member
+    steps:
+      - name: login-page
+        path: /login/
+        capture:
+          - name: csrf
+            html: 'input[name=csrf_token]'
+            attr: value
+      - name: login
+        method: POST
+        path: /login/
+        headers:
+          Content-Type: application/x-www-form-urlencoded
+        body: 'csrf_token={{csrf}}&username={{env.LOBSTER_USER}}&password={{env.LOBSTER_PASSWORD}}'
+        expect: [302, 303]
+      - name: account
+        path: /account/
+        check:
+          - body_contains: 'Signed in'
+        think: 1s
+";
+    let file = env.scenario("login.yaml", example);
+    let json = env.path("report.json");
+    let mut cmd = env.lobster();
+    cmd.args([
+        "run",
+        file.to_str().unwrap(),
+        "--local-slaves",
+        "2",
+        "--json",
+    ])
+    .arg(&json)
+    .args([
+        "--target",
+        &format!("https://127.0.0.1:{port}"),
+        "--duration",
+        "6s",
+    ])
+    .env("LOBSTER_USER", "ann")
+    .env("LOBSTER_PASSWORD", "s3cret&more");
+    let (out, so, se) = run(cmd);
+    let r = report(&json);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["totals"]["failures"], 0, "{}", r["totals"]["errors"]);
+    let count = |name: &str| {
+        r["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    let (page, login, account) = (count("login-page"), count("login"), count("account"));
+    // Each user runs the flow again and again (1 s of think after the account page); a flow
+    // cut by the end of the run is at most one per user behind.
+    assert!(account >= 5 * 3, "{page} {login} {account}");
+    assert!(
+        page >= login && login >= account,
+        "{page} {login} {account}"
+    );
+    assert!(page - account <= 5, "{page} {login} {account}");
+    let checks = &r["totals"]["checks"];
+    assert_eq!(
+        checks[0]["check"], "account: body_contains \"Signed in\"",
+        "{checks}"
+    );
+    assert_eq!(checks[0]["fails"], 0, "{checks}");
+    assert_eq!(checks[0]["passes"].as_u64(), Some(account), "{checks}");
+    // The target's own view count, read over TLS through the same CA.
+    let views = logged_in_views(port, &env.path("ca.pem"));
+    assert_eq!(
+        views, account,
+        "the target saw {views} logged-in views, the report {account}"
+    );
+    drop(target);
+    eprintln!(
+        "JOURNEY: {page} login pages, {login} logins, {account} account views = target's {views}"
+    );
+}
+
+/// `GET /__lobster/count` over TLS (a test client on rustls, trusting `ca`).
+fn logged_in_views(port: u16, ca: &std::path::Path) -> u64 {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /__lobster/count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = tls.read_to_string(&mut text);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["logged_in_views"].as_u64().unwrap()
+}

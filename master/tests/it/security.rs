@@ -502,6 +502,7 @@ async fn bad_grpc_requests() {
             ..Default::default()
         }],
         dropped: 0,
+        checks: Default::default(),
     })))
     .await
     .unwrap();

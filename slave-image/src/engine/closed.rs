@@ -6,14 +6,14 @@
 //! users follow the profile whatever the number of slaves: a ramp from 0 to 4 users starts one
 //! user at a time on a fleet of 4 just as on one slave. A controller follows the profile every
 //! 100 ms, starting the owned users below the target; a user above the target, or no longer
-//! owned after a rescale, leaves after its current request.
+//! owned after a rescale, leaves after its current request. With flows, a user runs one flow
+//! after another (see [`journey`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lobster_fleet::scenario::Think;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::exchange::{Outcome, Shared, Worker};
+use super::journey::{self, think_time};
 use super::{Items, LoadControl, Mix, changed_or_halt};
 
 const TICK: Duration = Duration::from_millis(100);
@@ -96,6 +97,7 @@ async fn user(
     gauges.active_users.fetch_add(1, Ordering::Relaxed);
     let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ index);
     let mut worker = Worker::new();
+    let mut state = journey::UserState::default();
     let total = mix.total_weight();
     let think = shared.scenario.think;
     let (mut suspended, mut mine, mut my_items) = {
@@ -121,15 +123,37 @@ async fn user(
             my_items = c.items.clone();
             continue;
         }
-        let req = mix.pick(rng.random_range(0..total));
-        let item = if req.uses_item() {
-            items.next(&my_items)
+        let pause = if let Some(journeys) = &shared.journeys {
+            // A journey: its steps pause by their own think times.
+            let flow = journeys.pick(&mut rng);
+            let item = items.next(&my_items);
+            let outcome = journey::run_flow(
+                &mut worker,
+                &shared,
+                journeys,
+                flow,
+                &mut state,
+                item,
+                None,
+                &mut rng,
+                &halt,
+            )
+            .await;
+            match outcome {
+                Outcome::ConnectFailed => CONNECT_BACKOFF,
+                Outcome::Done => Duration::ZERO,
+            }
         } else {
-            ""
-        };
-        let pause = match worker.exchange(&shared, req, item, None).await {
-            Outcome::ConnectFailed => CONNECT_BACKOFF.max(think_time(&think, &mut rng)),
-            Outcome::Done => think_time(&think, &mut rng),
+            let req = mix.pick(rng.random_range(0..total));
+            let item = if req.uses_item() {
+                items.next(&my_items)
+            } else {
+                ""
+            };
+            match worker.exchange(&shared, req, item, None).await {
+                Outcome::ConnectFailed => CONNECT_BACKOFF.max(think_time(&think, &mut rng)),
+                Outcome::Done => think_time(&think, &mut rng),
+            }
         };
         if !pause.is_zero() {
             tokio::select! {
@@ -140,14 +164,4 @@ async fn user(
     }
     worker.finish(&gauges);
     gauges.active_users.fetch_sub(1, Ordering::Relaxed);
-}
-
-fn think_time(t: &Think, rng: &mut SmallRng) -> Duration {
-    if t.max_ms == 0 {
-        Duration::ZERO
-    } else if t.min_ms == t.max_ms {
-        Duration::from_millis(t.min_ms)
-    } else {
-        Duration::from_millis(rng.random_range(t.min_ms..=t.max_ms))
-    }
 }

@@ -16,7 +16,7 @@ use lobster_fleet::scenario::Scenario;
 use lobster_fleet::stats::ErrorClass;
 
 use super::Gauges;
-use super::http::{Connection, HttpError, OpenError, Opened};
+use super::http::{Connection, HttpError, Kept, OpenError, Opened, Response};
 use super::mix::Prepared;
 use super::recorder::{Failure, Recorder, Sample, Timing};
 use super::tls::TlsClient;
@@ -27,6 +27,8 @@ pub struct Shared {
     pub addr: SocketAddr,
     /// `Some` for an `https://` target.
     pub tls: Option<TlsClient>,
+    /// `Some` when the scenario has flows (users run journeys instead of the mix).
+    pub journeys: Option<super::journey::Journeys>,
     pub timeout: Duration,
     pub recorder: Recorder,
     pub gauges: Arc<Gauges>,
@@ -62,8 +64,38 @@ impl Worker {
         item: &str,
         intended: Option<Instant>,
     ) -> Outcome {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let bytes = req.bytes(item, &mut scratch);
+        let (outcome, _) = self
+            .exchange_bytes(
+                shared,
+                req.endpoint,
+                bytes,
+                req.head_method,
+                intended,
+                None,
+                &mut |_, _| None,
+            )
+            .await;
+        self.scratch = scratch;
+        outcome
+    }
+
+    /// Sends request `bytes` of endpoint `endpoint` and records it, as [`Worker::exchange`].
+    /// With `keep`, the response's head and body are kept there; `judge` then looks at a
+    /// response whose status was expected and may fail it (a capture that found nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exchange_bytes(
+        &mut self,
+        shared: &Shared,
+        endpoint: usize,
+        bytes: &[u8],
+        head_method: bool,
+        intended: Option<Instant>,
+        mut keep: Option<&mut Kept>,
+        judge: &mut (dyn FnMut(&Response, Option<&Kept>) -> Option<Judged> + Send),
+    ) -> (Outcome, Option<Response>) {
         let start = intended.unwrap_or_else(Instant::now);
-        let bytes = req.bytes(item, &mut self.scratch);
         let sent = bytes.len() as u64;
         let gauges = &shared.gauges;
         gauges.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -85,7 +117,7 @@ impl Worker {
                 }
                 let conn = self.conn.as_mut().expect("connection just opened");
                 let reused = conn.reused();
-                match conn.send(bytes, req.head_method).await {
+                match conn.send_keeping(bytes, head_method, keep.as_deref_mut()).await {
                     Ok(resp) => return Ok(resp),
                     Err(e @ (HttpError::Io(_) | HttpError::Closed))
                         if reused && !retried && conn.received_nothing() =>
@@ -115,21 +147,29 @@ impl Worker {
             },
         };
         let mut outcome = Outcome::Done;
-        let expect = &shared.scenario.requests[req.endpoint].expect;
+        let expect = &shared.scenario.requests[endpoint].expect;
         let timeout = TimeoutDetail(shared.timeout);
         let status_detail;
+        let judged;
         match &result {
             Ok(Ok(resp)) => {
                 sample.bytes_received = resp.bytes;
                 sample.timing.waiting = Some(resp.waiting);
                 sample.timing.receiving = Some(resp.receiving);
                 let status = resp.status;
-                if !shared.scenario.requests[req.endpoint].accepts(status) {
+                if !shared.scenario.requests[endpoint].accepts(status) {
                     status_detail = StatusDetail { status, expect };
                     sample.error = Some(Failure {
                         class: ErrorClass::of_status(status),
                         status: Some(status),
                         detail: &status_detail,
+                    });
+                } else if let Some(j) = judge(resp, keep.as_deref()) {
+                    judged = j;
+                    sample.error = Some(Failure {
+                        class: judged.class,
+                        status: None,
+                        detail: &judged.detail,
                     });
                 }
                 if !resp.keep_alive {
@@ -170,8 +210,8 @@ impl Worker {
                 self.close(gauges);
             }
         }
-        shared.recorder.record(req.endpoint, sample);
-        outcome
+        shared.recorder.record(endpoint, sample);
+        (outcome, result.ok().and_then(Result::ok))
     }
 
     fn close(&mut self, gauges: &Gauges) {
@@ -184,6 +224,13 @@ impl Worker {
     pub fn finish(mut self, gauges: &Gauges) {
         self.close(gauges);
     }
+}
+
+/// Why a response that came as expected still failed its step.
+pub struct Judged {
+    pub class: ErrorClass,
+    /// The sample message (what was looked for, and where).
+    pub detail: String,
 }
 
 /// Why an exchange got no response.
@@ -256,8 +303,9 @@ mod tests {
             scenario,
             addr,
             tls: None,
+            journeys: None,
             timeout: Duration::from_secs(10),
-            recorder: Recorder::new(vec!["r".into()]),
+            recorder: Recorder::new(vec!["r".into()], Vec::new()),
             gauges: Arc::new(Gauges::default()),
         };
         (shared, mix)

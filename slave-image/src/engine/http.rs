@@ -58,6 +58,37 @@ pub struct Response {
     pub receiving: Duration,
 }
 
+/// Most body bytes kept for captures and checks; the rest is read and counted, not kept.
+pub const MAX_KEPT_BODY: usize = 8 * 1024 * 1024;
+
+/// A response's head and body, kept for a step that captures or checks (see
+/// [`Connection::send_keeping`]).
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// The final response's head: status line and header lines, up to the empty line.
+    pub head: Vec<u8>,
+    /// The body, decoded from chunked framing, at most [`MAX_KEPT_BODY`] bytes.
+    pub body: Vec<u8>,
+    /// Whether the body was longer than what was kept.
+    pub truncated: bool,
+}
+
+impl Kept {
+    fn clear(&mut self) {
+        self.head.clear();
+        self.body.clear();
+        self.truncated = false;
+    }
+
+    fn keep_body(&mut self, bytes: &[u8]) {
+        let room = MAX_KEPT_BODY.saturating_sub(self.body.len());
+        if bytes.len() > room {
+            self.truncated = true;
+        }
+        self.body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
 /// Why a request on a connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -129,11 +160,25 @@ impl Connection {
 
     /// Sends one request (head and body already serialized in `request`) and reads the whole
     /// response. `head_request` tells that the method was HEAD (no response body).
+    #[cfg(test)]
     pub async fn send(
         &mut self,
         request: &[u8],
         head_request: bool,
     ) -> Result<Response, HttpError> {
+        self.send_keeping(request, head_request, None).await
+    }
+
+    /// As [`Connection::send`], keeping the final response's head and body in `keep`.
+    pub async fn send_keeping(
+        &mut self,
+        request: &[u8],
+        head_request: bool,
+        mut keep: Option<&mut Kept>,
+    ) -> Result<Response, HttpError> {
+        if let Some(k) = keep.as_deref_mut() {
+            k.clear();
+        }
         self.received = false;
         self.first_byte = None;
         self.transport.write_all(request).await?;
@@ -146,14 +191,19 @@ impl Connection {
             if (100..200).contains(&status) && status != 101 {
                 continue; // interim response; the final one follows
             }
+            if let Some(k) = keep.as_deref_mut() {
+                k.head.clear();
+                k.head
+                    .extend_from_slice(&self.buf[self.start - head_len..self.start]);
+            }
             let no_body = head_request || status == 204 || status == 304 || status < 200;
             let body = if no_body {
                 0
             } else {
                 match framing {
-                    Framing::Length(n) => self.skip(n).await?,
-                    Framing::Chunked => self.skip_chunked().await?,
-                    Framing::UntilClose => self.skip_until_close().await?,
+                    Framing::Length(n) => self.skip(n, keep.as_deref_mut()).await?,
+                    Framing::Chunked => self.skip_chunked(keep.as_deref_mut()).await?,
+                    Framing::UntilClose => self.skip_until_close(keep.as_deref_mut()).await?,
                 }
             };
             let keep_alive = keep_alive && (no_body || !matches!(framing, Framing::UntilClose));
@@ -224,12 +274,15 @@ impl Connection {
         }
     }
 
-    /// Consumes `n` body bytes.
-    async fn skip(&mut self, mut n: u64) -> Result<u64, HttpError> {
+    /// Consumes `n` body bytes (kept in `keep` when given).
+    async fn skip(&mut self, mut n: u64, mut keep: Option<&mut Kept>) -> Result<u64, HttpError> {
         let total = n;
         loop {
             let have = (self.end - self.start) as u64;
             let take = have.min(n);
+            if let Some(k) = keep.as_deref_mut() {
+                k.keep_body(&self.buf[self.start..self.start + take as usize]);
+            }
             self.start += take as usize;
             n -= take;
             if n == 0 {
@@ -241,18 +294,22 @@ impl Connection {
         }
     }
 
-    async fn skip_until_close(&mut self) -> Result<u64, HttpError> {
-        let mut total = (self.end - self.start) as u64;
-        self.start = self.end;
-        while self.fill().await? {
+    async fn skip_until_close(&mut self, mut keep: Option<&mut Kept>) -> Result<u64, HttpError> {
+        let mut total = 0u64;
+        loop {
             total += (self.end - self.start) as u64;
+            if let Some(k) = keep.as_deref_mut() {
+                k.keep_body(&self.buf[self.start..self.end]);
+            }
             self.start = self.end;
+            if !self.fill().await? {
+                return Ok(total);
+            }
         }
-        Ok(total)
     }
 
-    /// Consumes a chunked body, its last chunk and trailers.
-    async fn skip_chunked(&mut self) -> Result<u64, HttpError> {
+    /// Consumes a chunked body, its last chunk and trailers (the data kept in `keep`).
+    async fn skip_chunked(&mut self, mut keep: Option<&mut Kept>) -> Result<u64, HttpError> {
         let mut total = 0u64;
         loop {
             let size = loop {
@@ -293,7 +350,8 @@ impl Connection {
                     }
                 }
             }
-            total += self.skip(size.saturating_add(2)).await?;
+            total += self.skip(size, keep.as_deref_mut()).await?;
+            total += self.skip(2, None).await?;
         }
     }
 }

@@ -12,6 +12,7 @@
 mod closed;
 mod exchange;
 pub mod http;
+mod journey;
 mod mix;
 mod open;
 mod recorder;
@@ -202,6 +203,23 @@ impl Run {
                 return;
             }
         };
+        let journeys = match journey::Journeys::new(&self.scenario) {
+            Ok(j) => j,
+            Err(message) => {
+                let message = format!("cannot run the flows: {message}");
+                warn!(run_id = %run_id, %message, "bad flows");
+                let _ = self
+                    .out
+                    .send(Output::Event {
+                        run_id: run_id.clone(),
+                        kind: EventKind::Error,
+                        message,
+                    })
+                    .await;
+                self.send_last(IntervalStats::default(), 0).await;
+                return;
+            }
+        };
         let names = self
             .scenario
             .requests
@@ -212,8 +230,9 @@ impl Run {
             scenario: self.scenario.clone(),
             addr,
             tls,
+            journeys,
             timeout: Duration::from_millis(self.scenario.timeout_ms),
-            recorder: Recorder::new(names),
+            recorder: Recorder::new(names, journey::Journeys::check_labels(&self.scenario)),
             gauges: self.gauges.clone(),
         });
         let mix = Arc::new(Mix::new(&self.scenario));

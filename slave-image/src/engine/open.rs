@@ -12,6 +12,9 @@
 //! and the queue (as long as the pool is big) is full, when it is still queued at the end, or
 //! when the load clock jumped past it (the master's clock moved on while this slave was
 //! paused by its dead-man switch). The queue is bounded, so a backlog costs no memory.
+//!
+//! With flows, an arrival starts one flow instance (its steps in order, a fresh cookie jar),
+//! as k6's arrival-rate executors start iterations.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -201,6 +204,28 @@ async fn worker(
         };
         idle.fetch_sub(1, Ordering::Relaxed);
         let Some(intended) = next else { break };
+        if let Some(journeys) = &shared.journeys {
+            // Each arrival is a new flow instance with a fresh cookie jar.
+            let flow = journeys.pick(&mut rng);
+            let item = {
+                let all = control.borrow().items.clone();
+                items.next(&all).to_string()
+            };
+            let mut state = super::journey::UserState::default();
+            super::journey::run_flow(
+                &mut worker,
+                &shared,
+                journeys,
+                flow,
+                &mut state,
+                &item,
+                Some(intended),
+                &mut rng,
+                &halt,
+            )
+            .await;
+            continue;
+        }
         let req = mix.pick(rng.random_range(0..total));
         let item = if req.uses_item() {
             let all = control.borrow().items.clone();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use lobster_fleet::stats::{
-    self, EndpointStats, ErrorClass, IntervalStats, MAX_LATENCY_US, Phases,
+    self, CheckCount, EndpointStats, ErrorClass, IntervalStats, MAX_LATENCY_US, Phases,
 };
 
 /// The outcome of one request.
@@ -88,15 +88,30 @@ pub struct Recorder {
     names: Vec<String>,
     slots: Vec<Mutex<Slot>>,
     dropped: AtomicU64,
+    /// Check labels, and how often each held and failed since the last take.
+    checks: Vec<(String, AtomicU64, AtomicU64)>,
 }
 
 impl Recorder {
-    pub fn new(names: Vec<String>) -> Self {
+    /// Endpoints by name (in the scenario's order) and checks by label.
+    pub fn new(names: Vec<String>, checks: Vec<String>) -> Self {
         let slots = names.iter().map(|_| Mutex::new(Slot::new())).collect();
         Recorder {
             names,
             slots,
             dropped: AtomicU64::new(0),
+            checks: checks
+                .into_iter()
+                .map(|l| (l, AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+
+    /// Counts one outcome of check `index`.
+    pub fn record_check(&self, index: usize, passed: bool) {
+        if let Some((_, passes, fails)) = self.checks.get(index) {
+            let counter = if passed { passes } else { fails };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -154,6 +169,17 @@ impl Recorder {
             dropped: self.dropped.swap(0, Ordering::Relaxed),
             ..Default::default()
         };
+        for (label, passes, fails) in &self.checks {
+            let c = CheckCount {
+                passes: passes.swap(0, Ordering::Relaxed),
+                fails: fails.swap(0, Ordering::Relaxed),
+            };
+            if c.passes + c.fails > 0 {
+                let mine = out.checks.entry(label.clone()).or_default();
+                mine.passes += c.passes;
+                mine.fails += c.fails;
+            }
+        }
         for (name, slot) in self.names.iter().zip(&self.slots) {
             let s = std::mem::replace(
                 &mut *slot.lock().unwrap_or_else(|p| p.into_inner()),
@@ -190,7 +216,7 @@ mod tests {
 
     #[test]
     fn every_sample_lands_in_exactly_one_take() {
-        let r = Recorder::new(vec!["a".into(), "b".into()]);
+        let r = Recorder::new(vec!["a".into(), "b".into()], Vec::new());
         let ok = Sample {
             latency_us: Some(1500),
             error: None,
@@ -256,7 +282,7 @@ mod tests {
     #[test]
     fn fresh_histograms_keep_exact_extremes() {
         // Regression: saturating_record on a fresh auto-resizing histogram clamped to 2 µs.
-        let r = Recorder::new(vec!["a".into()]);
+        let r = Recorder::new(vec!["a".into()], Vec::new());
         for us in [1500, 150, 90_000] {
             r.record(
                 0,
@@ -278,7 +304,7 @@ mod tests {
     #[test]
     fn phases_land_only_where_they_happened() {
         let ms = Duration::from_millis;
-        let r = Recorder::new(vec!["a".into()]);
+        let r = Recorder::new(vec!["a".into()], Vec::new());
         let opened = Sample {
             latency_us: Some(6000),
             error: None,

@@ -35,10 +35,13 @@ pub(super) fn check_headers(
         .collect()
 }
 
+/// The `requests:` list: each request an endpoint of the mix. Requests with checks run as
+/// one-step flows (their responses are read); a capture needs a later step, so it is refused.
 pub(super) fn resolve_requests(
     list: &Spanned<Vec<Spanned<RequestFile>>>,
     has_data: bool,
-) -> Res<Vec<Request>> {
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Res<(Vec<Request>, Vec<Flow>)> {
     if list.value.is_empty() {
         return Err(fault(
             list.referenced,
@@ -54,108 +57,192 @@ pub(super) fn resolve_requests(
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
     for r in &list.value {
-        let r = &r.value;
-        let name = r.name.value.trim();
-        if name.is_empty() || name.len() > 100 || name.contains(char::is_control) {
+        if let Some(c) = r.value.capture.first() {
             return Err(fault(
-                r.name.referenced,
-                "request name must be 1 to 100 printable characters",
+                c.referenced,
+                "`capture` keeps a value for a later step: write the steps in `flows`",
             ));
         }
-        if !names.insert(name.to_string()) {
-            return Err(fault(
-                r.name.referenced,
-                format!("duplicate request name `{name}`"),
-            ));
-        }
-        let method = match &r.method {
-            None => "GET".to_string(),
-            Some(m) => {
-                let up = m.value.trim().to_ascii_uppercase();
-                if !is_token(&up) || up.len() > 20 {
-                    return Err(fault(
-                        m.referenced,
-                        format!("invalid method `{}`: expected e.g. GET or POST", m.value),
-                    ));
-                }
-                up
-            }
-        };
-        let path = r.path.value.trim();
-        if !path.starts_with('/') {
-            return Err(fault(
-                r.path.referenced,
-                format!("path `{path}` must start with `/`"),
-            ));
-        }
-        if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(fault(
-                r.path.referenced,
-                format!("path `{path}` contains white space"),
-            ));
-        }
-        let headers = check_headers(&r.headers, r.name.referenced)?;
-        let expect = match &r.expect {
-            None => Vec::new(),
-            Some(e) => {
-                let codes = e.value.0.clone();
-                if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
-                    return Err(fault(
-                        e.referenced,
-                        "expect takes HTTP status codes between 100 and 599",
-                    ));
-                }
-                codes
-            }
-        };
-        let weight = match &r.weight {
-            None => 1,
-            Some(w) => w
-                .value
-                .in_range("weight", 1, 1_000_000)
-                .map_err(|e| fault(w.referenced, e))? as u32,
-        };
-        let req = Request {
-            name: name.to_string(),
-            method,
-            path: path.to_string(),
-            headers,
-            body: r.body.clone(),
-            expect,
-            weight,
-        };
-        let texts = std::iter::once(req.path.as_str())
-            .chain(req.body.as_deref())
-            .chain(req.headers.iter().map(|(_, v)| v.as_str()));
-        for t in texts {
-            if let Some(var) = unknown_variable(t) {
-                return Err(fault(
-                    r.name.referenced,
-                    format!("unknown variable `{var}`: only {ITEM} is defined"),
-                ));
-            }
-        }
-        if req.uses_item() && !has_data {
-            return Err(fault(
-                r.name.referenced,
-                format!("request `{name}` uses {ITEM} but the scenario has no `data`"),
-            ));
-        }
-        out.push(req);
+        out.push(resolve_step(
+            &r.value,
+            &mut names,
+            has_data,
+            &BTreeSet::new(),
+            env,
+        )?);
     }
-    Ok(out)
+    let flows = if out.iter().any(Request::reads_response) {
+        out.iter()
+            .enumerate()
+            .map(|(i, r)| Flow {
+                name: r.name.clone(),
+                weight: r.weight,
+                steps: vec![i],
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok((out, flows))
 }
 
-pub(super) fn unknown_variable(text: &str) -> Option<String> {
+/// One request or flow step. `known` holds the variables earlier steps of its flow capture;
+/// `{{env.NAME}}` is replaced by the environment's value here.
+pub(super) fn resolve_step(
+    r: &RequestFile,
+    names: &mut BTreeSet<String>,
+    has_data: bool,
+    known: &BTreeSet<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Res<Request> {
+    let name = r.name.value.trim();
+    if name.is_empty() || name.len() > 100 || name.contains(char::is_control) {
+        return Err(fault(
+            r.name.referenced,
+            "request name must be 1 to 100 printable characters",
+        ));
+    }
+    if !names.insert(name.to_string()) {
+        return Err(fault(
+            r.name.referenced,
+            format!("duplicate request name `{name}`"),
+        ));
+    }
+    let method = match &r.method {
+        None => "GET".to_string(),
+        Some(m) => {
+            let up = m.value.trim().to_ascii_uppercase();
+            if !is_token(&up) || up.len() > 20 {
+                return Err(fault(
+                    m.referenced,
+                    format!("invalid method `{}`: expected e.g. GET or POST", m.value),
+                ));
+            }
+            up
+        }
+    };
+    let path = r.path.value.trim();
+    if !path.starts_with('/') {
+        return Err(fault(
+            r.path.referenced,
+            format!("path `{path}` must start with `/`"),
+        ));
+    }
+    if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(fault(
+            r.path.referenced,
+            format!("path `{path}` contains white space"),
+        ));
+    }
+    let expand = |text: &str| expand_env(text, env).map_err(|m| fault(r.name.referenced, m));
+    let path = expand(path)?;
+    let headers = check_headers(&r.headers, r.name.referenced)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, expand(&v)?)))
+        .collect::<Res<Vec<_>>>()?;
+    if headers.iter().any(|(_, v)| v.contains(['\r', '\n', '\0'])) {
+        return Err(fault(
+            r.name.referenced,
+            "an environment value put a line break into a header",
+        ));
+    }
+    let body = r.body.as_deref().map(expand).transpose()?;
+    let expect = match &r.expect {
+        None => Vec::new(),
+        Some(e) => {
+            let codes = e.value.0.clone();
+            if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
+                return Err(fault(
+                    e.referenced,
+                    "expect takes HTTP status codes between 100 and 599",
+                ));
+            }
+            codes
+        }
+    };
+    let weight = match &r.weight {
+        None => 1,
+        Some(w) => w
+            .value
+            .in_range("weight", 1, 1_000_000)
+            .map_err(|e| fault(w.referenced, e))? as u32,
+    };
+    let think = r.think.as_ref().map(resolve_think).transpose()?;
+    let capture = r
+        .capture
+        .iter()
+        .map(resolve_capture)
+        .collect::<Res<Vec<_>>>()?;
+    let check = r
+        .check
+        .iter()
+        .map(|c| resolve_check(name, c))
+        .collect::<Res<Vec<_>>>()?;
+    let req = Request {
+        name: name.to_string(),
+        method,
+        path,
+        headers,
+        body,
+        expect,
+        weight,
+        capture,
+        check,
+        think,
+    };
+    let texts = std::iter::once(req.path.as_str())
+        .chain(req.body.as_deref())
+        .chain(req.headers.iter().map(|(_, v)| v.as_str()));
+    for t in texts {
+        for var in variables(t) {
+            if var == "item" || known.contains(var) {
+                continue;
+            }
+            let have: Vec<String> = known.iter().map(|k| format!("{{{{{k}}}}}")).collect();
+            let have = if have.is_empty() {
+                String::new()
+            } else {
+                format!(" (captured so far: {})", have.join(", "))
+            };
+            return Err(fault(
+                r.name.referenced,
+                format!(
+                    "unknown variable `{{{{{var}}}}}`: a variable is captured by an earlier step of the same flow{have}, or is {ITEM} or {{{{env.NAME}}}}"
+                ),
+            ));
+        }
+    }
+    if req.uses_item() && !has_data {
+        return Err(fault(
+            r.name.referenced,
+            format!("request `{name}` uses {ITEM} but the scenario has no `data`"),
+        ));
+    }
+    Ok(req)
+}
+
+/// Replaces every `{{env.NAME}}` with the environment's value; a missing one is an error.
+fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
     let mut rest = text;
     while let Some(i) = rest.find("{{") {
-        let after = &rest[i..];
-        let end = after.find("}}").map_or(after.len(), |e| e + 2);
-        let var = &after[..end];
-        if var != ITEM {
-            return Some(var.to_string());
+        let after = &rest[i + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let var = after[..end].trim();
+        out.push_str(&rest[..i]);
+        match var.strip_prefix("env.") {
+            Some(key) => {
+                let value = env(key).ok_or_else(|| {
+                    format!(
+                        "`{{{{env.{key}}}}}`: the environment variable {key} is not set (set it where `lobster run` runs)"
+                    )
+                })?;
+                out.push_str(&value);
+            }
+            None => out.push_str(&rest[i..i + 2 + end + 2]),
         }
-        rest = &after[end..];
+        rest = &after[end + 2..];
     }
-    None
+    out.push_str(rest);
+    Ok(out)
 }

@@ -71,7 +71,13 @@ impl Run {
             .iter()
             .map(|r| r.name.clone())
             .collect();
-        let (totals, endpoints) = figures(&self.agg.total, &order, seconds);
+        let check_labels: Vec<String> = self
+            .scenario
+            .requests
+            .iter()
+            .flat_map(|r| r.check.iter().map(|c| c.label.clone()))
+            .collect();
+        let (totals, endpoints) = figures(&self.agg.total, &order, &check_labels, seconds);
         let sla = self.sla.results();
         let (status, reasons) = verdict(&stop, &sla, &totals, self.scenario.accepted_error_rate());
         let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);
@@ -140,6 +146,9 @@ pub(super) fn verdict(
                 r.rule
             )),
         }
+    }
+    if let Some(reason) = crate::report::failed_checks_reason(&totals.checks) {
+        reasons.push(reason);
     }
     if let Some(accepted) = accepted_error_rate
         && totals.failures > 0

@@ -1,0 +1,109 @@
+//! Journeys (see `docs/scenario.md`, "Flows"): flows of steps that a virtual user runs in
+//! order, what a step captures from its response into the user's variables (`{{name}}` in
+//! later steps), and what it checks.
+//!
+//! A step is a [`super::Request`] with captures, checks and its own think time; a flow lists
+//! its steps by index into [`super::Scenario::requests`], so every step is an endpoint of the
+//! report under its own name.
+
+use serde::{Deserialize, Serialize};
+
+/// A named, weighted sequence of steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    pub name: String,
+    /// Relative share among the flows (a user picks its next flow by weight).
+    pub weight: u32,
+    /// Indexes into `Scenario::requests`, in the order they run.
+    pub steps: Vec<usize>,
+}
+
+/// A value a step takes from its response into a variable of the same user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capture {
+    /// The variable's name (`{{name}}` in later steps).
+    pub name: String,
+    pub from: Source,
+}
+
+/// Where a capture or a check looks in a response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A response header's value (the first of that name, case-insensitive).
+    Header(String),
+    /// The first match of a regular expression over the body: its first group when it has
+    /// one, else the whole match (Rust `regex` syntax).
+    Regex(String),
+    /// A value of a JSON body at a JSON pointer (RFC 6901): strings as they are, other
+    /// values as JSON text.
+    Json(String),
+    /// The first HTML element a CSS selector matches: the attribute `attr`, or its text.
+    Html {
+        selector: String,
+        attr: Option<String>,
+    },
+}
+
+/// An assertion on a response; failed checks are counted per check and feed the verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// How the report names it: `step: rule`, e.g. `account: body_contains "Signed in"`.
+    pub label: String,
+    pub rule: Rule,
+}
+
+/// What a check asserts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// The status is one of these.
+    Status(Vec<u16>),
+    /// The body contains this text.
+    BodyContains(String),
+    /// The body matches this regular expression.
+    BodyRegex(String),
+    /// The response has this header.
+    Header(String),
+    /// The JSON body has a value at this pointer (equal to `equals` when given: a string
+    /// compared as it is, anything else as JSON text).
+    Json {
+        pointer: String,
+        equals: Option<String>,
+    },
+    /// The body is at most this many bytes.
+    MaxBytes(u64),
+}
+
+/// Whether `text` is a valid JSON pointer (RFC 6901 §3): empty, or `/`-separated tokens in
+/// which `~` is followed by `0` or `1`.
+pub fn is_json_pointer(text: &str) -> bool {
+    (text.is_empty() || text.starts_with('/'))
+        && text
+            .split('~')
+            .skip(1)
+            .all(|rest| rest.starts_with('0') || rest.starts_with('1'))
+}
+
+/// The variables (`{{name}}`, not `{{item}}`) a text uses, in order.
+pub fn variables(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let Some(end) = after.find("}}") else { break };
+        out.push(after[..end].trim());
+        rest = &after[end + 2..];
+    }
+    out
+}
+
+/// Whether `name` may name a variable: a letter or `_`, then letters, digits or `_`.
+pub fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
+}

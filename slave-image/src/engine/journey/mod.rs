@@ -1,0 +1,236 @@
+//! Journeys: a virtual user runs a flow's steps in order with its own variables and cookie
+//! jar (see `docs/scenario.md`, "Flows").
+//!
+//! Each step's response is kept (head and body, bounded) so that its captures fill the
+//! user's variables, its `Set-Cookie` headers fill the user's jar, and its checks are
+//! counted. A step whose response failed (no response, an unexpected status, a capture that
+//! found nothing) ends the flow instance there: the next steps would only send requests
+//! the system under test would refuse. Closed model: a user picks its next flow by weight,
+//! keeping its jar and variables across flows as a browser keeps its cookies. Open model:
+//! every arrival is a new flow instance with a fresh jar.
+
+mod extract;
+mod template;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cookie_store::CookieStore;
+use lobster_fleet::scenario::{Scenario, Think};
+use lobster_fleet::stats::ErrorClass;
+use rand::Rng;
+use rand::rngs::SmallRng;
+use tokio_util::sync::CancellationToken;
+
+use super::exchange::{Judged, Outcome, Shared, Worker};
+use super::http::Kept;
+use extract::{CompiledCapture, CompiledCheck};
+use template::{Template, Vars};
+
+/// One step, compiled for the run.
+struct Step {
+    endpoint: usize,
+    head_method: bool,
+    template: Template,
+    captures: Vec<CompiledCapture>,
+    /// Checks with their index in the recorder.
+    checks: Vec<(usize, CompiledCheck)>,
+    think: Think,
+}
+
+/// The scenario's flows, compiled once per run and shared by its users.
+pub struct Journeys {
+    steps: Vec<Step>,
+    /// Each flow's steps (indexes into `steps`) and the running sum of the flows' weights.
+    flows: Vec<(Vec<usize>, u64)>,
+    /// `scheme://authority` of the target, for the cookie jar's URLs.
+    origin: String,
+}
+
+impl Journeys {
+    /// The flows of `scenario`, or `None` when it has none (the request mix runs).
+    pub fn new(scenario: &Scenario) -> Result<Option<Self>, String> {
+        if scenario.flows.is_empty() {
+            return Ok(None);
+        }
+        let mut check_index = 0;
+        let mut steps = Vec::new();
+        for (i, r) in scenario.requests.iter().enumerate() {
+            let captures = r
+                .capture
+                .iter()
+                .map(CompiledCapture::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut checks = Vec::new();
+            for c in &r.check {
+                checks.push((check_index, CompiledCheck::new(c)?));
+                check_index += 1;
+            }
+            steps.push(Step {
+                endpoint: i,
+                head_method: r.method == "HEAD",
+                template: Template::new(scenario, r),
+                captures,
+                checks,
+                think: r.think.unwrap_or(scenario.think),
+            });
+        }
+        let mut sum = 0u64;
+        let flows = scenario
+            .flows
+            .iter()
+            .map(|f| {
+                sum += u64::from(f.weight.max(1));
+                (f.steps.clone(), sum)
+            })
+            .collect();
+        let origin = format!(
+            "{}://{}",
+            scenario.target.scheme.as_str(),
+            scenario.target.authority()
+        );
+        Ok(Some(Journeys {
+            steps,
+            flows,
+            origin,
+        }))
+    }
+
+    /// The labels of every check, in the recorder's order.
+    pub fn check_labels(scenario: &Scenario) -> Vec<String> {
+        scenario
+            .requests
+            .iter()
+            .flat_map(|r| r.check.iter().map(|c| c.label.clone()))
+            .collect()
+    }
+
+    /// A flow drawn by weight.
+    pub fn pick(&self, rng: &mut SmallRng) -> usize {
+        let total = self.flows.last().map_or(1, |(_, c)| *c);
+        let r = rng.random_range(0..total);
+        self.flows.iter().position(|(_, c)| r < *c).unwrap_or(0)
+    }
+}
+
+/// A virtual user's state: its variables, cookies and buffers.
+#[derive(Default)]
+pub struct UserState {
+    vars: HashMap<String, String>,
+    jar: CookieStore,
+    kept: Kept,
+    request: Vec<u8>,
+}
+
+/// Runs flow `flow` once for `user`; latency of the first step runs from `intended` (open
+/// model). Returns how the last exchange went (to pause after a connect failure).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_flow(
+    worker: &mut Worker,
+    shared: &Shared,
+    journeys: &Journeys,
+    flow: usize,
+    user: &mut UserState,
+    item: &str,
+    mut intended: Option<Instant>,
+    rng: &mut SmallRng,
+    halt: &CancellationToken,
+) -> Outcome {
+    for &s in &journeys.flows[flow].0 {
+        if halt.is_cancelled() {
+            return Outcome::Done;
+        }
+        let step = &journeys.steps[s];
+        let url = {
+            let vars = Vars {
+                captured: &user.vars,
+                item,
+            };
+            let path = step.template.path(&vars);
+            url::Url::parse(&format!("{}{}", journeys.origin, path)).ok()
+        };
+        let cookie = url.as_ref().map_or_else(String::new, |u| {
+            user.jar
+                .get_request_values(u)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let vars = Vars {
+            captured: &user.vars,
+            item,
+        };
+        step.template.render(&vars, &cookie, &mut user.request);
+        let UserState {
+            vars,
+            kept,
+            request,
+            ..
+        } = user;
+        let mut found = Vec::new();
+        let mut judge = |_: &super::http::Response, kept: Option<&Kept>| -> Option<Judged> {
+            let kept = kept?;
+            for c in &step.captures {
+                match c.finder.find(kept) {
+                    Some(v) => found.push((c.name.clone(), v)),
+                    None => {
+                        return Some(Judged {
+                            class: ErrorClass::Capture,
+                            detail: format!("capture `{}` ({}) found nothing", c.name, c.shown),
+                        });
+                    }
+                }
+            }
+            None
+        };
+        let (outcome, resp) = worker
+            .exchange_bytes(
+                shared,
+                step.endpoint,
+                request,
+                step.head_method,
+                intended.take(),
+                Some(kept),
+                &mut judge,
+            )
+            .await;
+        let captured_all = found.len() == step.captures.len();
+        vars.extend(found);
+        if let (Some(_), Some(u)) = (&resp, &url) {
+            for (name, value) in extract::headers(&kept.head) {
+                if name.eq_ignore_ascii_case("set-cookie") {
+                    let _ = user.jar.parse(value, u);
+                }
+            }
+        }
+        for (index, check) in &step.checks {
+            let passed = check.passes(resp.as_ref(), resp.as_ref().map(|_| &user.kept));
+            shared.recorder.record_check(*index, passed);
+        }
+        let ok = resp.as_ref().is_some_and(|r| {
+            shared.scenario.requests[step.endpoint].accepts(r.status) && captured_all
+        });
+        if !ok {
+            return outcome;
+        }
+        let pause = think_time(&step.think, rng);
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = halt.cancelled() => return Outcome::Done,
+            }
+        }
+    }
+    Outcome::Done
+}
+
+/// A think time drawn uniformly from `t`.
+pub fn think_time(t: &Think, rng: &mut SmallRng) -> Duration {
+    if t.max_ms == 0 {
+        Duration::ZERO
+    } else if t.min_ms == t.max_ms {
+        Duration::from_millis(t.min_ms)
+    } else {
+        Duration::from_millis(rng.random_range(t.min_ms..=t.max_ms))
+    }
+}
