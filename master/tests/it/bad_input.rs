@@ -5,6 +5,9 @@ use crate::common::*;
 
 const GOOD: &str = "name: smoke\ntarget: http://127.0.0.1:9\nduration: 2s\nload:\n  users: 1\nrequests:\n  - name: home\n    path: /\n";
 
+/// A journey: a step that captures `csrf` and one that sends it.
+const FLOW: &str = "name: j\ntarget: http://127.0.0.1:9\nduration: 2s\nload:\n  users: 1\nflows:\n  - name: member\n    steps:\n      - name: page\n        path: /login/\n        capture: [{name: csrf, html: 'input[name=csrf_token]', attr: value}]\n      - name: login\n        method: POST\n        path: /login/\n        body: 'csrf_token={{csrf}}'\n";
+
 /// Every file of a home with its contents: what "never touches existing state" compares.
 fn snapshot(home: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -187,6 +190,56 @@ fn bad_inputs_exit_2_with_a_clear_message() {
                 .as_bytes(),
             ),
             &["data file: cannot read", "No such file or directory"],
+        ),
+        (
+            "flow: unknown variable",
+            write("var.yaml", FLOW.replace("{{csrf}}", "{{crsf}}").as_bytes()),
+            &[
+                "var.yaml:12:15:",
+                "unknown variable `{{crsf}}`",
+                "captured by an earlier step",
+            ],
+        ),
+        (
+            "flow: missing environment value",
+            write(
+                "env.yaml",
+                FLOW.replace("{{csrf}}", "{{env.LOBSTER_TEST_NOT_SET}}")
+                    .as_bytes(),
+            ),
+            &["LOBSTER_TEST_NOT_SET is not set"],
+        ),
+        (
+            "flow: malformed CSS selector",
+            write(
+                "css.yaml",
+                FLOW.replace("input[name=csrf_token]", "input[").as_bytes(),
+            ),
+            &["css.yaml:11:38:", "invalid CSS selector `input[`"],
+        ),
+        (
+            "flow: malformed regex",
+            write(
+                "re.yaml",
+                FLOW.replace(
+                    "html: 'input[name=csrf_token]', attr: value",
+                    "regex: 'a(b'",
+                )
+                .as_bytes(),
+            ),
+            &[
+                "re.yaml:11:39:",
+                "invalid regular expression `a(b`: unclosed group",
+            ],
+        ),
+        (
+            "flow: JSON pointer without a slash",
+            write(
+                "ptr.yaml",
+                FLOW.replace("html: 'input[name=csrf_token]', attr: value", "json: user")
+                    .as_bytes(),
+            ),
+            &["not a JSON pointer (RFC 6901)"],
         ),
         (
             "max_error_rate over 100%",

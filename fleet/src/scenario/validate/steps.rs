@@ -206,6 +206,7 @@ fn regex(r: &Spanned<String>) -> Res<String> {
             .last()
             .unwrap_or("")
             .trim()
+            .trim_start_matches("error: ")
             .to_string();
         fault(
             r.referenced,
