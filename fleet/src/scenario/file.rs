@@ -76,6 +76,7 @@ pub(crate) struct RequestFile {
     #[serde(default)]
     pub check: Vec<Spanned<CheckFile>>,
     pub think: Option<Spanned<ThinkValue>>,
+    pub follow_redirects: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

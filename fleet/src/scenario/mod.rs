@@ -99,7 +99,14 @@ pub struct Request {
     /// A flow step's own pause after it (else the scenario's `think`).
     #[serde(default)]
     pub think: Option<Think>,
+    /// Follow `301`, `302`, `303`, `307` and `308` to the same origin, up to
+    /// [`MAX_REDIRECTS`] hops, each hop a request of this endpoint.
+    #[serde(default)]
+    pub follow_redirects: bool,
 }
+
+/// Most redirects a step follows.
+pub const MAX_REDIRECTS: usize = 10;
 
 impl Request {
     /// Whether a response with this status is a success.
@@ -111,9 +118,9 @@ impl Request {
         }
     }
 
-    /// Whether the response's head and body are needed (to capture or check).
+    /// Whether the response's head and body are needed (to capture, check or follow).
     pub fn reads_response(&self) -> bool {
-        !self.capture.is_empty() || !self.check.is_empty()
+        !self.capture.is_empty() || !self.check.is_empty() || self.follow_redirects
     }
 
     /// Whether the request uses a data item.

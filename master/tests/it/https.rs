@@ -296,3 +296,58 @@ fn logged_in_views(port: u16, ca: &std::path::Path) -> u64 {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     v["logged_in_views"].as_u64().unwrap()
 }
+
+/// A login step that follows its `303` to the account page: each hop is a request of the
+/// step, the session cookie set by the `303` goes with the next hop, the checks judge the
+/// final page, and a capture by regex feeds the form (over plain HTTP this time).
+#[test]
+fn a_step_follows_its_redirect_with_the_cookie_the_redirect_set() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        r#"name: redirects
+target: http://{addr}
+duration: 3s
+load: {{users: 2}}
+flows:
+  - name: member
+    steps:
+      - name: page
+        path: /login/
+        capture: [{{name: csrf, regex: 'name="csrf_token" value="(\w+)"'}}]
+      - name: login
+        method: POST
+        path: /login/
+        headers: {{Content-Type: application/x-www-form-urlencoded}}
+        body: 'csrf_token={{{{csrf}}}}&username=ann&password=x'
+        follow_redirects: true
+        check:
+          - body_contains: 'Signed in as ann'
+          - status: [200]
+        think: 20ms
+"#
+    );
+    let file = env.scenario("redirects.yaml", &text);
+    let (code, out, err, r) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    assert_eq!(r["totals"]["failures"], 0, "{}", r["totals"]["errors"]);
+    let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/__lobster/count")).unwrap();
+    let views = v["logged_in_views"].as_u64().unwrap();
+    let login = r["endpoints"][1]["requests"].as_u64().unwrap();
+    // Every login is a POST and its followed GET; a chain cut by the end is one POST.
+    assert!(views >= 10, "{views}");
+    assert!(
+        2 * views <= login && login <= 2 * views + 2,
+        "{login} requests, {views} views"
+    );
+    for check in r["totals"]["checks"].as_array().unwrap() {
+        assert_eq!(check["fails"], 0, "{check}");
+        assert_eq!(check["passes"].as_u64(), Some(views), "{check}");
+    }
+    assert_eq!(
+        r["totals"]["requests"].as_u64(),
+        Some(v["requests"].as_u64().unwrap())
+    );
+    eprintln!("REDIRECTS: {login} login requests for {views} logged-in views");
+}

@@ -74,6 +74,7 @@ impl Worker {
                 req.head_method,
                 intended,
                 None,
+                false,
                 &mut |_, _| None,
             )
             .await;
@@ -84,6 +85,7 @@ impl Worker {
     /// Sends request `bytes` of endpoint `endpoint` and records it, as [`Worker::exchange`].
     /// With `keep`, the response's head and body are kept there; `judge` then looks at a
     /// response whose status was expected and may fail it (a capture that found nothing).
+    /// A `redirect_hop` also accepts any 3xx status (the step's `expect` judges its end).
     #[allow(clippy::too_many_arguments)]
     pub async fn exchange_bytes(
         &mut self,
@@ -93,6 +95,7 @@ impl Worker {
         head_method: bool,
         intended: Option<Instant>,
         mut keep: Option<&mut Kept>,
+        redirect_hop: bool,
         judge: &mut (dyn FnMut(&Response, Option<&Kept>) -> Option<Judged> + Send),
     ) -> (Outcome, Option<Response>) {
         let start = intended.unwrap_or_else(Instant::now);
@@ -157,7 +160,8 @@ impl Worker {
                 sample.timing.waiting = Some(resp.waiting);
                 sample.timing.receiving = Some(resp.receiving);
                 let status = resp.status;
-                if !shared.scenario.requests[endpoint].accepts(status) {
+                let hop_ok = redirect_hop && (300..400).contains(&status);
+                if !hop_ok && !shared.scenario.requests[endpoint].accepts(status) {
                     status_detail = StatusDetail { status, expect };
                     sample.error = Some(Failure {
                         class: ErrorClass::of_status(status),

@@ -189,6 +189,7 @@ pub(super) fn resolve_step(
         capture,
         check,
         think,
+        follow_redirects: r.follow_redirects.unwrap_or(false),
     };
     let texts = std::iter::once(req.path.as_str())
         .chain(req.body.as_deref())

@@ -3,20 +3,22 @@
 //!
 //! Each step's response is kept (head and body, bounded) so that its captures fill the
 //! user's variables, its `Set-Cookie` headers fill the user's jar, and its checks are
-//! counted. A step whose response failed (no response, an unexpected status, a capture that
+//! counted; with `follow_redirects`, each redirect to the same origin is followed as a browser
+//! would (see [`redirect`]), each hop a request of the step. A step whose response failed (no response, an unexpected status, a capture that
 //! found nothing) ends the flow instance there: the next steps would only send requests
 //! the system under test would refuse. Closed model: a user picks its next flow by weight,
 //! keeping its jar and variables across flows as a browser keeps its cookies. Open model:
 //! every arrival is a new flow instance with a fresh jar.
 
 mod extract;
+mod redirect;
 mod template;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cookie_store::CookieStore;
-use lobster_fleet::scenario::{Scenario, Think};
+use lobster_fleet::scenario::{MAX_REDIRECTS, Scenario, Think};
 use lobster_fleet::stats::ErrorClass;
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -36,6 +38,7 @@ struct Step {
     /// Checks with their index in the recorder.
     checks: Vec<(usize, CompiledCheck)>,
     think: Think,
+    follow_redirects: bool,
 }
 
 /// The scenario's flows, compiled once per run and shared by its users.
@@ -73,6 +76,7 @@ impl Journeys {
                 captures,
                 checks,
                 think: r.think.unwrap_or(scenario.think),
+                follow_redirects: r.follow_redirects,
             });
         }
         let mut sum = 0u64;
@@ -149,13 +153,9 @@ pub async fn run_flow(
             let path = step.template.path(&vars);
             url::Url::parse(&format!("{}{}", journeys.origin, path)).ok()
         };
-        let cookie = url.as_ref().map_or_else(String::new, |u| {
-            user.jar
-                .get_request_values(u)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
+        let cookie = url
+            .as_ref()
+            .map_or_else(String::new, |u| cookie_header(&user.jar, u));
         let vars = Vars {
             captured: &user.vars,
             item,
@@ -163,48 +163,75 @@ pub async fn run_flow(
         step.template.render(&vars, &cookie, &mut user.request);
         let UserState {
             vars,
+            jar,
             kept,
             request,
-            ..
         } = user;
-        let mut found = Vec::new();
-        let mut judge = |_: &super::http::Response, kept: Option<&Kept>| -> Option<Judged> {
-            let kept = kept?;
-            for c in &step.captures {
-                match c.finder.find(kept) {
-                    Some(v) => found.push((c.name.clone(), v)),
-                    None => {
-                        return Some(Judged {
-                            class: ErrorClass::Capture,
-                            detail: format!("capture `{}` ({}) found nothing", c.name, c.shown),
-                        });
+        let mut here = url;
+        let mut hops = 0;
+        let (outcome, resp, captured_all) = loop {
+            let follow = step.follow_redirects && hops < MAX_REDIRECTS;
+            let next_hop = |resp: &super::http::Response, kept: &Kept| {
+                let base = here.as_ref()?;
+                follow
+                    .then(|| redirect::next(resp.status, &kept.head, base))
+                    .flatten()
+            };
+            let mut found = Vec::new();
+            let mut judge = |resp: &super::http::Response, kept: Option<&Kept>| -> Option<Judged> {
+                let kept = kept?;
+                if next_hop(resp, kept).is_some() {
+                    return None; // not the final response: captures look at that one
+                }
+                for c in &step.captures {
+                    match c.finder.find(kept) {
+                        Some(v) => found.push((c.name.clone(), v)),
+                        None => {
+                            return Some(Judged {
+                                class: ErrorClass::Capture,
+                                detail: format!("capture `{}` ({}) found nothing", c.name, c.shown),
+                            });
+                        }
+                    }
+                }
+                None
+            };
+            let (outcome, resp) = worker
+                .exchange_bytes(
+                    shared,
+                    step.endpoint,
+                    request,
+                    step.head_method,
+                    intended.take(),
+                    Some(kept),
+                    follow,
+                    &mut judge,
+                )
+                .await;
+            if let (Some(_), Some(u)) = (&resp, &here) {
+                for (name, value) in extract::headers(&kept.head) {
+                    if name.eq_ignore_ascii_case("set-cookie") {
+                        let _ = jar.parse(value, u);
                     }
                 }
             }
-            None
-        };
-        let (outcome, resp) = worker
-            .exchange_bytes(
-                shared,
-                step.endpoint,
-                request,
-                step.head_method,
-                intended.take(),
-                Some(kept),
-                &mut judge,
-            )
-            .await;
-        let captured_all = found.len() == step.captures.len();
-        vars.extend(found);
-        if let (Some(_), Some(u)) = (&resp, &url) {
-            for (name, value) in extract::headers(&kept.head) {
-                if name.eq_ignore_ascii_case("set-cookie") {
-                    let _ = user.jar.parse(value, u);
+            if let Some(next) = resp.as_ref().and_then(|r| next_hop(r, kept)) {
+                if halt.is_cancelled() {
+                    // The run ended mid-chain: no new request, and the step is not judged.
+                    return Outcome::Done;
                 }
+                hops += 1;
+                let cookie = cookie_header(jar, &next.url);
+                redirect::request(request, &next, &cookie);
+                here = Some(next.url);
+                continue;
             }
-        }
+            let captured_all = found.len() == step.captures.len();
+            vars.extend(found);
+            break (outcome, resp, captured_all);
+        };
         for (index, check) in &step.checks {
-            let passed = check.passes(resp.as_ref(), resp.as_ref().map(|_| &user.kept));
+            let passed = check.passes(resp.as_ref(), resp.as_ref().map(|_| &*kept));
             shared.recorder.record_check(*index, passed);
         }
         let ok = resp.as_ref().is_some_and(|r| {
@@ -222,6 +249,14 @@ pub async fn run_flow(
         }
     }
     Outcome::Done
+}
+
+/// The `Cookie` header's value the jar holds for `url` (empty when none).
+fn cookie_header(jar: &CookieStore, url: &url::Url) -> String {
+    jar.get_request_values(url)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A think time drawn uniformly from `t`.
