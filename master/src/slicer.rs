@@ -58,6 +58,8 @@ pub fn shares(scenario: &Scenario, slots: &[Slot]) -> Vec<Share> {
     let weights: Vec<u64> = slots.iter().map(|s| s.millicores).collect();
     let stripes = stripe::stripes(&weights);
     let items = slice(scenario.data.len() as u64, &weights);
+    // `cycle` and `random`: every slave gets every item.
+    let shared_items = scenario.data_strategy != lobster_fleet::scenario::DataStrategy::Slice;
     let conns = slice(u64::from(scenario.max_connections), &weights);
     let mut offset = 0usize;
     stripes
@@ -66,7 +68,11 @@ pub fn shares(scenario: &Scenario, slots: &[Slot]) -> Vec<Share> {
         .map(|(i, stripe)| {
             let n = items[i] as usize;
             let share = Share {
-                items: scenario.data[offset..offset + n].to_vec(),
+                items: if shared_items {
+                    scenario.data.clone()
+                } else {
+                    scenario.data[offset..offset + n].to_vec()
+                },
                 max_connections: conns[i].clamp(1, u64::from(u32::MAX)) as u32,
                 stripe_period: stripe.period(),
                 stripe_offsets: stripe.offsets().to_vec(),
@@ -111,6 +117,14 @@ mod tests {
         let shares = shares(&s, &slots);
         let all: Vec<String> = shares.iter().flat_map(|s| s.items.clone()).collect();
         assert_eq!(all, s.data);
+        // `cycle` and `random` give every slave every item.
+        for strategy in ["cycle", "random"] {
+            let shared = text.replace("g]}", &format!("g], strategy: {strategy}}}"));
+            let s = lobster_fleet::scenario::parse(&shared, "d.yaml").unwrap();
+            for share in super::shares(&s, &slots) {
+                assert_eq!(share.items, s.data, "{strategy}");
+            }
+        }
         let owned: Vec<usize> = (0..5u64)
             .map(|u| {
                 shares

@@ -58,6 +58,7 @@ pub(crate) struct StageFile {
 pub(crate) struct DataFile {
     pub items: Option<Vec<String>>,
     pub file: Option<Spanned<String>>,
+    pub strategy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,6 +18,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use journey::{Capture, Check, Flow, Rule, Source};
+
 pub use profile::{Arrivals, Model, Profile, Stage};
 pub use target::{Scheme, Target};
 
@@ -51,13 +52,34 @@ pub struct Scenario {
     /// arrival starts one, instead of drawing single requests from `requests`.
     #[serde(default)]
     pub flows: Vec<Flow>,
-    /// Data items sliced across slaves; requests use them as `{{item}}`.
+    /// Data items given to the slaves as `data_strategy` says; requests use them as
+    /// `{{item}}`, or, when `data_columns` is not empty, each is a row (a JSON array of
+    /// strings, one per column) used as `{{row.NAME}}`.
     pub data: Vec<String>,
+    /// The columns of a data file with a header row (`.csv`, `.tsv`).
+    #[serde(default)]
+    pub data_columns: Vec<String>,
+    /// How data items are divided among slaves and handed to users.
+    #[serde(default)]
+    pub data_strategy: DataStrategy,
     pub sla: Vec<SlaRule>,
     /// Failed requests the run accepts, in percent of all requests over the whole run. `None`:
     /// not stated (see [`Scenario::accepted_error_rate`]).
     #[serde(default)]
     pub max_error_rate: Option<f64>,
+}
+
+/// How data items reach the users (see `docs/scenario.md`, "Data").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataStrategy {
+    /// Each slave gets its own part of the items (none shared); its users take them in turn.
+    #[default]
+    Slice,
+    /// Every slave gets all items; its users take them in turn.
+    Cycle,
+    /// Every slave gets all items; each use draws one at random.
+    Random,
 }
 
 /// TLS settings of an `https://` target (see `docs/scenario.md`, "HTTPS").
@@ -121,6 +143,14 @@ impl Request {
     /// Whether the response's head and body are needed (to capture, check or follow).
     pub fn reads_response(&self) -> bool {
         !self.capture.is_empty() || !self.check.is_empty() || self.follow_redirects
+    }
+
+    /// Whether the request uses a column of a data row (`{{row.NAME}}`).
+    pub fn uses_row(&self) -> bool {
+        std::iter::once(self.path.as_str())
+            .chain(self.body.as_deref())
+            .chain(self.headers.iter().map(|(_, v)| v.as_str()))
+            .any(|t| journey::variables(t).iter().any(|v| v.starts_with("row.")))
     }
 
     /// Whether the request uses a data item.
@@ -323,7 +353,9 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         &shown,
         &|file: &str| {
             let p = base.join(file);
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            let bytes =
+                std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            value::decode_text(&bytes).map_err(|e| format!("{}: {e}", p.display()))
         },
         &|key: &str| std::env::var(key).ok(),
     )

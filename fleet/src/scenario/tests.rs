@@ -123,6 +123,69 @@ fn the_docs_first_flow_example_is_accepted_exactly_as_written() {
     back.check().unwrap();
 }
 
+/// A scenario whose `data.file` is `file` with `bytes` (decoded as `load` decodes files).
+fn with_data(file: &str, bytes: &[u8], extra: &str) -> Result<Scenario, ScenarioError> {
+    let text = format!(
+        "name: d\ntarget: http://127.0.0.1:9\nduration: 1s\nload: {{users: 1}}\ndata: {{file: {file}{extra}}}\nflows:\n  - name: f\n    steps: [{{name: s, path: '/u/{{{{row.email}}}}', body: 'n={{{{row.name}}}}'}}]\n"
+    );
+    let content = value::decode_text(bytes);
+    validate::parse(&text, "d.yaml", &|_| content.clone(), &|_| None)
+}
+
+#[test]
+fn data_tables_are_read_as_spreadsheets_and_editors_save_them() {
+    let rows = |s: &Scenario| -> Vec<Vec<String>> {
+        s.data
+            .iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect()
+    };
+    // Excel's CSV: a byte order mark, CRLF, a quoted field with a comma and one with a line
+    // break, a blank last line.
+    let excel = b"\xEF\xBB\xBFemail,name\r\nann@x.io,\"Ann, A.\"\r\nbob@x.io,\"Bob\r\nB.\"\r\n\r\n";
+    let s = with_data("users.csv", excel, "").unwrap();
+    assert_eq!(s.data_columns, ["email", "name"]);
+    assert_eq!(
+        rows(&s),
+        [vec!["ann@x.io", "Ann, A."], vec!["bob@x.io", "Bob\r\nB."]]
+    );
+    assert_eq!(s.data_strategy, DataStrategy::Slice);
+    // Windows "Unicode text": UTF-16 LE with a byte order mark, tab-separated.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in "email\tname\r\nzoë@x.io\tZoë\r\n".encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    let s = with_data("users.tsv", &utf16, ", strategy: random").unwrap();
+    assert_eq!(rows(&s), [vec!["zoë@x.io", "Zoë"]]);
+    assert_eq!(s.data_strategy, DataStrategy::Random);
+    s.check().unwrap();
+    // What is wrong is said: a ragged row, an unknown column, a duplicate column, a strategy.
+    let err = |r: Result<Scenario, ScenarioError>| r.unwrap_err().to_string();
+    let ragged = err(with_data("u.csv", b"email,name\na@x,A\nb@x\n", ""));
+    assert!(
+        ragged.contains("line 3") && ragged.contains("u.csv"),
+        "{ragged}"
+    );
+    let unknown = err(with_data("u.csv", b"mail,name\na@x,A\n", ""));
+    assert!(
+        unknown.contains("unknown column in `{{row.email}}`: its columns are mail, name"),
+        "{unknown}"
+    );
+    let dup = err(with_data("u.csv", b"email,email\na,b\n", ""));
+    assert!(dup.contains("column `email` appears twice"), "{dup}");
+    let strategy = err(with_data(
+        "u.csv",
+        b"email,name\na,b\n",
+        ", strategy: shuffle",
+    ));
+    assert!(
+        strategy.contains("expected slice") && strategy.contains("cycle"),
+        "{strategy}"
+    );
+    let not_text = err(with_data("u.csv", &[0x61, 0xFF, 0x62], ""));
+    assert!(not_text.contains("not UTF-8 or UTF-16 text"), "{not_text}");
+}
+
 #[test]
 fn the_minimal_example_is_accepted_as_written() {
     let s = parse(SMOKE, "smoke.yaml").unwrap();

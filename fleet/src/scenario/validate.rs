@@ -5,12 +5,15 @@ use std::collections::BTreeSet;
 
 use serde_saphyr::{Location, Spanned};
 
+mod data;
 mod load;
 mod requests;
 mod sla;
 mod steps;
 mod tls;
 
+pub(crate) use data::DataShape;
+use data::resolve_data;
 use load::resolve_load;
 use requests::{check_headers, is_token, resolve_requests, resolve_step};
 use sla::resolve_sla;
@@ -154,40 +157,15 @@ fn resolve(
 
     let headers = check_headers(&f.headers, f.name.referenced)?;
 
-    let data = match &f.data {
-        None => Vec::new(),
-        Some(d) => match (&d.value.items, &d.value.file) {
-            (Some(items), None) => items.clone(),
-            (None, Some(file)) => read_file(&file.value)
-                .map_err(|m| fault(file.referenced, format!("data file: {m}")))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-            _ => {
-                return Err(fault(
-                    d.referenced,
-                    "data needs exactly one of `items` or `file`",
-                ));
-            }
-        },
+    let data = resolve_data(f.data.as_ref(), read_file)?;
+    let shape = DataShape {
+        has_items: !data.items.is_empty(),
+        columns: data.columns.clone(),
     };
-    if let Some(d) = &f.data {
-        if data.is_empty() {
-            return Err(fault(d.referenced, "data has no items"));
-        }
-        if data.len() > MAX_DATA_ITEMS {
-            return Err(fault(
-                d.referenced,
-                format!("more than {MAX_DATA_ITEMS} data items"),
-            ));
-        }
-    }
 
     let (requests, flows) = match (&f.requests, &f.flows) {
-        (Some(r), None) => resolve_requests(r, !data.is_empty(), env)?,
-        (None, Some(fl)) => resolve_flows(fl, !data.is_empty(), env)?,
+        (Some(r), None) => resolve_requests(r, &shape, env)?,
+        (None, Some(fl)) => resolve_flows(fl, &shape, env)?,
         _ => {
             return Err(fault(
                 f.name.referenced,
@@ -225,7 +203,9 @@ fn resolve(
         headers,
         requests,
         flows,
-        data,
+        data: data.items,
+        data_columns: data.columns,
+        data_strategy: data.strategy,
         sla,
         max_error_rate,
     })
@@ -273,6 +253,14 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
     }
     if s.data.len() > MAX_DATA_ITEMS {
         return Err(format!("more than {MAX_DATA_ITEMS} data items"));
+    }
+    if !s.data_columns.is_empty() {
+        let rows_ok = s.data.iter().all(|row| {
+            serde_json::from_str::<Vec<String>>(row).is_ok_and(|r| r.len() == s.data_columns.len())
+        });
+        if !rows_ok || s.data_columns.iter().any(String::is_empty) {
+            return Err("data rows must match the data's columns".into());
+        }
     }
     let mut names = BTreeSet::new();
     let header_ok = |(k, v): &(String, String)| is_token(k) && !v.contains(['\r', '\n', '\0']);

@@ -319,6 +319,41 @@ impl<'de> Deserialize<'de> for Threshold {
     }
 }
 
+/// Text from a file as editors and spreadsheets save it: UTF-8 with or without a byte order
+/// mark, or UTF-16 (little or big endian) with one, as Windows tools write "Unicode" text.
+pub fn decode_text(bytes: &[u8]) -> Result<String, String> {
+    let utf16 = |rest: &[u8], le: bool| {
+        if !rest.len().is_multiple_of(2) {
+            return Err("UTF-16 text with an odd number of bytes".to_string());
+        }
+        let units = rest.chunks_exact(2).map(|c| {
+            if le {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        });
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map_err(|e| format!("invalid UTF-16 text ({e})"))
+    };
+    match bytes {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => utf8(rest),
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, true),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, false),
+        _ => utf8(bytes),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        format!(
+            "not UTF-8 or UTF-16 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

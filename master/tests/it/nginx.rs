@@ -140,3 +140,43 @@ fn connections_nginx_closed_while_idle_are_not_failures() {
         log.lines().count()
     );
 }
+
+/// A CSV data file as a spreadsheet saves it (byte order mark, CRLF, a quoted field): its
+/// rows reach the server through `{{row.NAME}}`, every row and nothing else, from 3 slaves
+/// that each got their own slice.
+#[test]
+fn rows_of_a_csv_file_reach_nginx_from_three_slaves() {
+    let env = Env::new();
+    let (_nginx, addr) = start_nginx(&env);
+    std::fs::write(
+        env.path("users.csv"),
+        b"\xEF\xBB\xBFid,name\r\nu1,\"Ann, A.\"\r\nu2,Bob\r\nu3,Cy\r\nu4,Di\r\nu5,Ed\r\nu6,Flo\r\n",
+    )
+    .unwrap();
+    let text = format!(
+        "name: rows\ntarget: http://{addr}\nduration: 2s\nload: {{users: 3}}\ndata: {{file: users.csv}}\nflows:\n  - name: f\n    steps:\n      - {{name: user, path: '/u/{{{{row.id}}}}/{{{{row.name}}}}', think: 20ms}}\n"
+    );
+    let file = env.scenario("rows.yaml", &text);
+    let (code, out, err, r) = lobster_run(&env, &file, 3, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    let log = std::fs::read_to_string(env.path("nginx/logs/access.log")).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let path = line.split('"').nth(1).unwrap().split(' ').nth(1).unwrap();
+        seen.insert(path.to_string());
+    }
+    let want: std::collections::BTreeSet<String> = [
+        "/u/u1/Ann,%20A.",
+        "/u/u2/Bob",
+        "/u/u3/Cy",
+        "/u/u4/Di",
+        "/u/u5/Ed",
+        "/u/u6/Flo",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(seen, want);
+    assert_eq!(r["totals"]["requests"].as_u64(), Some(log.lines().count() as u64));
+}

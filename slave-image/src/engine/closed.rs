@@ -37,9 +37,7 @@ pub(super) async fn drive(
     let duration_ms = shared.scenario.duration_ms;
     // The fleet-wide number of users wanted now.
     let target = Arc::new(AtomicU64::new(0));
-    let items = Arc::new(Items {
-        next: Default::default(),
-    });
+    let items = Arc::new(Items::new(&shared.scenario));
     // Running users by fleet-wide index.
     let mut users: BTreeMap<u64, JoinHandle<()>> = BTreeMap::new();
     loop {
@@ -126,7 +124,7 @@ async fn user(
         let pause = if let Some(journeys) = &shared.journeys {
             // A journey: its steps pause by their own think times.
             let flow = journeys.pick(&mut rng);
-            let item = items.next(&my_items);
+            let item = items.next(&my_items, &mut rng);
             let outcome = journey::run_flow(
                 &mut worker,
                 &shared,
@@ -146,7 +144,7 @@ async fn user(
         } else {
             let req = mix.pick(rng.random_range(0..total));
             let item = if req.uses_item() {
-                items.next(&my_items)
+                items.next(&my_items, &mut rng)
             } else {
                 ""
             };

@@ -154,14 +154,28 @@ pub struct Run {
 /// Hands out data items round-robin.
 pub(crate) struct Items {
     next: AtomicUsize,
+    /// `data.strategy: random`: each use draws an item at random instead of in turn.
+    random: bool,
 }
 
 impl Items {
-    fn next<'a>(&self, items: &'a [String]) -> &'a str {
+    fn new(scenario: &Scenario) -> Self {
+        Items {
+            next: AtomicUsize::new(0),
+            random: scenario.data_strategy == lobster_fleet::scenario::DataStrategy::Random,
+        }
+    }
+
+    fn next<'a>(&self, items: &'a [String], rng: &mut rand::rngs::SmallRng) -> &'a str {
         if items.is_empty() {
             return "";
         }
-        &items[self.next.fetch_add(1, Ordering::Relaxed) % items.len()]
+        let i = if self.random {
+            rand::Rng::random_range(rng, 0..items.len())
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % items.len()
+        };
+        &items[i]
     }
 }
 

@@ -88,9 +88,7 @@ pub(super) async fn drive(
     let queue = (control.borrow().max_connections.max(1) as usize).min(MAX_QUEUE);
     let (tx, rx) = async_channel::bounded::<Instant>(queue);
     let idle = Arc::new(AtomicUsize::new(0));
-    let items = Arc::new(Items {
-        next: Default::default(),
-    });
+    let items = Arc::new(Items::new(&shared.scenario));
     let mut workers = JoinSet::new();
     let mut spawned = 0usize;
     let mut cursor = Cursor {
@@ -209,7 +207,7 @@ async fn worker(
             let flow = journeys.pick(&mut rng);
             let item = {
                 let all = control.borrow().items.clone();
-                items.next(&all).to_string()
+                items.next(&all, &mut rng).to_string()
             };
             let mut state = super::journey::UserState::default();
             super::journey::run_flow(
@@ -229,7 +227,7 @@ async fn worker(
         let req = mix.pick(rng.random_range(0..total));
         let item = if req.uses_item() {
             let all = control.borrow().items.clone();
-            items.next(&all).to_string()
+            items.next(&all, &mut rng).to_string()
         } else {
             String::new()
         };

@@ -39,7 +39,7 @@ pub(super) fn check_headers(
 /// one-step flows (their responses are read); a capture needs a later step, so it is refused.
 pub(super) fn resolve_requests(
     list: &Spanned<Vec<Spanned<RequestFile>>>,
-    has_data: bool,
+    data: &DataShape,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Res<(Vec<Request>, Vec<Flow>)> {
     if list.value.is_empty() {
@@ -66,12 +66,12 @@ pub(super) fn resolve_requests(
         out.push(resolve_step(
             &r.value,
             &mut names,
-            has_data,
+            data,
             &BTreeSet::new(),
             env,
         )?);
     }
-    let flows = if out.iter().any(Request::reads_response) {
+    let flows = if out.iter().any(|r| r.reads_response() || r.uses_row()) {
         out.iter()
             .enumerate()
             .map(|(i, r)| Flow {
@@ -91,7 +91,7 @@ pub(super) fn resolve_requests(
 pub(super) fn resolve_step(
     r: &RequestFile,
     names: &mut BTreeSet<String>,
-    has_data: bool,
+    data: &DataShape,
     known: &BTreeSet<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Res<Request> {
@@ -196,8 +196,34 @@ pub(super) fn resolve_step(
         .chain(req.headers.iter().map(|(_, v)| v.as_str()));
     for t in texts {
         for var in variables(t) {
-            if var == "item" || known.contains(var) {
+            if known.contains(var) {
                 continue;
+            }
+            if var == "item" && !data.columns.is_empty() {
+                return Err(fault(
+                    r.name.referenced,
+                    format!(
+                        "the data file has columns ({}): use {{{{row.NAME}}}}, not {ITEM}",
+                        data.columns.join(", ")
+                    ),
+                ));
+            }
+            if var == "item" {
+                continue;
+            }
+            if let Some(col) = var.strip_prefix("row.") {
+                if data.columns.iter().any(|c| c == col) {
+                    continue;
+                }
+                let have = if data.columns.is_empty() {
+                    "the scenario's data has no columns (a .csv or .tsv file with a header row gives them)".to_string()
+                } else {
+                    format!("its columns are {}", data.columns.join(", "))
+                };
+                return Err(fault(
+                    r.name.referenced,
+                    format!("unknown column in `{{{{{var}}}}}`: {have}"),
+                ));
             }
             let have: Vec<String> = known.iter().map(|k| format!("{{{{{k}}}}}")).collect();
             let have = if have.is_empty() {
@@ -213,7 +239,7 @@ pub(super) fn resolve_step(
             ));
         }
     }
-    if req.uses_item() && !has_data {
+    if req.uses_item() && !data.has_items {
         return Err(fault(
             r.name.referenced,
             format!("request `{name}` uses {ITEM} but the scenario has no `data`"),

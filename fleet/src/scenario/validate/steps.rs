@@ -13,7 +13,7 @@ const MAX_FLOWS: usize = 100;
 /// The `flows` list: every step resolved (an endpoint each), and the flows over them.
 pub(super) fn resolve_flows(
     list: &Spanned<Vec<Spanned<FlowFile>>>,
-    has_data: bool,
+    data: &DataShape,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Res<(Vec<Request>, Vec<Flow>)> {
     if list.value.is_empty() || list.value.len() > MAX_FLOWS {
@@ -54,7 +54,7 @@ pub(super) fn resolve_flows(
                     format!("more than {MAX_REQUESTS} steps"),
                 ));
             }
-            let r = resolve_step(&step.value, &mut step_names, has_data, &known, env)?;
+            let r = resolve_step(&step.value, &mut step_names, data, &known, env)?;
             known.extend(r.capture.iter().map(|c| c.name.clone()));
             steps.push(requests.len());
             requests.push(r);

@@ -48,6 +48,8 @@ pub struct Journeys {
     flows: Vec<(Vec<usize>, u64)>,
     /// `scheme://authority` of the target, for the cookie jar's URLs.
     origin: String,
+    /// The data's columns (items are rows) or empty.
+    columns: Vec<String>,
 }
 
 impl Journeys {
@@ -97,6 +99,7 @@ impl Journeys {
             steps,
             flows,
             origin,
+            columns: scenario.data_columns.clone(),
         }))
     }
 
@@ -140,6 +143,12 @@ pub async fn run_flow(
     rng: &mut SmallRng,
     halt: &CancellationToken,
 ) -> Outcome {
+    // One data item (row) per flow instance, the same for all its steps.
+    let row: Vec<String> = if journeys.columns.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(item).unwrap_or_default()
+    };
     for &s in &journeys.flows[flow].0 {
         if halt.is_cancelled() {
             return Outcome::Done;
@@ -149,6 +158,8 @@ pub async fn run_flow(
             let vars = Vars {
                 captured: &user.vars,
                 item,
+                columns: &journeys.columns,
+                row: &row,
             };
             let path = step.template.path(&vars);
             url::Url::parse(&format!("{}{}", journeys.origin, path)).ok()
@@ -159,6 +170,8 @@ pub async fn run_flow(
         let vars = Vars {
             captured: &user.vars,
             item,
+            columns: &journeys.columns,
+            row: &row,
         };
         step.template.render(&vars, &cookie, &mut user.request);
         let UserState {

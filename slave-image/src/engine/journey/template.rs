@@ -94,19 +94,25 @@ impl Template {
     }
 }
 
-/// What `{{name}}` stands for: the user's captured variables and its data item.
+/// What `{{name}}` stands for: the user's captured variables, its data item, and that item's
+/// fields when the data has columns (`{{row.NAME}}`).
 pub(crate) struct Vars<'a> {
     pub captured: &'a HashMap<String, String>,
     pub item: &'a str,
+    pub columns: &'a [String],
+    pub row: &'a [String],
 }
 
 impl Vars<'_> {
     fn get(&self, name: &str) -> &str {
         if name == "item" {
-            self.item
-        } else {
-            self.captured.get(name).map_or("", String::as_str)
+            return self.item;
         }
+        if let Some(col) = name.strip_prefix("row.") {
+            let i = self.columns.iter().position(|c| c == col);
+            return i.and_then(|i| self.row.get(i)).map_or("", String::as_str);
+        }
+        self.captured.get(name).map_or("", String::as_str)
     }
 }
 
@@ -171,9 +177,13 @@ mod tests {
         .unwrap();
         let t = Template::new(&s, &s.requests[1]);
         let captured = HashMap::from([("tok".to_string(), "a b&c".to_string())]);
+        let columns = ["email".to_string()];
+        let row = ["a@x.io".to_string()];
         let vars = Vars {
             captured: &captured,
             item: "",
+            columns: &columns,
+            row: &row,
         };
         let mut out = Vec::new();
         t.render(&vars, "sid=1; lang=en", &mut out);
@@ -191,5 +201,8 @@ mod tests {
             "{text}"
         );
         assert_eq!(t.path(&vars), "/base/u/a%20b&c");
+        let mut r = s.requests[1].clone();
+        r.path = "/u/{{row.email}}/{{row.none}}".into();
+        assert_eq!(Template::new(&s, &r).path(&vars), "/base/u/a@x.io/");
     }
 }
