@@ -330,6 +330,27 @@ pub struct CheckCount {
     pub fails: u64,
 }
 
+/// How the instances of one flow ended: run to their last step, or ended by a failed step
+/// (instances cut by the end of the run are neither), and how long completed ones took.
+#[derive(Clone, Debug)]
+pub struct FlowCount {
+    pub completed: u64,
+    pub failed: u64,
+    /// Microseconds from a completed instance's first request to its last response (think
+    /// times included).
+    pub duration_us: Histogram<u64>,
+}
+
+impl Default for FlowCount {
+    fn default() -> Self {
+        FlowCount {
+            completed: 0,
+            failed: 0,
+            duration_us: new_histogram(),
+        }
+    }
+}
+
 /// Statistics of every endpoint over one interval (or a merge of many).
 #[derive(Clone, Debug, Default)]
 pub struct IntervalStats {
@@ -338,6 +359,8 @@ pub struct IntervalStats {
     pub dropped: u64,
     /// Flow steps' checks by label (`step: rule`).
     pub checks: BTreeMap<String, CheckCount>,
+    /// Flows by name.
+    pub flows: BTreeMap<String, FlowCount>,
 }
 
 impl IntervalStats {
@@ -351,6 +374,12 @@ impl IntervalStats {
             let mine = self.checks.entry(label.clone()).or_default();
             mine.passes = mine.passes.saturating_add(c.passes);
             mine.fails = mine.fails.saturating_add(c.fails);
+        }
+        for (name, f) in &other.flows {
+            let mine = self.flows.entry(name.clone()).or_default();
+            mine.completed = mine.completed.saturating_add(f.completed);
+            mine.failed = mine.failed.saturating_add(f.failed);
+            let _ = mine.duration_us.add(&f.duration_us);
         }
     }
 
@@ -391,6 +420,22 @@ impl IntervalStats {
                     (label.clone(), counts)
                 })
                 .collect(),
+            flows: self
+                .flows
+                .iter()
+                .map(|(name, f)| {
+                    let mut duration_us = Vec::new();
+                    V2Serializer::new()
+                        .serialize(&f.duration_us, &mut duration_us)
+                        .expect("serializing a histogram into memory cannot fail");
+                    let counts = proto::FlowCounts {
+                        completed: f.completed,
+                        failed: f.failed,
+                        duration_us,
+                    };
+                    (name.clone(), counts)
+                })
+                .collect(),
         }
     }
 
@@ -425,10 +470,28 @@ impl IntervalStats {
                 (k.clone(), count)
             })
             .collect();
+        if p.flows.len() > MAX_WIRE_CHECKS || p.flows.keys().any(|k| k.len() > 1024) {
+            return Err(StatsError::TooManyChecks(p.flows.len()));
+        }
+        let mut flows = BTreeMap::new();
+        for (name, f) in &p.flows {
+            let duration_us = decode_histogram(&f.duration_us)
+                .map_err(|why| StatsError::Histogram(name.clone(), why))?;
+            if duration_us.len() > f.completed {
+                return Err(StatsError::Inconsistent(name.clone()));
+            }
+            let count = FlowCount {
+                completed: f.completed,
+                failed: f.failed,
+                duration_us,
+            };
+            flows.insert(name.clone(), count);
+        }
         Ok(IntervalStats {
             endpoints,
             dropped: p.dropped,
             checks,
+            flows,
         })
     }
 }
@@ -436,8 +499,10 @@ impl IntervalStats {
 /// An interval from the wire that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StatsError {
-    /// More (or longer-named) checks than any scenario can have.
-    #[error("interval lists {0} checks, more than {MAX_WIRE_CHECKS} or with overlong labels")]
+    /// More (or longer-named) checks or flows than any scenario can have.
+    #[error(
+        "interval lists {0} checks or flows, more than {MAX_WIRE_CHECKS} or with overlong names"
+    )]
     TooManyChecks(usize),
     /// More endpoints than any scenario can have.
     #[error("interval lists {0} endpoints, more than {MAX_WIRE_ENDPOINTS}")]

@@ -10,9 +10,11 @@ use crate::aggregate::Point;
 use crate::sla::{RuleResult, Verdict};
 
 mod checks;
+mod flows;
 mod phases;
 
 pub use checks::{CheckRow, failed_checks_reason};
+pub use flows::FlowRow;
 pub use phases::PhaseOut;
 use phases::phases_out;
 
@@ -63,6 +65,9 @@ pub struct Totals {
     /// Flow steps' checks in the scenario's order, each with its passes and fails.
     #[serde(default)]
     pub checks: Vec<CheckRow>,
+    /// Flows in the scenario's order: instances completed and failed, their durations.
+    #[serde(default)]
+    pub flows: Vec<FlowRow>,
 }
 
 /// Latency as serialized in reports (same fields as [`LatencySummary`]).
@@ -198,14 +203,37 @@ fn errors(e: &EndpointStats) -> BTreeMap<String, u64> {
     e.errors.clone()
 }
 
-/// Totals and per-endpoint figures of merged stats over `seconds` of load; `order` names the
-/// endpoints and `check_labels` the checks in the scenario's order.
+/// Which names a report lists, in the scenario's order.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub endpoints: Vec<String>,
+    pub checks: Vec<String>,
+    pub flows: Vec<String>,
+}
+
+impl Names {
+    /// The endpoints (requests or steps), checks and flows of `scenario`.
+    pub fn of(scenario: &lobster_fleet::scenario::Scenario) -> Self {
+        Names {
+            endpoints: scenario.requests.iter().map(|r| r.name.clone()).collect(),
+            checks: scenario
+                .requests
+                .iter()
+                .flat_map(|r| r.check.iter().map(|c| c.label.clone()))
+                .collect(),
+            flows: scenario.flows.iter().map(|f| f.name.clone()).collect(),
+        }
+    }
+}
+
+/// Totals and per-endpoint figures of merged stats over `seconds` of load, listed as `names`
+/// says.
 pub fn figures(
     total: &IntervalStats,
-    order: &[String],
-    check_labels: &[String],
+    names: &Names,
     seconds: f64,
 ) -> (Totals, Vec<EndpointReport>) {
+    let order = &names.endpoints;
     let t = total.total();
     let per_s = |n: u64| {
         if seconds > 0.0 {
@@ -225,7 +253,8 @@ pub fn figures(
         dropped: total.dropped,
         latency_ms: LatencySummary::of(&t.latency_us).into(),
         phases_ms: phases_out(&t.phases),
-        checks: checks::check_rows(total, check_labels),
+        checks: checks::check_rows(total, &names.checks),
+        flows: flows::flow_rows(total, &names.flows),
     };
     let endpoints = order
         .iter()
@@ -309,6 +338,7 @@ impl Report {
             row(&mut o, &e.name, e.requests, e.failures, &e.latency_ms);
         }
         phases::render(&mut o, &t.phases_ms);
+        flows::render(&mut o, &t.flows);
         checks::render(&mut o, &t.checks);
         let kinds: Vec<(&str, &FailureRow)> = self
             .endpoints

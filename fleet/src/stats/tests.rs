@@ -145,3 +145,57 @@ fn foreign_histograms_are_refused() {
         StatsError::DuplicateEndpoint("a".into())
     );
 }
+
+/// Checks, flows and phases travel the wire and merge as counts and histograms, exactly.
+#[test]
+fn checks_flows_and_phases_survive_the_wire_and_merge() {
+    let mut a = IntervalStats::default();
+    let mut e = EndpointStats {
+        requests: 2,
+        ..Default::default()
+    };
+    Phases::record(&mut e.phases.waiting_us, 1500);
+    Phases::record(&mut e.phases.tls_handshaking_us, 4000);
+    a.endpoints.insert("login".into(), e);
+    a.checks.insert(
+        "login: status 200".into(),
+        CheckCount {
+            passes: 3,
+            fails: 1,
+        },
+    );
+    let mut f = FlowCount {
+        completed: 2,
+        failed: 1,
+        ..Default::default()
+    };
+    f.duration_us.record(2_000_000).unwrap();
+    f.duration_us.record(3_000_000).unwrap();
+    a.flows.insert("member".into(), f);
+    let back = IntervalStats::from_proto(&a.to_proto("r", 0, false)).unwrap();
+    let mut sum = back.clone();
+    sum.merge(&back);
+    assert_eq!(
+        sum.checks["login: status 200"],
+        CheckCount {
+            passes: 6,
+            fails: 2
+        }
+    );
+    let m = &sum.flows["member"];
+    assert_eq!((m.completed, m.failed, m.duration_us.len()), (4, 2, 4));
+    assert!(m.duration_us.equivalent(m.duration_us.max(), 3_000_000));
+    let p = &sum.endpoints["login"].phases;
+    assert_eq!(
+        (
+            p.waiting_us.len(),
+            p.tls_handshaking_us.len(),
+            p.connecting_us.len()
+        ),
+        (2, 2, 0)
+    );
+    // A flow histogram with more samples than completed instances is refused.
+    let mut bad = a.to_proto("r", 0, false);
+    bad.flows.get_mut("member").unwrap().completed = 1;
+    assert!(IntervalStats::from_proto(&bad).is_err());
+}

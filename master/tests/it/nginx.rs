@@ -178,5 +178,8 @@ fn rows_of_a_csv_file_reach_nginx_from_three_slaves() {
     .map(|s| s.to_string())
     .collect();
     assert_eq!(seen, want);
-    assert_eq!(r["totals"]["requests"].as_u64(), Some(log.lines().count() as u64));
+    assert_eq!(
+        r["totals"]["requests"].as_u64(),
+        Some(log.lines().count() as u64)
+    );
 }

@@ -503,6 +503,7 @@ async fn bad_grpc_requests() {
         }],
         dropped: 0,
         checks: Default::default(),
+        flows: Default::default(),
     })))
     .await
     .unwrap();

@@ -309,7 +309,7 @@ mod tests {
             tls: None,
             journeys: None,
             timeout: Duration::from_secs(10),
-            recorder: Recorder::new(vec!["r".into()], Vec::new()),
+            recorder: Recorder::new(vec!["r".into()], Vec::new(), Vec::new()),
             gauges: Arc::new(Gauges::default()),
         };
         (shared, mix)

@@ -246,7 +246,11 @@ impl Run {
             tls,
             journeys,
             timeout: Duration::from_millis(self.scenario.timeout_ms),
-            recorder: Recorder::new(names, journey::Journeys::check_labels(&self.scenario)),
+            recorder: Recorder::new(
+                names,
+                journey::Journeys::check_labels(&self.scenario),
+                self.scenario.flows.iter().map(|f| f.name.clone()).collect(),
+            ),
             gauges: self.gauges.clone(),
         });
         let mix = Arc::new(Mix::new(&self.scenario));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use lobster_fleet::stats::{
-    self, CheckCount, EndpointStats, ErrorClass, IntervalStats, MAX_LATENCY_US, Phases,
+    self, CheckCount, EndpointStats, ErrorClass, FlowCount, IntervalStats, MAX_LATENCY_US, Phases,
 };
 
 /// The outcome of one request.
@@ -90,11 +90,13 @@ pub struct Recorder {
     dropped: AtomicU64,
     /// Check labels, and how often each held and failed since the last take.
     checks: Vec<(String, AtomicU64, AtomicU64)>,
+    /// Flow names, and how their instances ended since the last take.
+    flows: Vec<(String, Mutex<FlowCount>)>,
 }
 
 impl Recorder {
-    /// Endpoints by name (in the scenario's order) and checks by label.
-    pub fn new(names: Vec<String>, checks: Vec<String>) -> Self {
+    /// Endpoints by name (in the scenario's order), checks by label, flows by name.
+    pub fn new(names: Vec<String>, checks: Vec<String>, flows: Vec<String>) -> Self {
         let slots = names.iter().map(|_| Mutex::new(Slot::new())).collect();
         Recorder {
             names,
@@ -104,6 +106,26 @@ impl Recorder {
                 .into_iter()
                 .map(|l| (l, AtomicU64::new(0), AtomicU64::new(0)))
                 .collect(),
+            flows: flows
+                .into_iter()
+                .map(|f| (f, Mutex::new(FlowCount::default())))
+                .collect(),
+        }
+    }
+
+    /// Counts one instance of flow `index`: completed in `duration`, or failed (`None`).
+    pub fn record_flow(&self, index: usize, duration: Option<Duration>) {
+        let Some((_, slot)) = self.flows.get(index) else {
+            return;
+        };
+        let mut f = slot.lock().unwrap_or_else(|p| p.into_inner());
+        match duration {
+            Some(d) => {
+                f.completed += 1;
+                let us = (d.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+                let _ = f.duration_us.record(us);
+            }
+            None => f.failed += 1,
         }
     }
 
@@ -169,6 +191,12 @@ impl Recorder {
             dropped: self.dropped.swap(0, Ordering::Relaxed),
             ..Default::default()
         };
+        for (name, slot) in &self.flows {
+            let f = std::mem::take(&mut *slot.lock().unwrap_or_else(|p| p.into_inner()));
+            if f.completed + f.failed > 0 {
+                out.flows.insert(name.clone(), f);
+            }
+        }
         for (label, passes, fails) in &self.checks {
             let c = CheckCount {
                 passes: passes.swap(0, Ordering::Relaxed),
@@ -216,7 +244,7 @@ mod tests {
 
     #[test]
     fn every_sample_lands_in_exactly_one_take() {
-        let r = Recorder::new(vec!["a".into(), "b".into()], Vec::new());
+        let r = Recorder::new(vec!["a".into(), "b".into()], Vec::new(), Vec::new());
         let ok = Sample {
             latency_us: Some(1500),
             error: None,
@@ -282,7 +310,7 @@ mod tests {
     #[test]
     fn fresh_histograms_keep_exact_extremes() {
         // Regression: saturating_record on a fresh auto-resizing histogram clamped to 2 µs.
-        let r = Recorder::new(vec!["a".into()], Vec::new());
+        let r = Recorder::new(vec!["a".into()], Vec::new(), Vec::new());
         for us in [1500, 150, 90_000] {
             r.record(
                 0,
@@ -304,7 +332,7 @@ mod tests {
     #[test]
     fn phases_land_only_where_they_happened() {
         let ms = Duration::from_millis;
-        let r = Recorder::new(vec!["a".into()], Vec::new());
+        let r = Recorder::new(vec!["a".into()], Vec::new(), Vec::new());
         let opened = Sample {
             latency_us: Some(6000),
             error: None,

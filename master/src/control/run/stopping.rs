@@ -65,19 +65,8 @@ impl Run {
             .load_elapsed(now)
             .as_secs_f64()
             .min(self.scenario.duration_ms as f64 / 1000.0);
-        let order: Vec<String> = self
-            .scenario
-            .requests
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        let check_labels: Vec<String> = self
-            .scenario
-            .requests
-            .iter()
-            .flat_map(|r| r.check.iter().map(|c| c.label.clone()))
-            .collect();
-        let (totals, endpoints) = figures(&self.agg.total, &order, &check_labels, seconds);
+        let names = crate::report::Names::of(&self.scenario);
+        let (totals, endpoints) = figures(&self.agg.total, &names, seconds);
         let sla = self.sla.results();
         let (status, reasons) = verdict(&stop, &sla, &totals, self.scenario.accepted_error_rate());
         let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);

@@ -143,13 +143,15 @@ pub async fn run_flow(
     rng: &mut SmallRng,
     halt: &CancellationToken,
 ) -> Outcome {
+    let began = intended.unwrap_or_else(Instant::now);
     // One data item (row) per flow instance, the same for all its steps.
     let row: Vec<String> = if journeys.columns.is_empty() {
         Vec::new()
     } else {
         serde_json::from_str(item).unwrap_or_default()
     };
-    for &s in &journeys.flows[flow].0 {
+    let steps = &journeys.flows[flow].0;
+    for (i, &s) in steps.iter().enumerate() {
         if halt.is_cancelled() {
             return Outcome::Done;
         }
@@ -251,7 +253,14 @@ pub async fn run_flow(
             shared.scenario.requests[step.endpoint].accepts(r.status) && captured_all
         });
         if !ok {
+            if !halt.is_cancelled() {
+                shared.recorder.record_flow(flow, None);
+            }
             return outcome;
+        }
+        if i + 1 == steps.len() {
+            // Done at its last response; its think time belongs to no flow.
+            shared.recorder.record_flow(flow, Some(began.elapsed()));
         }
         let pause = think_time(&step.think, rng);
         if !pause.is_zero() {
