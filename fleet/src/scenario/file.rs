@@ -23,6 +23,7 @@ pub(crate) struct ScenarioFile {
     pub data: Option<Spanned<DataFile>>,
     pub requests: Option<Spanned<Vec<Spanned<RequestFile>>>>,
     pub flows: Option<Spanned<Vec<Spanned<FlowFile>>>>,
+    pub markov: Option<Spanned<MarkovFile>>,
     #[serde(default)]
     pub sla: Vec<Spanned<SlaFile>>,
     pub max_error_rate: Option<Spanned<Threshold>>,
@@ -86,6 +87,14 @@ pub(crate) struct FlowFile {
     pub name: Spanned<String>,
     pub weight: Option<Spanned<Whole>>,
     pub steps: Spanned<Vec<Spanned<RequestFile>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MarkovFile {
+    pub states: Spanned<Vec<Spanned<RequestFile>>>,
+    pub initial: Option<Spanned<BTreeMap<String, f64>>>,
+    pub transitions: Spanned<BTreeMap<String, Spanned<BTreeMap<String, f64>>>>,
 }
 
 #[derive(Debug, Deserialize)]

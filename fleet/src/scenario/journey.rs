@@ -18,6 +18,43 @@ pub struct Flow {
     pub steps: Vec<usize>,
 }
 
+/// A Markov mix (as CLIF's and RUBiS's user models): every request of the scenario is a
+/// state; a user starts in a state drawn from `initial` and, after each visit, moves to the
+/// next state drawn from the visited state's row of `transitions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Markov {
+    /// Probability of starting in each state (sums to 1).
+    pub initial: Vec<f64>,
+    /// `transitions[i][j]`: probability of going from state `i` to state `j` (rows sum to 1).
+    pub transitions: Vec<Vec<f64>>,
+}
+
+/// How far a row of probabilities may sum from 1.
+pub const SUM_TOLERANCE: f64 = 1e-6;
+
+impl Markov {
+    /// The stationary distribution π (π = πP): the share of visits each state gets in a long
+    /// walk, by power iteration from `initial`. For an irreducible, aperiodic chain.
+    pub fn stationary(&self) -> Vec<f64> {
+        let n = self.initial.len();
+        let mut pi = vec![1.0 / n as f64; n];
+        for _ in 0..10_000 {
+            let mut next = vec![0.0; n];
+            for (i, row) in self.transitions.iter().enumerate() {
+                for (j, p) in row.iter().enumerate() {
+                    next[j] += pi[i] * p;
+                }
+            }
+            let delta: f64 = next.iter().zip(&pi).map(|(a, b)| (a - b).abs()).sum();
+            pi = next;
+            if delta < 1e-12 {
+                break;
+            }
+        }
+        pi
+    }
+}
+
 /// A value a step takes from its response into a variable of the same user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capture {

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use journey::{Capture, Check, Flow, Rule, Source};
+pub use journey::{Capture, Check, Flow, Markov, Rule, Source};
 
 pub use profile::{Arrivals, Model, Profile, Stage};
 pub use target::{Scheme, Target};
@@ -52,6 +52,9 @@ pub struct Scenario {
     /// arrival starts one, instead of drawing single requests from `requests`.
     #[serde(default)]
     pub flows: Vec<Flow>,
+    /// A Markov mix over `requests` (closed model): users walk from state to state.
+    #[serde(default)]
+    pub markov: Option<Markov>,
     /// Data items given to the slaves as `data_strategy` says; requests use them as
     /// `{{item}}`, or, when `data_columns` is not empty, each is a row (a JSON array of
     /// strings, one per column) used as `{{row.NAME}}`.

@@ -186,6 +186,43 @@ fn data_tables_are_read_as_spreadsheets_and_editors_save_them() {
     assert!(not_text.contains("not UTF-8 or UTF-16 text"), "{not_text}");
 }
 
+/// RUBiS-style browsing as a Markov mix.
+const MARKOV: &str = "name: rubis
+target: http://127.0.0.1:8080
+duration: 20s
+load:
+  users: 5
+markov:
+  states:
+    - {name: home, path: /, think: 500ms}
+    - {name: browse, path: /browse}
+    - {name: bid, method: POST, path: /bid, body: 'x=1'}
+  initial: {home: 1}
+  transitions:
+    home: {home: 0.1, browse: 0.6, bid: 0.3}
+    browse: {home: 0.5, bid: 0.5}
+    bid: {home: 0.25, browse: 0.25, bid: 0.5}
+";
+
+#[test]
+fn a_markov_mix_is_read_with_its_matrix() {
+    let s = parse(MARKOV, "rubis.yaml").unwrap();
+    let m = s.markov.as_ref().unwrap();
+    assert_eq!(m.initial, vec![1.0, 0.0, 0.0]);
+    assert_eq!(m.transitions[1], vec![0.5, 0.0, 0.5]);
+    assert_eq!(
+        s.requests[0].think,
+        Some(Think {
+            min_ms: 500,
+            max_ms: 500
+        })
+    );
+    assert!(s.flows.is_empty());
+    Scenario::from_json(&s.to_json()).unwrap().check().unwrap();
+    let pi = m.stationary();
+    assert!((pi.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{pi:?}");
+}
+
 #[test]
 fn the_minimal_example_is_accepted_as_written() {
     let s = parse(SMOKE, "smoke.yaml").unwrap();
@@ -493,6 +530,50 @@ fn bad_scenarios_are_refused_with_a_location() {
             "header",
         ),
         ("tab indentation", "name: x\n\ttarget: y\n", ""),
+        (
+            "markov row not summing to 1",
+            &MARKOV.replace(
+                "browse: {home: 0.5, bid: 0.5}",
+                "browse: {home: 0.5, bid: 0.4}",
+            ),
+            "transitions from `browse`: probabilities sum to 0.9",
+        ),
+        (
+            "markov unknown state",
+            &MARKOV.replace("bid: 0.5}\n    bid:", "bdi: 0.5}\n    bid:"),
+            "unknown state `bdi`",
+        ),
+        (
+            "markov missing row",
+            &MARKOV.replace("    bid: {home: 0.25, browse: 0.25, bid: 0.5}\n", ""),
+            "no row for `bid`",
+        ),
+        (
+            "markov negative probability",
+            &MARKOV.replace(
+                "{home: 0.1, browse: 0.6, bid: 0.3}",
+                "{home: -0.1, browse: 0.8, bid: 0.3}",
+            ),
+            "must be between 0 and 1",
+        ),
+        (
+            "markov initial not summing to 1",
+            &MARKOV.replace("initial: {home: 1}", "initial: {home: 0.5}"),
+            "markov.initial: probabilities sum to 0.5",
+        ),
+        (
+            "markov with the open model",
+            &MARKOV.replace("users: 5", "rate: 5"),
+            "needs the closed model",
+        ),
+        (
+            "markov state capturing",
+            &MARKOV.replace(
+                "{name: browse, path: /browse}",
+                "{name: browse, path: /browse, capture: [{name: x, header: y}]}",
+            ),
+            "a Markov state cannot capture",
+        ),
         (
             "requests and flows",
             &format!("{SMOKE}flows: []\n"),

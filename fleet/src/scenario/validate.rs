@@ -7,6 +7,7 @@ use serde_saphyr::{Location, Spanned};
 
 mod data;
 mod load;
+mod markov;
 mod requests;
 mod sla;
 mod steps;
@@ -15,6 +16,7 @@ mod tls;
 pub(crate) use data::DataShape;
 use data::resolve_data;
 use load::resolve_load;
+use markov::resolve_markov;
 use requests::{check_headers, is_token, resolve_requests, resolve_step};
 use sla::resolve_sla;
 use steps::{check_flows, resolve_capture, resolve_check, resolve_flows, resolve_think};
@@ -163,13 +165,23 @@ fn resolve(
         columns: data.columns.clone(),
     };
 
-    let (requests, flows) = match (&f.requests, &f.flows) {
-        (Some(r), None) => resolve_requests(r, &shape, env)?,
-        (None, Some(fl)) => resolve_flows(fl, &shape, env)?,
+    let (requests, flows, markov) = match (&f.requests, &f.flows, &f.markov) {
+        (Some(r), None, None) => {
+            let (requests, flows) = resolve_requests(r, &shape, env)?;
+            (requests, flows, None)
+        }
+        (None, Some(fl), None) => {
+            let (requests, flows) = resolve_flows(fl, &shape, env)?;
+            (requests, flows, None)
+        }
+        (None, None, Some(m)) => {
+            let (requests, markov) = resolve_markov(m, load.model, &shape, env)?;
+            (requests, Vec::new(), Some(markov))
+        }
         _ => {
             return Err(fault(
                 f.name.referenced,
-                "a scenario takes exactly one of `requests` (a mix of single requests) or `flows` (journeys of steps)",
+                "a scenario takes exactly one of `requests` (a mix of single requests), `flows` (journeys of steps) or `markov` (a Markov mix of states)",
             ));
         }
     };
@@ -203,6 +215,7 @@ fn resolve(
         headers,
         requests,
         flows,
+        markov,
         data: data.items,
         data_columns: data.columns,
         data_strategy: data.strategy,
@@ -304,6 +317,22 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
         }
     }
     check_flows(s)?;
+    if let Some(m) = &s.markov {
+        let n = s.requests.len();
+        let ok_row = |row: &Vec<f64>| {
+            row.len() == n
+                && row.iter().all(|p| (0.0..=1.0).contains(p))
+                && (row.iter().sum::<f64>() - 1.0).abs() <= super::journey::SUM_TOLERANCE
+        };
+        if !s.flows.is_empty()
+            || s.load.model != Model::Closed
+            || !ok_row(&m.initial)
+            || m.transitions.len() != n
+            || !m.transitions.iter().all(ok_row)
+        {
+            return Err("markov: a closed-model mix with a row per state summing to 1".into());
+        }
+    }
     if s.max_error_rate
         .is_some_and(|p| !(0.0..=100.0).contains(&p))
     {

@@ -183,3 +183,72 @@ fn rows_of_a_csv_file_reach_nginx_from_three_slaves() {
         Some(log.lines().count() as u64)
     );
 }
+
+/// A RUBiS-style Markov mix: nginx logs each request with its connection, and each user holds
+/// one connection, so the access log gives every user's walk. Every observed transition
+/// frequency is within 4 standard errors of the matrix; an impossible transition never
+/// happens; the report's visits per state equal nginx's.
+#[test]
+fn a_markov_mix_walks_the_matrix_as_written() {
+    let env = Env::new();
+    let p = env.path("nginx");
+    let (_nginx, addr) = start_nginx_with(
+        &env,
+        &format!(
+            "log_format seq '$connection $uri';\n  access_log {}/logs/seq.log seq;",
+            p.display()
+        ),
+    );
+    let text = format!(
+        "name: rubis\ntarget: http://{addr}\nduration: 4s\nload: {{users: 4}}\nmarkov:\n  states:\n    - {{name: home, path: /home}}\n    - {{name: browse, path: /browse}}\n    - {{name: bid, method: POST, path: /bid, body: 'x=1'}}\n  initial: {{home: 1}}\n  transitions:\n    home: {{home: 0.1, browse: 0.6, bid: 0.3}}\n    browse: {{home: 0.5, bid: 0.5}}\n    bid: {{home: 0.25, browse: 0.25, bid: 0.5}}\n"
+    );
+    let file = env.scenario("rubis.yaml", &text);
+    let (code, out, err, r) = lobster_run(&env, &file, 2, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    let log = std::fs::read_to_string(p.join("logs/seq.log")).unwrap();
+    let states = ["/home", "/browse", "/bid"];
+    let matrix = [[0.1, 0.6, 0.3], [0.5, 0.0, 0.5], [0.25, 0.25, 0.5]];
+    let mut walks: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    let mut visits = [0u64; 3];
+    for line in log.lines() {
+        let (conn, uri) = line.split_once(' ').unwrap();
+        let s = states.iter().position(|x| *x == uri).unwrap();
+        visits[s] += 1;
+        walks.entry(conn).or_default().push(s);
+    }
+    let mut counts = [[0u64; 3]; 3];
+    for walk in walks.values() {
+        for w in walk.windows(2) {
+            counts[w[0]][w[1]] += 1;
+        }
+    }
+    for (from, row) in matrix.iter().enumerate() {
+        let n: u64 = counts[from].iter().sum();
+        assert!(n > 300, "only {n} transitions from {}", states[from]);
+        for (to, &p) in row.iter().enumerate() {
+            let observed = counts[from][to] as f64 / n as f64;
+            if p == 0.0 {
+                assert_eq!(counts[from][to], 0, "{} → {}", states[from], states[to]);
+                continue;
+            }
+            let se = (p * (1.0 - p) / n as f64).sqrt();
+            assert!(
+                (observed - p).abs() <= 4.0 * se,
+                "{} → {}: observed {observed:.3} of {n}, matrix {p}",
+                states[from],
+                states[to]
+            );
+        }
+    }
+    for (i, name) in ["home", "browse", "bid"].iter().enumerate() {
+        let e = r["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == *name)
+            .unwrap();
+        assert_eq!(e["requests"].as_u64(), Some(visits[i]), "{name}");
+    }
+    eprintln!("MARKOV: visits {visits:?}, transitions {counts:?}");
+}

@@ -122,21 +122,34 @@ async fn user(
             continue;
         }
         let pause = if let Some(journeys) = &shared.journeys {
-            // A journey: its steps pause by their own think times.
-            let flow = journeys.pick(&mut rng);
+            // A journey or a Markov walk: steps pause by their own think times.
             let item = items.next(&my_items, &mut rng);
-            let outcome = journey::run_flow(
-                &mut worker,
-                &shared,
-                journeys,
-                flow,
-                &mut state,
-                item,
-                None,
-                &mut rng,
-                &halt,
-            )
-            .await;
+            let outcome = if journeys.is_markov() {
+                journey::run_markov(
+                    &mut worker,
+                    &shared,
+                    journeys,
+                    &mut state,
+                    item,
+                    &mut rng,
+                    &halt,
+                )
+                .await
+            } else {
+                let flow = journeys.pick(&mut rng);
+                journey::run_flow(
+                    &mut worker,
+                    &shared,
+                    journeys,
+                    flow,
+                    &mut state,
+                    item,
+                    None,
+                    &mut rng,
+                    &halt,
+                )
+                .await
+            };
             match outcome {
                 Outcome::ConnectFailed => CONNECT_BACKOFF,
                 Outcome::Done => Duration::ZERO,

@@ -11,6 +11,7 @@
 //! every arrival is a new flow instance with a fresh jar.
 
 mod extract;
+mod markov;
 mod redirect;
 mod template;
 
@@ -50,12 +51,14 @@ pub struct Journeys {
     origin: String,
     /// The data's columns (items are rows) or empty.
     columns: Vec<String>,
+    /// A Markov mix over the steps (then `flows` is empty).
+    chain: Option<markov::Chain>,
 }
 
 impl Journeys {
     /// The flows of `scenario`, or `None` when it has none (the request mix runs).
     pub fn new(scenario: &Scenario) -> Result<Option<Self>, String> {
-        if scenario.flows.is_empty() {
+        if scenario.flows.is_empty() && scenario.markov.is_none() {
             return Ok(None);
         }
         let mut check_index = 0;
@@ -100,6 +103,7 @@ impl Journeys {
             flows,
             origin,
             columns: scenario.data_columns.clone(),
+            chain: scenario.markov.as_ref().map(markov::Chain::new),
         }))
     }
 
@@ -112,6 +116,20 @@ impl Journeys {
             .collect()
     }
 
+    /// The fields of a data row (`item` is a JSON array when the data has columns).
+    fn row(&self, item: &str) -> Vec<String> {
+        if self.columns.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_str(item).unwrap_or_default()
+        }
+    }
+
+    /// Whether users walk a Markov mix (else they run flows).
+    pub fn is_markov(&self) -> bool {
+        self.chain.is_some()
+    }
+
     /// A flow drawn by weight.
     pub fn pick(&self, rng: &mut SmallRng) -> usize {
         let total = self.flows.last().map_or(1, |(_, c)| *c);
@@ -120,13 +138,49 @@ impl Journeys {
     }
 }
 
-/// A virtual user's state: its variables, cookies and buffers.
+/// A virtual user's state: its variables, cookies and buffers, and where it is in a Markov
+/// mix.
 #[derive(Default)]
 pub struct UserState {
     vars: HashMap<String, String>,
     jar: CookieStore,
     kept: Kept,
     request: Vec<u8>,
+    /// The next Markov state to visit (`None` before the first).
+    next_state: Option<usize>,
+}
+
+/// One visit of a Markov mix (see [`markov`]): the user's next state is sent and judged as a
+/// step, then the state after it is drawn from that state's row. A failed visit does not
+/// change the walk.
+pub async fn run_markov(
+    worker: &mut Worker,
+    shared: &Shared,
+    journeys: &Journeys,
+    user: &mut UserState,
+    item: &str,
+    rng: &mut SmallRng,
+    halt: &CancellationToken,
+) -> Outcome {
+    let Some(chain) = &journeys.chain else {
+        return Outcome::Done;
+    };
+    let state = match user.next_state {
+        Some(s) => s,
+        None => chain.start(rng.random::<f64>()),
+    };
+    user.next_state = Some(chain.next(state, rng.random::<f64>()));
+    let Some(step) = journeys.steps.get(state) else {
+        return Outcome::Done;
+    };
+    let row = journeys.row(item);
+    match run_step(worker, shared, journeys, step, user, item, &row, None, halt).await {
+        StepEnd::Failed(outcome) => return outcome,
+        StepEnd::Halted => return Outcome::Done,
+        StepEnd::Passed => {}
+    }
+    think(&step.think, rng, halt).await;
+    Outcome::Done
 }
 
 /// Runs flow `flow` once for `user`; latency of the first step runs from `intended` (open
@@ -144,133 +198,176 @@ pub async fn run_flow(
     halt: &CancellationToken,
 ) -> Outcome {
     let began = intended.unwrap_or_else(Instant::now);
-    // One data item (row) per flow instance, the same for all its steps.
-    let row: Vec<String> = if journeys.columns.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_str(item).unwrap_or_default()
+    let row = journeys.row(item);
+    let Some((steps, _)) = journeys.flows.get(flow) else {
+        return Outcome::Done;
     };
-    let steps = &journeys.flows[flow].0;
     for (i, &s) in steps.iter().enumerate() {
         if halt.is_cancelled() {
             return Outcome::Done;
         }
         let step = &journeys.steps[s];
-        let url = {
-            let vars = Vars {
-                captured: &user.vars,
-                item,
-                columns: &journeys.columns,
-                row: &row,
-            };
-            let path = step.template.path(&vars);
-            url::Url::parse(&format!("{}{}", journeys.origin, path)).ok()
-        };
-        let cookie = url
-            .as_ref()
-            .map_or_else(String::new, |u| cookie_header(&user.jar, u));
-        let vars = Vars {
-            captured: &user.vars,
+        match run_step(
+            worker,
+            shared,
+            journeys,
+            step,
+            user,
             item,
-            columns: &journeys.columns,
-            row: &row,
-        };
-        step.template.render(&vars, &cookie, &mut user.request);
-        let UserState {
-            vars,
-            jar,
-            kept,
-            request,
-        } = user;
-        let mut here = url;
-        let mut hops = 0;
-        let (outcome, resp, captured_all) = loop {
-            let follow = step.follow_redirects && hops < MAX_REDIRECTS;
-            let next_hop = |resp: &super::http::Response, kept: &Kept| {
-                let base = here.as_ref()?;
-                follow
-                    .then(|| redirect::next(resp.status, &kept.head, base))
-                    .flatten()
-            };
-            let mut found = Vec::new();
-            let mut judge = |resp: &super::http::Response, kept: Option<&Kept>| -> Option<Judged> {
-                let kept = kept?;
-                if next_hop(resp, kept).is_some() {
-                    return None; // not the final response: captures look at that one
+            &row,
+            intended.take(),
+            halt,
+        )
+        .await
+        {
+            StepEnd::Passed => {}
+            StepEnd::Halted => return Outcome::Done,
+            StepEnd::Failed(outcome) => {
+                if !halt.is_cancelled() {
+                    shared.recorder.record_flow(flow, None);
                 }
-                for c in &step.captures {
-                    match c.finder.find(kept) {
-                        Some(v) => found.push((c.name.clone(), v)),
-                        None => {
-                            return Some(Judged {
-                                class: ErrorClass::Capture,
-                                detail: format!("capture `{}` ({}) found nothing", c.name, c.shown),
-                            });
-                        }
-                    }
-                }
-                None
-            };
-            let (outcome, resp) = worker
-                .exchange_bytes(
-                    shared,
-                    step.endpoint,
-                    request,
-                    step.head_method,
-                    intended.take(),
-                    Some(kept),
-                    follow,
-                    &mut judge,
-                )
-                .await;
-            if let (Some(_), Some(u)) = (&resp, &here) {
-                for (name, value) in extract::headers(&kept.head) {
-                    if name.eq_ignore_ascii_case("set-cookie") {
-                        let _ = jar.parse(value, u);
-                    }
-                }
+                return outcome;
             }
-            if let Some(next) = resp.as_ref().and_then(|r| next_hop(r, kept)) {
-                if halt.is_cancelled() {
-                    // The run ended mid-chain: no new request, and the step is not judged.
-                    return Outcome::Done;
-                }
-                hops += 1;
-                let cookie = cookie_header(jar, &next.url);
-                redirect::request(request, &next, &cookie);
-                here = Some(next.url);
-                continue;
-            }
-            let captured_all = found.len() == step.captures.len();
-            vars.extend(found);
-            break (outcome, resp, captured_all);
-        };
-        for (index, check) in &step.checks {
-            let passed = check.passes(resp.as_ref(), resp.as_ref().map(|_| &*kept));
-            shared.recorder.record_check(*index, passed);
-        }
-        let ok = resp.as_ref().is_some_and(|r| {
-            shared.scenario.requests[step.endpoint].accepts(r.status) && captured_all
-        });
-        if !ok {
-            if !halt.is_cancelled() {
-                shared.recorder.record_flow(flow, None);
-            }
-            return outcome;
         }
         if i + 1 == steps.len() {
             // Done at its last response; its think time belongs to no flow.
             shared.recorder.record_flow(flow, Some(began.elapsed()));
         }
-        let pause = think_time(&step.think, rng);
-        if !pause.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = halt.cancelled() => return Outcome::Done,
-            }
+        if !think(&step.think, rng, halt).await {
+            return Outcome::Done;
         }
     }
     Outcome::Done
+}
+
+/// How a step went.
+enum StepEnd {
+    /// Its response came as expected and every capture found its value.
+    Passed,
+    /// It failed (no response, an unexpected status, a capture that found nothing).
+    Failed(Outcome),
+    /// The run ended in the middle of a redirect chain: the step is not judged.
+    Halted,
+}
+
+/// Sends one step (following its redirects), stores its cookies, fills its captures and
+/// counts its checks.
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    worker: &mut Worker,
+    shared: &Shared,
+    journeys: &Journeys,
+    step: &Step,
+    user: &mut UserState,
+    item: &str,
+    row: &[String],
+    mut intended: Option<Instant>,
+    halt: &CancellationToken,
+) -> StepEnd {
+    let vars = Vars {
+        captured: &user.vars,
+        item,
+        columns: &journeys.columns,
+        row,
+    };
+    let url = url::Url::parse(&format!("{}{}", journeys.origin, step.template.path(&vars))).ok();
+    let cookie = url
+        .as_ref()
+        .map_or_else(String::new, |u| cookie_header(&user.jar, u));
+    step.template.render(&vars, &cookie, &mut user.request);
+    let UserState {
+        vars,
+        jar,
+        kept,
+        request,
+        ..
+    } = user;
+    let mut here = url;
+    let mut hops = 0;
+    let (outcome, resp, captured_all) = loop {
+        let follow = step.follow_redirects && hops < MAX_REDIRECTS;
+        let next_hop = |resp: &super::http::Response, kept: &Kept| {
+            let base = here.as_ref()?;
+            follow
+                .then(|| redirect::next(resp.status, &kept.head, base))
+                .flatten()
+        };
+        let mut found = Vec::new();
+        let mut judge = |resp: &super::http::Response, kept: Option<&Kept>| -> Option<Judged> {
+            let kept = kept?;
+            if next_hop(resp, kept).is_some() {
+                return None; // not the final response: captures look at that one
+            }
+            for c in &step.captures {
+                match c.finder.find(kept) {
+                    Some(v) => found.push((c.name.clone(), v)),
+                    None => {
+                        return Some(Judged {
+                            class: ErrorClass::Capture,
+                            detail: format!("capture `{}` ({}) found nothing", c.name, c.shown),
+                        });
+                    }
+                }
+            }
+            None
+        };
+        let (outcome, resp) = worker
+            .exchange_bytes(
+                shared,
+                step.endpoint,
+                request,
+                step.head_method,
+                intended.take(),
+                Some(kept),
+                follow,
+                &mut judge,
+            )
+            .await;
+        if let (Some(_), Some(u)) = (&resp, &here) {
+            for (name, value) in extract::headers(&kept.head) {
+                if name.eq_ignore_ascii_case("set-cookie") {
+                    let _ = jar.parse(value, u);
+                }
+            }
+        }
+        if let Some(next) = resp.as_ref().and_then(|r| next_hop(r, kept)) {
+            if halt.is_cancelled() {
+                return StepEnd::Halted;
+            }
+            hops += 1;
+            let cookie = cookie_header(jar, &next.url);
+            redirect::request(request, &next, &cookie);
+            here = Some(next.url);
+            continue;
+        }
+        let captured_all = found.len() == step.captures.len();
+        vars.extend(found);
+        break (outcome, resp, captured_all);
+    };
+    for (index, check) in &step.checks {
+        let passed = check.passes(resp.as_ref(), resp.as_ref().map(|_| &*kept));
+        shared.recorder.record_check(*index, passed);
+    }
+    let ok = resp
+        .as_ref()
+        .is_some_and(|r| shared.scenario.requests[step.endpoint].accepts(r.status) && captured_all);
+    if ok {
+        StepEnd::Passed
+    } else {
+        StepEnd::Failed(outcome)
+    }
+}
+
+/// Pauses for a think time drawn from `t`; false when the run ended meanwhile.
+async fn think(t: &Think, rng: &mut SmallRng, halt: &CancellationToken) -> bool {
+    let pause = think_time(t, rng);
+    if pause.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => true,
+        _ = halt.cancelled() => false,
+    }
 }
 
 /// The `Cookie` header's value the jar holds for `url` (empty when none).
