@@ -148,12 +148,17 @@ impl Request {
         !self.capture.is_empty() || !self.check.is_empty() || self.follow_redirects
     }
 
-    /// Whether the request uses a column of a data row (`{{row.NAME}}`).
-    pub fn uses_row(&self) -> bool {
+    /// Whether the request uses a value made per request: a column of a data row
+    /// (`{{row.NAME}}`), `{{serial}}` or `{{uuid}}` (the request then runs as a flow step).
+    pub fn uses_generated(&self) -> bool {
         std::iter::once(self.path.as_str())
             .chain(self.body.as_deref())
             .chain(self.headers.iter().map(|(_, v)| v.as_str()))
-            .any(|t| journey::variables(t).iter().any(|v| v.starts_with("row.")))
+            .any(|t| {
+                journey::variables(t)
+                    .iter()
+                    .any(|v| v.starts_with("row.") || *v == "serial" || *v == "uuid")
+            })
     }
 
     /// Whether the request uses a data item.

@@ -665,7 +665,7 @@ fn bad_scenarios_are_refused_with_a_location() {
         (
             "capture named item",
             &FLOW.replace("name: csrf,", "name: item,"),
-            "not `item` or `env`",
+            "not item, env, row, serial or uuid",
         ),
     ];
     assert!(cases.len() >= 40);

@@ -252,3 +252,34 @@ fn a_markov_mix_walks_the_matrix_as_written() {
     }
     eprintln!("MARKOV: visits {visits:?}, transitions {counts:?}");
 }
+
+/// `{{serial}}` is unique across all slaves of a run without them talking to each other, and
+/// `{{uuid}}` is a fresh version-4 UUID each time.
+#[test]
+fn serials_are_unique_across_three_slaves() {
+    let env = Env::new();
+    let (_nginx, addr) = start_nginx(&env);
+    let text = format!(
+        "name: serial\ntarget: http://{addr}\nduration: 2s\nload: {{users: 6}}\nthink: 5ms\nrequests: [{{name: s, path: '/s/{{{{serial}}}}/{{{{uuid}}}}'}}]\n"
+    );
+    let file = env.scenario("serial.yaml", &text);
+    let (code, out, err, r) = lobster_run(&env, &file, 3, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let log = std::fs::read_to_string(env.path("nginx/logs/access.log")).unwrap();
+    let mut serials = std::collections::BTreeSet::new();
+    let mut uuids = std::collections::BTreeSet::new();
+    let mut slaves = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let path = line.split('"').nth(1).unwrap().split(' ').nth(1).unwrap();
+        let mut parts = path.trim_start_matches("/s/").split('/');
+        let serial: u64 = parts.next().unwrap().parse().unwrap();
+        let uuid = parts.next().unwrap();
+        assert!(uuid.len() == 36 && uuid.as_bytes()[14] == b'4', "{uuid}");
+        assert!(serials.insert(serial), "serial {serial} sent twice");
+        assert!(uuids.insert(uuid.to_string()), "uuid {uuid} sent twice");
+        slaves.insert(serial % (1 << 24));
+    }
+    let requests = r.unwrap()["totals"]["requests"].as_u64().unwrap();
+    assert_eq!(serials.len() as u64, requests);
+    assert_eq!(slaves.len(), 3, "three slaves' ordinals: {slaves:?}");
+}

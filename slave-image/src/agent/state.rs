@@ -304,6 +304,7 @@ impl State {
             control: ctl_rx,
             out: self.out_tx.clone(),
             gauges: self.gauges.clone(),
+            ordinal: a.ordinal,
         };
         let span = info_span!("run", run_id = %run_id, instance = %cfg.identity.instance_id, index = cfg.identity.slave_index);
         tokio::spawn(run.run(stop.clone()).instrument(span));

@@ -29,6 +29,8 @@ pub struct Shared {
     pub tls: Option<TlsClient>,
     /// `Some` when the scenario has flows (users run journeys instead of the mix).
     pub journeys: Option<super::journey::Journeys>,
+    /// This slave's `{{serial}}` counter.
+    pub serial: super::journey::Serial,
     pub timeout: Duration,
     pub recorder: Recorder,
     pub gauges: Arc<Gauges>,
@@ -308,6 +310,7 @@ mod tests {
             addr,
             tls: None,
             journeys: None,
+            serial: Default::default(),
             timeout: Duration::from_secs(10),
             recorder: Recorder::new(vec!["r".into()], Vec::new(), Vec::new()),
             gauges: Arc::new(Gauges::default()),

@@ -149,6 +149,8 @@ pub struct Run {
     pub control: watch::Receiver<LoadControl>,
     pub out: mpsc::Sender<Output>,
     pub gauges: Arc<Gauges>,
+    /// This slave's number in the run (from the master; the base of `{{serial}}`).
+    pub ordinal: u32,
 }
 
 /// Hands out data items round-robin.
@@ -245,6 +247,7 @@ impl Run {
             addr,
             tls,
             journeys,
+            serial: journey::Serial::new(self.ordinal),
             timeout: Duration::from_millis(self.scenario.timeout_ms),
             recorder: Recorder::new(
                 names,

@@ -337,6 +337,7 @@ mod tests {
             control: ctl_rx,
             out: tx,
             gauges: Arc::new(Gauges::default()),
+            ordinal: 0,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(run.run(stop.clone()));

@@ -71,7 +71,7 @@ pub(super) fn resolve_requests(
             env,
         )?);
     }
-    let flows = if out.iter().any(|r| r.reads_response() || r.uses_row()) {
+    let flows = if out.iter().any(|r| r.reads_response() || r.uses_generated()) {
         out.iter()
             .enumerate()
             .map(|(i, r)| Flow {
@@ -208,7 +208,7 @@ pub(super) fn resolve_step(
                     ),
                 ));
             }
-            if var == "item" {
+            if var == "item" || var == "serial" || var == "uuid" {
                 continue;
             }
             if let Some(col) = var.strip_prefix("row.") {
@@ -234,7 +234,7 @@ pub(super) fn resolve_step(
             return Err(fault(
                 r.name.referenced,
                 format!(
-                    "unknown variable `{{{{{var}}}}}`: a variable is captured by an earlier step of the same flow{have}, or is {ITEM} or {{{{env.NAME}}}}"
+                    "unknown variable `{{{{{var}}}}}`: a variable is captured by an earlier step of the same flow{have}, or is {ITEM}, {{{{row.NAME}}}}, {{{{serial}}}}, {{{{uuid}}}} or {{{{env.NAME}}}}"
                 ),
             ));
         }

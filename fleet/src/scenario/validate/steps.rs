@@ -88,11 +88,11 @@ pub(super) fn resolve_think(t: &Spanned<ThinkValue>) -> Res<Think> {
 pub(super) fn resolve_capture(c: &Spanned<CaptureFile>) -> Res<Capture> {
     let f = &c.value;
     let name = f.name.value.trim();
-    if !is_variable_name(name) || name == "item" || name == "env" {
+    if !is_variable_name(name) || ["item", "env", "row", "serial", "uuid"].contains(&name) {
         return Err(fault(
             f.name.referenced,
             format!(
-                "capture name `{name}` must be a letter or `_` then letters, digits or `_` (at most 64), not `item` or `env`"
+                "capture name `{name}` must be a letter or `_` then letters, digits or `_` (at most 64), not item, env, row, serial or uuid"
             ),
         ));
     }

@@ -16,6 +16,8 @@ impl Run {
         if let Some(old) = self.participants.get(&c.uid) {
             p.got_last = old.got_last;
         }
+        // A fresh number even for a slave coming back: its serials must not meet anyone's.
+        p.ordinal = self.next_ordinal();
         self.participants.insert(c.uid.clone(), p);
         self.dirty = true;
         self.reslice(now)
@@ -111,6 +113,7 @@ impl Run {
                     run_elapsed_ms: run_ms,
                     load_elapsed_ms: load_ms,
                     suspended,
+                    ordinal: p.ordinal,
                 }),
                 Some(old) if *old == share => continue,
                 Some(_) => Down::Rescale(proto::Rescale {
@@ -137,5 +140,6 @@ pub(super) fn participant(c: &Candidate) -> Participant {
         share: None,
         detached_since: None,
         stop_acked_ms: None,
+        ordinal: 0,
     }
 }

@@ -79,6 +79,9 @@ pub struct Participant {
     pub detached_since: Option<Instant>,
     #[serde(skip)]
     pub stop_acked_ms: Option<u64>,
+    /// Its number in this run, unique and never reused (the base of its `{{serial}}`).
+    #[serde(default)]
+    pub ordinal: u32,
 }
 
 /// Who a slave is, when it joins a run.
@@ -296,10 +299,21 @@ impl Run {
         self.phase = Phase::Running;
         self.dirty = true;
         for c in available {
-            self.participants.insert(c.uid.clone(), participant(&c));
+            let mut p = participant(&c);
+            p.ordinal = self.next_ordinal();
+            self.participants.insert(c.uid.clone(), p);
         }
         info!(run_id = %self.id, slaves = self.participants.len(), "run started");
         self.reslice(now)
+    }
+
+    /// A participant number no participant of this run ever had.
+    fn next_ordinal(&self) -> u32 {
+        self.participants
+            .values()
+            .map(|p| p.ordinal + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether the quorum wait is over without a start.

@@ -102,6 +102,20 @@ fn quorum_start_rescale_on_join_and_loss() {
         r.lose_slave(t1, "b", "again").is_empty(),
         "a lost slave is lost once"
     );
+    // Ordinals (the base of `{{serial}}`) are unique and never reused, even for a slave
+    // that comes back.
+    let out = r.add_slave(t1, cand("b"));
+    let assigned: Vec<u32> = out
+        .iter()
+        .filter_map(|(_, m)| match m.kind.as_ref() {
+            Some(Down::Assign(a)) => Some(a.ordinal),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(assigned, vec![3]);
+    let mut ordinals: Vec<u32> = r.participants.values().map(|p| p.ordinal).collect();
+    ordinals.sort();
+    assert_eq!(ordinals, vec![0, 2, 3]);
 }
 
 #[test]

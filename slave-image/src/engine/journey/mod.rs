@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::exchange::{Judged, Outcome, Shared, Worker};
 use super::http::Kept;
 use extract::{CompiledCapture, CompiledCheck};
+pub use template::Serial;
 use template::{Template, Vars};
 
 /// One step, compiled for the run.
@@ -269,6 +270,7 @@ async fn run_step(
         item,
         columns: &journeys.columns,
         row,
+        serial: &shared.serial,
     };
     let url = url::Url::parse(&format!("{}{}", journeys.origin, step.template.path(&vars))).ok();
     let cookie = url

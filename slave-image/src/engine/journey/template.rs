@@ -69,7 +69,7 @@ impl Template {
     /// empty, `Content-Length` and the body.
     pub(crate) fn render(&self, vars: &Vars<'_>, cookie: &str, out: &mut Vec<u8>) {
         out.clear();
-        render(&self.head, vars, out);
+        render(&self.head, vars, out, true);
         if !cookie.is_empty() {
             out.extend_from_slice(b"Cookie: ");
             out.extend_from_slice(cookie.as_bytes());
@@ -79,17 +79,18 @@ impl Template {
             None => out.extend_from_slice(b"\r\n"),
             Some(parts) => {
                 let mut body = Vec::new();
-                render(parts, vars, &mut body);
+                render(parts, vars, &mut body, true);
                 out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
                 out.extend_from_slice(&body);
             }
         }
     }
 
-    /// The request's path as rendered (for matching cookies).
+    /// The request's path as rendered (for matching cookies; `{{serial}}` and `{{uuid}}`
+    /// render empty here).
     pub(crate) fn path(&self, vars: &Vars<'_>) -> String {
         let mut out = Vec::new();
-        render(&self.path, vars, &mut out);
+        render(&self.path, vars, &mut out, false);
         String::from_utf8_lossy(&out).into_owned()
     }
 }
@@ -101,6 +102,33 @@ pub(crate) struct Vars<'a> {
     pub item: &'a str,
     pub columns: &'a [String],
     pub row: &'a [String],
+    /// This slave's `{{serial}}` counter.
+    pub serial: &'a Serial,
+}
+
+/// `{{serial}}`: numbers unique across all slaves of a run without coordination: use `k` on
+/// the slave with run ordinal `o` (given by the master, never reused) is `k × 2^24 + o`.
+#[derive(Debug, Default)]
+pub struct Serial {
+    ordinal: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// Ordinals below this keep serials unique (16 777 216 slaves in one run).
+const SERIAL_STRIDE: u64 = 1 << 24;
+
+impl Serial {
+    pub fn new(ordinal: u32) -> Self {
+        Serial {
+            ordinal: u64::from(ordinal) % SERIAL_STRIDE,
+            next: Default::default(),
+        }
+    }
+
+    fn take(&self) -> u64 {
+        let k = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        k * SERIAL_STRIDE + self.ordinal
+    }
 }
 
 impl Vars<'_> {
@@ -116,10 +144,22 @@ impl Vars<'_> {
     }
 }
 
-fn render(parts: &[Part], vars: &Vars<'_>, out: &mut Vec<u8>) {
+/// Renders `parts`; `fresh` draws `{{serial}}` and `{{uuid}}` values (else they render empty,
+/// for a path only used to match cookies).
+fn render(parts: &[Part], vars: &Vars<'_>, out: &mut Vec<u8>, fresh: bool) {
     for p in parts {
         match p {
             Part::Literal(t) => out.extend_from_slice(t.as_bytes()),
+            Part::Var { name, .. } if name == "serial" => {
+                if fresh {
+                    out.extend_from_slice(vars.serial.take().to_string().as_bytes());
+                }
+            }
+            Part::Var { name, .. } if name == "uuid" => {
+                if fresh {
+                    out.extend_from_slice(uuid::Uuid::new_v4().to_string().as_bytes());
+                }
+            }
             Part::Var { name, encode } => {
                 let v = vars.get(name);
                 if *encode {
@@ -179,11 +219,13 @@ mod tests {
         let captured = HashMap::from([("tok".to_string(), "a b&c".to_string())]);
         let columns = ["email".to_string()];
         let row = ["a@x.io".to_string()];
+        let serial = Serial::new(3);
         let vars = Vars {
             captured: &captured,
             item: "",
             columns: &columns,
             row: &row,
+            serial: &serial,
         };
         let mut out = Vec::new();
         t.render(&vars, "sid=1; lang=en", &mut out);
@@ -204,5 +246,16 @@ mod tests {
         let mut r = s.requests[1].clone();
         r.path = "/u/{{row.email}}/{{row.none}}".into();
         assert_eq!(Template::new(&s, &r).path(&vars), "/base/u/a@x.io/");
+        r.path = "/s/{{serial}}/{{serial}}/{{uuid}}".into();
+        let mut out = Vec::new();
+        Template::new(&s, &r).render(&vars, "", &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let path = text.split(' ').nth(1).unwrap();
+        let parts: Vec<&str> = path.split('/').collect();
+        assert_eq!(&parts[..5], ["", "base", "s", "3", "16777219"], "{path}");
+        assert!(
+            uuid::Uuid::parse_str(parts[5]).is_ok_and(|u| u.get_version_num() == 4),
+            "{path}"
+        );
     }
 }
