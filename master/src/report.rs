@@ -215,7 +215,7 @@ impl Names {
     /// The endpoints (requests or steps), checks and flows of `scenario`.
     pub fn of(scenario: &lobster_fleet::scenario::Scenario) -> Self {
         Names {
-            endpoints: scenario.requests.iter().map(|r| r.name.clone()).collect(),
+            endpoints: scenario.endpoint_names(),
             checks: scenario
                 .requests
                 .iter()

@@ -79,6 +79,27 @@ pub(crate) struct RequestFile {
     pub check: Vec<Spanned<CheckFile>>,
     pub think: Option<Spanned<ThinkValue>>,
     pub follow_redirects: Option<bool>,
+    pub browse: Option<Spanned<BrowseFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BrowseFile {
+    pub depth: Option<Spanned<Whole>>,
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+    pub think: Option<Spanned<ThinkValue>>,
+    #[serde(default)]
+    pub groups: Vec<Spanned<GroupFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupFile {
+    pub name: Spanned<String>,
+    pub path: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

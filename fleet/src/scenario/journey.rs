@@ -55,6 +55,31 @@ impl Markov {
     }
 }
 
+/// Link-following browsing (as the first Lobster browsed MediaWiki): after the step's page,
+/// the user follows a link picked at random from each page, `depth` times or until the run
+/// ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Browse {
+    /// Pages followed after the first; `None`: for the rest of the user's life.
+    pub depth: Option<u64>,
+    /// A link is eligible only if its path matches one of these (all when empty).
+    pub include: Vec<String>,
+    /// ... and none of these.
+    pub exclude: Vec<String>,
+    /// Pause between pages (else the step's think time).
+    pub think: Option<super::Think>,
+    /// Endpoint names for followed pages: the first group whose pattern matches the path
+    /// names the endpoint; a page no group matches counts under the step's name.
+    pub groups: Vec<Group>,
+}
+
+/// A name for the pages whose path matches `path` (a regular expression).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub path: String,
+}
+
 /// A value a step takes from its response into a variable of the same user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capture {

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use journey::{Capture, Check, Flow, Markov, Rule, Source};
+pub use journey::{Browse, Capture, Check, Flow, Group, Markov, Rule, Source};
 
 pub use profile::{Arrivals, Model, Profile, Stage};
 pub use target::{Scheme, Target};
@@ -128,6 +128,9 @@ pub struct Request {
     /// [`MAX_REDIRECTS`] hops, each hop a request of this endpoint.
     #[serde(default)]
     pub follow_redirects: bool,
+    /// Follow links from the step's page (a flow step only).
+    #[serde(default)]
+    pub browse: Option<Browse>,
 }
 
 /// Most redirects a step follows.
@@ -145,7 +148,10 @@ impl Request {
 
     /// Whether the response's head and body are needed (to capture, check or follow).
     pub fn reads_response(&self) -> bool {
-        !self.capture.is_empty() || !self.check.is_empty() || self.follow_redirects
+        !self.capture.is_empty()
+            || !self.check.is_empty()
+            || self.follow_redirects
+            || self.browse.is_some()
     }
 
     /// Whether the request uses a value made per request: a column of a data row
@@ -453,6 +459,21 @@ impl Scenario {
                     fmt_num(self.duration_ms as f64 / 1000.0)
                 )
             })
+            .collect()
+    }
+
+    /// Every endpoint's name, in the order of statistics: the requests (or steps or states),
+    /// then the browse groups of each step.
+    pub fn endpoint_names(&self) -> Vec<String> {
+        let groups = self
+            .requests
+            .iter()
+            .filter_map(|r| r.browse.as_ref())
+            .flat_map(|b| b.groups.iter().map(|g| g.name.clone()));
+        self.requests
+            .iter()
+            .map(|r| r.name.clone())
+            .chain(groups)
             .collect()
     }
 

@@ -19,7 +19,9 @@ use load::resolve_load;
 use markov::resolve_markov;
 use requests::{check_headers, is_token, resolve_requests, resolve_step};
 use sla::resolve_sla;
-use steps::{check_flows, resolve_capture, resolve_check, resolve_flows, resolve_think};
+use steps::{
+    check_flows, resolve_browse, resolve_capture, resolve_check, resolve_flows, resolve_think,
+};
 pub(crate) use tls::check_ca_pem;
 use tls::resolve_tls;
 
@@ -185,6 +187,25 @@ fn resolve(
             ));
         }
     };
+    let mut endpoints = BTreeSet::new();
+    for r in &requests {
+        endpoints.insert(r.name.clone());
+    }
+    for g in requests
+        .iter()
+        .filter_map(|r| r.browse.as_ref())
+        .flat_map(|b| &b.groups)
+    {
+        if !endpoints.insert(g.name.clone()) {
+            return Err(fault(
+                f.name.referenced,
+                format!(
+                    "browse group `{}` has the name of another step or group (each is an endpoint of the report)",
+                    g.name
+                ),
+            ));
+        }
+    }
     let sla = f
         .sla
         .iter()

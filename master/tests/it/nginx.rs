@@ -39,7 +39,7 @@ pub fn start_nginx_tls(
 }
 
 /// nginx with extra `http` directives, `listen` parameters and `server` directives.
-fn start_nginx_server(
+pub fn start_nginx_server(
     env: &Env,
     http_extra: &str,
     listen_extra: &str,
@@ -282,4 +282,71 @@ fn serials_are_unique_across_three_slaves() {
     let requests = r.unwrap()["totals"]["requests"].as_u64().unwrap();
     assert_eq!(serials.len() as u64, requests);
     assert_eq!(slaves.len(), 3, "three slaves' ordinals: {slaves:?}");
+}
+
+/// Browsing a static site by its links: every request stays within `include` and outside
+/// `exclude` on the target's origin, each page counts under its group (a bounded set of report
+/// rows), and each user follows exactly `depth` links after the first page.
+#[test]
+fn browsing_follows_links_within_its_patterns() {
+    let env = Env::new();
+    let site = env.path("site");
+    std::fs::create_dir_all(site.join("pages")).unwrap();
+    std::fs::create_dir_all(site.join("private")).unwrap();
+    for n in 0..20 {
+        let (a, b) = ((n * 7 + 1) % 20, (n * 3 + 2) % 20);
+        let page = format!(
+            "<html><a href=\"/pages/{a}.html\">a</a> <a href=\"{b}.html#top\">b</a> <a href=\"/private/{n}.html\">p</a> <a href=\"http://elsewhere.example/pages/1.html\">x</a> <a href=\"mailto:a@b\">m</a></html>"
+        );
+        std::fs::write(site.join(format!("pages/{n}.html")), page).unwrap();
+        std::fs::write(site.join(format!("private/{n}.html")), "secret").unwrap();
+    }
+    let (_nginx, addr) = start_nginx_server(
+        &env,
+        "",
+        "",
+        &format!("location /pages/ {{ root {}; }}", site.display()),
+    );
+    let text = format!(
+        "name: browse\ntarget: http://{addr}\nduration: 3s\nload: {{users: 2}}\nflows:\n  - name: reader\n    steps:\n      - name: start\n        path: /pages/0.html\n        browse:\n          depth: 5\n          include: ['^/pages/']\n          exclude: ['^/private/']\n          think: 1ms\n          groups:\n            - {{name: teens, path: '^/pages/1[0-9]\\.html$'}}\n"
+    );
+    let file = env.scenario("browse.yaml", &text);
+    let (code, out, err, r) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    let log = std::fs::read_to_string(env.path("nginx/logs/access.log")).unwrap();
+    let paths: Vec<&str> = log
+        .lines()
+        .map(|l| l.split('"').nth(1).unwrap().split(' ').nth(1).unwrap())
+        .collect();
+    assert!(paths.len() > 30, "{}", paths.len());
+    for p in &paths {
+        assert!(
+            p.starts_with("/pages/") && p.ends_with(".html"),
+            "left the patterns: {p}"
+        );
+    }
+    let teens = paths
+        .iter()
+        .filter(|p| p.starts_with("/pages/1") && p.len() == 14)
+        .count() as u64;
+    let starts = paths.iter().filter(|p| **p == "/pages/0.html").count() as u64;
+    let names: Vec<&str> = r["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["start", "teens"]);
+    assert_eq!(r["endpoints"][1]["requests"].as_u64(), Some(teens));
+    assert_eq!(r["totals"]["requests"].as_u64(), Some(paths.len() as u64));
+    assert_eq!(r["totals"]["failures"], 0);
+    // Each flow instance: the first page and 5 followed links (the last ones may be cut).
+    let completed = r["totals"]["flows"][0]["completed"].as_u64().unwrap();
+    assert!(
+        paths.len() as u64 >= completed * 6 && paths.len() as u64 <= completed * 6 + 2 * 6,
+        "{} requests, {completed} flows",
+        paths.len()
+    );
+    assert!(starts >= completed, "{starts} {completed}");
 }

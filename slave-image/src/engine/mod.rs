@@ -236,12 +236,7 @@ impl Run {
                 return;
             }
         };
-        let names = self
-            .scenario
-            .requests
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
+        let names = self.scenario.endpoint_names();
         let shared = Arc::new(Shared {
             scenario: self.scenario.clone(),
             addr,

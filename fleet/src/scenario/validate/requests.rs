@@ -190,6 +190,7 @@ pub(super) fn resolve_step(
         check,
         think,
         follow_redirects: r.follow_redirects.unwrap_or(false),
+        browse: r.browse.as_ref().map(resolve_browse).transpose()?,
     };
     let texts = std::iter::once(req.path.as_str())
         .chain(req.body.as_deref())

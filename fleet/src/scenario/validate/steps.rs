@@ -3,9 +3,9 @@
 //! its line and column before anything runs).
 
 use super::*;
-use crate::scenario::file::{CaptureFile, CheckFile, FlowFile};
+use crate::scenario::file::{BrowseFile, CaptureFile, CheckFile, FlowFile};
 use crate::scenario::journey::{is_json_pointer, is_variable_name};
-use crate::scenario::{Capture, Check, Flow, Rule, Source};
+use crate::scenario::{Browse, Capture, Check, Flow, Group, Rule, Source};
 
 /// Most flows in a scenario.
 const MAX_FLOWS: usize = 100;
@@ -187,6 +187,52 @@ pub(super) fn resolve_check(step: &str, c: &Spanned<CheckFile>) -> Res<Check> {
     })
 }
 
+/// Most browse groups of a step (each an endpoint of the report).
+const MAX_GROUPS: usize = 50;
+
+pub(super) fn resolve_browse(b: &Spanned<BrowseFile>) -> Res<Browse> {
+    let f = &b.value;
+    let depth = f
+        .depth
+        .as_ref()
+        .map(|d| {
+            d.value
+                .in_range("browse.depth", 1, 1_000_000)
+                .map_err(|e| fault(d.referenced, e))
+        })
+        .transpose()?;
+    if f.groups.len() > MAX_GROUPS {
+        return Err(fault(
+            b.referenced,
+            format!("at most {MAX_GROUPS} browse groups (each is an endpoint of the report)"),
+        ));
+    }
+    let groups = f
+        .groups
+        .iter()
+        .map(|g| {
+            let name = g.value.name.value.trim();
+            if name.is_empty() || name.len() > 100 {
+                return Err(fault(
+                    g.value.name.referenced,
+                    "a browse group's name must be 1 to 100 characters",
+                ));
+            }
+            Ok(Group {
+                name: name.to_string(),
+                path: regex(&g.value.path)?,
+            })
+        })
+        .collect::<Res<Vec<_>>>()?;
+    Ok(Browse {
+        depth,
+        include: f.include.iter().map(regex).collect::<Res<_>>()?,
+        exclude: f.exclude.iter().map(regex).collect::<Res<_>>()?,
+        think: f.think.as_ref().map(resolve_think).transpose()?,
+        groups,
+    })
+}
+
 fn header_name(h: &Spanned<String>) -> Res<String> {
     let name = h.value.trim();
     if !is_token(name) {
@@ -257,7 +303,22 @@ pub(super) fn check_flows(s: &Scenario) -> Result<(), String> {
             }
         }
     }
+    let names = s.endpoint_names();
+    if names.iter().collect::<BTreeSet<_>>().len() != names.len() {
+        return Err("endpoint names (steps and browse groups) must be unique".into());
+    }
     for r in &s.requests {
+        if let Some(b) = &r.browse {
+            let ok = b
+                .include
+                .iter()
+                .chain(&b.exclude)
+                .chain(b.groups.iter().map(|g| &g.path))
+                .all(|re| regex::Regex::new(re).is_ok());
+            if !ok || b.groups.len() > MAX_GROUPS {
+                return Err(format!("request `{}` has an invalid browse", r.name));
+            }
+        }
         for c in &r.capture {
             let ok = is_variable_name(&c.name)
                 && match &c.from {

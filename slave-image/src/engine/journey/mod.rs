@@ -10,6 +10,7 @@
 //! keeping its jar and variables across flows as a browser keeps its cookies. Open model:
 //! every arrival is a new flow instance with a fresh jar.
 
+mod browse;
 mod extract;
 mod markov;
 mod redirect;
@@ -41,6 +42,7 @@ struct Step {
     checks: Vec<(usize, CompiledCheck)>,
     think: Think,
     follow_redirects: bool,
+    browse: Option<browse::Browsing>,
 }
 
 /// The scenario's flows, compiled once per run and shared by its users.
@@ -63,6 +65,7 @@ impl Journeys {
             return Ok(None);
         }
         let mut check_index = 0;
+        let mut group_index = scenario.requests.len();
         let mut steps = Vec::new();
         for (i, r) in scenario.requests.iter().enumerate() {
             let captures = r
@@ -75,7 +78,17 @@ impl Journeys {
                 checks.push((check_index, CompiledCheck::new(c)?));
                 check_index += 1;
             }
+            let think = r.think.unwrap_or(scenario.think);
+            let browse = match &r.browse {
+                None => None,
+                Some(b) => {
+                    let compiled = browse::Browsing::new(b, i, group_index, think)?;
+                    group_index += b.groups.len();
+                    Some(compiled)
+                }
+            };
             steps.push(Step {
+                browse,
                 endpoint: i,
                 head_method: r.method == "HEAD",
                 template: Template::new(scenario, r),
@@ -175,7 +188,11 @@ pub async fn run_markov(
         return Outcome::Done;
     };
     let row = journeys.row(item);
-    match run_step(worker, shared, journeys, step, user, item, &row, None, halt).await {
+    match run_step(
+        worker, shared, journeys, step, user, item, &row, None, rng, halt,
+    )
+    .await
+    {
         StepEnd::Failed(outcome) => return outcome,
         StepEnd::Halted => return Outcome::Done,
         StepEnd::Passed => {}
@@ -217,6 +234,7 @@ pub async fn run_flow(
             item,
             &row,
             intended.take(),
+            rng,
             halt,
         )
         .await
@@ -247,12 +265,13 @@ enum StepEnd {
     Passed,
     /// It failed (no response, an unexpected status, a capture that found nothing).
     Failed(Outcome),
-    /// The run ended in the middle of a redirect chain: the step is not judged.
+    /// The run ended in the middle of a redirect chain (the step is not judged) or of its
+    /// browsing (the flow instance is cut, not completed).
     Halted,
 }
 
 /// Sends one step (following its redirects), stores its cookies, fills its captures and
-/// counts its checks.
+/// counts its checks; then, for a browse step, follows links from its page.
 #[allow(clippy::too_many_arguments)]
 async fn run_step(
     worker: &mut Worker,
@@ -263,6 +282,7 @@ async fn run_step(
     item: &str,
     row: &[String],
     mut intended: Option<Instant>,
+    rng: &mut SmallRng,
     halt: &CancellationToken,
 ) -> StepEnd {
     let vars = Vars {
@@ -353,11 +373,15 @@ async fn run_step(
     let ok = resp
         .as_ref()
         .is_some_and(|r| shared.scenario.requests[step.endpoint].accepts(r.status) && captured_all);
-    if ok {
-        StepEnd::Passed
-    } else {
-        StepEnd::Failed(outcome)
+    if !ok {
+        return StepEnd::Failed(outcome);
     }
+    if let (Some(b), Some(page)) = (&step.browse, here)
+        && !b.follow(worker, shared, user, page, rng, halt).await
+    {
+        return StepEnd::Halted;
+    }
+    StepEnd::Passed
 }
 
 /// Pauses for a think time drawn from `t`; false when the run ended meanwhile.

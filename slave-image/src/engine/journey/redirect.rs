@@ -6,6 +6,7 @@
 use super::extract::header;
 
 /// Where a redirect goes, and how.
+#[derive(Debug)]
 pub(crate) struct Hop {
     pub url: url::Url,
     /// Send the same method and body again (`307`, `308`) rather than a `GET`.
