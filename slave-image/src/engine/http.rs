@@ -71,6 +71,8 @@ pub struct Kept {
     pub body: Vec<u8>,
     /// Whether the body was longer than what was kept.
     pub truncated: bool,
+    /// Keep the body too (captures, checks, browsing); else only the head (cookies).
+    pub want_body: bool,
 }
 
 impl Kept {
@@ -81,6 +83,9 @@ impl Kept {
     }
 
     fn keep_body(&mut self, bytes: &[u8]) {
+        if !self.want_body {
+            return;
+        }
         let room = MAX_KEPT_BODY.saturating_sub(self.body.len());
         if bytes.len() > room {
             self.truncated = true;

@@ -178,6 +178,7 @@ mod tests {
             head: head.as_bytes().to_vec(),
             body: body.as_bytes().to_vec(),
             truncated: false,
+            want_body: true,
         }
     }
 

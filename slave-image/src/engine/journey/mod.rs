@@ -304,6 +304,8 @@ async fn run_step(
         request,
         ..
     } = user;
+    // The body only when something looks at it; the head always (cookies, redirects).
+    kept.want_body = !step.captures.is_empty() || !step.checks.is_empty() || step.browse.is_some();
     let mut here = url;
     let mut hops = 0;
     let (outcome, resp, captured_all) = loop {
