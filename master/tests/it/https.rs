@@ -351,3 +351,51 @@ flows:
     );
     eprintln!("REDIRECTS: {login} login requests for {views} logged-in views");
 }
+
+/// The open model with a flow: `rate` counts flow arrivals, each a new instance with a fresh
+/// cookie jar; every due arrival is a completed, failed or dropped instance (or one cut by the
+/// end), and each completed instance logged in once.
+#[test]
+fn open_model_arrivals_start_flow_instances() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        r#"name: open-flows
+target: http://{addr}
+duration: 3s
+load: {{rate: 20, max_connections: 20}}
+flows:
+  - name: member
+    steps:
+      - name: page
+        path: /login/
+        capture: [{{name: csrf, regex: 'name="csrf_token" value="(\w+)"'}}]
+      - name: login
+        method: POST
+        path: /login/
+        headers: {{Content-Type: application/x-www-form-urlencoded}}
+        body: 'csrf_token={{{{csrf}}}}&username=ann&password=x'
+        expect: [303]
+      - name: account
+        path: /account/
+        check: [{{body_contains: Signed in}}]
+"#
+    );
+    let file = env.scenario("open-flows.yaml", &text);
+    let (code, out, err, r) = lobster_run(&env, &file, 2, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    let flow = &r["totals"]["flows"][0];
+    let completed = flow["completed"].as_u64().unwrap();
+    let failed = flow["failed"].as_u64().unwrap();
+    let dropped = r["totals"]["dropped"].as_u64().unwrap();
+    // 60 arrivals due; an instance still running at the end is neither completed nor failed.
+    let accounted = completed + failed + dropped;
+    assert!(
+        (58..=60).contains(&accounted),
+        "{completed} + {failed} + {dropped} of 60"
+    );
+    assert_eq!(failed, 0);
+    let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/__lobster/count")).unwrap();
+    assert_eq!(v["logged_in_views"].as_u64(), Some(completed));
+}
