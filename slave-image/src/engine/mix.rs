@@ -38,21 +38,7 @@ impl Prepared {
         head.push_str(&r.path);
         let path_end = head.len();
         head.push_str(" HTTP/1.1\r\n");
-        let has = |name: &str| {
-            r.headers
-                .iter()
-                .chain(&scenario.headers)
-                .any(|(k, _)| k.eq_ignore_ascii_case(name))
-        };
-        if !has("host") {
-            head.push_str(&format!("Host: {}\r\n", scenario.target.host_header()));
-        }
-        if !has("user-agent") {
-            head.push_str(&format!(
-                "User-Agent: lobster/{}\r\n",
-                lobster_fleet::VERSION
-            ));
-        }
+        head.push_str(&implied_headers(scenario, r));
         for (k, v) in &r.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -101,6 +87,27 @@ impl Prepared {
     pub fn uses_item(&self) -> bool {
         self.fixed.is_none()
     }
+}
+
+/// The `Host` and `User-Agent` lines a request gets unless it (or the scenario) sets them.
+pub(crate) fn implied_headers(scenario: &Scenario, r: &Request) -> String {
+    let has = |name: &str| {
+        r.headers
+            .iter()
+            .chain(&scenario.headers)
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
+    let mut out = String::new();
+    if !has("host") {
+        out.push_str(&format!("Host: {}\r\n", scenario.target.host_header()));
+    }
+    if !has("user-agent") {
+        out.push_str(&format!(
+            "User-Agent: lobster/{}\r\n",
+            lobster_fleet::VERSION
+        ));
+    }
+    out
 }
 
 fn finish(out: &mut Vec<u8>, body: Option<&[u8]>) {

@@ -186,44 +186,19 @@ impl Run {
     pub async fn run(self, stop: CancellationToken) {
         let run_id = self.run_id.clone();
         let started = Instant::now();
-        let addr = match resolve(&self.scenario).await {
-            Ok(a) => a,
-            Err(message) => {
-                warn!(run_id = %run_id, %message, "target unreachable");
-                let _ = self
-                    .out
-                    .send(Output::Event {
-                        run_id: run_id.clone(),
-                        kind: EventKind::Error,
-                        message,
-                    })
-                    .await;
-                self.send_last(IntervalStats::default(), 0).await;
-                return;
-            }
+        let prepared = async {
+            let addr = resolve(&self.scenario).await?;
+            let tls = tls::client(&self.scenario)
+                .map_err(|e| format!("cannot speak TLS to {}: {e}", self.scenario.target))?;
+            let journeys = journey::Journeys::new(&self.scenario)
+                .map_err(|e| format!("cannot run the flows: {e}"))?;
+            Ok::<_, String>((addr, tls, journeys))
         };
-        let tls = match tls::client(&self.scenario) {
-            Ok(t) => t,
-            Err(e) => {
-                let message = format!("cannot speak TLS to {}: {e}", self.scenario.target);
-                warn!(run_id = %run_id, %message, "no TLS");
-                let _ = self
-                    .out
-                    .send(Output::Event {
-                        run_id: run_id.clone(),
-                        kind: EventKind::Error,
-                        message,
-                    })
-                    .await;
-                self.send_last(IntervalStats::default(), 0).await;
-                return;
-            }
-        };
-        let journeys = match journey::Journeys::new(&self.scenario) {
-            Ok(j) => j,
+        let (addr, tls, journeys) = match prepared.await {
+            Ok(p) => p,
             Err(message) => {
-                let message = format!("cannot run the flows: {message}");
-                warn!(run_id = %run_id, %message, "bad flows");
+                // Nothing can be sent: say why, and end the share with an empty interval.
+                warn!(run_id = %run_id, %message, "share not started");
                 let _ = self
                     .out
                     .send(Output::Event {

@@ -32,21 +32,7 @@ impl Template {
         let mut head = vec![Part::Literal(format!("{} ", r.method))];
         head.extend(split(&path_text, true));
         let mut lines = String::from(" HTTP/1.1\r\n");
-        let has = |name: &str| {
-            r.headers
-                .iter()
-                .chain(&scenario.headers)
-                .any(|(k, _)| k.eq_ignore_ascii_case(name))
-        };
-        if !has("host") {
-            lines.push_str(&format!("Host: {}\r\n", scenario.target.host_header()));
-        }
-        if !has("user-agent") {
-            lines.push_str(&format!(
-                "User-Agent: lobster/{}\r\n",
-                lobster_fleet::VERSION
-            ));
-        }
+        lines.push_str(&crate::engine::mix::implied_headers(scenario, r));
         head.push(Part::Literal(lines));
         let own = r.headers.iter();
         let shared = scenario
