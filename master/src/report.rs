@@ -10,11 +10,15 @@ use crate::aggregate::Point;
 use crate::sla::{RuleResult, Verdict};
 
 mod checks;
+mod csv_files;
 mod flows;
+mod junit;
 mod phases;
 
 pub use checks::{CheckRow, failed_checks_reason};
+pub use csv_files::write_csv;
 pub use flows::FlowRow;
+pub use junit::junit;
 pub use phases::PhaseOut;
 use phases::phases_out;
 

@@ -133,6 +133,8 @@ pub async fn quickstart(
         scenario: lobster_fleet::scenario::load(&scenario).map_err(Failure::bad_input)?,
         local_slaves: 0,
         json: Some(json.clone()),
+        junit: None,
+        csv: None,
         min_slaves: Some(args.instances),
         quorum_timeout: Duration::from_secs(60),
         master: None,

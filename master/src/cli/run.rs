@@ -33,6 +33,13 @@ pub struct RunArgs {
     /// Write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the verdict, SLA rules and checks as JUnit XML to FILE (for CI systems).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write PREFIX_stats.csv, PREFIX_stats_history.csv and PREFIX_failures.csv (as
+    /// Locust's --csv).
+    #[arg(long, value_name = "PREFIX")]
+    pub csv: Option<PathBuf>,
     /// Override the scenario's duration (e.g. 30s).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -70,6 +77,10 @@ pub(crate) struct Plan {
     pub(crate) local_slaves: u32,
     /// Where to write the JSON report.
     pub(crate) json: Option<PathBuf>,
+    /// Where to write the JUnit XML.
+    pub(crate) junit: Option<PathBuf>,
+    /// The prefix of the CSV files.
+    pub(crate) csv: Option<PathBuf>,
     /// Slaves to wait for (default: the local slaves, else the registered ones, at least 1).
     pub(crate) min_slaves: Option<u32>,
     pub(crate) quorum_timeout: Duration,
@@ -116,14 +127,19 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
             "--quorum-timeout must be longer than zero"
         )));
     }
-    if let Some(j) = &args.json {
-        let dir = j
+    for (flag, path) in [
+        ("--json", &args.json),
+        ("--junit", &args.junit),
+        ("--csv", &args.csv),
+    ] {
+        let Some(path) = path else { continue };
+        let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {
             return Err(Failure::bad_input(anyhow!(
-                "--json: directory {} does not exist",
+                "{flag}: directory {} does not exist",
                 dir.display()
             )));
         }
@@ -133,6 +149,8 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         scenario,
         local_slaves: args.local_slaves,
         json: args.json,
+        junit: args.junit,
+        csv: args.csv,
         min_slaves: args.min_slaves,
         quorum_timeout: args.quorum_timeout,
         master: args.master,
@@ -273,6 +291,16 @@ async fn drive(
         let json = serde_json::to_string_pretty(&report).expect("report serializes");
         std::fs::write(path, json)
             .with_context(|| format!("cannot write the report to {}", path.display()))
+            .map_err(Failure::trouble)?;
+    }
+    if let Some(path) = &plan.junit {
+        std::fs::write(path, crate::report::junit(&report))
+            .with_context(|| format!("cannot write the JUnit XML to {}", path.display()))
+            .map_err(Failure::trouble)?;
+    }
+    if let Some(prefix) = &plan.csv {
+        crate::report::write_csv(&report, prefix)
+            .with_context(|| format!("cannot write the CSV files {}_*.csv", prefix.display()))
             .map_err(Failure::trouble)?;
     }
     Ok(match report.status {

@@ -257,6 +257,16 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             &["--duration", "must be longer than zero"],
         ),
         (
+            "--junit into a missing directory",
+            vec![good.clone(), "--junit".into(), "/no/such/dir/r.xml".into()],
+            &["--junit: directory /no/such/dir does not exist"],
+        ),
+        (
+            "--csv into a missing directory",
+            vec![good.clone(), "--csv".into(), "/no/such/dir/run".into()],
+            &["--csv: directory /no/such/dir does not exist"],
+        ),
+        (
             "text --duration",
             vec![good.clone(), "--duration".into(), "soon".into()],
             &["invalid value", "expected e.g. `500ms`, `20s`"],

@@ -8,6 +8,7 @@
 mod common;
 
 mod bad_input;
+mod exports;
 mod fleet_bad_input;
 mod fleet_local;
 mod https;

@@ -1,0 +1,105 @@
+//! Reports as CI systems and spreadsheets read them: `--junit` parsed by a real XML reader,
+//! `--csv` by a real CSV reader, both equal to the JSON report.
+
+use crate::common::*;
+
+#[test]
+fn junit_and_csv_exports_say_what_the_json_report_says() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        "name: exports\ntarget: http://{addr}\nduration: 3s\nload: {{users: 2}}\nthink: 5ms\nrequests:\n  - {{name: ok, path: /}}\n  - {{name: broken, path: /status/503}}\nmax_error_rate: 100%\nsla:\n  - {{metric: p99, max: 10s, window: 1s}}\n  - {{metric: rps, min: 1000000, window: 1s, abort: false}}\n"
+    );
+    let file = env.scenario("exports.yaml", &text);
+    let (xml, prefix) = (env.path("run.xml"), env.path("run"));
+    let (code, out, err, r) = lobster_run(
+        &env,
+        &file,
+        1,
+        &[
+            "--junit",
+            xml.to_str().unwrap(),
+            "--csv",
+            prefix.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    let r = r.unwrap();
+    assert_eq!(r["status"], "failed");
+
+    // JUnit: the verdict and each SLA rule are test cases; the failing ones carry a failure.
+    let text = std::fs::read_to_string(&xml).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let (mut cases, mut failures, mut names, mut declared) = (0, 0, Vec::new(), None);
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                let attr = |k: &[u8]| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == k)
+                        .map(|a| a.unescape_value().unwrap().to_string())
+                };
+                match e.name().as_ref() {
+                    b"testcase" => {
+                        cases += 1;
+                        names.push(attr(b"name").unwrap());
+                    }
+                    b"failure" => failures += 1,
+                    b"testsuites" => declared = Some((attr(b"tests"), attr(b"failures"))),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((cases, failures), (3, 2), "{text}");
+    assert_eq!(declared, Some((Some("3".into()), Some("2".into()))));
+    let rules: Vec<String> = r["sla"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["rule"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        &names[1..],
+        &rules[..],
+        "rule texts (with `<=`) survive the XML"
+    );
+
+    // CSV: per endpoint then Aggregated, the history, the failures by kind.
+    let read = |suffix: &str| {
+        let mut rd = csv::Reader::from_path(env.path(&format!("run{suffix}"))).unwrap();
+        let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+        let rows: Vec<Vec<String>> = rd
+            .records()
+            .map(|x| x.unwrap().iter().map(String::from).collect())
+            .collect();
+        (header, rows)
+    };
+    let (header, stats) = read("_stats.csv");
+    assert_eq!(header[2], "Request Count");
+    let names: Vec<&str> = stats.iter().map(|x| x[1].as_str()).collect();
+    assert_eq!(names, ["ok", "broken", "Aggregated"]);
+    for (row, e) in stats.iter().zip(r["endpoints"].as_array().unwrap()) {
+        assert_eq!(row[2], e["requests"].to_string());
+        assert_eq!(row[3], e["failures"].to_string());
+    }
+    assert_eq!(stats[2][2], r["totals"]["requests"].to_string());
+    let (_, history) = read("_stats_history.csv");
+    let sum: u64 = history.iter().map(|x| x[1].parse::<u64>().unwrap()).sum();
+    assert_eq!(history.len(), r["series"].as_array().unwrap().len());
+    assert_eq!(sum, r["totals"]["requests"].as_u64().unwrap());
+    let (_, failures) = read("_failures.csv");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(
+        failures[0][..4],
+        [
+            "broken",
+            "status_503",
+            "503",
+            &r["endpoints"][1]["failures"].to_string()
+        ]
+    );
+}
