@@ -9,6 +9,7 @@ mod image;
 mod master;
 mod quickstart;
 pub(crate) mod run;
+mod runs;
 pub(crate) mod stop;
 mod target;
 
@@ -56,6 +57,9 @@ pub enum Commands {
     /// Template images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The run history of this home: list, show, report.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// Stop the background master and local cloud of this home.
     Stop,
 }
@@ -155,6 +159,7 @@ pub fn main() -> ExitCode {
         | Commands::Fleet(_)
         | Commands::Image(_)
         | Commands::Completions(_)
+        | Commands::Runs(_)
         | Commands::Stop => "warn,aws_config=off,aws_smithy_runtime=off",
         _ => "info,aws_config=off,aws_smithy_runtime=off",
     };
@@ -195,6 +200,7 @@ pub fn main() -> ExitCode {
                 Commands::Fleet(c) => fleet::fleet(c, &home, shutdown).await,
                 Commands::Cloud(c) => cloud::cloud(c, &home, shutdown).await,
                 Commands::Image(c) => image::image(c, &home).await,
+                Commands::Runs(c) => runs::runs(c, &home),
                 Commands::Stop => stop::stop(&home).await,
                 Commands::Completions(a) => {
                     use clap::CommandFactory;

@@ -1,0 +1,163 @@
+//! `lobster runs`: the run history of this home, read from the run store directly, so it
+//! works with or without a master running (SQLite's locking lets both share the file).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::Subcommand;
+
+use super::{ExitStatus, Failure};
+use crate::home::Home;
+use crate::report::Report;
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The latest runs, newest first: id, name, status, start, requests, failures, p95.
+    List {
+        /// How many runs (1 to 10000).
+        #[arg(long, default_value_t = 20, allow_negative_numbers = true,
+              value_parser = lobster_fleet::flags::whole(1u32, 10_000, ""))]
+        limit: u32,
+    },
+    /// A finished run's summary, as `lobster run` printed it.
+    Show {
+        /// The run's id (see `lobster runs list`).
+        run: String,
+    },
+    /// Write a finished run's report: --json FILE, --junit FILE, --csv PREFIX.
+    Report {
+        /// The run's id (see `lobster runs list`).
+        run: String,
+        /// The JSON report.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// The verdict, SLA rules and checks as JUnit XML.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// PREFIX_stats.csv, PREFIX_stats_history.csv, PREFIX_failures.csv.
+        #[arg(long, value_name = "PREFIX")]
+        csv: Option<PathBuf>,
+    },
+}
+
+pub fn runs(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
+    let path = home.master().store();
+    if !path.is_file() {
+        if let RunsCommand::List { .. } = c {
+            println!("no runs yet (no run store at {})", path.display());
+            return Ok(ExitStatus::Success);
+        }
+        return Err(Failure::bad_input(anyhow!(
+            "no runs yet: there is no run store at {}",
+            path.display()
+        )));
+    }
+    let store = Store::open(&path)
+        .with_context(|| format!("cannot open the run store {}", path.display()))
+        .map_err(Failure::trouble)?;
+    match c {
+        RunsCommand::List { limit } => {
+            let rows = store.runs(limit).map_err(Failure::trouble)?;
+            let mut out = String::new();
+            out.push_str(&format!(
+                "{:<22} {:<20} {:<9} {:<20} {:>10} {:>8} {:>9}\n",
+                "run", "name", "status", "started", "requests", "failed", "p95 ms"
+            ));
+            for row in rows {
+                let report = finished(&store, &row.id)?;
+                let (started, requests, failures, p95) = match &report {
+                    Some(r) => (
+                        r.started_at.clone(),
+                        r.totals.requests.to_string(),
+                        r.totals.failures.to_string(),
+                        format!("{:.1}", r.totals.latency_ms.p95),
+                    ),
+                    None => (
+                        crate::clock::rfc3339(row.created_unix_ms),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                    ),
+                };
+                out.push_str(&format!(
+                    "{:<22} {:<20} {:<9} {:<20} {:>10} {:>8} {:>9}\n",
+                    row.id,
+                    row.name.chars().take(20).collect::<String>(),
+                    row.status,
+                    started.chars().take(20).collect::<String>(),
+                    requests,
+                    failures,
+                    p95
+                ));
+            }
+            print!("{out}");
+            let _ = std::io::stdout().flush();
+            Ok(ExitStatus::Success)
+        }
+        RunsCommand::Show { run } => {
+            let r = report_of(&store, &run)?;
+            println!("{}", r.render());
+            Ok(ExitStatus::Success)
+        }
+        RunsCommand::Report {
+            run,
+            json,
+            junit,
+            csv,
+        } => {
+            if json.is_none() && junit.is_none() && csv.is_none() {
+                return Err(Failure::bad_input(anyhow!(
+                    "say which report to write: --json FILE, --junit FILE and/or --csv PREFIX"
+                )));
+            }
+            let r = report_of(&store, &run)?;
+            if let Some(p) = &json {
+                let text = serde_json::to_string_pretty(&r).expect("report serializes");
+                std::fs::write(p, text)
+                    .with_context(|| format!("cannot write {}", p.display()))
+                    .map_err(Failure::trouble)?;
+            }
+            if let Some(p) = &junit {
+                std::fs::write(p, crate::report::junit(&r))
+                    .with_context(|| format!("cannot write {}", p.display()))
+                    .map_err(Failure::trouble)?;
+            }
+            if let Some(p) = &csv {
+                crate::report::write_csv(&r, p)
+                    .with_context(|| format!("cannot write the CSV files {}_*.csv", p.display()))
+                    .map_err(Failure::trouble)?;
+            }
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+/// The report of a finished run, `None` while it has none.
+fn finished(store: &Store, id: &str) -> Result<Option<Report>, Failure> {
+    let Some(text) = store.report(id).map_err(Failure::trouble)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("the stored report of run {id} is unreadable"))
+        .map_err(Failure::trouble)
+}
+
+fn report_of(store: &Store, id: &str) -> Result<Report, Failure> {
+    if let Some(r) = finished(store, id)? {
+        return Ok(r);
+    }
+    let known = store
+        .runs(10_000)
+        .map_err(Failure::trouble)?
+        .into_iter()
+        .find(|r| r.id == id);
+    Err(Failure::bad_input(match known {
+        Some(r) => anyhow!("run {id} has no report yet: it is {}", r.status),
+        None => {
+            anyhow!("no run `{id}` in this home's run store: `lobster runs list` shows the runs")
+        }
+    }))
+}
