@@ -111,7 +111,10 @@ fn junit_and_csv_exports_say_what_the_json_report_says() {
 fn runs_list_show_and_report_read_the_store_without_a_master() {
     let env = Env::new();
     let (_target, addr) = env.target();
-    let file = env.scenario("h.yaml", &scenario_text(addr, "2s", "users: 1", "think: 10ms\n"));
+    let file = env.scenario(
+        "h.yaml",
+        &scenario_text(addr, "2s", "users: 1", "think: 10ms\n"),
+    );
     let (code, out, err, r) = lobster_run(&env, &file, 1, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     let r = r.unwrap();
@@ -120,13 +123,19 @@ fn runs_list_show_and_report_read_the_store_without_a_master() {
 
     let (code, list, err) = env.cli(&["runs", "list"]);
     assert_eq!(code, 0, "{err}");
-    let line = list.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{list}"));
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{list}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!((cols[2], cols[4]), ("passed", requests.as_str()), "{line}");
 
     let (code, shown, _) = env.cli(&["runs", "show", id]);
     assert_eq!(code, 0);
-    assert!(shown.contains(&format!("run {id} (test) PASSED")), "{shown}");
+    assert!(
+        shown.contains(&format!("run {id} (test) PASSED")),
+        "{shown}"
+    );
 
     let (json, xml) = (env.path("again.json"), env.path("again.xml"));
     let (code, _, err) = env.cli(&[
@@ -139,13 +148,27 @@ fn runs_list_show_and_report_read_the_store_without_a_master() {
         xml.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(report(&json), r, "the stored report is the one `lobster run` wrote");
-    assert!(std::fs::read_to_string(&xml).unwrap().contains("failures=\"0\""));
+    assert_eq!(
+        report(&json),
+        r,
+        "the stored report is the one `lobster run` wrote"
+    );
+    assert!(
+        std::fs::read_to_string(&xml)
+            .unwrap()
+            .contains("failures=\"0\"")
+    );
 
     let (code, _, err) = env.cli(&["runs", "show", "r-nope"]);
     assert_eq!(code, 2);
-    assert!(err.contains("no run `r-nope`") && err.contains("lobster runs list"), "{err}");
+    assert!(
+        err.contains("no run `r-nope`") && err.contains("lobster runs list"),
+        "{err}"
+    );
     let (code, _, err) = env.cli(&["runs", "report", id]);
     assert_eq!(code, 2);
-    assert!(err.contains("--json FILE, --junit FILE and/or --csv PREFIX"), "{err}");
+    assert!(
+        err.contains("--json FILE, --junit FILE and/or --csv PREFIX"),
+        "{err}"
+    );
 }
