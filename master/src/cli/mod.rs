@@ -4,6 +4,7 @@
 //! (unreachable master, busy port, ...), 130 interrupted twice.
 
 mod cloud;
+mod exports;
 pub(crate) mod fleet;
 mod image;
 mod master;

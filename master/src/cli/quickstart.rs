@@ -132,9 +132,10 @@ pub async fn quickstart(
         warnings: Vec::new(),
         scenario: lobster_fleet::scenario::load(&scenario).map_err(Failure::bad_input)?,
         local_slaves: 0,
-        json: Some(json.clone()),
-        junit: None,
-        csv: None,
+        exports: super::exports::Exports {
+            json: Some(json.clone()),
+            ..Default::default()
+        },
         min_slaves: Some(args.instances),
         quorum_timeout: Duration::from_secs(60),
         master: None,

@@ -13,6 +13,7 @@ use clap::Args;
 use lobster_fleet::scenario::{self, Scenario};
 use tokio_util::sync::CancellationToken;
 
+use super::exports::Exports;
 use super::{Failure, parse_duration};
 use crate::client::ApiClient;
 use crate::home::Home;
@@ -30,16 +31,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0, value_name = "N", allow_negative_numbers = true,
           value_parser = lobster_fleet::flags::whole(0u32, MAX_LOCAL_SLAVES, ""))]
     pub local_slaves: u32,
-    /// Write the JSON report to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write the verdict, SLA rules and checks as JUnit XML to FILE (for CI systems).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Write PREFIX_stats.csv, PREFIX_stats_history.csv and PREFIX_failures.csv (as
-    /// Locust's --csv).
-    #[arg(long, value_name = "PREFIX")]
-    pub csv: Option<PathBuf>,
+    #[command(flatten)]
+    pub exports: Exports,
     /// Override the scenario's duration (e.g. 30s).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -75,12 +68,8 @@ pub(crate) struct Plan {
     pub(crate) scenario: Scenario,
     /// Slave processes to start on this host.
     pub(crate) local_slaves: u32,
-    /// Where to write the JSON report.
-    pub(crate) json: Option<PathBuf>,
-    /// Where to write the JUnit XML.
-    pub(crate) junit: Option<PathBuf>,
-    /// The prefix of the CSV files.
-    pub(crate) csv: Option<PathBuf>,
+    /// The report files to write.
+    pub(crate) exports: Exports,
     /// Slaves to wait for (default: the local slaves, else the registered ones, at least 1).
     pub(crate) min_slaves: Option<u32>,
     pub(crate) quorum_timeout: Duration,
@@ -127,30 +116,12 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
             "--quorum-timeout must be longer than zero"
         )));
     }
-    for (flag, path) in [
-        ("--json", &args.json),
-        ("--junit", &args.junit),
-        ("--csv", &args.csv),
-    ] {
-        let Some(path) = path else { continue };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        if !dir.is_dir() {
-            return Err(Failure::bad_input(anyhow!(
-                "{flag}: directory {} does not exist",
-                dir.display()
-            )));
-        }
-    }
+    args.exports.check()?;
     Ok(Plan {
         warnings,
         scenario,
         local_slaves: args.local_slaves,
-        json: args.json,
-        junit: args.junit,
-        csv: args.csv,
+        exports: args.exports,
         min_slaves: args.min_slaves,
         quorum_timeout: args.quorum_timeout,
         master: args.master,
@@ -287,22 +258,7 @@ async fn drive(
     }
     let report = result?;
     println!("{}", report.render());
-    if let Some(path) = &plan.json {
-        let json = serde_json::to_string_pretty(&report).expect("report serializes");
-        std::fs::write(path, json)
-            .with_context(|| format!("cannot write the report to {}", path.display()))
-            .map_err(Failure::trouble)?;
-    }
-    if let Some(path) = &plan.junit {
-        std::fs::write(path, crate::report::junit(&report))
-            .with_context(|| format!("cannot write the JUnit XML to {}", path.display()))
-            .map_err(Failure::trouble)?;
-    }
-    if let Some(prefix) = &plan.csv {
-        crate::report::write_csv(&report, prefix)
-            .with_context(|| format!("cannot write the CSV files {}_*.csv", prefix.display()))
-            .map_err(Failure::trouble)?;
-    }
+    plan.exports.write(&report)?;
     Ok(match report.status {
         Status::Passed => ExitStatus::Success,
         Status::Failed | Status::Aborted => ExitStatus::Failed,

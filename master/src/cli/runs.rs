@@ -2,11 +2,11 @@
 //! works with or without a master running (SQLite's locking lets both share the file).
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
 
+use super::exports::Exports;
 use super::{ExitStatus, Failure};
 use crate::home::Home;
 use crate::report::Report;
@@ -30,15 +30,8 @@ pub enum RunsCommand {
     Report {
         /// The run's id (see `lobster runs list`).
         run: String,
-        /// The JSON report.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// The verdict, SLA rules and checks as JUnit XML.
-        #[arg(long, value_name = "FILE")]
-        junit: Option<PathBuf>,
-        /// PREFIX_stats.csv, PREFIX_stats_history.csv, PREFIX_failures.csv.
-        #[arg(long, value_name = "PREFIX")]
-        csv: Option<PathBuf>,
+        #[command(flatten)]
+        exports: Exports,
     },
 }
 
@@ -101,34 +94,14 @@ pub fn runs(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
             println!("{}", r.render());
             Ok(ExitStatus::Success)
         }
-        RunsCommand::Report {
-            run,
-            json,
-            junit,
-            csv,
-        } => {
-            if json.is_none() && junit.is_none() && csv.is_none() {
+        RunsCommand::Report { run, exports } => {
+            if exports.is_empty() {
                 return Err(Failure::bad_input(anyhow!(
                     "say which report to write: --json FILE, --junit FILE and/or --csv PREFIX"
                 )));
             }
-            let r = report_of(&store, &run)?;
-            if let Some(p) = &json {
-                let text = serde_json::to_string_pretty(&r).expect("report serializes");
-                std::fs::write(p, text)
-                    .with_context(|| format!("cannot write {}", p.display()))
-                    .map_err(Failure::trouble)?;
-            }
-            if let Some(p) = &junit {
-                std::fs::write(p, crate::report::junit(&r))
-                    .with_context(|| format!("cannot write {}", p.display()))
-                    .map_err(Failure::trouble)?;
-            }
-            if let Some(p) = &csv {
-                crate::report::write_csv(&r, p)
-                    .with_context(|| format!("cannot write the CSV files {}_*.csv", p.display()))
-                    .map_err(Failure::trouble)?;
-            }
+            exports.check()?;
+            exports.write(&report_of(&store, &run)?)?;
             Ok(ExitStatus::Success)
         }
     }

@@ -130,7 +130,7 @@ fn render(parts: &[Part], item: &str, out: &mut Vec<u8>) {
 }
 
 /// Escapes what may not appear raw in a path segment.
-fn percent_encode(text: &str, out: &mut Vec<u8>) {
+pub(crate) fn percent_encode(text: &str, out: &mut Vec<u8>) {
     for &b in text.as_bytes() {
         if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
             out.push(b);

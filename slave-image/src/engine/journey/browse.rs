@@ -25,6 +25,8 @@ pub(crate) struct Browsing {
     groups: Vec<(Regex, usize)>,
     /// The step's own endpoint (pages no group matches).
     endpoint: usize,
+    /// `a[href]`, parsed once.
+    anchors: scraper::Selector,
 }
 
 impl Browsing {
@@ -48,6 +50,7 @@ impl Browsing {
                 .map(|(i, g)| Ok((compile(&g.path)?, first_group + i)))
                 .collect::<Result<_, String>>()?,
             endpoint,
+            anchors: scraper::Selector::parse("a[href]").expect("a valid selector"),
         })
     }
 
@@ -69,9 +72,8 @@ impl Browsing {
     /// The eligible links of an HTML page at `page`, fragments dropped.
     pub(crate) fn links(&self, body: &[u8], page: &url::Url) -> Vec<url::Url> {
         let html = scraper::Html::parse_document(&String::from_utf8_lossy(body));
-        let anchors = scraper::Selector::parse("a[href]").expect("a valid selector");
         let origin = page.origin();
-        html.select(&anchors)
+        html.select(&self.anchors)
             .filter_map(|a| page.join(a.value().attr("href")?).ok())
             .map(|mut u| {
                 u.set_fragment(None);

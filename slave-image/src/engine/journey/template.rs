@@ -149,22 +149,11 @@ fn render(parts: &[Part], vars: &Vars<'_>, out: &mut Vec<u8>, fresh: bool) {
             Part::Var { name, encode } => {
                 let v = vars.get(name);
                 if *encode {
-                    encode_into(v, out);
+                    crate::engine::mix::percent_encode(v, out);
                 } else {
                     out.extend_from_slice(v.as_bytes());
                 }
             }
-        }
-    }
-}
-
-/// Escapes what may not appear raw in a path segment (RFC 3986 `pchar`).
-fn encode_into(text: &str, out: &mut Vec<u8>) {
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
         }
     }
 }

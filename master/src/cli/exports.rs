@@ -1,0 +1,74 @@
+//! The report files a command writes (`--json`, `--junit`, `--csv`): one set of flags for
+//! `lobster run` and `lobster runs report`, checked before any I/O and written once.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+
+use super::Failure;
+use crate::report::Report;
+
+#[derive(Debug, Default, Clone, Args)]
+pub struct Exports {
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the verdict, SLA rules and checks as JUnit XML to FILE (for CI systems).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write PREFIX_stats.csv, PREFIX_stats_history.csv and PREFIX_failures.csv (as
+    /// Locust's --csv).
+    #[arg(long, value_name = "PREFIX")]
+    pub csv: Option<PathBuf>,
+}
+
+impl Exports {
+    /// Whether no file is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.json.is_none() && self.junit.is_none() && self.csv.is_none()
+    }
+
+    /// Refuses a file in a directory that does not exist (bad input, before the run).
+    pub fn check(&self) -> Result<(), Failure> {
+        for (flag, path) in [
+            ("--json", &self.json),
+            ("--junit", &self.junit),
+            ("--csv", &self.csv),
+        ] {
+            let Some(path) = path else { continue };
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                return Err(Failure::bad_input(anyhow!(
+                    "{flag}: directory {} does not exist",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every file asked for.
+    pub fn write(&self, report: &Report) -> Result<(), Failure> {
+        if let Some(path) = &self.json {
+            let json = serde_json::to_string_pretty(report).expect("report serializes");
+            std::fs::write(path, json)
+                .with_context(|| format!("cannot write the report to {}", path.display()))
+                .map_err(Failure::trouble)?;
+        }
+        if let Some(path) = &self.junit {
+            std::fs::write(path, crate::report::junit(report))
+                .with_context(|| format!("cannot write the JUnit XML to {}", path.display()))
+                .map_err(Failure::trouble)?;
+        }
+        if let Some(prefix) = &self.csv {
+            crate::report::write_csv(report, prefix)
+                .with_context(|| format!("cannot write the CSV files {}_*.csv", prefix.display()))
+                .map_err(Failure::trouble)?;
+        }
+        Ok(())
+    }
+}
