@@ -336,9 +336,13 @@ fn a_stale_run_does_not_block_the_next() {
     ] {
         let env = Env::new();
         let (_target, addr) = env.target();
+        // Slow answers keep requests in flight, so the stop after the first Ctrl-C is still
+        // draining when the second arrives 50 ms later (a quick drain let the run end first).
         let long = env.scenario(
             "long.yaml",
-            &scenario_text(addr, "60s", "users: 2", "think: 10ms\n"),
+            &scenario_text(addr, "60s", "users: 20", "think: 10ms\n")
+                .replace("path: /\n", "path: /delay/500\n")
+                .replace("path: /item/42\n", "path: /delay/500\n"),
         );
         let mut cmd = env.lobster();
         cmd.args(["run", long.to_str().unwrap(), "--local-slaves", "1"])
