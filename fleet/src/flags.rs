@@ -58,6 +58,24 @@ pub fn number(
     }
 }
 
+/// A percentage in `0..=max` written `20%` or `20`, returned as a fraction (`0.2`).
+pub fn percent(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        let rule = format!("must be a percentage from 0% to {max}%");
+        let t = text.trim();
+        let v: f64 = t
+            .strip_suffix('%')
+            .unwrap_or(t)
+            .trim()
+            .parse()
+            .map_err(|_| format!("{rule}, not `{text}`"))?;
+        if !v.is_finite() || !(0.0..=max).contains(&v) {
+            return Err(rule);
+        }
+        Ok(v / 100.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +103,12 @@ mod tests {
         assert_eq!(share("0.5"), Ok(0.5));
         for bad in ["-0.1", "2", "NaN", "inf", "x"] {
             assert!(share(bad).unwrap_err().contains("from 0 to 1"), "{bad}");
+        }
+        let pct = percent(1000.0);
+        assert_eq!(pct("20%"), Ok(0.2));
+        assert_eq!(pct(" 5 "), Ok(0.05));
+        for bad in ["-1%", "1001", "x%", "NaN", ""] {
+            assert!(pct(bad).unwrap_err().contains("from 0% to 1000%"), "{bad}");
         }
         let minutes = number(0.0, 10_080.0, true);
         assert!(minutes("0").unwrap_err().contains("above 0"));

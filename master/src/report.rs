@@ -10,12 +10,14 @@ use crate::aggregate::Point;
 use crate::sla::{RuleResult, Verdict};
 
 mod checks;
+mod compare;
 mod csv_files;
 mod flows;
 mod junit;
 mod phases;
 
 pub use checks::{CheckRow, failed_checks_reason};
+pub use compare::{Comparison, Tolerances};
 pub use csv_files::write_csv;
 pub use flows::FlowRow;
 pub use junit::junit;

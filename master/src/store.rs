@@ -181,6 +181,22 @@ impl Store {
             .flatten())
     }
 
+    /// Deletes a finished run (one with a report) and its intervals, in one transaction;
+    /// `false` if there is no finished run `id` (an unfinished run is never deleted: its
+    /// master may still be driving it or resume it after a restart).
+    pub fn delete_finished_run(&self, id: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute(
+            "DELETE FROM runs WHERE id = ?1 AND report_json IS NOT NULL",
+            params![id],
+        )?;
+        if n == 1 {
+            tx.execute("DELETE FROM intervals WHERE run_id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
     pub fn runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
         let mut q = self.conn.prepare(
             "SELECT id, name, status, created_unix_ms FROM runs ORDER BY created_unix_ms DESC LIMIT ?1",
@@ -232,5 +248,31 @@ mod tests {
         assert_eq!(s.report("r1").unwrap().as_deref(), Some("{\"ok\":1}"));
         assert_eq!(s.report("nope").unwrap(), None);
         assert_eq!(s.runs(10).unwrap()[0].status, "passed");
+        assert!(s.delete_finished_run("r1").unwrap());
+        assert!(s.runs(10).unwrap().is_empty());
+        assert!(
+            s.intervals("r1").unwrap().is_empty(),
+            "its intervals go with it"
+        );
+        assert!(!s.delete_finished_run("r1").unwrap());
+    }
+
+    #[test]
+    fn an_unfinished_run_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("runs.db")).unwrap();
+        let rec = RunRecord {
+            id: "live".into(),
+            name: "n".into(),
+            scenario_json: "{}".into(),
+            status: "running".into(),
+            created_unix_ms: 1,
+            state_json: "{}".into(),
+        };
+        s.create_run(&rec).unwrap();
+        s.insert_interval("live", "a", 0, b"x").unwrap();
+        assert!(!s.delete_finished_run("live").unwrap());
+        assert_eq!(s.unfinished_runs().unwrap(), vec![rec]);
+        assert_eq!(s.intervals("live").unwrap().len(), 1);
     }
 }

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::exports::Exports;
 use super::{ExitStatus, Failure};
 use crate::home::Home;
-use crate::report::Report;
+use crate::report::{Comparison, Report, Tolerances};
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +32,40 @@ pub enum RunsCommand {
         run: String,
         #[command(flatten)]
         exports: Exports,
+    },
+    /// Compare a run with a baseline, endpoint by endpoint: p50/p95/p99, requests per
+    /// second and error rate. Exit 0 with no regression, 1 when the run regressed.
+    ///
+    /// Example: lobster runs compare last-week tonight --latency-tolerance 10%
+    Compare {
+        /// The baseline run's id.
+        base: String,
+        /// The run judged against it.
+        run: String,
+        /// A p50/p95/p99 rise beyond this share of the baseline is a regression.
+        #[arg(long, default_value = "20%", allow_hyphen_values = true,
+              value_parser = lobster_fleet::flags::percent(10_000.0))]
+        latency_tolerance: f64,
+        /// ... unless the rise is at most this long (e.g. `2ms`): jitter of fast endpoints.
+        #[arg(long, default_value = "2ms", value_parser = super::parse_duration)]
+        latency_floor: std::time::Duration,
+        /// A fall of requests per second beyond this share of the baseline is a regression.
+        #[arg(long, default_value = "10%", allow_hyphen_values = true,
+              value_parser = lobster_fleet::flags::percent(100.0))]
+        throughput_tolerance: f64,
+        /// A rise of the error rate beyond this many percentage points is a regression.
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true,
+              value_parser = lobster_fleet::flags::number(0.0, 100.0, false))]
+        error_rate_tolerance: f64,
+        /// Also write the comparison as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Delete finished runs (report and statistics) from the run store.
+    Rm {
+        /// The runs' ids.
+        #[arg(required = true)]
+        runs: Vec<String>,
     },
 }
 
@@ -102,6 +136,57 @@ pub fn runs(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
             }
             exports.check()?;
             exports.write(&report_of(&store, &run)?)?;
+            Ok(ExitStatus::Success)
+        }
+        RunsCommand::Compare {
+            base,
+            run,
+            latency_tolerance,
+            latency_floor,
+            throughput_tolerance,
+            error_rate_tolerance,
+            json,
+        } => {
+            if let Some(path) = &json {
+                Exports {
+                    json: Some(path.clone()),
+                    ..Default::default()
+                }
+                .check()?;
+            }
+            let tolerances = Tolerances {
+                latency: latency_tolerance,
+                latency_floor,
+                throughput: throughput_tolerance,
+                error_rate_points: error_rate_tolerance,
+            };
+            let c = Comparison::of(
+                &report_of(&store, &base)?,
+                &report_of(&store, &run)?,
+                tolerances,
+            );
+            print!("{}", c.render());
+            if let Some(path) = &json {
+                let text = serde_json::to_string_pretty(&c).expect("a comparison serializes");
+                std::fs::write(path, text)
+                    .with_context(|| format!("cannot write the comparison to {}", path.display()))
+                    .map_err(Failure::trouble)?;
+            }
+            Ok(if c.regressed() {
+                ExitStatus::Failed
+            } else {
+                ExitStatus::Success
+            })
+        }
+        RunsCommand::Rm { runs } => {
+            // Every id is checked before anything is deleted: a typo deletes nothing.
+            for id in &runs {
+                report_of(&store, id)?;
+            }
+            for id in &runs {
+                store.delete_finished_run(id).map_err(Failure::trouble)?;
+                println!("deleted run {id}");
+            }
             Ok(ExitStatus::Success)
         }
     }

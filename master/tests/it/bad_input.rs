@@ -357,6 +357,48 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             &["invalid value", "invalid socket address"],
         ),
         (
+            "negative compare tolerance",
+            vec!["runs", "compare", "a", "b", "--latency-tolerance", "-5%"],
+            &[
+                "'-5%' for '--latency-tolerance",
+                "must be a percentage from 0% to 10000%",
+            ],
+        ),
+        (
+            "throughput tolerance over 100%",
+            vec![
+                "runs",
+                "compare",
+                "a",
+                "b",
+                "--throughput-tolerance",
+                "200%",
+            ],
+            &["must be a percentage from 0% to 100%"],
+        ),
+        (
+            "error rate tolerance not a number",
+            vec![
+                "runs",
+                "compare",
+                "a",
+                "b",
+                "--error-rate-tolerance",
+                "lots",
+            ],
+            &["must be a number from 0 to 100, not `lots`"],
+        ),
+        (
+            "compare with an unknown run",
+            vec!["runs", "compare", "a", "b"],
+            &["no run", "`lobster runs list` shows the runs"],
+        ),
+        (
+            "runs rm without ids",
+            vec!["runs", "rm"],
+            &["required arguments were not provided", "<RUNS>"],
+        ),
+        (
             "unknown command",
             vec!["launch"],
             &["unrecognized subcommand"],
