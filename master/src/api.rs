@@ -7,7 +7,8 @@
 //! - `GET /api/runs/{id}?after=N`: phase, the closed seconds after N, the report once done.
 //! - `POST /api/runs/{id}/stop|suspend|resume`; a stop may carry `{"reason": "..."}` (who
 //!   stopped it, shown in the report; at most 200 characters).
-//! - `GET /metrics`: Prometheus text format.
+//! - `GET /metrics`: Prometheus text format: the master's metrics and the run's (see
+//!   `metrics/run.rs` for the series).
 
 use std::sync::Arc;
 
@@ -272,11 +273,13 @@ async fn act(
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    // While the master shuts down its own metrics are still served, without the run's.
+    let run = s.control.ask(Command::RunMetrics).await.flatten();
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.render(),
+        s.metrics.render(run),
     )
 }

@@ -1,6 +1,10 @@
-//! Prometheus metrics of the master, served at `/metrics` by the HTTP API.
+//! Prometheus metrics of the master and of its run, served at `/metrics` by the HTTP API.
 
-use prometheus_client::encoding::text::encode;
+mod run;
+
+pub use run::{RunFacts, RunSnapshot};
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -79,10 +83,18 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The text exposition format: the master's metrics, then the run's (the current run, or
+    /// the last one until the next starts) when there is one.
+    pub fn render(&self, run: Option<RunSnapshot>) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a string cannot fail");
+        let mut run_registry = Registry::with_prefix("lobster");
+        if let Some(run) = run {
+            run_registry.register_collector(Box::new(run));
+        }
+        // One exposition: the master's families, then the run's, then the single `# EOF`.
+        encode_registry(&mut out, &self.registry).expect("writing to a string cannot fail");
+        encode_registry(&mut out, &run_registry).expect("writing to a string cannot fail");
+        encode_eof(&mut out).expect("writing to a string cannot fail");
         out
     }
 }

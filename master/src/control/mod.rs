@@ -34,7 +34,7 @@ use slaves::{JoinBucket, candidate_of};
 
 use crate::aggregate::Point;
 use crate::clock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RunSnapshot};
 use crate::report::{Report, Status as RunStatus};
 use crate::store::{RunRecord, RunRow, Store};
 
@@ -143,6 +143,8 @@ pub enum Command {
     Slaves(oneshot::Sender<Vec<SlaveView>>),
     /// The store's recent runs.
     Runs(oneshot::Sender<Result<Vec<RunRow>, ApiError>>),
+    /// The current (or last) run's figures for `/metrics`; `None` before the first run.
+    RunMetrics(oneshot::Sender<Option<RunSnapshot>>),
 }
 
 /// The sending side, cloned into the gRPC service and the API.
@@ -346,6 +348,9 @@ impl Controller {
             }
             Command::Slaves(reply) => {
                 let _ = reply.send(self.registry.view(now));
+            }
+            Command::RunMetrics(reply) => {
+                let _ = reply.send(self.run_metrics(now));
             }
             Command::Runs(reply) => {
                 let _ = reply.send(

@@ -3,6 +3,8 @@
 //! the run's outbox to slaves and saving its state.
 
 use super::*;
+use crate::metrics::RunFacts;
+use lobster_fleet::scenario::Model;
 
 impl Controller {
     pub(super) fn create_run(
@@ -235,5 +237,37 @@ impl Controller {
             warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot save run state");
             r.dirty = true;
         }
+    }
+
+    /// The figures of the current (or last) run for `/metrics`.
+    pub(super) fn run_metrics(&self, now: Instant) -> Option<RunSnapshot> {
+        let r = self.run.as_ref()?;
+        // A finished run's load time is its report's, not the time since it started.
+        let elapsed = match &r.report {
+            Some(rep) => Duration::from_secs_f64(rep.duration_s.max(0.0)),
+            None => r.load_elapsed(now),
+        };
+        let profile = &r.scenario.load;
+        let load = if r.phase == Phase::Running {
+            let v = profile.value_at(elapsed.as_millis() as u64);
+            match profile.model {
+                Model::Open => v / 1000.0,
+                Model::Closed => v,
+            }
+        } else {
+            0.0
+        };
+        let names = r.scenario.endpoint_names();
+        let facts = RunFacts {
+            run_id: &r.id,
+            name: &r.scenario.name,
+            phase: r.phase.name(),
+            elapsed,
+            model: profile.model,
+            load,
+            slaves: r.participants.values().filter(|p| p.active).count() as u32,
+            endpoint_names: &names,
+        };
+        Some(RunSnapshot::of(facts, &r.agg.total))
     }
 }

@@ -2,7 +2,7 @@
 //! moto, the aws CLI) on loopback, port 0. One test binary for the crate, to link once.
 //!
 //! `serial` holds the scenarios whose figures are timings (arrival spacing, stop propagation,
-//! loss detection, chaos): `scripts/test` runs them one at a time after the rest, so a loaded
+//! loss detection, chaos, a scraped rate): `scripts/test` runs them one at a time after the rest, so a loaded
 //! 2-core machine running two tests at once cannot bend them.
 
 mod common;
@@ -23,6 +23,7 @@ mod serial {
     mod chaos;
     mod nspawn;
     mod numbers;
+    mod prometheus;
     mod resilience;
     mod run_e2e;
 }
