@@ -33,6 +33,9 @@ pub struct Point {
     /// `tls_handshaking`, `waiting`, `receiving`), in milliseconds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub phases_p95_ms: BTreeMap<String, f64>,
+    /// Failures of this second by class (`status`, `timeout`, `connect`, `io`, `tls`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// Latency figures of a point (milliseconds).
@@ -213,6 +216,7 @@ fn point_of(k: u64, b: &Bucket) -> Point {
             .filter(|(_, h)| !h.is_empty())
             .map(|(name, h)| (name.to_string(), h.value_at_quantile(0.95) as f64 / 1000.0))
             .collect(),
+        errors: t.errors,
     }
 }
 

@@ -13,13 +13,18 @@ mod checks;
 mod compare;
 mod csv_files;
 mod flows;
+mod html;
 mod junit;
 mod phases;
+
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use checks::{CheckRow, failed_checks_reason};
 pub use compare::{Comparison, Tolerances};
 pub use csv_files::write_csv;
 pub use flows::FlowRow;
+pub use html::html;
 pub use junit::junit;
 pub use phases::PhaseOut;
 use phases::phases_out;
@@ -161,6 +166,19 @@ pub struct LostSlave {
     pub redistributed_after_ms: Option<u64>,
 }
 
+/// A slave that took part in the run (an injector of its load).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Injector {
+    pub slave_id: String,
+    pub instance_id: String,
+    /// Its index among the slaves of its instance (1-based).
+    pub slave_index: u32,
+    /// Its share of a core, in thousandths.
+    pub millicores: u32,
+    /// Whether it was lost before the end.
+    pub lost: bool,
+}
+
 /// How the stop went.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StopInfo {
@@ -195,6 +213,9 @@ pub struct Report {
     /// Slaves that took part.
     pub slaves: u32,
     pub lost_slaves: Vec<LostSlave>,
+    /// Every slave that took part, by instance.
+    #[serde(default)]
+    pub injectors: Vec<Injector>,
     pub totals: Totals,
     pub endpoints: Vec<EndpointReport>,
     pub sla: Vec<RuleResult>,

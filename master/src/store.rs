@@ -169,6 +169,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The scenario a run was created with (`Scenario::to_json`), `None` for an unknown run.
+    pub fn scenario(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT scenario_json FROM runs WHERE id = ?1",
+                params![id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?)
+    }
+
     pub fn report(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
@@ -247,6 +259,8 @@ mod tests {
         assert!(s.unfinished_runs().unwrap().is_empty());
         assert_eq!(s.report("r1").unwrap().as_deref(), Some("{\"ok\":1}"));
         assert_eq!(s.report("nope").unwrap(), None);
+        assert_eq!(s.scenario("r1").unwrap().as_deref(), Some("{}"));
+        assert_eq!(s.scenario("nope").unwrap(), None);
         assert_eq!(s.runs(10).unwrap()[0].status, "passed");
         assert!(s.delete_finished_run("r1").unwrap());
         assert!(s.runs(10).unwrap().is_empty());

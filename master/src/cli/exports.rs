@@ -1,10 +1,11 @@
-//! The report files a command writes (`--json`, `--junit`, `--csv`): one set of flags for
+//! The report files a command writes (`--json`, `--junit`, `--csv`, `--html`): one set of flags for
 //! `lobster run` and `lobster runs report`, checked before any I/O and written once.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use lobster_fleet::scenario::Scenario;
 
 use super::Failure;
 use crate::report::Report;
@@ -21,12 +22,16 @@ pub struct Exports {
     /// Locust's --csv).
     #[arg(long, value_name = "PREFIX")]
     pub csv: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to FILE (charts and tables; opens
+    /// with no network access).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 impl Exports {
     /// Whether no file is asked for.
     pub fn is_empty(&self) -> bool {
-        self.json.is_none() && self.junit.is_none() && self.csv.is_none()
+        self.json.is_none() && self.junit.is_none() && self.csv.is_none() && self.html.is_none()
     }
 
     /// Refuses a file in a directory that does not exist (bad input, before the run).
@@ -35,6 +40,7 @@ impl Exports {
             ("--json", &self.json),
             ("--junit", &self.junit),
             ("--csv", &self.csv),
+            ("--html", &self.html),
         ] {
             let Some(path) = path else { continue };
             let dir = path
@@ -51,8 +57,9 @@ impl Exports {
         Ok(())
     }
 
-    /// Writes every file asked for.
-    pub fn write(&self, report: &Report) -> Result<(), Failure> {
+    /// Writes every file asked for; `scenario` is the run's, when known (the HTML page shows
+    /// it and the load it asked for).
+    pub fn write(&self, report: &Report, scenario: Option<&Scenario>) -> Result<(), Failure> {
         if let Some(path) = &self.json {
             let json = serde_json::to_string_pretty(report).expect("report serializes");
             std::fs::write(path, json)
@@ -67,6 +74,11 @@ impl Exports {
         if let Some(prefix) = &self.csv {
             crate::report::write_csv(report, prefix)
                 .with_context(|| format!("cannot write the CSV files {}_*.csv", prefix.display()))
+                .map_err(Failure::trouble)?;
+        }
+        if let Some(path) = &self.html {
+            std::fs::write(path, crate::report::html(report, scenario))
+                .with_context(|| format!("cannot write the HTML report to {}", path.display()))
                 .map_err(Failure::trouble)?;
         }
         Ok(())

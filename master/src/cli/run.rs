@@ -258,7 +258,7 @@ async fn drive(
     }
     let report = result?;
     println!("{}", report.render());
-    plan.exports.write(&report)?;
+    plan.exports.write(&report, Some(&plan.scenario))?;
     Ok(match report.status {
         Status::Passed => ExitStatus::Success,
         Status::Failed | Status::Aborted => ExitStatus::Failed,

@@ -26,7 +26,7 @@ pub enum RunsCommand {
         /// The run's id (see `lobster runs list`).
         run: String,
     },
-    /// Write a finished run's report: --json FILE, --junit FILE, --csv PREFIX.
+    /// Write a finished run's report: --json FILE, --junit FILE, --csv PREFIX, --html FILE.
     Report {
         /// The run's id (see `lobster runs list`).
         run: String,
@@ -131,11 +131,18 @@ pub fn runs(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
         RunsCommand::Report { run, exports } => {
             if exports.is_empty() {
                 return Err(Failure::bad_input(anyhow!(
-                    "say which report to write: --json FILE, --junit FILE and/or --csv PREFIX"
+                    "say which report to write: --json FILE, --junit FILE, --csv PREFIX and/or --html FILE"
                 )));
             }
             exports.check()?;
-            exports.write(&report_of(&store, &run)?)?;
+            let report = report_of(&store, &run)?;
+            // A scenario the store cannot read back (another version's) only costs the page
+            // its scenario section and load curve.
+            let scenario = store
+                .scenario(&run)
+                .map_err(Failure::trouble)?
+                .and_then(|j| lobster_fleet::scenario::Scenario::from_json(&j).ok());
+            exports.write(&report, scenario.as_ref())?;
             Ok(ExitStatus::Success)
         }
         RunsCommand::Compare {

@@ -267,6 +267,11 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             &["--csv: directory /no/such/dir does not exist"],
         ),
         (
+            "--html into a missing directory",
+            vec![good.clone(), "--html".into(), "/no/such/dir/r.html".into()],
+            &["--html: directory /no/such/dir does not exist"],
+        ),
+        (
             "text --duration",
             vec![good.clone(), "--duration".into(), "soon".into()],
             &["invalid value", "expected e.g. `500ms`, `20s`"],

@@ -168,7 +168,7 @@ fn runs_list_show_and_report_read_the_store_without_a_master() {
     let (code, _, err) = env.cli(&["runs", "report", id]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("--json FILE, --junit FILE and/or --csv PREFIX"),
+        err.contains("--json FILE, --junit FILE, --csv PREFIX and/or --html FILE"),
         "{err}"
     );
 }
@@ -253,4 +253,131 @@ fn runs_compare_flags_a_doubled_p95_and_runs_rm_deletes_finished_runs() {
     );
     let (code, _, err) = env.cli(&["runs", "compare", &base, &same]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// The HTML report is one self-contained page: no element loads anything (no `src`, no
+/// stylesheet link, no CSS `url(`/`@import`), its tables say what the JSON report says, and a
+/// real browser (headless Chromium, every host name unresolvable) draws its four charts with no
+/// console message at all. `runs report --html` writes the same page for a stored run.
+#[test]
+fn html_report_is_self_contained_and_a_browser_draws_its_charts() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let text = format!(
+        "name: page\ntarget: http://{addr}\nduration: 3s\nload: {{rate: 40}}\nrequests:\n  - {{name: ok, path: /, weight: 3}}\n  - {{name: broken, path: /status/503}}\nmax_error_rate: 100%\nsla:\n  - {{metric: error_rate, max: 1%, window: 1s, abort: false}}\n"
+    );
+    let file = env.scenario("page.yaml", &text);
+    let html = env.path("run.html");
+    let (code, out, err, r) = lobster_run(&env, &file, 1, &["--html", html.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let r = r.unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    let doc = scraper::Html::parse_document(&page);
+    let sel = |s: &str| scraper::Selector::parse(s).unwrap();
+
+    // Nothing is loaded from anywhere.
+    let loading: Vec<String> = doc
+        .select(&sel(
+            "[src], link, [href]:not(a), a[href]:not([href^='#']), iframe, object, embed",
+        ))
+        .map(|e| e.html().chars().take(120).collect())
+        .collect();
+    assert!(loading.is_empty(), "elements that load: {loading:?}");
+    for style in doc.select(&sel("style")) {
+        let css = style.text().collect::<String>();
+        assert!(
+            !css.contains("@import") && !css.contains("url("),
+            "CSS that loads"
+        );
+    }
+    assert_eq!(
+        doc.select(&sel("script")).count(),
+        3,
+        "data, uPlot, the report's"
+    );
+
+    // The verdict, the endpoints and the failing rule, as the JSON report has them.
+    let verdict = doc.select(&sel("#verdict")).next().unwrap();
+    assert_eq!(verdict.text().collect::<String>(), "FAILED");
+    let rows: Vec<Vec<String>> = doc
+        .select(&sel("#endpoints tbody tr"))
+        .map(|tr| {
+            tr.select(&sel("td"))
+                .map(|td| td.text().collect())
+                .collect()
+        })
+        .collect();
+    let want: Vec<(String, String)> = r["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["requests"].to_string(),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String)> = rows.iter().map(|x| (x[0].clone(), x[1].clone())).collect();
+    assert_eq!(got, want);
+    let sla: Vec<String> = doc
+        .select(&sel("#sla tbody tr"))
+        .map(|tr| tr.text().collect::<String>())
+        .collect();
+    assert_eq!(sla.len(), 1);
+    assert!(
+        sla[0].contains("error_rate <= 1% over 1s") && sla[0].contains("FAIL"),
+        "{sla:?}"
+    );
+    // The embedded data is the report's series.
+    let data: serde_json::Value = serde_json::from_str(
+        &doc.select(&sel("#lobster-data"))
+            .next()
+            .unwrap()
+            .text()
+            .collect::<String>(),
+    )
+    .unwrap();
+    assert_eq!(data["series"], r["series"]);
+    assert_eq!(data["load"][0], 40.0, "the rate asked for in second 1");
+
+    // A real browser with no name resolution: four charts, not one console message.
+    let chromium = tool("LOBSTER_TEST_CHROMIUM", "chromium");
+    let browse = |file: &std::path::Path| {
+        let mut cmd = std::process::Command::new(&chromium);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            &format!("--user-data-dir={}", env.path("chromium").display()),
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", file.display()));
+        let (out, dom, log) = run(cmd);
+        assert!(out.status.success(), "{log}");
+        (dom, log)
+    };
+    let (dom, log) = browse(&html);
+    assert!(
+        dom.contains("data-charts=\"4\""),
+        "charts drawn: {}",
+        dom.len()
+    );
+    assert_eq!(dom.matches("class=\"uplot").count(), 4);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console: {console:?}");
+    // The browser check itself sees a page's errors.
+    let bad = env.path("bad.html");
+    std::fs::write(&bad, "<script>undefinedFn()</script>").unwrap();
+    assert!(browse(&bad).1.contains("Uncaught ReferenceError"));
+
+    // The stored run gives the same page (its scenario read back from the store).
+    let again = env.path("again.html");
+    let id = r["run_id"].as_str().unwrap();
+    let (code, _, err) = env.cli(&["runs", "report", id, "--html", again.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), page);
 }

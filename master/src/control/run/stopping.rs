@@ -2,7 +2,7 @@
 //! final merge into the report.
 
 use super::*;
-use crate::report::Totals;
+use crate::report::{Injector, Totals};
 use crate::sla::{RuleResult, Verdict};
 
 impl Run {
@@ -83,6 +83,23 @@ impl Run {
             duration_s: seconds,
             slaves: self.participants.len() as u32,
             lost_slaves: self.lost.clone(),
+            injectors: {
+                let mut v: Vec<Injector> = self
+                    .participants
+                    .values()
+                    .map(|p| Injector {
+                        slave_id: p.slave_id.clone(),
+                        instance_id: p.instance_id.clone(),
+                        slave_index: p.slave_index,
+                        millicores: p.millicores,
+                        lost: !p.active,
+                    })
+                    .collect();
+                v.sort_by(|a, b| {
+                    (&a.instance_id, a.slave_index).cmp(&(&b.instance_id, b.slave_index))
+                });
+                v
+            },
             totals,
             endpoints,
             sla,
