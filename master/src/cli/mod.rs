@@ -6,6 +6,7 @@
 mod cloud;
 mod exports;
 pub(crate) mod fleet;
+mod hook;
 mod image;
 mod master;
 mod quickstart;
@@ -201,7 +202,7 @@ pub fn main() -> ExitCode {
                 Commands::Fleet(c) => fleet::fleet(c, &home, shutdown).await,
                 Commands::Cloud(c) => cloud::cloud(c, &home, shutdown).await,
                 Commands::Image(c) => image::image(c, &home).await,
-                Commands::Runs(c) => runs::runs(c, &home),
+                Commands::Runs(c) => runs::runs(c, &home, shutdown).await,
                 Commands::Stop => stop::stop(&home).await,
                 Commands::Completions(a) => {
                     use clap::CommandFactory;
@@ -225,7 +226,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The first signal this process received (`SIGINT` or `SIGTERM`), once it did: the reason a
+/// The first signal this process received (`SIGINT`, `SIGTERM` or `SIGHUP`), once it did: the reason a
 /// stopped run gives for its end.
 static FIRST_SIGNAL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
@@ -234,23 +235,29 @@ pub(crate) fn first_signal() -> Option<&'static str> {
     FIRST_SIGNAL.get().copied()
 }
 
-/// First SIGINT/SIGTERM cancels `shutdown` (drain); the second cancels `force`.
+/// The first SIGINT/SIGTERM/SIGHUP (a closed terminal) cancels `shutdown` (drain); the second
+/// cancels `force`.
 fn signals() -> (CancellationToken, CancellationToken) {
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
     let (s, f) = (shutdown.clone(), force.clone());
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             return;
         };
-        let first = tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" };
+        let first = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => "SIGHUP",
+        };
         let _ = FIRST_SIGNAL.set(first);
         s.cancel();
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = hup.recv() => {} }
         f.cancel();
     });
     (shutdown, force)

@@ -141,6 +141,8 @@ pub async fn quickstart(
         master: None,
         api_token: None,
         quiet: false,
+        detach: false,
+        on_finish: None,
     };
     let code = super::run::execute(plan, home, shutdown.clone()).await?;
     stop_target.cancel();

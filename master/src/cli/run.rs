@@ -21,7 +21,10 @@ use crate::local_slaves::LocalSlaves;
 use crate::report::Status;
 use crate::server::{self, Master, MasterConfig};
 
+mod detach;
 mod watch;
+
+pub(crate) use watch::{Follow, OnSignal};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -56,6 +59,17 @@ pub struct RunArgs {
     /// No live table, only the summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Start the run and return at once, printing its id: the run goes on in a background
+    /// master (this home's, started if needed, or --master) whatever happens to this terminal.
+    /// Follow it with `lobster runs attach RUN`, wait for its verdict with `lobster runs wait
+    /// RUN`. Not with --local-slaves (they would end with this command): use a fleet.
+    #[arg(long)]
+    pub detach: bool,
+    /// When the run ends, run CMD with `sh -c` (the report's JSON path as $1, and
+    /// LOBSTER_REPORT, LOBSTER_RUN_ID, LOBSTER_RUN_STATUS in its environment); with --detach,
+    /// a background `lobster runs wait` runs it.
+    #[arg(long, value_name = "CMD")]
+    pub on_finish: Option<String>,
 }
 
 /// Most local slaves one command may start.
@@ -78,6 +92,10 @@ pub(crate) struct Plan {
     pub(crate) api_token: Option<String>,
     /// No live table.
     pub(crate) quiet: bool,
+    /// Return once the run is created.
+    pub(crate) detach: bool,
+    /// Run when the run ends (`sh -c`).
+    pub(crate) on_finish: Option<String>,
 }
 
 fn plan(args: RunArgs) -> Result<Plan, Failure> {
@@ -117,6 +135,20 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         )));
     }
     args.exports.check()?;
+    if args.detach && args.local_slaves > 0 {
+        return Err(Failure::bad_input(anyhow!(
+            "--detach cannot take --local-slaves: local slaves end with this command; start slaves that outlive it with `lobster fleet up --count N`"
+        )));
+    }
+    if args
+        .on_finish
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(Failure::bad_input(anyhow!(
+            "--on-finish needs a command, e.g. --on-finish 'mail -s lobster me < \"$1\"'"
+        )));
+    }
     Ok(Plan {
         warnings,
         scenario,
@@ -127,11 +159,13 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         master: args.master,
         api_token: args.api_token,
         quiet: args.quiet,
+        detach: args.detach,
+        on_finish: args.on_finish,
     })
 }
 
 /// A master this command uses: found running, or started here for the run.
-struct Attached {
+pub(crate) struct Attached {
     client: ApiClient,
     grpc: String,
     /// The master's certificate fingerprint, for local slaves to pin.
@@ -218,6 +252,9 @@ pub(crate) async fn execute(
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
+    if plan.detach {
+        return detach::detach(&plan, home).await;
+    }
     let attached = attach(&plan, home).await?;
     let result = drive(&plan, home, &attached, shutdown).await;
     if let Some((stop, task)) = attached.embedded {
@@ -259,6 +296,9 @@ async fn drive(
     let report = result?;
     println!("{}", report.render());
     plan.exports.write(&report, Some(&plan.scenario))?;
+    if let Some(cmd) = &plan.on_finish {
+        super::hook::on_finish(cmd, &report, home, plan.exports.json.as_deref()).await?;
+    }
     Ok(match report.status {
         Status::Passed => ExitStatus::Success,
         Status::Failed | Status::Aborted => ExitStatus::Failed,

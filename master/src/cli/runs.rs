@@ -1,10 +1,13 @@
 //! `lobster runs`: the run history of this home, read from the run store directly, so it
-//! works with or without a master running (SQLite's locking lets both share the file).
+//! works with or without a master running (SQLite's locking lets both share the file); and
+//! the runs of a master (`wait`, `attach`, `stop`, in `runs/live.rs`).
 
 use std::io::Write as _;
 
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
+
+mod live;
 
 use super::exports::Exports;
 use super::{ExitStatus, Failure};
@@ -67,9 +70,91 @@ pub enum RunsCommand {
         #[arg(required = true)]
         runs: Vec<String>,
     },
+    /// Wait for a run to end; exit with its verdict (0 passed, 1 failed or aborted). Ctrl-C
+    /// leaves the run going.
+    ///
+    /// Example: lobster runs wait r-1a2b3c --html tonight.html --on-finish 'notify "$1"'
+    Wait {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        master: live::MasterFlags,
+        /// Give up (exit 3, the run goes on) after this long, e.g. `8h`.
+        #[arg(long, value_parser = super::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Print only the summary, no live table.
+        #[arg(long, short)]
+        quiet: bool,
+        /// When the run ends, run CMD (as `lobster run --on-finish`).
+        #[arg(long, value_name = "CMD")]
+        on_finish: Option<String>,
+        #[command(flatten)]
+        exports: Exports,
+    },
+    /// Follow a run's live table again (after `lobster run --detach`, or from another
+    /// terminal); Ctrl-C leaves the run going. Exits with its verdict.
+    Attach {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        master: live::MasterFlags,
+    },
+    /// Stop a run on its master; it ends `aborted` with the reason.
+    Stop {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        master: live::MasterFlags,
+        /// Who or why, shown in the report (at most 200 characters).
+        #[arg(long, default_value = "stopped with `lobster runs stop`")]
+        reason: String,
+    },
 }
 
-pub fn runs(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
+pub async fn runs(
+    c: RunsCommand,
+    home: &Home,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<ExitStatus, Failure> {
+    match c {
+        RunsCommand::Wait {
+            run,
+            master,
+            timeout,
+            quiet,
+            on_finish,
+            exports,
+        } => {
+            exports.check()?;
+            let wait = live::Wait {
+                quiet,
+                timeout,
+                on_finish,
+                exports,
+            };
+            return live::wait(&run, &master, home, wait, shutdown).await;
+        }
+        RunsCommand::Attach { run, master } => {
+            let wait = live::Wait {
+                quiet: false,
+                timeout: None,
+                on_finish: None,
+                exports: Exports::default(),
+            };
+            return live::wait(&run, &master, home, wait, shutdown).await;
+        }
+        RunsCommand::Stop {
+            run,
+            master,
+            reason,
+        } => return live::stop(&run, &master, home, &reason).await,
+        _ => {}
+    }
+    stored(c, home)
+}
+
+/// The commands that read the run store only.
+fn stored(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
     let path = home.master().store();
     if !path.is_file() {
         if let RunsCommand::List { .. } = c {
@@ -196,11 +281,15 @@ pub fn runs(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
             }
             Ok(ExitStatus::Success)
         }
+        // Answered by `runs` above, through the master.
+        RunsCommand::Wait { .. } | RunsCommand::Attach { .. } | RunsCommand::Stop { .. } => Err(
+            Failure::trouble(anyhow!("this command needs the master, not the run store")),
+        ),
     }
 }
 
 /// The report of a finished run, `None` while it has none.
-fn finished(store: &Store, id: &str) -> Result<Option<Report>, Failure> {
+pub(super) fn finished(store: &Store, id: &str) -> Result<Option<Report>, Failure> {
     let Some(text) = store.report(id).map_err(Failure::trouble)? else {
         return Ok(None);
     };

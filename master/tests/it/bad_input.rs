@@ -272,6 +272,24 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             &["--html: directory /no/such/dir does not exist"],
         ),
         (
+            "--detach with local slaves",
+            vec![
+                good.clone(),
+                "--detach".into(),
+                "--local-slaves".into(),
+                "2".into(),
+            ],
+            &[
+                "--detach cannot take --local-slaves",
+                "lobster fleet up --count N",
+            ],
+        ),
+        (
+            "empty --on-finish",
+            vec![good.clone(), "--on-finish".into(), " ".into()],
+            &["--on-finish needs a command"],
+        ),
+        (
             "text --duration",
             vec![good.clone(), "--duration".into(), "soon".into()],
             &["invalid value", "expected e.g. `500ms`, `20s`"],
@@ -397,6 +415,16 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             "compare with an unknown run",
             vec!["runs", "compare", "a", "b"],
             &["no run", "`lobster runs list` shows the runs"],
+        ),
+        (
+            "runs wait for an unknown run with no master",
+            vec!["runs", "wait", "r-nope"],
+            &["no run `r-nope`", "lobster runs list"],
+        ),
+        (
+            "runs wait with a bad timeout",
+            vec!["runs", "wait", "r-x", "--timeout", "soon"],
+            &["invalid value", "--timeout"],
         ),
         (
             "runs rm without ids",

@@ -1,6 +1,6 @@
 //! Following a run: creating it (waiting out one that is stopping), saying at once when no
-//! slave can come, the countdown while it waits for slaves, the live table, Ctrl-C, and the
-//! report (from the store when the master went away).
+//! slave can come, the countdown while it waits for slaves, the live table, Ctrl-C (stop the
+//! run, or leave it going), and the report (from the store when the master went away).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -89,13 +89,12 @@ async fn create(client: &ApiClient, body: &CreateRun) -> Result<String, Failure>
     }
 }
 
-/// Creates the run and follows it to its report.
-pub(super) async fn watch(
+/// Creates the run; returns its id and the slaves it waits for.
+pub(super) async fn start(
     plan: &Plan,
     home: &Home,
     m: &Attached,
-    shutdown: CancellationToken,
-) -> Result<Report, Failure> {
+) -> Result<(String, u32), Failure> {
     let client = &m.client;
     check_someone_can_come(plan, home, m).await?;
     let quorum = match plan.min_slaves {
@@ -109,6 +108,17 @@ pub(super) async fn watch(
         quorum_timeout_ms: plan.quorum_timeout.as_millis() as u64,
     };
     let id = create(client, &body).await?;
+    Ok((id, quorum))
+}
+
+/// Creates the run and follows it to its report.
+pub(super) async fn watch(
+    plan: &Plan,
+    home: &Home,
+    m: &Attached,
+    shutdown: CancellationToken,
+) -> Result<Report, Failure> {
+    let (id, quorum) = start(plan, home, m).await?;
     if !plan.quiet {
         println!(
             "run {id}: {} against {} for {:.0}s, waiting for {quorum} slave(s) (up to {:.0}s)",
@@ -118,69 +128,124 @@ pub(super) async fn watch(
             plan.quorum_timeout.as_secs_f64()
         );
     }
-    let created = Instant::now();
-    let mut last_countdown = Instant::now();
-    let mut after = 0u64;
-    let mut header = false;
-    let mut stopped = false;
-    let mut last_contact = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled(), if !stopped => {
-                stopped = true;
-                eprintln!("stopping the run (Ctrl-C again to exit at once)");
-                let who = match crate::cli::first_signal() {
-                    Some("SIGINT") => "interrupted in `lobster run` (Ctrl-C, SIGINT)".to_string(),
-                    Some(sig) => format!("`lobster run` received {sig}"),
-                    None => "`lobster run` was stopped".to_string(),
-                };
-                if let Err(e) = client.act(&id, "stop", Some(&who)).await {
-                    eprintln!("warning: could not stop the run: {e:#}");
+    let follow = Follow {
+        quiet: plan.quiet,
+        on_signal: OnSignal::StopRun,
+        countdown: Some((quorum, plan.quorum_timeout)),
+    };
+    let report = follow.run(&m.client, home, &id, shutdown).await?;
+    Ok(report.expect("a followed run that is stopped on a signal ends with its report"))
+}
+
+/// What the first Ctrl-C (SIGINT, SIGTERM, SIGHUP) does while a run is followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnSignal {
+    /// Stop the run (`lobster run`): it ends `aborted`, with the signal as its reason.
+    StopRun,
+    /// Stop following and leave the run going (`runs attach`, `runs wait`).
+    Leave,
+}
+
+/// How a run is followed to its report.
+pub(crate) struct Follow {
+    /// No live table.
+    pub(crate) quiet: bool,
+    pub(crate) on_signal: OnSignal,
+    /// While the run waits for slaves: the quorum and its timeout, for the countdown.
+    pub(crate) countdown: Option<(u32, Duration)>,
+}
+
+impl Follow {
+    /// Follows run `id` to its report (from the store when the master went away); `None`
+    /// when it was left on a signal.
+    pub(crate) async fn run(
+        &self,
+        client: &ApiClient,
+        home: &Home,
+        id: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Option<Report>, Failure> {
+        let created = Instant::now();
+        let mut last_countdown = Instant::now();
+        let mut after = 0u64;
+        let mut header = false;
+        let mut stopped = false;
+        let mut attaching = self.countdown.is_none();
+        let mut last_contact = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled(), if !stopped => {
+                    stopped = true;
+                    if self.on_signal == OnSignal::Leave {
+                        eprintln!("left run {id}: it goes on in the master (`lobster runs attach {id}` to follow it again)");
+                        return Ok(None);
+                    }
+                    eprintln!("stopping the run (Ctrl-C again to exit at once)");
+                    let who = match crate::cli::first_signal() {
+                        Some("SIGINT") => "interrupted in `lobster run` (Ctrl-C, SIGINT)".to_string(),
+                        Some("SIGHUP") => "`lobster run` received SIGHUP (its terminal closed; `--detach` keeps a run going)".to_string(),
+                        Some(sig) => format!("`lobster run` received {sig}"),
+                        None => "`lobster run` was stopped".to_string(),
+                    };
+                    if let Err(e) = client.act(id, "stop", Some(&who)).await {
+                        eprintln!("warning: could not stop the run: {e:#}");
+                    }
                 }
             }
-        }
-        let view = match client.run(&id, after).await {
-            Ok(v) => {
-                last_contact = Instant::now();
-                v
-            }
-            Err(e) => {
-                // A master of this home that stopped (e.g. SIGTERM) wrote the report first.
-                if let Some(r) = stored_report(home, &id) {
-                    return Ok(r);
+            let view = match client.run(id, after).await {
+                Ok(v) => {
+                    last_contact = Instant::now();
+                    v
                 }
-                if last_contact.elapsed() > MASTER_SILENCE {
-                    return Err(Failure::trouble(
-                        e.context(format!("the master stopped answering about run {id}")),
-                    ));
+                Err(e) => {
+                    // A master of this home that stopped (e.g. SIGTERM) wrote the report first.
+                    if let Some(r) = stored_report(home, id) {
+                        return Ok(Some(r));
+                    }
+                    if last_contact.elapsed() > MASTER_SILENCE {
+                        return Err(Failure::trouble(
+                            e.context(format!("the master stopped answering about run {id}")),
+                        ));
+                    }
+                    continue;
                 }
-                continue;
+            };
+            if let Some((quorum, timeout)) = self.countdown
+                && view.phase == "init"
+                && last_countdown.elapsed() >= Duration::from_secs(5)
+            {
+                last_countdown = Instant::now();
+                let left = timeout.saturating_sub(created.elapsed());
+                let free = free_slaves(client).await.unwrap_or(0);
+                eprintln!(
+                    "waiting for {quorum} slave(s): {free} registered, {:.0} s left",
+                    left.as_secs_f64()
+                );
             }
-        };
-        if view.phase == "init" && last_countdown.elapsed() >= Duration::from_secs(5) {
-            last_countdown = Instant::now();
-            let left = plan.quorum_timeout.saturating_sub(created.elapsed());
-            let free = free_slaves(client).await.unwrap_or(0);
-            eprintln!(
-                "waiting for {quorum} slave(s): {free} registered, {:.0} s left",
-                left.as_secs_f64()
-            );
-        }
-        for p in &view.points {
-            if !plan.quiet {
-                if !header {
-                    println!("{}", report::live_header());
-                    header = true;
+            // Attaching mid-run: the table starts at the latest second, not the first.
+            if attaching {
+                attaching = false;
+                if let Some(last) = view.points.last() {
+                    after = last.index;
                 }
-                println!("{}", report::live_line(p));
             }
-            after = after.max(p.index + 1);
-        }
-        let _ = std::io::stdout().flush();
-        if let Some(r) = view.report {
-            return Ok(r);
+            let from = after;
+            for p in view.points.iter().filter(|p| p.index >= from) {
+                if !self.quiet {
+                    if !header {
+                        println!("{}", report::live_header());
+                        header = true;
+                    }
+                    println!("{}", report::live_line(p));
+                }
+                after = after.max(p.index + 1);
+            }
+            let _ = std::io::stdout().flush();
+            if let Some(r) = view.report {
+                return Ok(Some(r));
+            }
         }
     }
 }

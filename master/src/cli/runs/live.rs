@@ -1,0 +1,164 @@
+//! `lobster runs wait|attach|stop`: runs as their master knows them. The master is `--master`,
+//! else this home's; a finished run is answered from the run store when no master runs.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::super::exports::Exports;
+use super::super::run::{Follow, OnSignal};
+use super::super::{ExitStatus, Failure};
+use crate::client::ApiClient;
+use crate::home::Home;
+use crate::report::{Report, Status};
+use crate::store::Store;
+
+/// Which master to ask.
+#[derive(Debug, Clone, Args)]
+pub struct MasterFlags {
+    /// API URL of the master (default: the master of LOBSTER_HOME).
+    #[arg(long, env = "LOBSTER_MASTER_API", value_name = "URL")]
+    pub master: Option<String>,
+    /// API token of that master.
+    #[arg(long, env = "LOBSTER_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+/// How `runs wait` (and `attach`) waits.
+pub struct Wait {
+    pub quiet: bool,
+    pub timeout: Option<Duration>,
+    pub on_finish: Option<String>,
+    pub exports: Exports,
+}
+
+/// The master's client, if one answers.
+async fn client(flags: &MasterFlags, home: &Home) -> Result<Option<ApiClient>, Failure> {
+    if let Some(url) = &flags.master {
+        let c = ApiClient::new(url, flags.api_token.clone());
+        c.health()
+            .await
+            .with_context(|| format!("no master answers at {url}"))
+            .map_err(Failure::trouble)?;
+        return Ok(Some(c));
+    }
+    let Some(info) = crate::server::discover(&home.master()) else {
+        return Ok(None);
+    };
+    let c = ApiClient::new(&info.api, flags.api_token.clone());
+    Ok(c.health().await.ok().map(|_| c))
+}
+
+/// The run's report from the store, or why there is none (no master runs).
+fn from_store(home: &Home, id: &str) -> Result<Report, Failure> {
+    let path = home.master().store();
+    if !path.is_file() {
+        return Err(Failure::bad_input(anyhow!(
+            "no master of this home is running and it has no runs yet (give --master URL)"
+        )));
+    }
+    let store = Store::open(&path)
+        .with_context(|| format!("cannot open the run store {}", path.display()))
+        .map_err(Failure::trouble)?;
+    if let Some(r) = super::finished(&store, id)? {
+        return Ok(r);
+    }
+    let known = store
+        .runs(10_000)
+        .map_err(Failure::trouble)?
+        .into_iter()
+        .find(|r| r.id == id);
+    Err(match known {
+        Some(r) => Failure::trouble(anyhow!(
+            "run {id} is {} but no master of this home is running to finish it: start it again with `lobster master` (the run resumes), or give --master URL",
+            r.status
+        )),
+        None => Failure::bad_input(anyhow!(
+            "no run `{id}` in this home's run store and no master running: `lobster runs list` shows the runs"
+        )),
+    })
+}
+
+/// The run's scenario from this home's store, when it is there (for the HTML page).
+fn stored_scenario(home: &Home, id: &str) -> Option<lobster_fleet::scenario::Scenario> {
+    let path = home.master().store();
+    if !path.is_file() {
+        return None;
+    }
+    let store = Store::open(&path).ok()?;
+    let json = store.scenario(id).ok()??;
+    lobster_fleet::scenario::Scenario::from_json(&json).ok()
+}
+
+pub async fn wait(
+    id: &str,
+    flags: &MasterFlags,
+    home: &Home,
+    wait: Wait,
+    shutdown: CancellationToken,
+) -> Result<ExitStatus, Failure> {
+    let report = match client(flags, home).await? {
+        None => Some(from_store(home, id)?),
+        Some(c) => {
+            // An unknown id is bad input, said at once.
+            if let Err(e) = c.run(id, u64::MAX).await {
+                return Err(Failure::bad_input(e.context(format!(
+                    "the master at {} does not know run `{id}`",
+                    c.base()
+                ))));
+            }
+            let follow = Follow {
+                quiet: wait.quiet,
+                on_signal: OnSignal::Leave,
+                countdown: None,
+            };
+            let followed = follow.run(&c, home, id, shutdown);
+            match wait.timeout {
+                None => followed.await?,
+                Some(t) => match tokio::time::timeout(t, followed).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(Failure::trouble(anyhow!(
+                            "run {id} did not end within {} s; it goes on in the master",
+                            t.as_secs()
+                        )));
+                    }
+                },
+            }
+        }
+    };
+    let Some(report) = report else {
+        return Ok(ExitStatus::Forced); // left on a signal: no verdict (130, as for Ctrl-C)
+    };
+    println!("{}", report.render());
+    wait.exports
+        .write(&report, stored_scenario(home, id).as_ref())?;
+    if let Some(cmd) = &wait.on_finish {
+        super::super::hook::on_finish(cmd, &report, home, wait.exports.json.as_deref()).await?;
+    }
+    Ok(match report.status {
+        Status::Passed => ExitStatus::Success,
+        Status::Failed | Status::Aborted => ExitStatus::Failed,
+    })
+}
+
+pub async fn stop(
+    id: &str,
+    flags: &MasterFlags,
+    home: &Home,
+    reason: &str,
+) -> Result<ExitStatus, Failure> {
+    let Some(c) = client(flags, home).await? else {
+        return Err(Failure::trouble(anyhow!(
+            "no master of this home is running (give --master URL)"
+        )));
+    };
+    c.act(id, "stop", Some(reason))
+        .await
+        .with_context(|| format!("cannot stop run {id}"))
+        .map_err(Failure::trouble)?;
+    println!("stopping run {id}: `lobster runs wait {id}` gives its verdict");
+    Ok(ExitStatus::Success)
+}

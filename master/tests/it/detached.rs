@@ -1,0 +1,183 @@
+//! Unattended runs: `lobster run --detach` returns at once and the run goes on in the master
+//! when its terminal hangs up; `runs wait` gives the verdict, a background waiter writes the
+//! report files and runs `--on-finish`; `runs stop` ends a detached run with its reason; a
+//! run followed by `lobster run` that loses its terminal (SIGHUP) is stopped, not orphaned.
+
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use crate::common::*;
+
+#[test]
+fn a_detached_run_outlives_its_terminal_and_runs_wait_gives_its_verdict() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let (_master, api, grpc) = env.master(None, &[]);
+    let _slave = env.slave(&grpc, 1, 1);
+    wait_slaves(&api, 1, Duration::from_secs(60));
+    let file = env.scenario(
+        "night.yaml",
+        &format!(
+            "name: night\ntarget: http://{addr}\nduration: 4s\nload: {{rate: 25}}\nrequests:\n  - {{name: home, path: /}}\n"
+        ),
+    );
+    let (html, hook) = (env.path("night.html"), env.path("hook.txt"));
+    // A "terminal": a shell in its own process group that runs the detached command and then
+    // stays, as a login shell would; the hang-up goes to the whole group.
+    let out = env.path("terminal.out");
+    let script = format!(
+        "{} --home {} run {} --detach --master {api} --html {} --on-finish 'echo \"$LOBSTER_RUN_STATUS $LOBSTER_RUN_ID $1\" > {}'; sleep 60",
+        lobster().display(),
+        env.home().display(),
+        file.display(),
+        html.display(),
+        hook.display()
+    );
+    let mut terminal = Proc {
+        child: std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(env.path("terminal.err")).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+        name: "terminal".into(),
+    };
+    let printed = eventually("the run id", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&out).ok()?;
+        text.contains("detached").then_some(text)
+    });
+    let id = printed
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    assert!(id.starts_with("r-"), "{printed}");
+    assert!(
+        printed.contains(&format!("lobster runs wait {id}")),
+        "{printed}"
+    );
+    // The terminal closes while the run is young.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(terminal.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    terminal
+        .wait_exit(Duration::from_secs(10))
+        .expect("the terminal's group hung up");
+
+    let json = env.path("waited.json");
+    let (code, out, err) = env.cli(&[
+        "runs",
+        "wait",
+        &id,
+        "--master",
+        &api,
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = report(&json);
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["stop"]["reason"], "duration reached");
+    assert_eq!(r["totals"]["requests"].as_u64(), Some(target_count(addr)));
+    assert_eq!(r["totals"]["requests"], 100, "4 s at 25/s");
+
+    // The background waiter wrote the page and ran the hook with the report's path.
+    let line = eventually("the hook", Duration::from_secs(30), || {
+        std::fs::read_to_string(&hook)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    });
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&words[..2], ["passed", id.as_str()], "{line}");
+    let hooked: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(words[2]).unwrap()).unwrap();
+    assert_eq!(hooked["run_id"], id.as_str());
+    assert!(std::fs::read_to_string(&html).unwrap().contains(&id));
+
+    // Attaching to a finished run prints its summary and its verdict.
+    let (code, out, _) = env.cli(&["runs", "attach", &id, "--master", &api]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("run {id} (night) PASSED")), "{out}");
+}
+
+#[test]
+fn runs_stop_ends_a_detached_run_and_sighup_stops_a_followed_one() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let (_master, api, grpc) = env.master(None, &[]);
+    let _slave = env.slave(&grpc, 1, 1);
+    wait_slaves(&api, 1, Duration::from_secs(60));
+    let file = env.scenario(
+        "long.yaml",
+        &format!(
+            "name: long\ntarget: http://{addr}\nduration: 60s\nload: {{rate: 10}}\nrequests:\n  - {{name: home, path: /}}\n"
+        ),
+    );
+    let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", &api]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let (code, _, err) = env.cli(&[
+        "runs",
+        "stop",
+        &id,
+        "--master",
+        &api,
+        "--reason",
+        "nightly cancelled",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let json = env.path("stopped.json");
+    let (code, _, _) = env.cli(&[
+        "runs",
+        "wait",
+        &id,
+        "--master",
+        &api,
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let r = report(&json);
+    assert_eq!(
+        (r["status"].as_str(), r["stop"]["reason"].as_str()),
+        (
+            Some("aborted"),
+            Some("stopped by the operator: nightly cancelled")
+        )
+    );
+
+    // Without --detach, a hang-up stops the run, with the reason.
+    let json = env.path("hup.json");
+    let mut run = background_run(&env, &api, &file, &json, 1);
+    eventually("the live table", Duration::from_secs(60), || {
+        std::fs::read_to_string(env.path("run.out"))
+            .ok()?
+            .contains("req/s")
+            .then_some(())
+    });
+    run.signal(nix::sys::signal::Signal::SIGHUP);
+    let status = run
+        .wait_exit(Duration::from_secs(60))
+        .expect("lobster run ends");
+    assert_eq!(status.code(), Some(1));
+    let r = report(&json);
+    assert_eq!(r["status"], "aborted");
+    let reason = r["stop"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("SIGHUP") && reason.contains("--detach"),
+        "{reason}"
+    );
+}
