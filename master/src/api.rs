@@ -7,6 +7,8 @@
 //! - `GET /api/runs/{id}?after=N`: phase, the closed seconds after N, the report once done.
 //! - `POST /api/runs/{id}/stop|suspend|resume`; a stop may carry `{"reason": "..."}` (who
 //!   stopped it, shown in the report; at most 200 characters).
+//! - the dashboard (`dashboard.rs`): `GET /`, `/ui/*`, `GET /api/runs/{id}/events` (SSE),
+//!   `POST /api/runs/yaml`, `GET /api/compare?base=&run=`.
 //! - `GET /metrics`: Prometheus text format: the master's metrics and the run's (see
 //!   `metrics/run.rs` for the series).
 
@@ -69,7 +71,7 @@ struct After {
 }
 
 /// An error as the API answers it: a status and `{"error": "..."}`.
-pub struct Failure(StatusCode, String);
+pub struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -99,7 +101,7 @@ impl From<ApiError> for Failure {
     }
 }
 
-fn unavailable() -> Failure {
+pub(crate) fn unavailable() -> Failure {
     Failure(
         StatusCode::SERVICE_UNAVAILABLE,
         "the master is shutting down".into(),
@@ -114,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/{action}", post(act))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -125,11 +128,21 @@ async fn auth(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(token) = &s.token {
-        let given = headers
+    // The dashboard's page and assets hold no data: served to anyone who can reach the
+    // listener, so that it can ask for the token.
+    let path = req.uri().path();
+    if let Some(token) = s
+        .token
+        .as_ref()
+        .filter(|_| !crate::dashboard::is_public(path))
+    {
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // The dashboard sends the token as a cookie (EventSource cannot set headers).
+        let given = bearer
+            .or_else(|| crate::dashboard::token_cookie(&headers))
             .unwrap_or("");
         let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
         if !ok {
@@ -185,19 +198,29 @@ async fn create_run(
     body.scenario
         .check()
         .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid scenario: {e}")))?;
-    if body.quorum == 0 || body.quorum > 100_000 {
+    start_run(&s, body.scenario, body.quorum, body.quorum_timeout_ms).await
+}
+
+/// Creates a run of a checked scenario: 201 with its id, 409 while another run is going.
+pub(crate) async fn start_run(
+    s: &ApiState,
+    scenario: Scenario,
+    quorum: u32,
+    quorum_timeout_ms: u64,
+) -> Result<Response, Failure> {
+    if quorum == 0 || quorum > 100_000 {
         return Err(Failure(
             StatusCode::BAD_REQUEST,
             "quorum must be between 1 and 100000".into(),
         ));
     }
     let options = RunOptions {
-        quorum: body.quorum,
-        quorum_timeout_ms: body.quorum_timeout_ms.clamp(1, 24 * 3600 * 1000),
+        quorum,
+        quorum_timeout_ms: quorum_timeout_ms.clamp(1, 24 * 3600 * 1000),
     };
     let id = match s
         .control
-        .ask(|tx| Command::CreateRun(Box::new(body.scenario), options, tx))
+        .ask(|tx| Command::CreateRun(Box::new(scenario), options, tx))
         .await
         .ok_or_else(unavailable)?
     {

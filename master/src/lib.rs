@@ -9,6 +9,7 @@ pub(crate) mod client;
 pub(crate) mod clock;
 pub(crate) mod control;
 pub(crate) mod daemon;
+pub(crate) mod dashboard;
 pub(crate) mod fleet;
 pub(crate) mod grpc;
 pub(crate) mod home;

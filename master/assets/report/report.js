@@ -21,7 +21,7 @@
       var extra = (opts && opts.series && opts.series[i]) || {};
       s.push(Object.assign({ label: label, stroke: palette[i % palette.length], width: 1.5 }, extra));
     });
-    var axes = [{ label: "second of the run" }, { label: (opts && opts.unit) || "" }];
+    var axes = [{ label: "second of the run", incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600] }, { label: (opts && opts.unit) || "" }];
     var scales = { x: { time: false } };
     if (opts && opts.right) {
       axes.push({ side: 1, scale: "right", label: opts.right, grid: { show: false } });

@@ -82,6 +82,9 @@ pub struct RunView {
     pub active_slaves: u32,
     /// Closed seconds after the `after` index asked for.
     pub points: Vec<Point>,
+    /// While the run goes on: each endpoint's figures so far (the report has them after).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<crate::report::EndpointReport>,
     pub report: Option<Report>,
 }
 

@@ -70,6 +70,14 @@ impl Controller {
                     .filter(|p| p.index + 1 > after)
                     .cloned()
                     .collect(),
+                endpoints: match &r.report {
+                    Some(_) => Vec::new(),
+                    None => {
+                        let names = crate::report::Names::of(&r.scenario);
+                        let seconds = r.load_elapsed(now).as_secs_f64();
+                        crate::report::figures(&r.agg.total, &names, seconds).1
+                    }
+                },
                 report: r.report.clone(),
             });
         }
@@ -95,6 +103,7 @@ impl Controller {
                 .filter(|p| p.index + 1 > after)
                 .cloned()
                 .collect(),
+            endpoints: Vec::new(),
             report: Some(report),
         })
     }

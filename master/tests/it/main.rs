@@ -8,6 +8,7 @@
 mod common;
 
 mod bad_input;
+mod dashboard;
 mod detached;
 mod exports;
 mod fleet_bad_input;

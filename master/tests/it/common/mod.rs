@@ -1,5 +1,8 @@
 //! Test harness: real processes (master, slaves, target, nginx) on loopback, port 0.
+
 #![allow(dead_code)]
+
+pub mod browser;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
