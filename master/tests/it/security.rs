@@ -263,6 +263,24 @@ fn plaintext_is_loud_and_the_api_off_loopback_needs_its_token() {
         b"",
     );
     assert_eq!(status, 200);
+    // The dashboard: its page and assets hold no data and are served to anyone (so it can ask
+    // for the token); its data needs the token, as a header or its cookie.
+    let (status, page) = http_request(addr, "GET", "/", &[], b"");
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"login\""), "{page}");
+    assert_eq!(http_request(addr, "GET", "/ui/app.js", &[], b"").0, 200);
+    assert_eq!(http_request(addr, "GET", "/ui/nope.js", &[], b"").0, 404);
+    for (cookie, want) in [
+        ("lobster_token=s3cret-api-token", 200),
+        ("theme=dark; lobster_token=s3cret-api-token", 200),
+        ("lobster_token=wrong", 401),
+        ("other=s3cret-api-token", 401),
+    ] {
+        let (status, _) = http_request(addr, "GET", "/api/slaves", &[("Cookie", cookie)], b"");
+        assert_eq!(status, want, "{cookie}");
+    }
+    let (status, _) = http_request(addr, "GET", "/api/runs/r-x/events", &[], b"");
+    assert_eq!(status, 401, "the event stream is data");
 }
 
 /// Bad requests to the master's HTTP API: each a clear JSON error with its status; no run is
@@ -295,6 +313,13 @@ fn bad_api_requests() {
         ("stop an unknown run", "POST", "/api/runs/r-nope/stop", String::new(), 404),
         ("wrong method", "DELETE", "/api/runs", String::new(), 405),
         ("unknown route", "GET", "/api/everything", String::new(), 404),
+        ("dashboard: YAML with a syntax error", "POST", "/api/runs/yaml", r#"{"scenario_yaml":"name: [","quorum":1}"#.into(), 400),
+        ("dashboard: YAML naming a data file", "POST", "/api/runs/yaml", r#"{"scenario_yaml":"name: x\ntarget: http://127.0.0.1:9\nduration: 1s\nload: {users: 1}\nrequests:\n  - {name: a, path: /}\ndata: {file: /etc/passwd}\n","quorum":1}"#.into(), 400),
+        ("dashboard: YAML, quorum zero", "POST", "/api/runs/yaml", r#"{"scenario_yaml":"name: x\ntarget: http://127.0.0.1:9\nduration: 1s\nload: {users: 1}\nrequests:\n  - {name: a, path: /}\n","quorum":0}"#.into(), 400),
+        ("dashboard: no YAML", "POST", "/api/runs/yaml", r#"{"quorum":1}"#.into(), 400),
+        ("dashboard: events of an unknown run", "GET", "/api/runs/r-nope/events", String::new(), 404),
+        ("dashboard: compare unknown runs", "GET", "/api/compare?base=r-a&run=r-b", String::new(), 404),
+        ("dashboard: compare without runs", "GET", "/api/compare", String::new(), 400),
     ];
     for (what, method, path, body, status) in &cases {
         let (got, text) = http_request(addr, method, path, &json, body.as_bytes());
