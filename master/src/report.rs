@@ -450,18 +450,19 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// Header of the live one-second table.
-pub fn live_header() -> String {
+/// Header of the live one-second table; `load` names the load column (`users` or `rate/s`).
+pub fn live_header(load: &str) -> String {
     format!(
-        "{:>6} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}",
-        "second", "req/s", "fail", "p50 ms", "p95 ms", "p99 ms", "max ms", "slaves"
+        "{:>6} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}",
+        "second", "req/s", "fail", "p50 ms", "p95 ms", "p99 ms", "max ms", "slaves", load, "left s"
     )
 }
 
-/// One line of the live table.
-pub fn live_line(p: &Point) -> String {
+/// One line of the live table: the merged second `p`, the load the scenario asked for in it
+/// (when known) and the seconds of load left after it.
+pub fn live_line(p: &Point, load: Option<f64>, left_s: f64) -> String {
     format!(
-        "{:>6} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6}",
+        "{:>6} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>8} {:>7.0}",
         p.index + 1,
         p.requests,
         p.failures,
@@ -469,6 +470,26 @@ pub fn live_line(p: &Point) -> String {
         p.latency_ms.p95,
         p.latency_ms.p99,
         p.latency_ms.max,
-        p.slaves
+        p.slaves,
+        load.map_or("-".to_string(), |v| format!("{v:.0}")),
+        left_s.max(0.0)
     )
+}
+
+/// The per-endpoint figures so far, printed in the live view every few seconds.
+pub fn live_endpoints(endpoints: &[EndpointReport]) -> String {
+    let mut o = String::from("  endpoints so far:\n");
+    for e in endpoints {
+        let _ = writeln!(
+            o,
+            "  {:<20} {:>9} req {:>7} fail {:>9.1} req/s  p95 {:>8.2} ms  p99 {:>8.2} ms",
+            truncate(&e.name, 20),
+            e.requests,
+            e.failures,
+            e.rps,
+            e.latency_ms.p95,
+            e.latency_ms.p99
+        );
+    }
+    o
 }

@@ -27,7 +27,26 @@ fn junit_and_csv_exports_say_what_the_json_report_says() {
     let r = r.unwrap();
     assert_eq!(r["status"], "failed");
 
-    // JUnit: the verdict and each SLA rule are test cases; the failing ones carry a failure.
+    // JUnit: valid against the schema CI systems read (Jenkins'); a document that is not is
+    // refused by the same check.
+    let xsd = std::env::var("LOBSTER_TEST_JUNIT_XSD")
+        .expect("scripts/test fetches the JUnit schema (LOBSTER_TEST_JUNIT_XSD)");
+    let xmllint = |file: &std::path::Path| {
+        let mut cmd = std::process::Command::new(tool("LOBSTER_TEST_XMLLINT", "xmllint"));
+        cmd.args(["--noout", "--schema", &xsd]).arg(file);
+        let (out, _, err) = run(cmd);
+        (out.status.success(), err)
+    };
+    let (valid, why) = xmllint(&xml);
+    assert!(valid, "{why}");
+    let broken = env.path("broken.xml");
+    std::fs::write(
+        &broken,
+        "<testsuites><testsuite name=\"x\" tests=\"1\"><testcase/></testsuite></testsuites>",
+    )
+    .unwrap();
+    assert!(!xmllint(&broken).0, "a testcase without a name is invalid");
+    // The verdict and each SLA rule are test cases; the failing ones carry a failure.
     let text = std::fs::read_to_string(&xml).unwrap();
     let mut reader = quick_xml::Reader::from_str(&text);
     let (mut cases, mut failures, mut names, mut declared) = (0, 0, Vec::new(), None);
@@ -380,4 +399,58 @@ fn html_report_is_self_contained_and_a_browser_draws_its_charts() {
     let (code, _, err) = env.cli(&["runs", "report", id, "--html", again.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(&again).unwrap(), page);
+}
+
+/// The live table shows the load asked for in each second (here a ramp of the arrival rate)
+/// and the seconds left, every 10 seconds the endpoints so far, and no row for the tail after
+/// the load's end.
+#[test]
+fn the_live_table_shows_load_time_left_and_endpoints() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let file = env.scenario(
+        "ramp.yaml",
+        &format!(
+            "name: ramp\ntarget: http://{addr}\nduration: 11s\nload:\n  rate: 10\n  stages:\n    - {{duration: 10s, rate: 30}}\nrequests:\n  - {{name: home, path: /}}\n  - {{name: item, path: /item/1}}\n"
+        ),
+    );
+    let (code, out, err, _) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let header = out.lines().find(|l| l.contains("req/s")).unwrap();
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(&cols[cols.len() - 3..], ["rate/s", "left", "s"], "{header}");
+    let rows: Vec<Vec<f64>> = out
+        .lines()
+        .skip_while(|l| !l.contains("req/s"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("run "))
+        .filter(|l| !l.trim_start().starts_with(|c: char| c.is_alphabetic()))
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert!(rows.len() >= 10, "{out}");
+    for r in &rows {
+        let (second, rate, left) = (r[0], r[8], r[9]);
+        assert!(second <= 11.0, "a row past the load's end: {r:?}");
+        let want = if second <= 10.0 {
+            10.0 + 2.0 * (second - 0.5)
+        } else {
+            30.0
+        };
+        assert!(
+            (rate - want).abs() <= 0.5,
+            "second {second}: rate {rate}, want {want}"
+        );
+        assert_eq!(left, 11.0 - second);
+    }
+    let block: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.contains("endpoints so far:"))
+        .skip(1)
+        .take(2)
+        .collect();
+    assert_eq!(block.len(), 2, "{out}");
+    assert!(
+        block[0].trim_start().starts_with("home") && block[1].trim_start().starts_with("item"),
+        "{block:?}"
+    );
 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use lobster_fleet::scenario::{Model, Profile};
 use tokio_util::sync::CancellationToken;
 
 use super::{Attached, Failure, Plan};
@@ -132,6 +133,7 @@ pub(super) async fn watch(
         quiet: plan.quiet,
         on_signal: OnSignal::StopRun,
         countdown: Some((quorum, plan.quorum_timeout)),
+        load: Some(plan.scenario.load.clone()),
     };
     let report = follow.run(&m.client, home, &id, shutdown).await?;
     Ok(report.expect("a followed run that is stopped on a signal ends with its report"))
@@ -153,9 +155,32 @@ pub(crate) struct Follow {
     pub(crate) on_signal: OnSignal,
     /// While the run waits for slaves: the quorum and its timeout, for the countdown.
     pub(crate) countdown: Option<(u32, Duration)>,
+    /// The scenario's load profile, when known: the live table shows the load asked for.
+    pub(crate) load: Option<Profile>,
 }
 
+/// How often the live view prints the per-endpoint figures (closed seconds).
+const ENDPOINTS_EVERY: u64 = 10;
+
 impl Follow {
+    fn load_label(&self) -> String {
+        match self.load.as_ref().map(|p| p.model) {
+            Some(Model::Open) => "rate/s".into(),
+            Some(Model::Closed) => "users".into(),
+            None => "load".into(),
+        }
+    }
+
+    /// Users or arrivals per second the scenario asks for in second `index`.
+    fn load_at(&self, index: u64) -> Option<f64> {
+        let p = self.load.as_ref()?;
+        let v = p.value_at(index * 1000 + 500);
+        Some(match p.model {
+            Model::Open => v / 1000.0,
+            Model::Closed => v,
+        })
+    }
+
     /// Follows run `id` to its report (from the store when the master went away); `None`
     /// when it was left on a signal.
     pub(crate) async fn run(
@@ -232,15 +257,28 @@ impl Follow {
                 }
             }
             let from = after;
-            for p in view.points.iter().filter(|p| p.index >= from) {
+            // A second that starts at or after the end of the load holds only the stop's tail
+            // (late data of the last second): it is in the report, not a row of the live view.
+            let rows = view
+                .points
+                .iter()
+                .filter(|p| p.index >= from && (p.index as f64) < view.duration_s);
+            for p in rows {
                 if !self.quiet {
                     if !header {
-                        println!("{}", report::live_header());
+                        println!("{}", report::live_header(&self.load_label()));
                         header = true;
                     }
-                    println!("{}", report::live_line(p));
+                    let left = view.duration_s - (p.index + 1) as f64;
+                    println!("{}", report::live_line(p, self.load_at(p.index), left));
+                    if (p.index + 1) % ENDPOINTS_EVERY == 0 && view.endpoints.len() > 1 {
+                        print!("{}", report::live_endpoints(&view.endpoints));
+                    }
                 }
                 after = after.max(p.index + 1);
+            }
+            if let Some(last) = view.points.last() {
+                after = after.max(last.index + 1);
             }
             let _ = std::io::stdout().flush();
             if let Some(r) = view.report {

@@ -113,6 +113,7 @@ pub async fn wait(
                 quiet: wait.quiet,
                 on_signal: OnSignal::Leave,
                 countdown: None,
+                load: stored_scenario(home, id).map(|s| s.load),
             };
             let followed = follow.run(&c, home, id, shutdown);
             match wait.timeout {
