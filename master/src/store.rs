@@ -169,6 +169,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// A run's status (`init`, `running`, … `passed`), `None` for an unknown run.
+    pub fn status(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT status FROM runs WHERE id = ?1", params![id], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?)
+    }
+
     /// The scenario a run was created with (`Scenario::to_json`), `None` for an unknown run.
     pub fn scenario(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -261,6 +271,8 @@ mod tests {
         assert_eq!(s.report("nope").unwrap(), None);
         assert_eq!(s.scenario("r1").unwrap().as_deref(), Some("{}"));
         assert_eq!(s.scenario("nope").unwrap(), None);
+        assert_eq!(s.status("r1").unwrap().as_deref(), Some("passed"));
+        assert_eq!(s.status("nope").unwrap(), None);
         assert_eq!(s.runs(10).unwrap()[0].status, "passed");
         assert!(s.delete_finished_run("r1").unwrap());
         assert!(s.runs(10).unwrap().is_empty());

@@ -303,15 +303,14 @@ fn report_of(store: &Store, id: &str) -> Result<Report, Failure> {
     if let Some(r) = finished(store, id)? {
         return Ok(r);
     }
-    let known = store
-        .runs(10_000)
-        .map_err(Failure::trouble)?
-        .into_iter()
-        .find(|r| r.id == id);
-    Err(Failure::bad_input(match known {
-        Some(r) => anyhow!("run {id} has no report yet: it is {}", r.status),
-        None => {
-            anyhow!("no run `{id}` in this home's run store: `lobster runs list` shows the runs")
-        }
-    }))
+    Err(Failure::bad_input(
+        match store.status(id).map_err(Failure::trouble)? {
+            Some(status) => anyhow!("run {id} has no report yet: it is {status}"),
+            None => {
+                anyhow!(
+                    "no run `{id}` in this home's run store: `lobster runs list` shows the runs"
+                )
+            }
+        },
+    ))
 }

@@ -8,19 +8,38 @@ use std::time::Duration;
 
 use crate::common::*;
 
+/// A target, a master with one slave, and a scenario `name` of `rate` arrivals per second
+/// for `duration` against the target: (target, master, slave, its address, API, file).
+fn fleet_of_one(
+    env: &Env,
+    name: &str,
+    duration: &str,
+    rate: u32,
+) -> (
+    Proc,
+    Proc,
+    Proc,
+    std::net::SocketAddr,
+    String,
+    std::path::PathBuf,
+) {
+    let (target, addr) = env.target();
+    let (master, api, grpc) = env.master(None, &[]);
+    let slave = env.slave(&grpc, 1, 1);
+    wait_slaves(&api, 1, Duration::from_secs(60));
+    let file = env.scenario(
+        &format!("{name}.yaml"),
+        &format!(
+            "name: {name}\ntarget: http://{addr}\nduration: {duration}\nload: {{rate: {rate}}}\nrequests:\n  - {{name: home, path: /}}\n"
+        ),
+    );
+    (target, master, slave, addr, api, file)
+}
+
 #[test]
 fn a_detached_run_outlives_its_terminal_and_runs_wait_gives_its_verdict() {
     let env = Env::new();
-    let (_target, addr) = env.target();
-    let (_master, api, grpc) = env.master(None, &[]);
-    let _slave = env.slave(&grpc, 1, 1);
-    wait_slaves(&api, 1, Duration::from_secs(60));
-    let file = env.scenario(
-        "night.yaml",
-        &format!(
-            "name: night\ntarget: http://{addr}\nduration: 4s\nload: {{rate: 25}}\nrequests:\n  - {{name: home, path: /}}\n"
-        ),
-    );
+    let (_target, _master, _slave, addr, api, file) = fleet_of_one(&env, "night", "4s", 25);
     let (html, hook) = (env.path("night.html"), env.path("hook.txt"));
     // A "terminal": a shell in its own process group that runs the detached command and then
     // stays, as a login shell would; the hang-up goes to the whole group.
@@ -110,16 +129,7 @@ fn a_detached_run_outlives_its_terminal_and_runs_wait_gives_its_verdict() {
 #[test]
 fn runs_stop_ends_a_detached_run_and_sighup_stops_a_followed_one() {
     let env = Env::new();
-    let (_target, addr) = env.target();
-    let (_master, api, grpc) = env.master(None, &[]);
-    let _slave = env.slave(&grpc, 1, 1);
-    wait_slaves(&api, 1, Duration::from_secs(60));
-    let file = env.scenario(
-        "long.yaml",
-        &format!(
-            "name: long\ntarget: http://{addr}\nduration: 60s\nload: {{rate: 10}}\nrequests:\n  - {{name: home, path: /}}\n"
-        ),
-    );
+    let (_target, _master, _slave, _, api, file) = fleet_of_one(&env, "long", "60s", 10);
     let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", &api]);
     assert_eq!(code, 0, "{out}\n{err}");
     let id = out

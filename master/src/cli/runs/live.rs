@@ -65,15 +65,9 @@ fn from_store(home: &Home, id: &str) -> Result<Report, Failure> {
     if let Some(r) = super::finished(&store, id)? {
         return Ok(r);
     }
-    let known = store
-        .runs(10_000)
-        .map_err(Failure::trouble)?
-        .into_iter()
-        .find(|r| r.id == id);
-    Err(match known {
-        Some(r) => Failure::trouble(anyhow!(
-            "run {id} is {} but no master of this home is running to finish it: start it again with `lobster master` (the run resumes), or give --master URL",
-            r.status
+    Err(match store.status(id).map_err(Failure::trouble)? {
+        Some(status) => Failure::trouble(anyhow!(
+            "run {id} is {status} but no master of this home is running to finish it: start it again with `lobster master` (the run resumes), or give --master URL"
         )),
         None => Failure::bad_input(anyhow!(
             "no run `{id}` in this home's run store and no master running: `lobster runs list` shows the runs"
