@@ -36,6 +36,10 @@ pub struct Point {
     /// Failures of this second by class (`status`, `timeout`, `connect`, `io`, `tls`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors: BTreeMap<String, u64>,
+    /// The load the scenario asked for in this second: users (closed model) or arrivals per
+    /// second (open model); 0 while suspended. Set by the run when the second closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<f64>,
 }
 
 /// Latency figures of a point (milliseconds).
@@ -217,6 +221,7 @@ fn point_of(k: u64, b: &Bucket) -> Point {
             .map(|(name, h)| (name.to_string(), h.value_at_quantile(0.95) as f64 / 1000.0))
             .collect(),
         errors: t.errors,
+        load: None,
     }
 }
 

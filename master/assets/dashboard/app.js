@@ -75,7 +75,7 @@
     live.charts.errors.setData([xs].concat((names.length ? names : ["none"]).map(function (k) {
       return col(function (x) { return (x.errors || {})[k] || 0; });
     })));
-    live.charts.slaves.setData([xs, col(function (x) { return x.slaves; })]);
+    live.charts.slaves.setData([xs, col(function (x) { return x.load === undefined ? null : x.load; }), col(function (x) { return x.slaves; })]);
     document.body.dataset.points = String(p.length);
   }
   function endpoints(list) {
@@ -95,14 +95,19 @@
     var running = !v.report;
     $("stop").disabled = !running; $("suspend").disabled = v.phase !== "running"; $("resume").disabled = v.phase !== "suspended";
   }
+  function slaTable(rules, running) {
+    $("sla").innerHTML = rules.length ? "<h3>SLA rules" + (running ? " so far" : "") + "</h3><table><tbody>" + rules.map(function (s) {
+      var state = s.verdict === "not_judged" && running ? "not judged yet" : s.verdict;
+      var cls = s.verdict === "passed" ? "good" : (s.verdict === "failed" ? "bad" : "");
+      return "<tr><td><code>" + esc(s.rule) + '</code></td><td class="' + cls + '">' + esc(state) + '</td><td class="num">' +
+        (s.worst === null || s.worst === undefined ? "" : "worst " + f(s.worst, 2)) + "</td><td>" +
+        (s.violated_at_s === null || s.violated_at_s === undefined ? "" : "violated in second " + s.violated_at_s) + "</td></tr>";
+    }).join("") + "</tbody></table>" : "";
+  }
   function verdict(r) {
     $("verdict").innerHTML = "<h3>" + badge(r.status) + " " + esc(r.stop.reason) + "</h3>" +
       (r.reasons.length ? "<ul>" + r.reasons.map(function (x) { return "<li>" + esc(x) + "</li>"; }).join("") + "</ul>" : "");
-    $("sla").innerHTML = r.sla.length ? "<h3>SLA rules</h3><table><tbody>" + r.sla.map(function (s) {
-      var ok = s.verdict === "passed";
-      return "<tr><td><code>" + esc(s.rule) + '</code></td><td class="' + (ok ? "good" : "bad") + '">' + esc(s.verdict) +
-        "</td><td>" + (s.violated_at_s === null || s.violated_at_s === undefined ? "" : "second " + s.violated_at_s) + "</td></tr>";
-    }).join("") + "</tbody></table>" : "";
+    slaTable(r.sla, false);
     endpoints(r.endpoints);
   }
   function open(id) {
@@ -113,7 +118,7 @@
     live.charts.rps = chart("chart-rps", ["requests/s", "failures/s"], { unit: "per second" });
     live.charts.latency = chart("chart-latency", ["p50", "p95", "p99"], { unit: "ms" });
     live.charts.errors = chart("chart-errors", ["none"], { unit: "per second" });
-    live.charts.slaves = chart("chart-slaves", ["slaves"], { unit: "slaves" });
+    live.charts.slaves = chart("chart-slaves", ["load asked", "slaves"], { unit: "users or arrivals/s" });
     var es = new EventSource("/api/runs/" + encodeURIComponent(id) + "/events");
     live.es = es;
     es.addEventListener("view", function (m) {
@@ -122,6 +127,7 @@
       status(v);
       draw();
       if (v.endpoints && v.endpoints.length) { endpoints(v.endpoints); }
+      if (v.sla && v.sla.length) { slaTable(v.sla, true); }
       if (v.report) { es.close(); verdict(v.report); history(); }
     });
     es.onerror = function () { if (es.readyState === EventSource.CLOSED) { $("act-error").textContent = "the master closed the stream"; } };

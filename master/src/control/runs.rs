@@ -78,6 +78,10 @@ impl Controller {
                         crate::report::figures(&r.agg.total, &names, seconds).1
                     }
                 },
+                sla: match &r.report {
+                    Some(_) => Vec::new(),
+                    None => r.sla_so_far(),
+                },
                 report: r.report.clone(),
             });
         }
@@ -104,6 +108,7 @@ impl Controller {
                 .cloned()
                 .collect(),
             endpoints: Vec::new(),
+            sla: Vec::new(),
             report: Some(report),
         })
     }

@@ -141,6 +141,9 @@ fn load_series(r: &Report, scenario: Option<&Scenario>) -> Vec<Option<f64>> {
     r.series
         .iter()
         .map(|p| {
+            if p.load.is_some() {
+                return p.load;
+            }
             let s = scenario?;
             let v = s.load.value_at(p.index * 1000 + 500);
             Some(match s.load.model {
@@ -357,6 +360,7 @@ mod tests {
             latency_ms: Default::default(),
             phases_p95_ms: Default::default(),
             errors: [("</script><script>alert(2)".to_string(), 1)].into(),
+            load: None,
         });
         let page = html(&r, None);
         assert!(!page.contains("<script>alert"), "markup got through");

@@ -36,7 +36,7 @@ fn the_dashboard_starts_follows_and_stops_a_run_in_a_browser() {
     b.problems.clear();
 
     let yaml = format!(
-        "name: from-the-page\ntarget: http://{addr}\nduration: 60s\nload: {{rate: 40}}\nrequests:\n  - {{name: home, path: /}}\n  - {{name: broken, path: /status/503, weight: 1}}\nmax_error_rate: 100%\n"
+        "name: from-the-page\ntarget: http://{addr}\nduration: 60s\nload: {{rate: 40}}\nrequests:\n  - {{name: home, path: /}}\n  - {{name: broken, path: /status/503, weight: 1}}\nmax_error_rate: 100%\nsla:\n  - {{metric: p99, max: 10s, window: 2s}}\n"
     );
     b.eval(&format!(
         "document.getElementById('new-run').open = true; document.getElementById('scenario').value = {}; document.getElementById('start').click(); true",
@@ -57,6 +57,24 @@ fn the_dashboard_starts_follows_and_stops_a_run_in_a_browser() {
         .as_str()
         .unwrap()
         .to_string();
+    // The SLA rule's state while the run goes on, and the load asked for in each second.
+    b.wait_for(
+        "the live SLA rule",
+        "Array.from(document.querySelectorAll('#sla tbody tr')).some(tr => tr.textContent.includes('p99 <= 10000ms over 2s') && tr.textContent.includes('passed'))",
+        Duration::from_secs(10),
+    );
+    let view: serde_json::Value =
+        serde_json::from_str(&http_get(addr_of(&api), &format!("/api/runs/{id}"))).unwrap();
+    let loads: Vec<f64> = view["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["load"].as_f64().unwrap())
+        .collect();
+    assert!(
+        loads.len() >= 4 && loads.iter().all(|l| *l == 40.0),
+        "{loads:?}"
+    );
     // Each chart drew its canvas.
     assert_eq!(
         b.eval("document.querySelectorAll('.uplot canvas').length"),

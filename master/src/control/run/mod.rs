@@ -19,6 +19,7 @@ use crate::report::{LostSlave, Report, Status, StopInfo, figures};
 use crate::sla::SlaGuard;
 use crate::slicer::{self, Slot};
 
+mod live;
 mod members;
 mod stopping;
 
@@ -144,6 +145,8 @@ pub struct Run {
     pending_redistribution: Vec<(usize, Instant)>,
     /// Set when the persisted state changed and should be saved.
     pub dirty: bool,
+    /// Closed seconds whose asked-for load is stamped (`live.rs`).
+    load_stamped: usize,
 }
 
 /// How long a run waits for the last intervals after the stop, beyond the request timeout.
@@ -182,6 +185,7 @@ impl Run {
             report: None,
             pending_redistribution: Vec::new(),
             dirty: true,
+            load_stamped: 0,
         }
     }
 
@@ -421,6 +425,7 @@ impl Run {
                 }
                 points.push(closed.point);
             }
+            self.stamp_load(now);
         }
         if self.phase == Phase::Running
             && self.load_elapsed(now).as_millis() as u64 >= self.scenario.duration_ms

@@ -48,6 +48,7 @@ impl Run {
     /// Closes the run and builds its report.
     pub(super) fn finish(&mut self, now: Instant) -> Vec<Point> {
         let closed: Vec<Point> = self.agg.close_all().into_iter().map(|c| c.point).collect();
+        self.stamp_load(now);
         let stop = self.stop.take().unwrap_or(Stopping {
             reason: "stopped".into(),
             forced: None,
