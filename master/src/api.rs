@@ -5,6 +5,8 @@
 //! - `GET /api/slaves`: registered slaves.
 //! - `GET /api/runs`, `POST /api/runs` (`{scenario, quorum, quorum_timeout_ms}`).
 //! - `GET /api/runs/{id}?after=N`: phase, the closed seconds after N, the report once done.
+//! - `POST /api/runs/{id}/load` (`{"users": N}` or `{"rate": R}`, optional `"ramp_ms"`): the
+//!   load from half a second ahead, for the rest of the run; answers `{"at_load_ms"}`.
 //! - `POST /api/runs/{id}/stop|suspend|resume`; a stop may carry `{"reason": "..."}` (who
 //!   stopped it, shown in the report; at most 200 characters).
 //! - the dashboard (`dashboard.rs`): `GET /`, `/ui/*`, `GET /api/runs/{id}/events` (SSE),
@@ -95,6 +97,7 @@ impl From<ApiError> for Failure {
         let code = match e {
             ApiError::Busy(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure(code, e.to_string())
@@ -115,6 +118,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs", get(runs).post(create_run))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/{action}", post(act))
+        .route("/api/runs/{id}/load", post(change_load))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -293,6 +297,61 @@ async fn act(
         .await
         .ok_or_else(unavailable)??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/runs/{id}/load` body: exactly one of `users` and `rate`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    /// Closed model: virtual users (0 to 10 000 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
+    /// Open model: arrivals per second (0 to 10 000 000, to a thousandth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Reach it over this many milliseconds (a step when 0; at most a day).
+    #[serde(default)]
+    pub ramp_ms: u64,
+}
+
+/// The answer to a load change: the load time it starts at.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoadChanged {
+    pub at_load_ms: u64,
+}
+
+/// Largest users or rate a change may ask for.
+const MAX_LOAD: u64 = 10_000_000;
+
+async fn change_load(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<LoadRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, Failure> {
+    let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
+    let Json(b) = body.map_err(|e| bad(format!("invalid load change: {}", e.body_text())))?;
+    let rule = "give `users` (0 to 10000000) or `rate` (0 to 10000000 per second), not both";
+    let (users, rate_milli) = match (b.users, b.rate) {
+        (Some(u), None) if u <= MAX_LOAD => (Some(u), None),
+        (None, Some(r)) if r.is_finite() && (0.0..=MAX_LOAD as f64).contains(&r) => {
+            (None, Some((r * 1000.0).round() as u64))
+        }
+        _ => return Err(bad(rule.into())),
+    };
+    if b.ramp_ms > 24 * 3600 * 1000 {
+        return Err(bad("ramp_ms must be at most a day (86400000)".into()));
+    }
+    let change = crate::control::LoadChange {
+        users,
+        rate_milli,
+        ramp: std::time::Duration::from_millis(b.ramp_ms),
+    };
+    let at = s
+        .control
+        .ask(|tx| Command::ChangeLoad(id, change, tx))
+        .await
+        .ok_or_else(unavailable)??;
+    Ok(Json(LoadChanged { at_load_ms: at }))
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {

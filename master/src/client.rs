@@ -120,4 +120,28 @@ impl ApiClient {
         }
         Ok(())
     }
+
+    /// Changes the load of run `id`; returns the load time (ms) the change starts at, or the
+    /// master's reason when it refused the request as not fitting the run (400).
+    pub async fn change_load(
+        &self,
+        id: &str,
+        body: &crate::api::LoadRequest,
+    ) -> anyhow::Result<Result<u64, String>> {
+        let r = self
+            .req(reqwest::Method::POST, &format!("/api/runs/{id}/load"))
+            .json(body)
+            .send()
+            .await?;
+        if r.status() == reqwest::StatusCode::BAD_REQUEST {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let msg = body
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("refused");
+            return Ok(Err(msg.to_string()));
+        }
+        let answer: crate::api::LoadChanged = Self::decode(r).await?;
+        Ok(Ok(answer.at_load_ms))
+    }
 }

@@ -68,6 +68,40 @@ impl Profile {
         from
     }
 
+    /// A change of load mid-run: this profile until `at_ms`, then a linear move to `target`
+    /// over `ramp_ms` (a step when 0), held after. Every moment before `at_ms` keeps its value,
+    /// except that a stage cut at `at_ms` ends at its value there rounded to the unit (a user,
+    /// a thousandth of a request per second).
+    pub fn changed_at(&self, at_ms: u64, target: u64, ramp_ms: u64) -> Profile {
+        let mut stages = Vec::new();
+        let mut t = 0u64;
+        for s in self.stages.iter().filter(|s| s.duration_ms > 0) {
+            if t + s.duration_ms <= at_ms {
+                stages.push(*s);
+                t += s.duration_ms;
+                continue;
+            }
+            break;
+        }
+        if t < at_ms {
+            // The rest of a stage cut at `at_ms`, or the final hold, up to `at_ms`.
+            let at_value = self.value_at(at_ms).round() as u64;
+            stages.push(Stage {
+                duration_ms: at_ms - t,
+                target: at_value,
+            });
+        }
+        stages.push(Stage {
+            duration_ms: ramp_ms.max(1),
+            target,
+        });
+        Profile {
+            model: self.model,
+            start: self.start,
+            stages,
+        }
+    }
+
     /// Linear pieces `(start_ms, duration_ms or None for the final hold, from, to)`.
     fn pieces(&self) -> impl Iterator<Item = (u64, Option<u64>, f64, f64)> + '_ {
         let mut at = 0u64;
@@ -180,6 +214,42 @@ fn solve(a: f64, b: f64, d: f64, n: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_mid_run_keeps_the_past_and_reaches_its_target() {
+        // 20/s held, changed at 3.5 s to 50/s: the arrivals before 3.5 s are the same ones.
+        let held = Profile::constant(Model::Open, 20_000);
+        let changed = held.changed_at(3_500, 50_000, 0);
+        let (a, b) = (Arrivals::new(&held), Arrivals::new(&changed));
+        for t in [0.0, 1_000.0, 2_750.0, 3_500.0] {
+            assert_eq!(a.count_before(t), b.count_before(t), "at {t} ms");
+        }
+        assert_eq!(
+            b.count_before(10_000.0),
+            70 + 325,
+            "20/s for 3.5 s, 50/s for 6.5 s"
+        );
+        // A ramp cut in its middle, then a 2 s ramp down: same values before, target after.
+        let ramp = Profile {
+            model: Model::Closed,
+            start: 0,
+            stages: vec![Stage {
+                duration_ms: 10_000,
+                target: 100,
+            }],
+        };
+        let c = ramp.changed_at(4_000, 10, 2_000);
+        for t in [0, 1_000, 2_500, 4_000] {
+            assert_eq!(c.value_at(t), ramp.value_at(t), "at {t} ms");
+        }
+        assert_eq!(c.value_at(5_000), 25.0);
+        assert_eq!(c.value_at(6_000), 10.0);
+        assert_eq!(c.value_at(60_000), 10.0);
+        // After every stage: the hold continues to `at_ms`.
+        let c = ramp.changed_at(15_000, 0, 0);
+        assert_eq!(c.value_at(12_000), 100.0);
+        assert_eq!(c.value_at(15_001), 0.0);
+    }
 
     fn open(start: u64, stages: &[(u64, u64)]) -> Profile {
         Profile {

@@ -94,6 +94,9 @@
     $("progress").value = v.duration_s > 0 ? Math.min(1, v.load_elapsed_s / v.duration_s) : 0;
     var running = !v.report;
     $("stop").disabled = !running; $("suspend").disabled = v.phase !== "running"; $("resume").disabled = v.phase !== "suspended";
+    $("load").disabled = !(v.phase === "running" || v.phase === "suspended");
+    live.model = v.model;
+    $("load-unit").textContent = v.model === "open" ? "rate/s" : "users";
   }
   function slaTable(rules, running) {
     $("sla").innerHTML = rules.length ? "<h3>SLA rules" + (running ? " so far" : "") + "</h3><table><tbody>" + rules.map(function (s) {
@@ -131,6 +134,14 @@
       if (v.report) { es.close(); verdict(v.report); history(); }
     });
     es.onerror = function () { if (es.readyState === EventSource.CLOSED) { $("act-error").textContent = "the master closed the stream"; } };
+  }
+  function changeLoad() {
+    var v = Number($("load-value").value), body = { ramp_ms: Math.round(1000 * (Number($("load-ramp").value) || 0)) };
+    if ($("load-value").value === "" || !(v >= 0)) { $("act-error").textContent = "give a load of 0 or more"; return; }
+    if (live.model === "open") { body.rate = v; } else { body.users = Math.round(v); }
+    $("act-error").textContent = "";
+    api("POST", "/api/runs/" + encodeURIComponent(live.id) + "/load", body)
+      .catch(function (e) { $("act-error").textContent = e.message; });
   }
   function act(action) {
     var body = action === "stop" ? { reason: "stopped from the dashboard" } : undefined;
@@ -184,6 +195,7 @@
       .catch(function (e) { $("start-error").textContent = e.message; });
   });
   $("stop").addEventListener("click", function () { act("stop"); });
+  $("load").addEventListener("click", changeLoad);
   $("suspend").addEventListener("click", function () { act("suspend"); });
   $("resume").addEventListener("click", function () { act("resume"); });
   $("compare").addEventListener("click", compare);

@@ -99,6 +99,28 @@ pub enum RunsCommand {
         #[command(flatten)]
         master: live::MasterFlags,
     },
+    /// Change the load of a run going on: users (closed model) or rate (open model), from half
+    /// a second ahead for the rest of the run, over --ramp.
+    ///
+    /// Example: lobster runs scale r-1a2b3c --rate 500 --ramp 30s
+    Scale {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        master: live::MasterFlags,
+        /// Closed model: virtual users (0 to 10000000).
+        #[arg(long, allow_negative_numbers = true, conflicts_with = "rate",
+              required_unless_present = "rate",
+              value_parser = lobster_fleet::flags::whole(0u64, 10_000_000, ""))]
+        users: Option<u64>,
+        /// Open model: arrivals per second (0 to 10000000).
+        #[arg(long, allow_negative_numbers = true,
+              value_parser = lobster_fleet::flags::number(0.0, 10_000_000.0, false))]
+        rate: Option<f64>,
+        /// Reach the new load over this long (default: at once).
+        #[arg(long, default_value = "0s", value_parser = super::parse_duration)]
+        ramp: std::time::Duration,
+    },
     /// Stop a run on its master; it ends `aborted` with the reason.
     Stop {
         /// The run's id.
@@ -148,6 +170,20 @@ pub async fn runs(
             master,
             reason,
         } => return live::stop(&run, &master, home, &reason).await,
+        RunsCommand::Scale {
+            run,
+            master,
+            users,
+            rate,
+            ramp,
+        } => {
+            let body = crate::api::LoadRequest {
+                users,
+                rate,
+                ramp_ms: u64::try_from(ramp.as_millis()).unwrap_or(u64::MAX),
+            };
+            return live::scale(&run, &master, home, &body).await;
+        }
         _ => {}
     }
     stored(c, home)
@@ -282,9 +318,12 @@ fn stored(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
             Ok(ExitStatus::Success)
         }
         // Answered by `runs` above, through the master.
-        RunsCommand::Wait { .. } | RunsCommand::Attach { .. } | RunsCommand::Stop { .. } => Err(
-            Failure::trouble(anyhow!("this command needs the master, not the run store")),
-        ),
+        RunsCommand::Wait { .. }
+        | RunsCommand::Attach { .. }
+        | RunsCommand::Stop { .. }
+        | RunsCommand::Scale { .. } => Err(Failure::trouble(anyhow!(
+            "this command needs the master, not the run store"
+        ))),
     }
 }
 

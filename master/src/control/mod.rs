@@ -74,6 +74,9 @@ pub enum Action {
 pub struct RunView {
     pub id: String,
     pub name: String,
+    /// `closed` (users) or `open` (arrival rate).
+    #[serde(default)]
+    pub model: String,
     pub phase: String,
     pub elapsed_s: f64,
     pub load_elapsed_s: f64,
@@ -103,9 +106,22 @@ pub enum ApiError {
     /// The action does not apply now.
     #[error("{0}")]
     Conflict(String),
+    /// The request does not fit the run (e.g. users for an open-model run).
+    #[error("{0}")]
+    Invalid(String),
     /// The store failed.
     #[error("store error: {0}")]
     Store(String),
+}
+
+/// An operator's change of a run's load: users (closed model) or a rate (open model), reached
+/// over `ramp` and held for the rest of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadChange {
+    pub users: Option<u64>,
+    /// Thousandths of a request per second.
+    pub rate_milli: Option<u64>,
+    pub ramp: Duration,
 }
 
 /// A request to the control loop. Each is handled whole, in arrival order.
@@ -149,6 +165,8 @@ pub enum Command {
     Slaves(oneshot::Sender<Vec<SlaveView>>),
     /// The store's recent runs.
     Runs(oneshot::Sender<Result<Vec<RunRow>, ApiError>>),
+    /// Changes the load of the run going on; replies the load time (ms) the change starts at.
+    ChangeLoad(String, LoadChange, oneshot::Sender<Result<u64, ApiError>>),
     /// The current (or last) run's figures for `/metrics`; `None` before the first run.
     RunMetrics(oneshot::Sender<Option<RunSnapshot>>),
 }
@@ -354,6 +372,9 @@ impl Controller {
             }
             Command::Slaves(reply) => {
                 let _ = reply.send(self.registry.view(now));
+            }
+            Command::ChangeLoad(id, change, reply) => {
+                let _ = reply.send(self.change_load(&id, change, now));
             }
             Command::RunMetrics(reply) => {
                 let _ = reply.send(self.run_metrics(now));

@@ -57,6 +57,7 @@ impl Controller {
             return Ok(RunView {
                 id: r.id.clone(),
                 name: r.scenario.name.clone(),
+                model: format!("{:?}", r.scenario.load.model).to_lowercase(),
                 phase: r.phase.name().to_string(),
                 elapsed_s: r.elapsed(now).as_secs_f64(),
                 load_elapsed_s: r.load_elapsed(now).as_secs_f64(),
@@ -95,6 +96,7 @@ impl Controller {
         Ok(RunView {
             id: report.run_id.clone(),
             name: report.name.clone(),
+            model: report.model.clone(),
             phase: report.status.as_str().to_string(),
             elapsed_s: report.duration_s,
             load_elapsed_s: report.duration_s,
@@ -111,6 +113,44 @@ impl Controller {
             sla: Vec::new(),
             report: Some(report),
         })
+    }
+
+    pub(super) fn change_load(
+        &mut self,
+        id: &str,
+        change: LoadChange,
+        now: Instant,
+    ) -> Result<u64, ApiError> {
+        let Some(r) = self.run.as_mut().filter(|r| r.id == id) else {
+            return Err(ApiError::NotFound(id.to_string()));
+        };
+        let _span = info_span!("run", run_id = %r.id).entered();
+        let target = match (r.scenario.load.model, change.users, change.rate_milli) {
+            (Model::Closed, Some(users), None) => users,
+            (Model::Open, None, Some(rate)) => rate,
+            (Model::Closed, ..) => {
+                return Err(ApiError::Invalid(format!(
+                    "run {id} is closed-model: give `users`, not a rate"
+                )));
+            }
+            (Model::Open, ..) => {
+                return Err(ApiError::Invalid(format!(
+                    "run {id} is open-model: give `rate` (requests per second), not users"
+                )));
+            }
+        };
+        let (out, at) = r
+            .change_load(now, target, change.ramp)
+            .map_err(ApiError::Conflict)?;
+        info!(
+            target,
+            at_load_ms = at,
+            ramp_ms = change.ramp.as_millis() as u64,
+            "load changed by the operator"
+        );
+        self.deliver(out);
+        self.save();
+        Ok(at)
     }
 
     pub(super) fn act(

@@ -427,6 +427,21 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             &["invalid value", "--timeout"],
         ),
         (
+            "runs scale without users or rate",
+            vec!["runs", "scale", "r-x"],
+            &["required arguments were not provided", "--users"],
+        ),
+        (
+            "runs scale with negative users",
+            vec!["runs", "scale", "r-x", "--users", "-5"],
+            &["must be a whole number from 0 to 10000000"],
+        ),
+        (
+            "runs scale with users and rate",
+            vec!["runs", "scale", "r-x", "--users", "5", "--rate", "5"],
+            &["cannot be used with"],
+        ),
+        (
             "runs rm without ids",
             vec!["runs", "rm"],
             &["required arguments were not provided", "<RUNS>"],

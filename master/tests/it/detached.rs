@@ -191,3 +191,67 @@ fn runs_stop_ends_a_detached_run_and_sighup_stops_a_followed_one() {
         "{reason}"
     );
 }
+
+/// `runs scale` changes a run's rate mid-run: the slaves send exactly the old rate up to the
+/// change's load time and the new one after it (the target's count), the merged seconds carry
+/// the load asked for, and users for an open-model run are refused as bad input.
+#[test]
+fn runs_scale_changes_the_rate_mid_run_exactly() {
+    let env = Env::new();
+    let (_target, _master, _slave, addr, api, file) = fleet_of_one(&env, "scaled", "10s", 20);
+    let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", &api]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let api_addr = addr_of(&api);
+    eventually("3 s of load", Duration::from_secs(60), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&http_get(api_addr, &format!("/api/runs/{id}"))).ok()?;
+        (v["load_elapsed_s"].as_f64()? >= 3.0).then_some(())
+    });
+    let (code, _, err) = env.cli(&["runs", "scale", &id, "--master", &api, "--users", "5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("open-model: give `rate`"), "{err}");
+    let (code, out, err) = env.cli(&["runs", "scale", &id, "--master", &api, "--rate", "50"]);
+    assert_eq!(code, 0, "{err}");
+    let at_s: f64 = out
+        .split(" from ")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let json = env.path("scaled.json");
+    let (code, _, _) = env.cli(&[
+        "runs",
+        "wait",
+        &id,
+        "--master",
+        &api,
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let r = report(&json);
+    let total = r["totals"]["requests"].as_f64().unwrap();
+    let want = 20.0 * at_s + 50.0 * (10.0 - at_s);
+    eprintln!("scaled at {at_s} s: {total} requests, {want} due");
+    assert!(
+        (total - want).abs() <= 2.0,
+        "{total} requests, {want} due (change at {at_s} s)"
+    );
+    assert_eq!(r["totals"]["requests"].as_u64(), Some(target_count(addr)));
+    let loads: Vec<f64> = r["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["load"].as_f64().unwrap())
+        .collect();
+    let changed = at_s.ceil() as usize;
+    assert!(loads[..changed - 1].iter().all(|l| *l == 20.0), "{loads:?}");
+    assert!(loads[changed..10].iter().all(|l| *l == 50.0), "{loads:?}");
+}

@@ -319,6 +319,12 @@ fn bad_api_requests() {
         ("dashboard: no YAML", "POST", "/api/runs/yaml", r#"{"quorum":1}"#.into(), 400),
         ("dashboard: events of an unknown run", "GET", "/api/runs/r-nope/events", String::new(), 404),
         ("dashboard: compare unknown runs", "GET", "/api/compare?base=r-a&run=r-b", String::new(), 404),
+        ("load: users and rate", "POST", "/api/runs/r-nope/load", r#"{"users":1,"rate":1}"#.into(), 400),
+        ("load: negative rate", "POST", "/api/runs/r-nope/load", r#"{"rate":-1}"#.into(), 400),
+        ("load: too many users", "POST", "/api/runs/r-nope/load", r#"{"users":10000001}"#.into(), 400),
+        ("load: unknown field", "POST", "/api/runs/r-nope/load", r#"{"vus":3}"#.into(), 400),
+        ("load: a ramp over a day", "POST", "/api/runs/r-nope/load", r#"{"users":3,"ramp_ms":86400001}"#.into(), 400),
+        ("load: unknown run", "POST", "/api/runs/r-nope/load", r#"{"users":3}"#.into(), 404),
         ("dashboard: compare without runs", "GET", "/api/compare", String::new(), 400),
     ];
     for (what, method, path, body, status) in &cases {

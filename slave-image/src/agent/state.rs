@@ -2,6 +2,7 @@
 //! dead-man switch, and what each message from the master does to them.
 
 use super::*;
+use lobster_fleet::scenario::Profile;
 
 /// The run this slave carries now.
 pub(super) struct Current {
@@ -172,8 +173,22 @@ impl State {
             Down::Rescale(r) => {
                 if let Some(c) = self.current_for(&r.run_id) {
                     let Some(share) = r.share else { return };
-                    c.control
-                        .send_modify(|ctl| apply_share(ctl, &share, r.load_elapsed_ms));
+                    let profile = match r.profile_json.as_str() {
+                        "" => None,
+                        json => match serde_json::from_str::<Profile>(json) {
+                            Ok(p) => Some(p),
+                            Err(e) => {
+                                warn!(run_id = %r.run_id, error = %e, "a new load profile that cannot be read: keeping the current one");
+                                None
+                            }
+                        },
+                    };
+                    c.control.send_modify(|ctl| {
+                        apply_share(ctl, &share, r.load_elapsed_ms);
+                        if let Some(p) = profile.filter(|p| p.model == ctl.profile.model) {
+                            ctl.profile = p;
+                        }
+                    });
                     info!(run_id = %r.run_id, "share rescaled");
                 }
             }

@@ -1,4 +1,4 @@
-//! `lobster runs wait|attach|stop`: runs as their master knows them. The master is `--master`,
+//! `lobster runs wait|attach|stop|scale`: runs as their master knows them. The master is `--master`,
 //! else this home's; a finished run is answered from the run store when no master runs.
 
 use std::time::Duration;
@@ -155,5 +155,39 @@ pub async fn stop(
         .with_context(|| format!("cannot stop run {id}"))
         .map_err(Failure::trouble)?;
     println!("stopping run {id}: `lobster runs wait {id}` gives its verdict");
+    Ok(ExitStatus::Success)
+}
+
+pub async fn scale(
+    id: &str,
+    flags: &MasterFlags,
+    home: &Home,
+    body: &crate::api::LoadRequest,
+) -> Result<ExitStatus, Failure> {
+    let Some(c) = client(flags, home).await? else {
+        return Err(Failure::trouble(anyhow!(
+            "no master of this home is running (give --master URL)"
+        )));
+    };
+    let at = c
+        .change_load(id, body)
+        .await
+        .with_context(|| format!("cannot change the load of run {id}"))
+        .map_err(Failure::trouble)?
+        .map_err(|why| Failure::bad_input(anyhow!("cannot change the load of run {id}: {why}")))?;
+    let what = match (body.users, body.rate) {
+        (Some(u), _) => format!("{u} users"),
+        (_, Some(r)) => format!("{r} requests per second"),
+        _ => String::new(),
+    };
+    println!(
+        "run {id}: {what} from {:.3} s of load{}",
+        at as f64 / 1000.0,
+        if body.ramp_ms > 0 {
+            format!(", reached over {:.1} s", body.ramp_ms as f64 / 1000.0)
+        } else {
+            String::new()
+        }
+    );
     Ok(ExitStatus::Success)
 }

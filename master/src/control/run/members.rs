@@ -120,6 +120,7 @@ impl Run {
                     run_id: self.id.clone(),
                     share: Some(share.clone()),
                     load_elapsed_ms: load_ms,
+                    profile_json: String::new(),
                 }),
             };
             p.share = Some(share);

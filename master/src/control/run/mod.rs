@@ -119,6 +119,9 @@ pub struct Persisted {
     /// The stop requested before the restart: its reason and the status it forces.
     #[serde(default)]
     pub stop: Option<(String, Option<Status>)>,
+    /// The load profile as last changed by an operator (`None` when never changed).
+    #[serde(default)]
+    pub load: Option<lobster_fleet::scenario::Profile>,
 }
 
 pub struct Run {
@@ -147,6 +150,8 @@ pub struct Run {
     pub dirty: bool,
     /// Closed seconds whose asked-for load is stamped (`live.rs`).
     load_stamped: usize,
+    /// An operator changed the load profile (persisted, so a restart keeps the change).
+    load_changed: bool,
 }
 
 /// How long a run waits for the last intervals after the stop, beyond the request timeout.
@@ -186,6 +191,7 @@ impl Run {
             pending_redistribution: Vec::new(),
             dirty: true,
             load_stamped: 0,
+            load_changed: false,
         }
     }
 
@@ -217,6 +223,10 @@ impl Run {
             part.detached_since = Some(now + lease);
         }
         run.lost = p.lost;
+        if let Some(profile) = p.load {
+            run.set_profile(profile);
+            run.load_changed = true;
+        }
         if run.phase == Phase::Stopping {
             // The stop was sent before the restart; wait a little for the last intervals again.
             let (reason, forced) = p.stop.unwrap_or_else(|| ("stopped".into(), None));
@@ -244,6 +254,7 @@ impl Run {
             participants: self.participants.clone(),
             lost: self.lost.clone(),
             stop: self.stop.as_ref().map(|s| (s.reason.clone(), s.forced)),
+            load: self.load_changed.then(|| self.scenario.load.clone()),
         }
     }
 

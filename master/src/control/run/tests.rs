@@ -1,6 +1,7 @@
 //! The run lifecycle as a table of events and expected messages.
 
 use super::*;
+use lobster_fleet::scenario::Profile;
 use lobster_fleet::stats::EndpointStats;
 
 fn scenario(extra: &str) -> Scenario {
@@ -363,4 +364,59 @@ fn the_verdict_table() {
             );
         }
     }
+}
+
+#[test]
+fn a_load_change_reaches_every_slave_new_joiners_and_a_restart() {
+    let t0 = Instant::now();
+    let opts = RunOptions {
+        quorum: 2,
+        quorum_timeout_ms: 5000,
+    };
+    let mut r = Run::new("r".into(), scenario(""), opts, t0, 0);
+    r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    let t3 = t0 + Duration::from_secs(3);
+    let (out, at) = r
+        .change_load(t3, 40, Duration::from_secs(2))
+        .expect("a running run takes a change");
+    assert_eq!(at, 3_500, "half a second ahead of the master's load clock");
+    assert_eq!(out.len(), 2, "every active slave");
+    for (_, m) in &out {
+        let Some(Down::Rescale(rs)) = &m.kind else {
+            panic!("{m:?}")
+        };
+        let p: Profile = serde_json::from_str(&rs.profile_json).unwrap();
+        assert_eq!(
+            (p.value_at(3_000), p.value_at(4_500), p.value_at(9_000)),
+            (10.0, 25.0, 40.0)
+        );
+    }
+    // A slave joining later is assigned the changed scenario.
+    let out = r.add_slave(t0 + Duration::from_secs(6), cand("c"));
+    let Some(Down::Assign(a)) = out
+        .iter()
+        .find(|(u, _)| u == "c")
+        .and_then(|(_, m)| m.kind.clone())
+    else {
+        panic!("no assign")
+    };
+    assert_eq!(
+        Scenario::from_json(&a.scenario_json)
+            .unwrap()
+            .load
+            .value_at(9_000),
+        40.0
+    );
+    // A restarted master keeps the change.
+    let p = r.persisted();
+    let back = Run::recover("r".into(), scenario(""), p, 0, t0, 0, LEASE);
+    assert_eq!(back.scenario.load.value_at(9_000), 40.0);
+    // Not once the run is over.
+    r.request_stop(t0 + Duration::from_secs(7), "test", Some(Status::Aborted));
+    let mut done = r;
+    done.phase = Phase::Done(Status::Aborted);
+    assert!(
+        done.change_load(t0 + Duration::from_secs(8), 1, Duration::ZERO)
+            .is_err()
+    );
 }
