@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// Region of this VM (from IMDS; used to call the cloud API).
     #[arg(long, env = "LOBSTER_REGION", default_value = "local")]
     pub region: String,
+    /// When this VM stops whatever it does (its `lobster:expires-at`, RFC 3339; written by the
+    /// boot step), told to the master for its fleet view.
+    #[arg(long, env = "LOBSTER_EXPIRES_AT", default_value = "")]
+    pub expires_at: String,
     /// 1-based index of this slave on its host (1 to 4096).
     #[arg(long, env = "LOBSTER_SLAVE_INDEX", default_value_t = 1, allow_negative_numbers = true,
           value_parser = lobster_fleet::flags::whole(1u32, 4096, ""))]
@@ -147,6 +151,7 @@ impl AgentArgs {
                 instance_id: self.instance_id.unwrap_or_else(|| format!("local-{host}")),
                 instance_type: self.instance_type,
                 region: self.region,
+                expires_at: self.expires_at.chars().take(64).collect(),
                 host,
                 cores,
                 slave_index: self.slave_index,

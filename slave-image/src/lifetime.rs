@@ -82,6 +82,17 @@ where
             warn!(
                 "maximum lifetime reached (lobster:expires-at): powering this VM off whatever it is doing"
             );
+            // Best effort, bounded: the master's fleet view says why this VM's slaves go.
+            if let (Some(m), Some(id)) = (&facts.master, &facts.instance_id) {
+                let why = "expired (lobster:expires-at): the VM powers itself off";
+                let told = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    crate::idle::drain(m, id, why, false),
+                );
+                if let Ok(Err(e)) | Err(e) = told.await.map_err(|_| "timed out".to_string()) {
+                    warn!(error = %e, "cannot tell the master this VM expires");
+                }
+            }
             if let Some(id) = facts.instance_id.clone() {
                 let cloud = connect(facts.region.clone()).await;
                 let tag = Tags::from([(tags::STOP_REASON.to_string(), "expired".to_string())]);

@@ -38,7 +38,8 @@
           esc(s.instance_type) + '</td><td class="num">' + s.slave_index + "</td><td>" +
           esc(s.connected ? (s.draining ? "draining" : s.state) : "disconnected") + "</td><td>" + esc(s.run_id || "") +
           '</td><td class="num">' + s.active_users + '</td><td class="num">' + s.in_flight + '</td><td class="num">' +
-          f(s.idle_ms / 1000, 0) + '</td><td class="num">' + s.last_seen_ms + "</td></tr>";
+          f(s.idle_ms / 1000, 0) + '</td><td class="num">' + s.last_seen_ms + "</td><td>" + esc(s.expires_at || "") +
+          "</td><td>" + esc(s.draining ? (s.drain_reason || "draining") : "") + "</td></tr>";
       });
       $("slaves").tBodies[0].innerHTML = rows.join("");
       var free = slaves.filter(function (s) { return s.connected && !s.draining; }).length;

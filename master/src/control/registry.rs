@@ -40,6 +40,8 @@ pub struct Slave {
     pub last_busy: Instant,
     /// No new work (asked by the VM's idle watcher or an operator).
     pub draining: bool,
+    /// Why it drains (the idle watcher's reason: its VM is about to stop).
+    pub drain_reason: String,
 }
 
 impl Slave {
@@ -63,6 +65,12 @@ pub struct SlaveView {
     pub state: String,
     pub run_id: String,
     pub draining: bool,
+    /// Why it drains, when it does (its VM is stopping: idle, or an operator).
+    #[serde(default)]
+    pub drain_reason: String,
+    /// When its VM stops whatever it does (`lobster:expires-at`, RFC 3339), if the VM said.
+    #[serde(default)]
+    pub expires_at: String,
     pub connected: bool,
     pub last_seen_ms: u64,
     /// Milliseconds since it last carried load.
@@ -121,7 +129,15 @@ impl Registry {
                 format!("s-{}", self.next_id)
             }
         };
-        let draining = self.slaves.get(&req.slave_uid).is_some_and(|s| s.draining);
+        let (draining, drain_reason) = self
+            .slaves
+            .get(&req.slave_uid)
+            .map_or((false, String::new()), |s| {
+                (s.draining, s.drain_reason.clone())
+            });
+        // The join is shown to people: an over-long expiry text is cut.
+        let mut req = req;
+        req.expires_at = req.expires_at.chars().take(64).collect();
         self.slaves.insert(
             req.slave_uid.clone(),
             Slave {
@@ -136,6 +152,7 @@ impl Registry {
                 heartbeat: Heartbeat::default(),
                 last_busy: now,
                 draining,
+                drain_reason,
             },
         );
         Ok((id, secret))
@@ -263,6 +280,8 @@ impl Registry {
                 state: format!("{:?}", s.state()).to_lowercase(),
                 run_id: s.heartbeat.run_id.clone(),
                 draining: s.draining,
+                drain_reason: s.drain_reason.clone(),
+                expires_at: s.join.expires_at.clone(),
                 connected: s.session.is_some(),
                 last_seen_ms: now.duration_since(s.last_seen).as_millis() as u64,
                 idle_ms: now.duration_since(s.last_busy).as_millis() as u64,
@@ -293,11 +312,42 @@ mod tests {
             instance_type: "t".into(),
             region: "r".into(),
             slaves_on_host: 1,
+            expires_at: "2026-12-01T12:00:00Z".into(),
         }
     }
 
     /// A slave that never reads its session is cut off once its queue holds SESSION_QUEUE
     /// messages: the master's memory for it is bounded, and the slave is reported dropped.
+    #[test]
+    fn the_fleet_view_shows_expiry_and_why_a_slave_drains() {
+        let mut r = Registry::default();
+        let now = Instant::now();
+        let lease = Duration::from_secs(5);
+        r.join(join_req("a"), "default", lease, 10, now, 0).unwrap();
+        let mut long = join_req("b");
+        long.expires_at = "x".repeat(10_000);
+        r.join(long, "default", lease, 10, now, 0).unwrap();
+        if let Some(s) = r.slaves.get_mut("a") {
+            s.draining = true;
+            s.drain_reason = "idle for 10 min: stopping its VM".into();
+        }
+        // A re-join (a reconnect) keeps the drain and its reason.
+        r.join(join_req("a"), "default", lease, 10, now + lease * 2, 0)
+            .unwrap();
+        let v = r.view(now + lease * 2);
+        let a = v
+            .iter()
+            .find(|s| s.instance_id == "i-1" && s.expires_at.starts_with("2026"))
+            .unwrap();
+        assert_eq!(a.expires_at, "2026-12-01T12:00:00Z");
+        assert!(a.draining);
+        assert_eq!(a.drain_reason, "idle for 10 min: stopping its VM");
+        assert!(
+            v.iter().any(|s| s.expires_at.len() == 64),
+            "an over-long expiry is cut"
+        );
+    }
+
     #[test]
     fn a_slave_that_never_reads_is_cut_off_at_the_queue_bound() {
         let mut r = Registry::default();

@@ -173,6 +173,11 @@ impl Controller {
         for uid in &uids {
             if let Some(s) = self.registry.slaves.get_mut(uid) {
                 s.draining = !req.undo;
+                s.drain_reason = if req.undo {
+                    String::new()
+                } else {
+                    req.reason.chars().take(200).collect()
+                };
                 n += 1;
             }
             let msg = MasterMessage {

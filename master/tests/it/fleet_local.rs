@@ -43,6 +43,30 @@ fn twenty_instances_up_down_up_and_a_run_on_them() {
         assert_eq!(i["vcpus"], 1);
         assert!(i["expires_at"].as_str().is_some());
     }
+    // The master's fleet view (the dashboard's) knows each VM's expiry from its slaves.
+    let discovery: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.home().join("master/master.json")).unwrap(),
+    )
+    .unwrap();
+    let slaves: serde_json::Value = serde_json::from_str(&http_get(
+        addr_of(discovery["api"].as_str().unwrap()),
+        "/api/slaves",
+    ))
+    .unwrap();
+    for i in st["instances"].as_array().unwrap() {
+        let told = slaves
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["instance_id"] == i["id"])
+            .unwrap_or_else(|| panic!("no slave of {i}"));
+        let (a, b) = (
+            told["expires_at"].as_str().unwrap(),
+            i["expires_at"].as_str().unwrap(),
+        );
+        let parse = |t: &str| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).unwrap();
+        assert_eq!(parse(a), parse(b), "{told}");
+    }
 
     let (code, out, _) = env.cli(&["fleet", "up", "--count", "20"]);
     assert_eq!(code, 0);
@@ -383,4 +407,36 @@ fn images_are_listed_and_removed() {
     let (code, _, err) = env.cli(&["image", "rm", "ami-0123456789abcdef0"]);
     assert_eq!(code, 2);
     assert!(err.contains("no image ami-0123456789abcdef0"), "{err}");
+}
+
+/// A VM that reaches its expiry tells the master why its slaves go before it powers off: the
+/// master's fleet view (the dashboard's) shows the slave draining with that reason, and its
+/// expiry.
+#[test]
+fn an_expiring_vm_tells_the_master_why_it_goes() {
+    let env = Env::new();
+    let (code, out, err) = env.cli(&["fleet", "up", "--count", "1", "--max-lifetime", "10s"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let discovery: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.home().join("master/master.json")).unwrap(),
+    )
+    .unwrap();
+    let api = addr_of(discovery["api"].as_str().unwrap());
+    let slave = eventually(
+        "the slave draining as its VM expires",
+        std::time::Duration::from_secs(60),
+        || {
+            let v: serde_json::Value = serde_json::from_str(&http_get(api, "/api/slaves")).ok()?;
+            v.as_array()?
+                .iter()
+                .find(|s| s["draining"] == true)
+                .cloned()
+        },
+    );
+    let reason = slave["drain_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("expired (lobster:expires-at)"),
+        "{slave}"
+    );
+    assert!(!slave["expires_at"].as_str().unwrap().is_empty(), "{slave}");
 }

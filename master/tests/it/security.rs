@@ -357,6 +357,7 @@ fn join(uid: &str, token: &str) -> proto::JoinRequest {
         instance_type: "t".into(),
         region: "r".into(),
         slaves_on_host: 1,
+        expires_at: String::new(),
     }
 }
 

@@ -305,6 +305,7 @@ mod tests {
                 instance_id: "i".into(),
                 instance_type: "t".into(),
                 region: "r".into(),
+                expires_at: String::new(),
                 host: "h".into(),
                 cores: 1,
                 slave_index: 1,

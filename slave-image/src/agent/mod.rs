@@ -37,6 +37,8 @@ pub struct Identity {
     pub instance_id: String,
     pub instance_type: String,
     pub region: String,
+    /// The host's `lobster:expires-at` (RFC 3339), empty when unknown.
+    pub expires_at: String,
     pub host: String,
     /// Cores of the host.
     pub cores: u32,
@@ -200,6 +202,7 @@ async fn open_session(
             instance_type: id.instance_type.clone(),
             region: id.region.clone(),
             slaves_on_host: id.slaves_on_host,
+            expires_at: id.expires_at.clone(),
         })
         .await
         .map_err(|s| match s.code() {

@@ -111,8 +111,14 @@ pub fn decide(s: &IdleSettings, since_start: Duration, since_activity: Duration)
     Decision::Wait
 }
 
-/// Asks the master to drain (or undrain) this VM; `Ok(idle)` as the master sees it.
-async fn drain(m: &MasterLink, instance_id: &str, undo: bool) -> Result<bool, String> {
+/// Asks the master to drain (or undrain) this VM, saying why (shown in its fleet view);
+/// `Ok(idle)` as the master sees it.
+pub(crate) async fn drain(
+    m: &MasterLink,
+    instance_id: &str,
+    reason: &str,
+    undo: bool,
+) -> Result<bool, String> {
     let channel = crate::tls::connect(&m.url, &m.fingerprint)
         .await
         .map_err(|e| format!("cannot reach the master: {}", crate::tls::chain(&e)))?;
@@ -120,11 +126,7 @@ async fn drain(m: &MasterLink, instance_id: &str, undo: bool) -> Result<bool, St
         .drain(DrainRequest {
             join_token: m.join_token.clone(),
             instance_id: instance_id.to_string(),
-            reason: if undo {
-                "busy again".into()
-            } else {
-                "idle".into()
-            },
+            reason: reason.to_string(),
             undo,
         })
         .await
@@ -136,7 +138,17 @@ async fn drain(m: &MasterLink, instance_id: &str, undo: bool) -> Result<bool, St
 /// Asks the master to drain this VM, when it knows both; `Ok(true)` to go on stopping.
 async fn ask_master(f: &Facts, undo: bool) -> Result<bool, String> {
     match (&f.master, &f.instance_id) {
-        (Some(m), Some(id)) => drain(m, id, undo).await,
+        (Some(m), Some(id)) => {
+            let reason = if undo {
+                "busy again".to_string()
+            } else {
+                format!(
+                    "idle for {} min: the VM stops itself",
+                    f.idle.as_secs().div_ceil(60)
+                )
+            };
+            drain(m, id, &reason, undo).await
+        }
         _ => Ok(true),
     }
 }
