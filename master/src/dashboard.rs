@@ -125,7 +125,12 @@ async fn events(
             if done {
                 return;
             }
-            tokio::time::sleep(EVENT_TICK).await;
+            // A page that went away ends its stream now, not at the next change (a suspended
+            // run may not change for hours).
+            tokio::select! {
+                _ = tokio::time::sleep(EVENT_TICK) => {}
+                _ = tx.closed() => return,
+            }
         }
     });
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))

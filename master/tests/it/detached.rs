@@ -36,6 +36,34 @@ fn fleet_of_one(
     (target, master, slave, addr, api, file)
 }
 
+/// `lobster run FILE --detach --master API`: the run's id.
+fn detach(env: &Env, api: &str, file: &std::path::Path) -> String {
+    let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", api]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    out.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string()
+}
+
+/// `lobster runs wait RUN --master API -q --json FILE`: the exit code and the report.
+fn wait_report(env: &Env, api: &str, id: &str, name: &str) -> (i32, serde_json::Value) {
+    let json = env.path(name);
+    let (code, out, err) = env.cli(&[
+        "runs",
+        "wait",
+        id,
+        "--master",
+        api,
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(json.is_file(), "{out}\n{err}");
+    (code, report(&json))
+}
+
 #[test]
 fn a_detached_run_outlives_its_terminal_and_runs_wait_gives_its_verdict() {
     let env = Env::new();
@@ -89,19 +117,8 @@ fn a_detached_run_outlives_its_terminal_and_runs_wait_gives_its_verdict() {
         .wait_exit(Duration::from_secs(10))
         .expect("the terminal's group hung up");
 
-    let json = env.path("waited.json");
-    let (code, out, err) = env.cli(&[
-        "runs",
-        "wait",
-        &id,
-        "--master",
-        &api,
-        "--quiet",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let r = report(&json);
+    let (code, r) = wait_report(&env, &api, &id, "waited.json");
+    assert_eq!(code, 0);
     assert_eq!(r["status"], "passed");
     assert_eq!(r["stop"]["reason"], "duration reached");
     assert_eq!(r["totals"]["requests"].as_u64(), Some(target_count(addr)));
@@ -130,14 +147,7 @@ fn a_detached_run_outlives_its_terminal_and_runs_wait_gives_its_verdict() {
 fn runs_stop_ends_a_detached_run_and_sighup_stops_a_followed_one() {
     let env = Env::new();
     let (_target, _master, _slave, _, api, file) = fleet_of_one(&env, "long", "60s", 10);
-    let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", &api]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let id = out
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let id = detach(&env, &api, &file);
     let (code, _, err) = env.cli(&[
         "runs",
         "stop",
@@ -148,19 +158,8 @@ fn runs_stop_ends_a_detached_run_and_sighup_stops_a_followed_one() {
         "nightly cancelled",
     ]);
     assert_eq!(code, 0, "{err}");
-    let json = env.path("stopped.json");
-    let (code, _, _) = env.cli(&[
-        "runs",
-        "wait",
-        &id,
-        "--master",
-        &api,
-        "-q",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (code, r) = wait_report(&env, &api, &id, "stopped.json");
     assert_eq!(code, 1);
-    let r = report(&json);
     assert_eq!(
         (r["status"].as_str(), r["stop"]["reason"].as_str()),
         (
@@ -199,14 +198,7 @@ fn runs_stop_ends_a_detached_run_and_sighup_stops_a_followed_one() {
 fn runs_scale_changes_the_rate_mid_run_exactly() {
     let env = Env::new();
     let (_target, _master, _slave, addr, api, file) = fleet_of_one(&env, "scaled", "10s", 20);
-    let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", &api]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let id = out
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let id = detach(&env, &api, &file);
     let api_addr = addr_of(&api);
     eventually("3 s of load", Duration::from_secs(60), || {
         let v: serde_json::Value =
@@ -224,19 +216,8 @@ fn runs_scale_changes_the_rate_mid_run_exactly() {
         .and_then(|x| x.split_whitespace().next())
         .and_then(|x| x.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
-    let json = env.path("scaled.json");
-    let (code, _, _) = env.cli(&[
-        "runs",
-        "wait",
-        &id,
-        "--master",
-        &api,
-        "-q",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (code, r) = wait_report(&env, &api, &id, "scaled.json");
     assert_eq!(code, 0);
-    let r = report(&json);
     let total = r["totals"]["requests"].as_f64().unwrap();
     let want = 20.0 * at_s + 50.0 * (10.0 - at_s);
     eprintln!("scaled at {at_s} s: {total} requests, {want} due");
