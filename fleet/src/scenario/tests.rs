@@ -496,7 +496,7 @@ fn bad_scenarios_are_refused_with_a_location() {
         (
             "sla unknown request",
             &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, request: nope}}\n"),
-            "nope",
+            "unknown request `nope`: expected a request, step or browse group",
         ),
         (
             "sla tiny window",

@@ -209,7 +209,7 @@ fn resolve(
     let sla = f
         .sla
         .iter()
-        .map(|r| resolve_sla(r, &requests))
+        .map(|r| resolve_sla(r, &endpoints))
         .collect::<Res<Vec<_>>>()?;
     let max_error_rate = match &f.max_error_rate {
         None => None,
@@ -368,6 +368,7 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
         }
         if let Some(req) = &rule.request
             && !names.contains(req.as_str())
+            && !s.endpoint_names().contains(req)
         {
             return Err(format!("SLA rule names unknown request `{req}`"));
         }

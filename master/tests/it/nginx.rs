@@ -308,7 +308,7 @@ fn browsing_follows_links_within_its_patterns() {
         &format!("location /pages/ {{ root {}; }}", site.display()),
     );
     let text = format!(
-        "name: browse\ntarget: http://{addr}\nduration: 3s\nload: {{users: 2}}\nflows:\n  - name: reader\n    steps:\n      - name: start\n        path: /pages/0.html\n        browse:\n          depth: 5\n          include: ['^/pages/']\n          exclude: ['^/private/']\n          think: 1ms\n          groups:\n            - {{name: teens, path: '^/pages/1[0-9]\\.html$'}}\n"
+        "name: browse\ntarget: http://{addr}\nduration: 3s\nload: {{users: 2}}\nflows:\n  - name: reader\n    steps:\n      - name: start\n        path: /pages/0.html\n        browse:\n          depth: 5\n          include: ['^/pages/']\n          exclude: ['^/private/']\n          think: 1ms\n          groups:\n            - {{name: teens, path: '^/pages/1[0-9]\\.html$'}}\nsla:\n  - {{metric: p99, max: 10s, window: 1s, request: teens}}\n"
     );
     let file = env.scenario("browse.yaml", &text);
     let (code, out, err, r) = lobster_run(&env, &file, 1, &[]);
@@ -349,4 +349,8 @@ fn browsing_follows_links_within_its_patterns() {
         paths.len()
     );
     assert!(starts >= completed, "{starts} {completed}");
+    // An SLA rule may name a browse group: it is judged on that group's requests.
+    let rule = &r["sla"][0];
+    assert!(rule["rule"].as_str().unwrap().contains("teens"), "{rule}");
+    assert_eq!(rule["verdict"], "passed", "{rule}");
 }

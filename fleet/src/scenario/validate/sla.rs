@@ -2,7 +2,8 @@
 
 use super::*;
 
-pub(super) fn resolve_sla(r: &Spanned<SlaFile>, requests: &[Request]) -> Res<SlaRule> {
+/// `endpoints`: the names a rule may scope to (requests, flow steps, browse groups).
+pub(super) fn resolve_sla(r: &Spanned<SlaFile>, endpoints: &BTreeSet<String>) -> Res<SlaRule> {
     let s = &r.value;
     let metric = Metric::from_name(s.metric.value.trim()).ok_or_else(|| {
         let names: Vec<_> = Metric::ALL.iter().map(|m| m.name()).collect();
@@ -61,13 +62,13 @@ pub(super) fn resolve_sla(r: &Spanned<SlaFile>, requests: &[Request]) -> Res<Sla
         }
     };
     if let Some(req) = &s.request
-        && !requests.iter().any(|q| q.name == req.value)
+        && !endpoints.contains(&req.value)
     {
-        let names: Vec<_> = requests.iter().map(|q| q.name.as_str()).collect();
+        let names: Vec<_> = endpoints.iter().map(String::as_str).collect();
         return Err(fault(
             req.referenced,
             format!(
-                "unknown request `{}`: expected one of {}",
+                "unknown request `{}`: expected a request, step or browse group: {}",
                 req.value,
                 names.join(", ")
             ),
