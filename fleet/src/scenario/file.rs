@@ -80,6 +80,7 @@ pub(crate) struct RequestFile {
     pub think: Option<Spanned<ThinkValue>>,
     pub follow_redirects: Option<bool>,
     pub browse: Option<Spanned<BrowseFile>>,
+    pub on_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

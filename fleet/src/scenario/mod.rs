@@ -131,6 +131,10 @@ pub struct Request {
     /// Follow links from the step's page (a flow step only).
     #[serde(default)]
     pub browse: Option<Browse>,
+    /// A flow step that failed lets its flow instance go on with the next step (`on_failure:
+    /// continue`); the instance still counts as failed. By default it ends the instance.
+    #[serde(default)]
+    pub continue_on_failure: bool,
 }
 
 /// Most redirects a step follows.

@@ -494,6 +494,11 @@ fn bad_scenarios_are_refused_with_a_location() {
             "duration",
         ),
         (
+            "on_failure neither stop nor continue",
+            &format!("{SMOKE}    on_failure: retry\n"),
+            "on_failure must be `stop` (the default: a failed step ends its flow instance) or `continue`",
+        ),
+        (
             "sla unknown request",
             &format!("{SMOKE}sla:\n  - {{metric: p99, max: 1s, request: nope}}\n"),
             "unknown request `nope`: expected a request, step or browse group",

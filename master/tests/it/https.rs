@@ -399,3 +399,44 @@ flows:
     let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/__lobster/count")).unwrap();
     assert_eq!(v["logged_in_views"].as_u64(), Some(completed));
 }
+
+/// `on_failure: continue`: a failed step lets its flow instance go on with the next step (every
+/// instance that reached the failing step reaches the next), and the instance counts as
+/// failed; by default a failed step ends its instance there.
+#[test]
+fn a_step_on_failure_continue_goes_on_and_the_instance_counts_failed() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let flow = |on_failure: &str| {
+        format!(
+            "name: cont\ntarget: http://{addr}\nduration: 2s\nload: {{users: 2}}\nthink: 10ms\nmax_error_rate: 100%\nflows:\n  - name: shop\n    steps:\n      - name: broken\n        path: /status/503\n{on_failure}      - name: home\n        path: /\n"
+        )
+    };
+    let file = env.scenario("cont.yaml", &flow("        on_failure: continue\n"));
+    let (code, out, err, r) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    let (broken, home) = (
+        r["endpoints"][0]["requests"].as_u64().unwrap(),
+        r["endpoints"][1]["requests"].as_u64().unwrap(),
+    );
+    assert!(broken > 20, "{broken}");
+    assert_eq!(r["endpoints"][0]["failures"].as_u64(), Some(broken));
+    // An instance cut by the end between its two steps is the only gap (2 users).
+    assert!(
+        home + 2 >= broken && home <= broken,
+        "{broken} broken, {home} home"
+    );
+    let f = &r["totals"]["flows"][0];
+    assert_eq!(f["completed"], 0, "{f}");
+    assert!(f["failed"].as_u64().unwrap() >= home, "{f}");
+
+    let file = env.scenario("stop.yaml", &flow(""));
+    let (code, out, err, r) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    assert_eq!(
+        r["endpoints"][1]["requests"], 0,
+        "the default ends the instance"
+    );
+}

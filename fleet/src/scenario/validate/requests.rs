@@ -168,6 +168,19 @@ pub(super) fn resolve_step(
             .map_err(|e| fault(w.referenced, e))? as u32,
     };
     let think = r.think.as_ref().map(resolve_think).transpose()?;
+    let continue_on_failure = match &r.on_failure {
+        None => false,
+        Some(v) => match v.value.trim() {
+            "stop" => false,
+            "continue" => true,
+            _ => {
+                return Err(fault(
+                    v.referenced,
+                    "on_failure must be `stop` (the default: a failed step ends its flow instance) or `continue` (go on with the next step)",
+                ));
+            }
+        },
+    };
     let capture = r
         .capture
         .iter()
@@ -191,6 +204,7 @@ pub(super) fn resolve_step(
         think,
         follow_redirects: r.follow_redirects.unwrap_or(false),
         browse: r.browse.as_ref().map(resolve_browse).transpose()?,
+        continue_on_failure,
     };
     let texts = std::iter::once(req.path.as_str())
         .chain(req.body.as_deref())

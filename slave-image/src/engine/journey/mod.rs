@@ -6,7 +6,8 @@
 //! counted; with `follow_redirects`, each redirect to the same origin is followed as a browser
 //! would (see [`redirect`]), each hop a request of the step. A step whose response failed (no response, an unexpected status, a capture that
 //! found nothing) ends the flow instance there: the next steps would only send requests
-//! the system under test would refuse. Closed model: a user picks its next flow by weight,
+//! the system under test would refuse; with `on_failure: continue` the instance goes on with
+//! the next step and counts as failed at its end. Closed model: a user picks its next flow by weight,
 //! keeping its jar and variables across flows as a browser keeps its cookies. Open model:
 //! every arrival is a new flow instance with a fresh jar.
 
@@ -42,6 +43,8 @@ struct Step {
     checks: Vec<(usize, CompiledCheck)>,
     think: Think,
     follow_redirects: bool,
+    /// `on_failure: continue`: a failure does not end the flow instance.
+    continue_on_failure: bool,
     browse: Option<browse::Browsing>,
 }
 
@@ -96,6 +99,7 @@ impl Journeys {
                 checks,
                 think: r.think.unwrap_or(scenario.think),
                 follow_redirects: r.follow_redirects,
+                continue_on_failure: r.continue_on_failure,
             });
         }
         let mut sum = 0u64;
@@ -220,6 +224,8 @@ pub async fn run_flow(
     let Some((steps, _)) = journeys.flows.get(flow) else {
         return Outcome::Done;
     };
+    // A step with `on_failure: continue` failed: the instance goes on, and counts as failed.
+    let mut failed = false;
     for (i, &s) in steps.iter().enumerate() {
         if halt.is_cancelled() {
             return Outcome::Done;
@@ -241,6 +247,7 @@ pub async fn run_flow(
         {
             StepEnd::Passed => {}
             StepEnd::Halted => return Outcome::Done,
+            StepEnd::Failed(_) if step.continue_on_failure => failed = true,
             StepEnd::Failed(outcome) => {
                 if !halt.is_cancelled() {
                     shared.recorder.record_flow(flow, None);
@@ -250,7 +257,8 @@ pub async fn run_flow(
         }
         if i + 1 == steps.len() {
             // Done at its last response; its think time belongs to no flow.
-            shared.recorder.record_flow(flow, Some(began.elapsed()));
+            let took = (!failed).then(|| began.elapsed());
+            shared.recorder.record_flow(flow, took);
         }
         if !think(&step.think, rng, halt).await {
             return Outcome::Done;
