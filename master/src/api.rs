@@ -132,6 +132,28 @@ async fn auth(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // A browser page of another site must not act on the fleet (CSRF): a state-changing
+    // request that carries an `Origin` (browsers add it to every cross-site POST) must come
+    // from this listener's own origin. The CLI sends none.
+    if !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && let Some(origin) = headers.get(header::ORIGIN)
+    {
+        let own = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let from = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, authority)| authority);
+        if from.is_none() || from != own {
+            return Failure(
+                StatusCode::FORBIDDEN,
+                "cross-site request refused: the API acts only for its own pages and for clients that send no Origin".into(),
+            )
+            .into_response();
+        }
+    }
     // The dashboard's page and assets hold no data: served to anyone who can reach the
     // listener, so that it can ask for the token.
     let path = req.uri().path();

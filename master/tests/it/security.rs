@@ -334,6 +334,32 @@ fn bad_api_requests() {
             assert!(text.contains("\"error\""), "{what}: {text}");
         }
     }
+    // A page of another site cannot act (CSRF); the dashboard's own origin can.
+    let (got, text) = http_request(
+        addr,
+        "POST",
+        "/api/runs/r-nope/stop",
+        &[("Origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(got, 403, "{text}");
+    assert!(text.contains("cross-site request refused"), "{text}");
+    let (got, _) = http_request(
+        addr,
+        "POST",
+        "/api/runs/r-nope/stop",
+        &[("Origin", "null")],
+        b"",
+    );
+    assert_eq!(got, 403, "an opaque origin");
+    let (got, _) = http_request(
+        addr,
+        "POST",
+        "/api/runs/r-nope/stop",
+        &[("Origin", "http://x")], // the harness sends `Host: x`
+        b"",
+    );
+    assert_eq!(got, 404, "same origin: on to the handler (no such run)");
     let big = vec![b'x'; 65 * 1024 * 1024];
     let (got, _) = http_request(addr, "POST", "/api/runs", &json, &big);
     assert_eq!(got, 413, "oversized body");
