@@ -165,11 +165,12 @@ async fn auth(
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
         // The dashboard sends the token as a cookie (EventSource cannot set headers).
         let given = bearer
             .or_else(|| crate::dashboard::token_cookie(&headers))
-            .unwrap_or("");
+            .unwrap_or_default();
         let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
         if !ok {
             return Failure(

@@ -51,14 +51,19 @@ pub(crate) fn is_public(path: &str) -> bool {
     path == "/" || path.starts_with("/ui/")
 }
 
-/// The token from the `lobster_token` cookie, if any.
-pub(crate) fn token_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The token from the `lobster_token` cookie, if any (the page percent-encodes it, as a cookie
+/// value cannot hold every character a token may have).
+pub(crate) fn token_cookie(headers: &HeaderMap) -> Option<String> {
+    let raw = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("lobster_token="))
+        .find_map(|c| c.trim().strip_prefix("lobster_token="))?;
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|t| t.into_owned())
 }
 
 async fn page() -> impl IntoResponse {
@@ -195,4 +200,22 @@ async fn compare(
         &reports[1],
         Tolerances::default(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_cookie_is_found_among_others_and_decoded() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            "theme=dark; lobster_token=p%2Bq%3D%3B".parse().unwrap(),
+        );
+        assert_eq!(token_cookie(&h).as_deref(), Some("p+q=;"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "lobster_tokens=x; other=1".parse().unwrap());
+        assert_eq!(token_cookie(&h), None);
+    }
 }

@@ -15,6 +15,16 @@ pub enum Model {
     Open,
 }
 
+impl Model {
+    /// `closed` or `open`, as reports and the API name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Closed => "closed",
+            Model::Open => "open",
+        }
+    }
+}
+
 /// One stage: the load moves linearly to `target` over `duration_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stage {
@@ -66,6 +76,16 @@ impl Profile {
             from = s.target as f64;
         }
         from
+    }
+
+    /// The load at `t_ms` in people's units: users (closed model) or arrivals per second
+    /// (open model; the profile itself counts thousandths).
+    pub fn load_at(&self, t_ms: u64) -> f64 {
+        let v = self.value_at(t_ms);
+        match self.model {
+            Model::Closed => v,
+            Model::Open => v / 1000.0,
+        }
     }
 
     /// A change of load mid-run: this profile until `at_ms`, then a linear move to `target`

@@ -359,6 +359,7 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
     {
         return Err("max_error_rate must be from 0 to 100 (percent)".into());
     }
+    let endpoints = s.endpoint_names();
     for rule in &s.sla {
         let v = match rule.bound {
             Bound::Max(v) | Bound::Min(v) => v,
@@ -367,8 +368,7 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
             return Err(format!("SLA rule `{rule}` out of range"));
         }
         if let Some(req) = &rule.request
-            && !names.contains(req.as_str())
-            && !s.endpoint_names().contains(req)
+            && !endpoints.contains(req)
         {
             return Err(format!("SLA rule names unknown request `{req}`"));
         }

@@ -34,14 +34,19 @@ impl Exports {
         self.json.is_none() && self.junit.is_none() && self.csv.is_none() && self.html.is_none()
     }
 
-    /// Refuses a file in a directory that does not exist (bad input, before the run).
-    pub fn check(&self) -> Result<(), Failure> {
-        for (flag, path) in [
+    /// Each flag with the path it was given.
+    pub fn flags(&self) -> [(&'static str, &Option<PathBuf>); 4] {
+        [
             ("--json", &self.json),
             ("--junit", &self.junit),
             ("--csv", &self.csv),
             ("--html", &self.html),
-        ] {
+        ]
+    }
+
+    /// Refuses a file in a directory that does not exist (bad input, before the run).
+    pub fn check(&self) -> Result<(), Failure> {
+        for (flag, path) in self.flags() {
             let Some(path) = path else { continue };
             let dir = path
                 .parent()

@@ -1,4 +1,6 @@
-//! `--on-finish CMD`: a command run when a run ends (a hook for mail, chat or an upload).
+//! A run's end as `lobster run` and `lobster runs wait` show it ([`ended`]: the summary, the
+//! report files, the hook, the exit status), and `--on-finish CMD`: a command run when a run
+//! ends (a hook for mail, chat or an upload).
 //!
 //! It runs as `sh -c CMD lobster-on-finish REPORT`, so `$1` is the JSON report's path (the
 //! `--json` file, else `$LOBSTER_HOME/reports/RUN.json`), with `LOBSTER_REPORT`,
@@ -10,15 +12,38 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::Failure;
+use lobster_fleet::scenario::Scenario;
+
+use super::exports::Exports;
+use super::{ExitStatus, Failure};
 use crate::home::Home;
-use crate::report::Report;
+use crate::report::{Report, Status};
 
 /// Longest a hook may run before it is killed.
 pub const HOOK_LIMIT: Duration = Duration::from_secs(600);
 
+/// Prints the summary of a finished run, writes the report files asked for, runs the hook,
+/// and gives the exit status of its verdict (0 passed, 1 failed or aborted).
+pub async fn ended(
+    report: &Report,
+    scenario: Option<&Scenario>,
+    exports: &Exports,
+    on_finish: Option<&str>,
+    home: &Home,
+) -> Result<ExitStatus, Failure> {
+    println!("{}", report.render());
+    exports.write(report, scenario)?;
+    if let Some(cmd) = on_finish {
+        on_finish_hook(cmd, report, home, exports.json.as_deref()).await?;
+    }
+    Ok(match report.status {
+        Status::Passed => ExitStatus::Success,
+        Status::Failed | Status::Aborted => ExitStatus::Failed,
+    })
+}
+
 /// Runs `cmd` for `report`; `json` is where the report was written, if it was.
-pub async fn on_finish(
+async fn on_finish_hook(
     cmd: &str,
     report: &Report,
     home: &Home,

@@ -18,7 +18,6 @@ use super::{Failure, parse_duration};
 use crate::client::ApiClient;
 use crate::home::Home;
 use crate::local_slaves::LocalSlaves;
-use crate::report::Status;
 use crate::server::{self, Master, MasterConfig};
 
 mod detach;
@@ -117,10 +116,7 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
             } else {
                 " users"
             };
-            let mut at = scenario.load.value_at(scenario.duration_ms);
-            if scenario.is_open() {
-                at /= 1000.0;
-            }
+            let at = scenario.load.load_at(scenario.duration_ms);
             warnings.push(format!(
                 "--duration {}s cuts the load profile: its stages last {}s, so the load stops at {at:.0}{unit} and the rest of the stages never run",
                 d.as_secs_f64(),
@@ -294,13 +290,12 @@ async fn drive(
         l.stop(Duration::from_secs(10)).await;
     }
     let report = result?;
-    println!("{}", report.render());
-    plan.exports.write(&report, Some(&plan.scenario))?;
-    if let Some(cmd) = &plan.on_finish {
-        super::hook::on_finish(cmd, &report, home, plan.exports.json.as_deref()).await?;
-    }
-    Ok(match report.status {
-        Status::Passed => ExitStatus::Success,
-        Status::Failed | Status::Aborted => ExitStatus::Failed,
-    })
+    super::hook::ended(
+        &report,
+        Some(&plan.scenario),
+        &plan.exports,
+        plan.on_finish.as_deref(),
+        home,
+    )
+    .await
 }

@@ -11,6 +11,8 @@ mod live;
 
 use super::exports::Exports;
 use super::{ExitStatus, Failure};
+use lobster_fleet::scenario::Scenario;
+
 use crate::home::Home;
 use crate::report::{Comparison, Report, Tolerances};
 use crate::store::Store;
@@ -189,10 +191,29 @@ pub async fn runs(
     stored(c, home)
 }
 
-/// The commands that read the run store only.
-fn stored(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
+/// This home's run store; `None` when it has none yet (opening would create it).
+pub(super) fn open_store(home: &Home) -> Result<Option<Store>, Failure> {
     let path = home.master().store();
     if !path.is_file() {
+        return Ok(None);
+    }
+    Store::open(&path)
+        .map(Some)
+        .with_context(|| format!("cannot open the run store {}", path.display()))
+        .map_err(Failure::trouble)
+}
+
+/// The scenario run `id` was created with, when the store has one it can read (a scenario of
+/// another version only costs an HTML page its scenario section and load curve).
+pub(super) fn stored_scenario(store: &Store, id: &str) -> Option<Scenario> {
+    let json = store.scenario(id).ok()??;
+    Scenario::from_json(&json).ok()
+}
+
+/// The commands that read the run store only.
+fn stored(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
+    let Some(store) = open_store(home)? else {
+        let path = home.master().store();
         if let RunsCommand::List { .. } = c {
             println!("no runs yet (no run store at {})", path.display());
             return Ok(ExitStatus::Success);
@@ -201,10 +222,7 @@ fn stored(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
             "no runs yet: there is no run store at {}",
             path.display()
         )));
-    }
-    let store = Store::open(&path)
-        .with_context(|| format!("cannot open the run store {}", path.display()))
-        .map_err(Failure::trouble)?;
+    };
     match c {
         RunsCommand::List { limit } => {
             let rows = store.runs(limit).map_err(Failure::trouble)?;
@@ -257,13 +275,7 @@ fn stored(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
             }
             exports.check()?;
             let report = report_of(&store, &run)?;
-            // A scenario the store cannot read back (another version's) only costs the page
-            // its scenario section and load curve.
-            let scenario = store
-                .scenario(&run)
-                .map_err(Failure::trouble)?
-                .and_then(|j| lobster_fleet::scenario::Scenario::from_json(&j).ok());
-            exports.write(&report, scenario.as_ref())?;
+            exports.write(&report, stored_scenario(&store, &run).as_ref())?;
             Ok(ExitStatus::Success)
         }
         RunsCommand::Compare {

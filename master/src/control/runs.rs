@@ -57,7 +57,7 @@ impl Controller {
             return Ok(RunView {
                 id: r.id.clone(),
                 name: r.scenario.name.clone(),
-                model: format!("{:?}", r.scenario.load.model).to_lowercase(),
+                model: r.scenario.load.model.name().to_string(),
                 phase: r.phase.name().to_string(),
                 elapsed_s: r.elapsed(now).as_secs_f64(),
                 load_elapsed_s: r.load_elapsed(now).as_secs_f64(),
@@ -73,11 +73,7 @@ impl Controller {
                     .collect(),
                 endpoints: match &r.report {
                     Some(_) => Vec::new(),
-                    None => {
-                        let names = crate::report::Names::of(&r.scenario);
-                        let seconds = r.load_elapsed(now).as_secs_f64();
-                        crate::report::figures(&r.agg.total, &names, seconds).1
-                    }
+                    None => r.live_endpoints.clone(),
                 },
                 sla: match &r.report {
                     Some(_) => Vec::new(),
@@ -303,11 +299,7 @@ impl Controller {
         };
         let profile = &r.scenario.load;
         let load = if r.phase == Phase::Running {
-            let v = profile.value_at(elapsed.as_millis() as u64);
-            match profile.model {
-                Model::Open => v / 1000.0,
-                Model::Closed => v,
-            }
+            profile.load_at(elapsed.as_millis() as u64)
         } else {
             0.0
         };

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use lobster_fleet::scenario::{Model, Scenario};
+use lobster_fleet::scenario::Scenario;
 use quick_xml::escape::escape;
 
 use super::{LatencyOut, Report, Status};
@@ -144,12 +144,8 @@ fn load_series(r: &Report, scenario: Option<&Scenario>) -> Vec<Option<f64>> {
             if p.load.is_some() {
                 return p.load;
             }
-            let s = scenario?;
-            let v = s.load.value_at(p.index * 1000 + 500);
-            Some(match s.load.model {
-                Model::Open => v / 1000.0,
-                Model::Closed => v,
-            })
+            // A report stored before seconds carried their load: the scenario's profile.
+            Some(scenario?.load.load_at(p.index * 1000 + 500))
         })
         .collect()
 }

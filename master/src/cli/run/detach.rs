@@ -89,12 +89,7 @@ fn waiter(plan: &Plan, home: &Home, id: &str, api: &str) -> Result<std::path::Pa
         .arg(&home.root)
         .args(["runs", "wait", id, "--quiet", "--master", api]);
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    for (flag, path) in [
-        ("--json", &plan.exports.json),
-        ("--junit", &plan.exports.junit),
-        ("--csv", &plan.exports.csv),
-        ("--html", &plan.exports.html),
-    ] {
+    for (flag, path) in plan.exports.flags() {
         if let Some(p) = path {
             cmd.arg(flag).arg(absolute(p));
         }

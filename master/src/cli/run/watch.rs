@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use lobster_fleet::scenario::{Model, Profile};
+use lobster_fleet::scenario::Model;
 use tokio_util::sync::CancellationToken;
 
 use super::{Attached, Failure, Plan};
@@ -133,7 +133,6 @@ pub(super) async fn watch(
         quiet: plan.quiet,
         on_signal: OnSignal::StopRun,
         countdown: Some((quorum, plan.quorum_timeout)),
-        load: Some(plan.scenario.load.clone()),
     };
     let report = follow.run(&m.client, home, &id, shutdown).await?;
     Ok(report.expect("a followed run that is stopped on a signal ends with its report"))
@@ -155,32 +154,22 @@ pub(crate) struct Follow {
     pub(crate) on_signal: OnSignal,
     /// While the run waits for slaves: the quorum and its timeout, for the countdown.
     pub(crate) countdown: Option<(u32, Duration)>,
-    /// The scenario's load profile, when known: the live table shows the load asked for.
-    pub(crate) load: Option<Profile>,
 }
 
 /// How often the live view prints the per-endpoint figures (closed seconds).
 const ENDPOINTS_EVERY: u64 = 10;
 
+/// The live table's load column: what the master stamped on each second (so a change of load
+/// mid-run shows), in the run's unit.
+fn load_label(model: &str) -> &'static str {
+    if model == Model::Open.name() {
+        "rate/s"
+    } else {
+        "users"
+    }
+}
+
 impl Follow {
-    fn load_label(&self) -> String {
-        match self.load.as_ref().map(|p| p.model) {
-            Some(Model::Open) => "rate/s".into(),
-            Some(Model::Closed) => "users".into(),
-            None => "load".into(),
-        }
-    }
-
-    /// Users or arrivals per second the scenario asks for in second `index`.
-    fn load_at(&self, index: u64) -> Option<f64> {
-        let p = self.load.as_ref()?;
-        let v = p.value_at(index * 1000 + 500);
-        Some(match p.model {
-            Model::Open => v / 1000.0,
-            Model::Closed => v,
-        })
-    }
-
     /// Follows run `id` to its report (from the store when the master went away); `None`
     /// when it was left on a signal.
     pub(crate) async fn run(
@@ -266,11 +255,11 @@ impl Follow {
             for p in rows {
                 if !self.quiet {
                     if !header {
-                        println!("{}", report::live_header(&self.load_label()));
+                        println!("{}", report::live_header(load_label(&view.model)));
                         header = true;
                     }
                     let left = view.duration_s - (p.index + 1) as f64;
-                    println!("{}", report::live_line(p, self.load_at(p.index), left));
+                    println!("{}", report::live_line(p, p.load, left));
                     if (p.index + 1) % ENDPOINTS_EVERY == 0 && view.endpoints.len() > 1 {
                         print!("{}", report::live_endpoints(&view.endpoints));
                     }

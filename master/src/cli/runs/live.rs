@@ -12,8 +12,7 @@ use super::super::run::{Follow, OnSignal};
 use super::super::{ExitStatus, Failure};
 use crate::client::ApiClient;
 use crate::home::Home;
-use crate::report::{Report, Status};
-use crate::store::Store;
+use crate::report::Report;
 
 /// Which master to ask.
 #[derive(Debug, Clone, Args)]
@@ -53,15 +52,11 @@ async fn client(flags: &MasterFlags, home: &Home) -> Result<Option<ApiClient>, F
 
 /// The run's report from the store, or why there is none (no master runs).
 fn from_store(home: &Home, id: &str) -> Result<Report, Failure> {
-    let path = home.master().store();
-    if !path.is_file() {
+    let Some(store) = super::open_store(home)? else {
         return Err(Failure::bad_input(anyhow!(
             "no master of this home is running and it has no runs yet (give --master URL)"
         )));
-    }
-    let store = Store::open(&path)
-        .with_context(|| format!("cannot open the run store {}", path.display()))
-        .map_err(Failure::trouble)?;
+    };
     if let Some(r) = super::finished(&store, id)? {
         return Ok(r);
     }
@@ -73,17 +68,6 @@ fn from_store(home: &Home, id: &str) -> Result<Report, Failure> {
             "no run `{id}` in this home's run store and no master running: `lobster runs list` shows the runs"
         )),
     })
-}
-
-/// The run's scenario from this home's store, when it is there (for the HTML page).
-fn stored_scenario(home: &Home, id: &str) -> Option<lobster_fleet::scenario::Scenario> {
-    let path = home.master().store();
-    if !path.is_file() {
-        return None;
-    }
-    let store = Store::open(&path).ok()?;
-    let json = store.scenario(id).ok()??;
-    lobster_fleet::scenario::Scenario::from_json(&json).ok()
 }
 
 pub async fn wait(
@@ -107,7 +91,6 @@ pub async fn wait(
                 quiet: wait.quiet,
                 on_signal: OnSignal::Leave,
                 countdown: None,
-                load: stored_scenario(home, id).map(|s| s.load),
             };
             let followed = follow.run(&c, home, id, shutdown);
             match wait.timeout {
@@ -127,16 +110,18 @@ pub async fn wait(
     let Some(report) = report else {
         return Ok(ExitStatus::Forced); // left on a signal: no verdict (130, as for Ctrl-C)
     };
-    println!("{}", report.render());
-    wait.exports
-        .write(&report, stored_scenario(home, id).as_ref())?;
-    if let Some(cmd) = &wait.on_finish {
-        super::super::hook::on_finish(cmd, &report, home, wait.exports.json.as_deref()).await?;
-    }
-    Ok(match report.status {
-        Status::Passed => ExitStatus::Success,
-        Status::Failed | Status::Aborted => ExitStatus::Failed,
-    })
+    let scenario = super::open_store(home)
+        .ok()
+        .flatten()
+        .and_then(|store| super::stored_scenario(&store, id));
+    super::super::hook::ended(
+        &report,
+        scenario.as_ref(),
+        &wait.exports,
+        wait.on_finish.as_deref(),
+        home,
+    )
+    .await
 }
 
 pub async fn stop(

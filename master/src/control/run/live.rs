@@ -3,7 +3,7 @@
 //! load (users or rate) mid-run.
 
 use super::*;
-use lobster_fleet::scenario::{Model, Profile};
+use lobster_fleet::scenario::Profile;
 
 /// How far ahead of the master's load clock a change of load takes effect: the slaves' clocks
 /// trail the master's by a message's trip, and the profile before that instant stays as it was.
@@ -21,12 +21,7 @@ impl Run {
         let load_now = self.load_elapsed(now).as_millis() as u64;
         // The suspended time so far is `behind - load_now`; seconds closed since were not.
         let t = wall_ms.saturating_sub(behind.saturating_sub(load_now));
-        let profile = &self.scenario.load;
-        let v = profile.value_at(t.min(self.scenario.duration_ms));
-        match profile.model {
-            Model::Open => v / 1000.0,
-            Model::Closed => v,
-        }
+        self.scenario.load.load_at(t.min(self.scenario.duration_ms))
     }
 
     /// Stamps the load asked for on the seconds closed since the last call.
@@ -38,6 +33,18 @@ impl Run {
             self.agg.series[i].load.get_or_insert(load);
             self.load_stamped += 1;
         }
+    }
+
+    /// After a tick: stamps the seconds it closed and, when it closed any, recomputes each
+    /// endpoint's figures so far (once per closed second, not per poll of the API).
+    pub(super) fn seconds_closed(&mut self, now: Instant) {
+        if self.load_stamped == self.agg.series.len() {
+            return;
+        }
+        self.stamp_load(now);
+        let names = crate::report::Names::of(&self.scenario);
+        let seconds = self.load_elapsed(now).as_secs_f64();
+        self.live_endpoints = figures(&self.agg.total, &names, seconds).1;
     }
 
     /// Every SLA rule's state so far (`not_judged` until a whole window closed).
@@ -85,8 +92,6 @@ impl Run {
     /// Replaces the load profile, for the slaves that join later too.
     pub(super) fn set_profile(&mut self, profile: Profile) {
         Arc::make_mut(&mut self.scenario).load = profile;
-        let mut wire = (*self.scenario).clone();
-        wire.data = Vec::new();
-        self.wire_json = wire.to_json();
+        self.wire_json = wire_json(&self.scenario);
     }
 }

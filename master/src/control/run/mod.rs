@@ -150,8 +150,18 @@ pub struct Run {
     pub dirty: bool,
     /// Closed seconds whose asked-for load is stamped (`live.rs`).
     load_stamped: usize,
+    /// Each endpoint's figures so far, refreshed when seconds close (`live.rs`), so that the
+    /// API's polls read them instead of summarizing the histograms on every poll.
+    pub live_endpoints: Vec<crate::report::EndpointReport>,
     /// An operator changed the load profile (persisted, so a restart keeps the change).
     load_changed: bool,
+}
+
+/// The scenario as sent to slaves: without its data items (they travel in the shares).
+fn wire_json(scenario: &Scenario) -> String {
+    let mut wire = scenario.clone();
+    wire.data = Vec::new();
+    wire.to_json()
 }
 
 /// How long a run waits for the last intervals after the stop, beyond the request timeout.
@@ -167,12 +177,10 @@ impl Run {
         now: Instant,
         unix_ms: u64,
     ) -> Self {
-        let mut wire = scenario.clone();
-        wire.data = Vec::new();
         let sla = SlaGuard::new(&scenario.sla);
         Run {
             id,
-            wire_json: wire.to_json(),
+            wire_json: wire_json(&scenario),
             scenario: Arc::new(scenario),
             phase: Phase::Init,
             options,
@@ -191,6 +199,7 @@ impl Run {
             pending_redistribution: Vec::new(),
             dirty: true,
             load_stamped: 0,
+            live_endpoints: Vec::new(),
             load_changed: false,
         }
     }
@@ -436,7 +445,7 @@ impl Run {
                 }
                 points.push(closed.point);
             }
-            self.stamp_load(now);
+            self.seconds_closed(now);
         }
         if self.phase == Phase::Running
             && self.load_elapsed(now).as_millis() as u64 >= self.scenario.duration_ms

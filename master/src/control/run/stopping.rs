@@ -78,7 +78,7 @@ impl Run {
             reasons,
             target: self.scenario.target.to_string(),
             warnings: self.scenario.warnings(),
-            model: format!("{:?}", self.scenario.load.model).to_lowercase(),
+            model: self.scenario.load.model.name().to_string(),
             started_at: crate::clock::rfc3339(started_unix),
             ended_at: crate::clock::rfc3339(self.unix_ms_at(now)),
             duration_s: seconds,
