@@ -216,6 +216,26 @@ fn runs_scale_changes_the_rate_mid_run_exactly() {
         .and_then(|x| x.split_whitespace().next())
         .and_then(|x| x.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
+    // Followed from another terminal: the table's load column says what each second was
+    // asked for, the new rate after the change.
+    let (code, table, err) = env.cli(&["runs", "attach", &id, "--master", &api]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<f64>> = table
+        .lines()
+        .skip_while(|l| !l.contains("rate/s"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().map(|x| x.parse().ok()).collect())
+        .collect();
+    let after: Vec<f64> = rows
+        .iter()
+        .filter(|r| r[0] > at_s.ceil() + 1.0)
+        .map(|r| r[8])
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|l| *l == 50.0),
+        "{table}"
+    );
     let (code, r) = wait_report(&env, &api, &id, "scaled.json");
     assert_eq!(code, 0);
     let total = r["totals"]["requests"].as_f64().unwrap();
