@@ -15,9 +15,11 @@ use crate::proto;
 
 mod latency;
 mod phases;
+mod resources;
 
 pub use latency::LatencySummary;
 pub use phases::Phases;
+pub use resources::{Resources, SATURATED_PERCENT, SATURATED_SECONDS};
 
 /// Significant decimal digits kept by every latency histogram (relative error ≤ 0.1 %).
 pub const SIGFIG: u8 = 3;
@@ -361,11 +363,37 @@ pub struct IntervalStats {
     pub checks: BTreeMap<String, CheckCount>,
     /// Flows by name.
     pub flows: BTreeMap<String, FlowCount>,
+    /// Each injector's resources over the interval, by slave id (merged: each field's peak).
+    /// A slave sends its own under the empty key, [`IntervalStats::REPORTER`]; the master
+    /// files it under the sender's id ([`IntervalStats::merge_from`]).
+    pub injectors: BTreeMap<String, Resources>,
 }
 
 impl IntervalStats {
+    /// The key of the sending slave's own entry in `injectors`, as it comes off the wire.
+    pub const REPORTER: &'static str = "";
+
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &IntervalStats) {
+        self.merge_from(other, Self::REPORTER);
+    }
+
+    /// Adds `other`, an interval `reporter` sent, into `self`: its own resources (under
+    /// [`IntervalStats::REPORTER`]) are filed under `reporter`.
+    pub fn merge_from(&mut self, other: &IntervalStats, reporter: &str) {
+        for (slave, r) in &other.injectors {
+            let key = if slave == Self::REPORTER {
+                reporter
+            } else {
+                slave
+            };
+            match self.injectors.get_mut(key) {
+                Some(mine) => mine.peak(r),
+                None => {
+                    self.injectors.insert(key.to_string(), *r);
+                }
+            }
+        }
         for (name, e) in &other.endpoints {
             self.endpoints.entry(name.clone()).or_default().merge(e);
         }
@@ -436,6 +464,7 @@ impl IntervalStats {
                     (name.clone(), counts)
                 })
                 .collect(),
+            resources: self.injectors.get(Self::REPORTER).map(Resources::to_proto),
         }
     }
 
@@ -487,11 +516,17 @@ impl IntervalStats {
             };
             flows.insert(name.clone(), count);
         }
+        let injectors = p
+            .resources
+            .iter()
+            .map(|r| (Self::REPORTER.to_string(), Resources::from_proto(r)))
+            .collect();
         Ok(IntervalStats {
             endpoints,
             dropped: p.dropped,
             checks,
             flows,
+            injectors,
         })
     }
 }

@@ -40,6 +40,10 @@ pub struct Point {
     /// second (open model); 0 while suspended. Set by the run when the second closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<f64>,
+    /// The busiest injector's CPU this second, percent (`Resources::injector_cpu`); absent
+    /// when no slave reported its resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injector_cpu: Option<f64>,
 }
 
 /// Latency figures of a point (milliseconds).
@@ -110,13 +114,13 @@ impl Aggregator {
                 self.seen.insert(slave.to_string(), set);
             }
         }
-        self.total.merge(stats);
+        self.total.merge_from(stats, slave);
         if index < self.next_to_close {
             self.late_requests += stats.requests();
             self.merge_late(slave, index, stats);
         } else {
             let b = self.open.entry(index).or_default();
-            b.stats.merge(stats);
+            b.stats.merge_from(stats, slave);
             b.reporters.insert(slave.to_string());
         }
         true
@@ -129,7 +133,7 @@ impl Aggregator {
         };
         match self.recent.iter_mut().find(|(k, _)| *k == index) {
             Some((_, b)) => {
-                b.stats.merge(stats);
+                b.stats.merge_from(stats, slave);
                 b.reporters.insert(slave.to_string());
                 *point = point_of(index, b);
             }
@@ -138,6 +142,8 @@ impl Aggregator {
                 point.requests += t.requests;
                 point.failures += t.failures;
                 point.slaves += 1;
+                let cpu = stats.injectors.values().map(|r| r.injector_cpu());
+                point.injector_cpu = point.injector_cpu.into_iter().chain(cpu).reduce(f64::max);
             }
         }
     }
@@ -222,6 +228,12 @@ fn point_of(k: u64, b: &Bucket) -> Point {
             .collect(),
         errors: t.errors,
         load: None,
+        injector_cpu: b
+            .stats
+            .injectors
+            .values()
+            .map(|r| r.injector_cpu())
+            .reduce(f64::max),
     }
 }
 

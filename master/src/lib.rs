@@ -16,6 +16,7 @@ pub(crate) mod home;
 pub(crate) mod local_slaves;
 pub(crate) mod metrics;
 pub(crate) mod report;
+pub(crate) mod saturation;
 pub(crate) mod server;
 pub(crate) mod sla;
 pub(crate) mod slicer;

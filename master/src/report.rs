@@ -177,6 +177,12 @@ pub struct Injector {
     pub millicores: u32,
     /// Whether it was lost before the end.
     pub lost: bool,
+    /// The peak of each of its resources over the run (absent when it reported none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<lobster_fleet::stats::Resources>,
+    /// Seconds it spent saturated (above 90 % CPU for 5 s or more in a row).
+    #[serde(default)]
+    pub saturated_s: u64,
 }
 
 /// How the stop went.
@@ -216,6 +222,9 @@ pub struct Report {
     /// Every slave that took part, by instance.
     #[serde(default)]
     pub injectors: Vec<Injector>,
+    /// Stretches of 5 s or more an injector spent above 90 % CPU (each also a warning).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub saturated_injectors: Vec<crate::saturation::Saturated>,
     pub totals: Totals,
     pub endpoints: Vec<EndpointReport>,
     pub sla: Vec<RuleResult>,
@@ -340,6 +349,22 @@ impl Report {
             let list: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(o, "errors: {}", list.join(", "));
         }
+        let busiest = self
+            .injectors
+            .iter()
+            .filter_map(|i| Some((i, i.resources?)))
+            .max_by(|a, b| a.1.injector_cpu().total_cmp(&b.1.injector_cpu()));
+        if let Some((i, r)) = busiest {
+            let _ = writeln!(
+                o,
+                "injectors: busiest {} at {:.0} % CPU (peak), memory {:.0} of {:.0} MiB, {} sockets",
+                i.slave_id,
+                r.injector_cpu(),
+                r.memory_used_bytes as f64 / 1048576.0,
+                r.memory_total_bytes as f64 / 1048576.0,
+                r.sockets
+            );
+        }
         let _ = writeln!(
             o,
             "{:<20} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -453,16 +478,26 @@ fn truncate(s: &str, n: usize) -> String {
 /// Header of the live one-second table; `load` names the load column (`users` or `rate/s`).
 pub fn live_header(load: &str) -> String {
     format!(
-        "{:>6} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}",
-        "second", "req/s", "fail", "p50 ms", "p95 ms", "p99 ms", "max ms", "slaves", load, "left s"
+        "{:>6} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7} {:>5}",
+        "second",
+        "req/s",
+        "fail",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "slaves",
+        load,
+        "left s",
+        "cpu%"
     )
 }
 
 /// One line of the live table: the merged second `p`, the load the scenario asked for in it
-/// (when known) and the seconds of load left after it.
+/// (when known), the seconds of load left after it and the busiest injector's CPU (`cpu%`).
 pub fn live_line(p: &Point, load: Option<f64>, left_s: f64) -> String {
     format!(
-        "{:>6} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>8} {:>7.0}",
+        "{:>6} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>8} {:>7.0} {:>5}",
         p.index + 1,
         p.requests,
         p.failures,
@@ -472,7 +507,9 @@ pub fn live_line(p: &Point, load: Option<f64>, left_s: f64) -> String {
         p.latency_ms.max,
         p.slaves,
         load.map_or("-".to_string(), |v| format!("{v:.0}")),
-        left_s.max(0.0)
+        left_s.max(0.0),
+        p.injector_cpu
+            .map_or("-".to_string(), |v| format!("{v:.0}"))
     )
 }
 

@@ -11,7 +11,7 @@
 //! shorter, or there was no sample: a latency with no response, an error rate with no request).
 //! A rule that was not judged does not pass, so a run cannot pass on a rule it never checked.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use lobster_fleet::scenario::{Bound, Metric, SlaRule};
 use lobster_fleet::stats::{EndpointStats, IntervalStats, LatencySummary};
@@ -47,9 +47,18 @@ pub struct RuleResult {
     pub violation_value: Option<f64>,
 }
 
+/// One closed second as a rule keeps it.
+#[derive(Default)]
+struct Second {
+    /// The rule's requests: its endpoint's, or all.
+    requests: EndpointStats,
+    /// Each injector's CPU this second, percent (`injector_cpu` rules only).
+    cpu: BTreeMap<String, f64>,
+}
+
 struct RuleState {
     rule: SlaRule,
-    window: VecDeque<EndpointStats>,
+    window: VecDeque<Second>,
     worst: Option<f64>,
     violated_at: Option<(u64, f64)>,
     /// The metric had a value over a full window at least once.
@@ -102,23 +111,45 @@ impl SlaGuard {
     pub fn on_interval(&mut self, index: u64, stats: &IntervalStats) -> Option<Abort> {
         let mut abort = None;
         for (i, r) in self.rules.iter_mut().enumerate() {
-            let slice = match &r.rule.request {
-                Some(name) => stats.endpoints.get(name).cloned().unwrap_or_default(),
-                None => stats.total(),
+            let injectors = r.rule.metric == Metric::InjectorCpu;
+            let second = if injectors {
+                Second {
+                    cpu: stats
+                        .injectors
+                        .iter()
+                        .map(|(slave, res)| (slave.clone(), res.injector_cpu()))
+                        .collect(),
+                    ..Default::default()
+                }
+            } else {
+                Second {
+                    requests: match &r.rule.request {
+                        Some(name) => stats.endpoints.get(name).cloned().unwrap_or_default(),
+                        None => stats.total(),
+                    },
+                    ..Default::default()
+                }
             };
-            r.window.push_back(slice);
+            r.window.push_back(second);
             let len = (r.rule.window_ms / 1000).max(1) as usize;
             while r.window.len() > len {
                 r.window.pop_front();
             }
-            if matches!(r.rule.bound, Bound::Min(_)) && r.window.len() < len {
+            // A ramp starts low by design, and an injector starts busy (connections, TLS):
+            // both are judged over full windows only.
+            if (matches!(r.rule.bound, Bound::Min(_)) || injectors) && r.window.len() < len {
                 continue;
             }
-            let mut merged = EndpointStats::default();
-            for e in &r.window {
-                merged.merge(e);
-            }
-            let Some(value) = metric(r.rule.metric, &merged, r.window.len()) else {
+            let value = if injectors {
+                busiest_injector(&r.window)
+            } else {
+                let mut merged = EndpointStats::default();
+                for s in &r.window {
+                    merged.merge(&s.requests);
+                }
+                metric(r.rule.metric, &merged, r.window.len())
+            };
+            let Some(value) = value else {
                 continue;
             };
             r.judged |= r.window.len() == len;
@@ -169,6 +200,23 @@ impl SlaGuard {
     }
 }
 
+/// `injector_cpu` over a window: each injector's CPU averaged over the seconds it reported in
+/// the window, the highest of them; `None` when no injector reported.
+fn busiest_injector(window: &VecDeque<Second>) -> Option<f64> {
+    let mut per_slave: BTreeMap<&str, (f64, u32)> = BTreeMap::new();
+    for s in window {
+        for (slave, cpu) in &s.cpu {
+            let e = per_slave.entry(slave).or_default();
+            e.0 += cpu;
+            e.1 += 1;
+        }
+    }
+    per_slave
+        .values()
+        .map(|(sum, n)| sum / f64::from(*n))
+        .reduce(f64::max)
+}
+
 /// The metric over merged stats of `seconds` intervals; `None` when there is nothing to judge
 /// (a latency with no samples).
 fn metric(m: Metric, e: &EndpointStats, seconds: usize) -> Option<f64> {
@@ -176,6 +224,7 @@ fn metric(m: Metric, e: &EndpointStats, seconds: usize) -> Option<f64> {
         Metric::ErrorRate if e.requests == 0 => None,
         Metric::ErrorRate => Some(e.error_rate()),
         Metric::Rps => Some(e.requests as f64 / seconds.max(1) as f64),
+        Metric::InjectorCpu => None,
         latency => {
             if e.latency_us.is_empty() {
                 None
@@ -244,6 +293,55 @@ mod tests {
         );
         assert!(!g.passed());
         assert!(!g.results()[0].aborted_run);
+    }
+
+    fn injectors(cpu: &[(&str, f64)]) -> IntervalStats {
+        let mut s = interval(1, 10, 0);
+        for (slave, c) in cpu {
+            let r = lobster_fleet::stats::Resources {
+                cpu_percent: *c,
+                ..Default::default()
+            };
+            s.injectors.insert(slave.to_string(), r);
+        }
+        s
+    }
+
+    #[test]
+    fn injector_cpu_judges_each_injectors_mean_over_full_windows() {
+        let mut g = SlaGuard::new(&rules("  - {metric: injector_cpu, max: 90%, window: 5s}\n"));
+        // A one-second spike at the start is not judged alone, and averages out.
+        assert_eq!(
+            g.on_interval(0, &injectors(&[("a", 100.0), ("b", 10.0)])),
+            None
+        );
+        for k in 1..5 {
+            assert_eq!(
+                g.on_interval(k, &injectors(&[("a", 60.0), ("b", 20.0)])),
+                None
+            );
+        }
+        let r = &g.results()[0];
+        assert_eq!((r.verdict, r.worst), (Verdict::Passed, Some(68.0)));
+        // b saturates for five seconds; a stays light: the busiest injector's mean is b's.
+        let mut abort = None;
+        for k in 5..10 {
+            abort = abort.or(g.on_interval(k, &injectors(&[("a", 30.0), ("b", 97.0)])));
+        }
+        let abort = abort.expect("five saturated seconds of b violate the rule");
+        assert_eq!(abort.rule, "injector_cpu <= 90% over 5s");
+        // Mean of b over seconds 4..=8 is (20 + 4 × 97) / 5 = 81.6; over 5..=9 it is 97.
+        assert_eq!((abort.index, abort.value), (9, 97.0));
+        assert_eq!(g.results()[0].verdict, Verdict::Failed);
+    }
+
+    #[test]
+    fn injector_cpu_is_not_judged_without_resources() {
+        let mut g = SlaGuard::new(&rules("  - {metric: injector_cpu, max: 90%, window: 2s}\n"));
+        for k in 0..4 {
+            g.on_interval(k, &interval(1, 10, 0));
+        }
+        assert_eq!(g.results()[0].verdict, Verdict::NotJudged);
     }
 
     #[test]

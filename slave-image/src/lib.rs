@@ -12,6 +12,7 @@
 //! - [`vm`]: what the VM knows about itself (boot env file, else IMDS, else defaults).
 //! - [`power`]: powering off from inside (`systemctl poweroff`, or the emulated init's file).
 //! - [`logging`]: standard error plus a size-rotated log file.
+//! - `resources`: the injector's CPU, memory, network and sockets, from `/proc`.
 //! - [`tls`]: the channel to the master, its certificate pinned by fingerprint.
 //!
 //! Nothing here listens on a socket: a slave only dials out.
@@ -26,6 +27,7 @@ pub mod idle;
 pub mod lifetime;
 pub mod logging;
 pub(crate) mod power;
+pub(crate) mod resources;
 pub(crate) mod spool;
 pub(crate) mod tls;
 pub mod vm;

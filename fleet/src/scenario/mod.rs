@@ -238,11 +238,16 @@ pub enum Metric {
     ErrorRate,
     /// Requests per second.
     Rps,
+    /// The busiest injector's CPU, percent: each slave's `Resources::injector_cpu` averaged
+    /// over the window, the highest of them (seed 003: a saturated client emulator reports
+    /// its own queueing as the server's latency). Judged on full windows only, and never
+    /// scoped to a request.
+    InjectorCpu,
 }
 
 impl Metric {
     /// All metrics with the names used in scenario files.
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::P50,
         Metric::P90,
         Metric::P95,
@@ -252,6 +257,7 @@ impl Metric {
         Metric::Mean,
         Metric::ErrorRate,
         Metric::Rps,
+        Metric::InjectorCpu,
     ];
 
     pub fn name(self) -> &'static str {
@@ -265,13 +271,14 @@ impl Metric {
             Metric::Mean => "mean",
             Metric::ErrorRate => "error_rate",
             Metric::Rps => "rps",
+            Metric::InjectorCpu => "injector_cpu",
         }
     }
 
     /// Unit of the metric's values: `ms`, `%` or empty.
     pub fn unit(self) -> &'static str {
         match self {
-            Metric::ErrorRate => "%",
+            Metric::ErrorRate | Metric::InjectorCpu => "%",
             Metric::Rps => "",
             _ => "ms",
         }
@@ -279,7 +286,7 @@ impl Metric {
 
     /// Whether the metric is a latency (values in milliseconds).
     pub fn is_latency(self) -> bool {
-        !matches!(self, Metric::ErrorRate | Metric::Rps)
+        !matches!(self, Metric::ErrorRate | Metric::Rps | Metric::InjectorCpu)
     }
 
     pub fn from_name(name: &str) -> Option<Metric> {

@@ -367,6 +367,11 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
         if !v.is_finite() || v < 0.0 || !(1000..=3_600_000).contains(&rule.window_ms) {
             return Err(format!("SLA rule `{rule}` out of range"));
         }
+        if rule.metric == Metric::InjectorCpu && (v > 100.0 || rule.request.is_some()) {
+            return Err(format!(
+                "SLA rule `{rule}`: injector_cpu takes a percentage up to 100% and no request"
+            ));
+        }
         if let Some(req) = &rule.request
             && !endpoints.contains(req)
         {

@@ -49,7 +49,7 @@ impl LatencySummary {
             Metric::P999 => self.p999,
             Metric::Max => self.max,
             Metric::Mean => self.mean,
-            Metric::ErrorRate | Metric::Rps => return None,
+            Metric::ErrorRate | Metric::Rps | Metric::InjectorCpu => return None,
         })
     }
 }

@@ -29,6 +29,14 @@
   function f(v, d) { return (v === undefined || v === null) ? "" : Number(v).toFixed(d); }
 
   // --- fleet ---------------------------------------------------------------------------
+  // A slave's resources over its last heartbeat: its CPU (the busier of its CPUs' share and
+  // its own process'), the host's memory in use, network in + out, sockets.
+  function resources(r) {
+    if (!r) { return '<td></td><td></td><td></td><td></td>'; }
+    var cpu = Math.max(r.cpu_percent, r.process_cpu_percent);
+    return '<td class="num' + (cpu > 90 ? ' bad' : '') + '">' + f(cpu, 0) + '</td><td class="num">' + f(r.memory_used_bytes / 1048576, 0) +
+      '</td><td class="num">' + f((r.net_rx_bytes_per_s + r.net_tx_bytes_per_s) / 1024, 0) + '</td><td class="num">' + r.sockets + "</td>";
+  }
   function fleet() {
     api("GET", "/api/slaves").then(function (slaves) {
       var instances = {};
@@ -37,8 +45,8 @@
         return "<tr><td><code>" + esc(s.id) + "</code></td><td><code>" + esc(s.instance_id) + "</code></td><td>" +
           esc(s.instance_type) + '</td><td class="num">' + s.slave_index + "</td><td>" +
           esc(s.connected ? (s.draining ? "draining" : s.state) : "disconnected") + "</td><td>" + esc(s.run_id || "") +
-          '</td><td class="num">' + s.active_users + '</td><td class="num">' + s.in_flight + '</td><td class="num">' +
-          f(s.idle_ms / 1000, 0) + '</td><td class="num">' + s.last_seen_ms + "</td><td>" + esc(s.expires_at || "") +
+          '</td><td class="num">' + s.active_users + '</td><td class="num">' + s.in_flight + '</td>' + resources(s.resources) +
+          '<td class="num">' + f(s.idle_ms / 1000, 0) + '</td><td class="num">' + s.last_seen_ms + "</td><td>" + esc(s.expires_at || "") +
           "</td><td>" + esc(s.draining ? (s.drain_reason || "draining") : "") + "</td></tr>";
       });
       $("slaves").tBodies[0].innerHTML = rows.join("");
@@ -99,6 +107,14 @@
     live.model = v.model;
     $("load-unit").textContent = v.model === "open" ? "rate/s" : "users";
   }
+  // Injectors above 90 % CPU for 5 s or more: their queueing may read as the server's latency.
+  function saturated(list) {
+    $("saturated").innerHTML = list.map(function (x) {
+      return "<p>injector <code>" + esc(x.slave_id) + "</code> " + (x.ongoing ? "is" : "was") + " above 90 % CPU for " +
+        x.seconds + " s from second " + x.from_s + " (peak " + f(x.peak_cpu_percent, 0) +
+        " %): its own queueing may read as the server's latency</p>";
+    }).join("");
+  }
   function slaTable(rules, running) {
     $("sla").innerHTML = rules.length ? "<h3>SLA rules" + (running ? " so far" : "") + "</h3><table><tbody>" + rules.map(function (s) {
       var state = s.verdict === "not_judged" && running ? "not judged yet" : s.verdict;
@@ -117,7 +133,7 @@
   function open(id) {
     if (live && live.es) { live.es.close(); }
     $("current").hidden = false;
-    $("verdict").innerHTML = ""; $("sla").innerHTML = ""; $("act-error").textContent = "";
+    $("verdict").innerHTML = ""; $("sla").innerHTML = ""; $("saturated").innerHTML = ""; $("act-error").textContent = "";
     live = { id: id, points: [], kinds: [], charts: {} };
     live.charts.rps = chart("chart-rps", ["requests/s", "failures/s"], { unit: "per second" });
     live.charts.latency = chart("chart-latency", ["p50", "p95", "p99"], { unit: "ms" });
@@ -132,6 +148,7 @@
       draw();
       if (v.endpoints && v.endpoints.length) { endpoints(v.endpoints); }
       if (v.sla && v.sla.length) { slaTable(v.sla, true); }
+      saturated(v.saturated || (v.report ? v.report.saturated_injectors || [] : []));
       if (v.report) { es.close(); verdict(v.report); history(); }
     });
     es.onerror = function () { if (es.readyState === EventSource.CLOSED) { $("act-error").textContent = "the master closed the stream"; } };

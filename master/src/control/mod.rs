@@ -91,6 +91,10 @@ pub struct RunView {
     /// While the run goes on: each SLA rule's state so far.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sla: Vec<crate::sla::RuleResult>,
+    /// While the run goes on: injectors flagged as saturated so far (`ongoing` while they
+    /// still are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub saturated: Vec<crate::saturation::Saturated>,
     pub report: Option<Report>,
 }
 

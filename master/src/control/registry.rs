@@ -80,6 +80,9 @@ pub struct SlaveView {
     pub active_users: u32,
     pub in_flight: u32,
     pub spooled: u32,
+    /// Its resources over its last heartbeat period (CPU, memory, network, sockets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<lobster_fleet::stats::Resources>,
 }
 
 #[derive(Default)]
@@ -289,6 +292,11 @@ impl Registry {
                 active_users: s.heartbeat.active_users,
                 in_flight: s.heartbeat.in_flight,
                 spooled: s.heartbeat.spooled,
+                resources: s
+                    .heartbeat
+                    .resources
+                    .as_ref()
+                    .map(lobster_fleet::stats::Resources::from_proto),
             })
             .collect()
     }

@@ -79,6 +79,10 @@ impl Controller {
                     Some(_) => Vec::new(),
                     None => r.sla_so_far(),
                 },
+                saturated: match &r.report {
+                    Some(_) => Vec::new(),
+                    None => r.saturation.flagged().to_vec(),
+                },
                 report: r.report.clone(),
             });
         }
@@ -107,6 +111,7 @@ impl Controller {
                 .collect(),
             endpoints: Vec::new(),
             sla: Vec::new(),
+            saturated: Vec::new(),
             report: Some(report),
         })
     }

@@ -304,7 +304,7 @@ fn injectors(o: &mut String, r: &Report) {
     if r.injectors.is_empty() && r.lost_slaves.is_empty() {
         return;
     }
-    o.push_str("<section><h2>Fleet</h2><table id=\"injectors\"><thead><tr><th>slave</th><th>instance</th><th class=\"num\">index</th><th class=\"num\">cores</th><th>state</th></tr></thead><tbody>");
+    o.push_str("<section><h2>Fleet</h2><table id=\"injectors\"><thead><tr><th>slave</th><th>instance</th><th class=\"num\">index</th><th class=\"num\">cores</th><th class=\"num\">peak CPU %</th><th class=\"num\">peak memory MiB</th><th class=\"num\">peak net KiB/s</th><th class=\"num\">peak sockets</th><th class=\"num\">saturated s</th><th>state</th></tr></thead><tbody>");
     for i in &r.injectors {
         let lost = r.lost_slaves.iter().find(|l| l.slave_id == i.slave_id);
         let state = match lost {
@@ -312,13 +312,26 @@ fn injectors(o: &mut String, r: &Report) {
             None if i.lost => "lost".to_string(),
             None => "to the end".to_string(),
         };
+        let res = i.resources.map_or_else(
+            || "<td>-</td>".repeat(4),
+            |r| {
+                format!(
+                    "<td class=\"num\">{:.0}</td><td class=\"num\">{:.0}</td><td class=\"num\">{:.0}</td><td class=\"num\">{}</td>",
+                    r.injector_cpu(),
+                    r.memory_used_bytes as f64 / 1048576.0,
+                    (r.net_rx_bytes_per_s + r.net_tx_bytes_per_s) as f64 / 1024.0,
+                    r.sockets
+                )
+            },
+        );
         let _ = write!(
             o,
-            "<tr><td><code>{}</code></td><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td>{res}<td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&i.slave_id),
             escape(&i.instance_id),
             i.slave_index,
             f64::from(i.millicores) / 1000.0,
+            i.saturated_s,
             escape(&state)
         );
     }
@@ -357,6 +370,7 @@ mod tests {
             phases_p95_ms: Default::default(),
             errors: [("</script><script>alert(2)".to_string(), 1)].into(),
             load: None,
+            injector_cpu: None,
         });
         let page = html(&r, None);
         assert!(!page.contains("<script>alert"), "markup got through");

@@ -45,6 +45,7 @@ pub fn report(id: &str, status: Status, eps: &[(&str, u64, u64, f64, f64)]) -> R
         slaves: 1,
         lost_slaves: vec![],
         injectors: vec![],
+        saturated_injectors: vec![],
         totals: Totals {
             requests,
             failures,

@@ -29,6 +29,14 @@ fn the_dashboard_starts_follows_and_stops_a_run_in_a_browser() {
         Duration::from_secs(30),
     );
     assert_eq!(b.eval("document.getElementById('quorum').value"), "2");
+    // Each slave's resources from its heartbeats: a CPU share and the host's memory in use.
+    b.wait_for(
+        "the fleet shows each slave's CPU and memory",
+        "[...document.querySelectorAll('#slaves tbody tr')].every(r => { \
+           const c = r.cells; return c[8].textContent !== '' && +c[8].textContent >= 0 \
+             && +c[8].textContent <= 100 && +c[9].textContent > 0; })",
+        Duration::from_secs(30),
+    );
     // The console watch sees what the page logs.
     b.eval("console.error('probe'); true");
     b.eval("1");

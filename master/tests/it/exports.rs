@@ -418,7 +418,11 @@ fn the_live_table_shows_load_time_left_and_endpoints() {
     assert_eq!(code, 0, "{out}\n{err}");
     let header = out.lines().find(|l| l.contains("req/s")).unwrap();
     let cols: Vec<&str> = header.split_whitespace().collect();
-    assert_eq!(&cols[cols.len() - 3..], ["rate/s", "left", "s"], "{header}");
+    assert_eq!(
+        &cols[cols.len() - 4..],
+        ["rate/s", "left", "s", "cpu%"],
+        "{header}"
+    );
     let rows: Vec<Vec<f64>> = out
         .lines()
         .skip_while(|l| !l.contains("req/s"))
@@ -429,8 +433,12 @@ fn the_live_table_shows_load_time_left_and_endpoints() {
         .collect();
     assert!(rows.len() >= 10, "{out}");
     for r in &rows {
-        let (second, rate, left) = (r[0], r[8], r[9]);
+        let (second, rate, left, cpu) = (r[0], r[8], r[9], r[10]);
         assert!(second <= 11.0, "a row past the load's end: {r:?}");
+        assert!(
+            (0.0..=100.0).contains(&cpu),
+            "the busiest injector's CPU: {r:?}"
+        );
         let want = if second <= 10.0 {
             10.0 + 2.0 * (second - 0.5)
         } else {

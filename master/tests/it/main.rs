@@ -23,6 +23,7 @@ mod vm_lifetime;
 
 mod serial {
     mod chaos;
+    mod injectors;
     mod nspawn;
     mod numbers;
     mod prometheus;

@@ -562,6 +562,7 @@ async fn bad_grpc_requests() {
         dropped: 0,
         checks: Default::default(),
         flows: Default::default(),
+        resources: None,
     })))
     .await
     .unwrap();

@@ -79,6 +79,7 @@ impl Loop {
             out_tx,
             last_contact: Instant::now(),
             lease: Duration::from_secs(15),
+            resources: crate::resources::Sampler::for_this_runtime(),
         };
         let master = MasterAddress {
             url: cfg.master.clone(),

@@ -27,6 +27,8 @@ pub(super) struct State {
     /// Last message from the master (any message proves it alive).
     pub(super) last_contact: Instant,
     pub(super) lease: Duration,
+    /// The injector's resources since the previous heartbeat.
+    pub(super) resources: crate::resources::Sampler,
 }
 
 pub(super) fn event(kind: EventKind, run_id: &str, message: impl Into<String>) -> SlaveMessage {
@@ -49,7 +51,7 @@ impl State {
         self.current.is_none() && self.spool.is_empty()
     }
 
-    pub(super) fn heartbeat(&self) -> SlaveMessage {
+    pub(super) fn heartbeat(&mut self) -> SlaveMessage {
         use std::sync::atomic::Ordering::Relaxed;
         let (state, run_id, rate) = match &self.current {
             None if self.draining => (SlaveState::Draining, String::new(), 0),
@@ -82,6 +84,7 @@ impl State {
                 in_flight: self.gauges.in_flight.load(Relaxed),
                 spooled: self.spool.len() as u32,
                 connections: self.gauges.connections.load(Relaxed),
+                resources: Some(self.resources.sample().to_proto()),
             })),
         }
     }

@@ -297,13 +297,17 @@ async fn collect(
 ) {
     let mut index = run_origin.elapsed().as_secs();
     next_index.store(index, Ordering::Relaxed);
+    let mut resources = crate::resources::Sampler::for_this_runtime();
     loop {
         let boundary = run_origin + Duration::from_secs(index + 1);
         tokio::select! {
             _ = tokio::time::sleep_until(boundary.into()) => {}
             _ = stop.cancelled() => return,
         }
-        let stats = shared.recorder.take();
+        let mut stats = shared.recorder.take();
+        stats
+            .injectors
+            .insert(IntervalStats::REPORTER.to_string(), resources.sample());
         let _ = out
             .send(Output::Interval {
                 run_id: run_id.clone(),

@@ -29,13 +29,13 @@ pub(super) fn resolve_sla(r: &Spanned<SlaFile>, endpoints: &BTreeSet<String>) ->
     let value = match (&threshold.value, metric) {
         (Threshold::Duration(d), m) if m.is_latency() => d.as_secs_f64() * 1000.0,
         (Threshold::Number(n), m) if m.is_latency() => *n,
-        (Threshold::Percent(p), Metric::ErrorRate) | (Threshold::Number(p), Metric::ErrorRate) => {
-            *p
-        }
+        (Threshold::Percent(p), Metric::ErrorRate | Metric::InjectorCpu)
+        | (Threshold::Number(p), Metric::ErrorRate | Metric::InjectorCpu) => *p,
         (Threshold::Number(n), Metric::Rps) => *n,
         (_, m) => {
             let want = match m {
                 Metric::ErrorRate => "a percentage such as `1%`",
+                Metric::InjectorCpu => "a percentage such as `90%`",
                 Metric::Rps => "a number of requests per second",
                 _ => "a duration such as `800ms`",
             };
@@ -61,6 +61,20 @@ pub(super) fn resolve_sla(r: &Spanned<SlaFile>, endpoints: &BTreeSet<String>) ->
             ms
         }
     };
+    if metric == Metric::InjectorCpu
+        && let Some(req) = &s.request
+    {
+        return Err(fault(
+            req.referenced,
+            "`injector_cpu` is a property of the injectors, not of a request: remove `request`",
+        ));
+    }
+    if metric == Metric::InjectorCpu && value > 100.0 {
+        return Err(fault(
+            threshold.referenced,
+            "threshold of `injector_cpu` must be a percentage between 0% and 100%",
+        ));
+    }
     if let Some(req) = &s.request
         && !endpoints.contains(&req.value)
     {

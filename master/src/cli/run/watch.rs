@@ -186,6 +186,7 @@ impl Follow {
         let mut stopped = false;
         let mut attaching = self.countdown.is_none();
         let mut last_contact = Instant::now();
+        let mut saturated_told = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -269,6 +270,10 @@ impl Follow {
             if let Some(last) = view.points.last() {
                 after = after.max(last.index + 1);
             }
+            for f in view.saturated.iter().skip(saturated_told) {
+                eprintln!("warning: {}", f.warning());
+            }
+            saturated_told = saturated_told.max(view.saturated.len());
             let _ = std::io::stdout().flush();
             if let Some(r) = view.report {
                 return Ok(Some(r));

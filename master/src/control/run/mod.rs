@@ -140,6 +140,8 @@ pub struct Run {
     pub participants: BTreeMap<String, Participant>,
     pub agg: Aggregator,
     sla: SlaGuard,
+    /// Injectors above 90 % CPU for 5 s in a row, flagged as seconds close.
+    pub saturation: crate::saturation::SaturationWatch,
     stop: Option<Stopping>,
     lost: Vec<LostSlave>,
     /// The final report, once done.
@@ -193,6 +195,7 @@ impl Run {
             participants: BTreeMap::new(),
             agg: Aggregator::default(),
             sla,
+            saturation: Default::default(),
             stop: None,
             lost: Vec::new(),
             report: None,
@@ -438,6 +441,14 @@ impl Run {
                 if closed.index >= judged_below {
                     points.push(closed.point);
                     continue;
+                }
+                let parts = &self.participants;
+                let name = |uid: &str| parts.get(uid).map_or(uid, |p| &p.slave_id).to_string();
+                for f in self
+                    .saturation
+                    .on_interval(closed.index, &closed.stats, name)
+                {
+                    warn!(run_id = %self.id, slave = %f.slave_id, "{}", f.warning());
                 }
                 if let Some(abort) = self.sla.on_interval(closed.index, &closed.stats) {
                     let reason = format!("SLA violated: {} (was {:.2})", abort.rule, abort.value);

@@ -77,7 +77,11 @@ impl Run {
             status,
             reasons,
             target: self.scenario.target.to_string(),
-            warnings: self.scenario.warnings(),
+            warnings: {
+                let mut w = self.scenario.warnings();
+                w.extend(self.saturation.flagged().iter().map(|f| f.warning()));
+                w
+            },
             model: self.scenario.load.model.name().to_string(),
             started_at: crate::clock::rfc3339(started_unix),
             ended_at: crate::clock::rfc3339(self.unix_ms_at(now)),
@@ -87,13 +91,15 @@ impl Run {
             injectors: {
                 let mut v: Vec<Injector> = self
                     .participants
-                    .values()
-                    .map(|p| Injector {
+                    .iter()
+                    .map(|(uid, p)| Injector {
                         slave_id: p.slave_id.clone(),
                         instance_id: p.instance_id.clone(),
                         slave_index: p.slave_index,
                         millicores: p.millicores,
                         lost: !p.active,
+                        resources: self.agg.total.injectors.get(uid).copied(),
+                        saturated_s: self.saturation.seconds_of(&p.slave_id),
                     })
                     .collect();
                 v.sort_by(|a, b| {
@@ -114,6 +120,7 @@ impl Run {
                     .max(),
                 missing_final: missing,
             },
+            saturated_injectors: self.saturation.flagged().to_vec(),
             late_requests: self.agg.late_requests,
             series: self.agg.series.clone(),
         };

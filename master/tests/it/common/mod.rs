@@ -257,8 +257,22 @@ impl Env {
 
     /// Starts one `lobster-slave` process joining `grpc`.
     pub fn slave(&self, grpc: &str, index: u32, of: u32) -> Proc {
+        self.slave_under(&[], grpc, index, of)
+    }
+
+    /// Starts one `lobster-slave` process joining `grpc` under a wrapper command (e.g.
+    /// `["taskset", "-c", "1"]`; none when empty).
+    pub fn slave_under(&self, wrapper: &[&str], grpc: &str, index: u32, of: u32) -> Proc {
         let log = std::fs::File::create(self.path(&format!("slave-{index}.log"))).unwrap();
-        let child = Command::new(slave_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(slave_bin());
+                c
+            }
+            None => Command::new(slave_bin()),
+        };
+        let child = cmd
             .env("LOBSTER_MASTER", grpc)
             .env("LOBSTER_JOIN_TOKEN", self.join_token())
             .env("LOBSTER_MASTER_FINGERPRINT", self.fingerprint())
