@@ -72,6 +72,15 @@ struct Bucket {
     reporters: BTreeSet<String>,
 }
 
+/// What one slave sent over a run, from its own intervals.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SlaveTotals {
+    /// Requests it sent (failed ones included).
+    pub requests: u64,
+    /// The first second it reported (a slave that joined mid-run starts late).
+    pub first_index: u64,
+}
+
 /// A fleet-wide interval just closed.
 pub struct Closed {
     pub index: u64,
@@ -91,6 +100,8 @@ pub struct Aggregator {
     seen: HashMap<String, RangeInclusiveSet<u64>>,
     /// Everything received, exactly once.
     pub total: IntervalStats,
+    /// Per slave (the key `add` was given): its requests and first second.
+    pub per_slave: HashMap<String, SlaveTotals>,
     /// Closed seconds, in order (`series[k].index == k`).
     pub series: Vec<Point>,
     /// The merged statistics and reporters of the last [`KEPT`] closed seconds.
@@ -115,6 +126,15 @@ impl Aggregator {
             }
         }
         self.total.merge_from(stats, slave);
+        let mine = self
+            .per_slave
+            .entry(slave.to_string())
+            .or_insert(SlaveTotals {
+                requests: 0,
+                first_index: index,
+            });
+        mine.requests += stats.requests();
+        mine.first_index = mine.first_index.min(index);
         if index < self.next_to_close {
             self.late_requests += stats.requests();
             self.merge_late(slave, index, stats);
@@ -291,6 +311,33 @@ mod tests {
         assert_eq!(a.total.requests(), 17);
         assert_eq!(a.series.iter().map(|p| p.requests).sum::<u64>(), 17);
         assert_eq!((a.series[1].requests, a.series[1].slaves), (5, 2));
+        // Each slave's own totals, late interval included.
+        assert_eq!(
+            (a.per_slave["x"].requests, a.per_slave["y"].requests),
+            (6, 11)
+        );
+    }
+
+    #[test]
+    fn a_slave_that_joins_late_has_its_first_second_and_its_own_requests() {
+        let mut a = Aggregator::default();
+        // z's intervals arrive out of order; its first second is the lowest it reported.
+        a.add("x", 0, &stats(3));
+        a.add("z", 5, &stats(2));
+        a.add("z", 4, &stats(1));
+        a.add("z", 4, &stats(1));
+        assert_eq!(
+            a.per_slave["z"],
+            SlaveTotals {
+                requests: 3,
+                first_index: 4
+            }
+        );
+        assert_eq!(a.per_slave["x"].first_index, 0);
+        assert_eq!(
+            a.per_slave.values().map(|t| t.requests).sum::<u64>(),
+            a.total.requests()
+        );
     }
 
     #[test]

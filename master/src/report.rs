@@ -183,6 +183,13 @@ pub struct Injector {
     /// Seconds it spent saturated (above 90 % CPU for 5 s or more in a row).
     #[serde(default)]
     pub saturated_s: u64,
+    /// Requests it sent (its intervals' totals; the injectors' add up to `totals.requests`).
+    #[serde(default)]
+    pub requests: u64,
+    /// The first second of the run it reported (later than 0 for a slave that joined
+    /// mid-run); absent when it reported nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_s: Option<u64>,
 }
 
 /// How the stop went.

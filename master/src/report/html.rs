@@ -304,7 +304,7 @@ fn injectors(o: &mut String, r: &Report) {
     if r.injectors.is_empty() && r.lost_slaves.is_empty() {
         return;
     }
-    o.push_str("<section><h2>Fleet</h2><table id=\"injectors\"><thead><tr><th>slave</th><th>instance</th><th class=\"num\">index</th><th class=\"num\">cores</th><th class=\"num\">peak CPU %</th><th class=\"num\">peak memory MiB</th><th class=\"num\">peak net KiB/s</th><th class=\"num\">peak sockets</th><th class=\"num\">saturated s</th><th>state</th></tr></thead><tbody>");
+    o.push_str("<section><h2>Fleet</h2><table id=\"injectors\"><thead><tr><th>slave</th><th>instance</th><th class=\"num\">index</th><th class=\"num\">cores</th><th class=\"num\">requests</th><th class=\"num\">from s</th><th class=\"num\">peak CPU %</th><th class=\"num\">peak memory MiB</th><th class=\"num\">peak net KiB/s</th><th class=\"num\">peak sockets</th><th class=\"num\">saturated s</th><th>state</th></tr></thead><tbody>");
     for i in &r.injectors {
         let lost = r.lost_slaves.iter().find(|l| l.slave_id == i.slave_id);
         let state = match lost {
@@ -326,11 +326,13 @@ fn injectors(o: &mut String, r: &Report) {
         );
         let _ = write!(
             o,
-            "<tr><td><code>{}</code></td><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td>{res}<td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{res}<td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&i.slave_id),
             escape(&i.instance_id),
             i.slave_index,
             f64::from(i.millicores) / 1000.0,
+            i.requests,
+            i.first_s.map_or("-".to_string(), |s| s.to_string()),
             i.saturated_s,
             escape(&state)
         );

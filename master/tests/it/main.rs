@@ -23,6 +23,7 @@ mod vm_lifetime;
 
 mod serial {
     mod chaos;
+    mod elastic;
     mod injectors;
     mod nspawn;
     mod numbers;

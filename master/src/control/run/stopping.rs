@@ -100,6 +100,8 @@ impl Run {
                         lost: !p.active,
                         resources: self.agg.total.injectors.get(uid).copied(),
                         saturated_s: self.saturation.seconds_of(&p.slave_id),
+                        requests: self.agg.per_slave.get(uid).map_or(0, |t| t.requests),
+                        first_s: self.agg.per_slave.get(uid).map(|t| t.first_index),
                     })
                     .collect();
                 v.sort_by(|a, b| {
