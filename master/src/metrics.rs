@@ -8,6 +8,7 @@ use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Every metric the master exports (names carry the `lobster_` prefix).
@@ -22,7 +23,15 @@ pub struct Metrics {
     pub runs: Counter,
     pub runs_finished: Family<Vec<(String, String)>, Counter>,
     pub slaves_connected: Gauge,
+    /// Seconds from the end of a second of load to its merge into the fleet's second (every
+    /// slave's interval in, or the lease over); the live view and the SLA rules lag by this.
+    pub merge_lag: Histogram,
 }
+
+/// Upper bounds of `lobster_merge_lag_seconds`' buckets.
+const MERGE_LAG_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -38,6 +47,7 @@ impl Default for Metrics {
             runs: Counter::default(),
             runs_finished: Family::default(),
             slaves_connected: Gauge::default(),
+            merge_lag: Histogram::new(MERGE_LAG_BUCKETS),
         };
         registry.register("joins", "Slave joins accepted", m.joins.clone());
         registry.register(
@@ -71,6 +81,11 @@ impl Default for Metrics {
             "slaves_connected",
             "Slaves holding a live session",
             m.slaves_connected.clone(),
+        );
+        registry.register(
+            "merge_lag_seconds",
+            "Seconds from the end of a second of load to its merge (the master ticks every 100 ms)",
+            m.merge_lag.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the load engine alone against a URL (no master), for benchmarks.
     Bench(BenchArgs),
+    /// Many simulated slaves in one process (real wire contract, no HTTP load), for measuring
+    /// the master's control plane; prints one JSON line of measurements at SIGINT/SIGTERM.
+    Simulate(crate::simulate::SimulateArgs),
     /// The VM's boot step: read IMDS and user-data, write /run/lobster/slave.env, start slaves.
     Boot,
     /// The VM's idle watcher: stop this instance once its slaves have been idle.

@@ -6,6 +6,7 @@
 //! - [`backoff`]: reconnect delays.
 //! - [`config`]: flags resolved into a config before any I/O.
 //! - [`bench`]: the engine alone, for benchmarks.
+//! - [`simulate`]: many simulated slaves in one process, for control-plane benchmarks.
 //! - [`boot`]: the VM's boot step (IMDS identity and user-data → slave units).
 //! - [`idle`]: the per-VM idle watcher that stops its own instance.
 //! - [`lifetime`]: the per-VM lifetime backstop that powers it off at its expiry.
@@ -28,6 +29,7 @@ pub mod lifetime;
 pub mod logging;
 pub(crate) mod power;
 pub(crate) mod resources;
+pub mod simulate;
 pub(crate) mod spool;
 pub(crate) mod tls;
 pub mod vm;

@@ -76,6 +76,25 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Some(Command::Simulate(args)) => {
+            let config = match cli.agent.resolve() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let summary = runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signals(shutdown.clone(), CancellationToken::new()));
+                lobster_slave::simulate::run(config, args, shutdown).await
+            });
+            println!(
+                "{}",
+                serde_json::to_string(&summary).expect("summary serializes")
+            );
+            ExitCode::SUCCESS
+        }
         None => {
             let config = match cli.agent.resolve() {
                 Ok(c) => c,

@@ -233,7 +233,12 @@ impl Controller {
             for c in joining {
                 out.extend(r.add_slave(now, c));
             }
-            let (more, _points) = r.tick(now, lease);
+            let (more, points) = r.tick(now, lease);
+            let elapsed = r.elapsed(now);
+            for p in &points {
+                let lag = elapsed.saturating_sub(Duration::from_secs(p.index + 1));
+                self.metrics.merge_lag.observe(lag.as_secs_f64());
+            }
             out.extend(more);
             self.deliver(out);
         }
