@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::serialization::{Serializer, V2Serializer};
 use serde::Serialize;
 
 use crate::proto;
@@ -16,10 +16,12 @@ use crate::proto;
 mod latency;
 mod phases;
 mod resources;
+mod wire;
 
 pub use latency::LatencySummary;
 pub use phases::Phases;
 pub use resources::{Resources, SATURATED_PERCENT, SATURATED_SECONDS};
+pub use wire::{CheckedInterval, Mergeable, WireHistogram};
 
 /// Significant decimal digits kept by every latency histogram (relative error ≤ 0.1 %).
 pub const SIGFIG: u8 = 3;
@@ -241,85 +243,13 @@ impl EndpointStats {
                 .collect(),
         }
     }
-
-    fn from_proto(p: &proto::EndpointStats) -> Result<Self, StatsError> {
-        let keys_ok = |m: &std::collections::HashMap<String, u64>| {
-            m.len() <= MAX_WIRE_ERROR_KEYS && m.keys().all(|k| k.len() <= 64)
-        };
-        if !keys_ok(&p.errors) || !keys_ok(&p.failure_counts) {
-            return Err(StatsError::TooManyErrorClasses(p.name.clone()));
-        }
-        if p.failure_samples.len() > p.failure_counts.len()
-            || p.failure_samples
-                .iter()
-                .any(|(k, v)| v.len() > MAX_SAMPLE_BYTES || !p.failure_counts.contains_key(k))
-        {
-            return Err(StatsError::TooManyErrorClasses(p.name.clone()));
-        }
-        let latency_us = decode_histogram(&p.latency_us)
-            .map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
-        if latency_us.len() > p.requests {
-            return Err(StatsError::Inconsistent(p.name.clone()));
-        }
-        let wire = [
-            &p.connecting_us[..],
-            &p.tls_handshaking_us[..],
-            &p.waiting_us[..],
-            &p.receiving_us[..],
-        ];
-        let phases = Phases::decode(wire, p.requests)
-            .map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
-        Ok(EndpointStats {
-            requests: p.requests,
-            failures: p.failures.min(p.requests),
-            bytes_received: p.bytes_received,
-            bytes_sent: p.bytes_sent,
-            errors: p.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            failure_kinds: p
-                .failure_counts
-                .iter()
-                .map(|(k, &count)| {
-                    let sample = p.failure_samples.get(k).cloned().unwrap_or_default();
-                    (k.clone(), FailureKind { count, sample })
-                })
-                .collect(),
-            latency_us,
-            phases,
-        })
-    }
 }
 
-/// Decodes a V2 histogram from the wire, refusing configurations we never send (they could
-/// make the decoder allocate without bound).
+/// Decodes a V2 histogram from the wire, refusing configurations we never send (see
+/// [`WireHistogram::check`]).
+#[cfg(test)]
 fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, String> {
-    if bytes.is_empty() {
-        return Ok(new_histogram());
-    }
-    if bytes.len() < 40 {
-        return Err("histogram shorter than its header".into());
-    }
-    let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
-    let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-    if u32_at(0) != V2_COOKIE {
-        return Err("not an uncompressed V2 histogram".into());
-    }
-    if u32_at(4) as usize != bytes.len() - 40 {
-        return Err("histogram length does not match its payload".into());
-    }
-    if u32_at(12) != u32::from(SIGFIG) || u64_at(16) != 1 {
-        return Err(format!(
-            "histogram must have {SIGFIG} significant digits and lowest value 1"
-        ));
-    }
-    let highest = u64_at(24);
-    if !(2..=MAX_WIRE_HIGHEST).contains(&highest) {
-        return Err(format!("histogram highest value {highest} out of range"));
-    }
-    let mut h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| format!("invalid histogram: {e:?}"))?;
-    h.auto(true);
-    Ok(h)
+    WireHistogram::check(bytes).map(|w| w.to_histogram())
 }
 
 /// Most checks accepted in one interval from the wire.
@@ -470,64 +400,7 @@ impl IntervalStats {
 
     /// Reads and checks an interval from the wire.
     pub fn from_proto(p: &proto::StatsInterval) -> Result<Self, StatsError> {
-        if p.endpoints.len() > MAX_WIRE_ENDPOINTS {
-            return Err(StatsError::TooManyEndpoints(p.endpoints.len()));
-        }
-        let mut endpoints = BTreeMap::new();
-        for e in &p.endpoints {
-            if e.name.is_empty() || e.name.len() > 100 {
-                return Err(StatsError::BadName);
-            }
-            if endpoints
-                .insert(e.name.clone(), EndpointStats::from_proto(e)?)
-                .is_some()
-            {
-                return Err(StatsError::DuplicateEndpoint(e.name.clone()));
-            }
-        }
-        if p.checks.len() > MAX_WIRE_CHECKS || p.checks.keys().any(|k| k.len() > 1024) {
-            return Err(StatsError::TooManyChecks(p.checks.len()));
-        }
-        let checks = p
-            .checks
-            .iter()
-            .map(|(k, c)| {
-                let count = CheckCount {
-                    passes: c.passes,
-                    fails: c.fails,
-                };
-                (k.clone(), count)
-            })
-            .collect();
-        if p.flows.len() > MAX_WIRE_CHECKS || p.flows.keys().any(|k| k.len() > 1024) {
-            return Err(StatsError::TooManyChecks(p.flows.len()));
-        }
-        let mut flows = BTreeMap::new();
-        for (name, f) in &p.flows {
-            let duration_us = decode_histogram(&f.duration_us)
-                .map_err(|why| StatsError::Histogram(name.clone(), why))?;
-            if duration_us.len() > f.completed {
-                return Err(StatsError::Inconsistent(name.clone()));
-            }
-            let count = FlowCount {
-                completed: f.completed,
-                failed: f.failed,
-                duration_us,
-            };
-            flows.insert(name.clone(), count);
-        }
-        let injectors = p
-            .resources
-            .iter()
-            .map(|r| (Self::REPORTER.to_string(), Resources::from_proto(r)))
-            .collect();
-        Ok(IntervalStats {
-            endpoints,
-            dropped: p.dropped,
-            checks,
-            flows,
-            injectors,
-        })
+        CheckedInterval::check(p).map(|c| c.to_stats())
     }
 }
 

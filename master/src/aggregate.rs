@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use lobster_fleet::stats::{IntervalStats, LatencySummary};
+use lobster_fleet::stats::{IntervalStats, LatencySummary, Mergeable};
 use rangemap::RangeInclusiveSet;
 use serde::{Deserialize, Serialize};
 
@@ -113,7 +113,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// Adds one slave's interval; returns false if it was already merged.
-    pub fn add(&mut self, slave: &str, index: u64, stats: &IntervalStats) -> bool {
+    pub fn add<S: Mergeable + ?Sized>(&mut self, slave: &str, index: u64, stats: &S) -> bool {
         if self.has(slave, index) {
             return false;
         }
@@ -125,7 +125,7 @@ impl Aggregator {
                 self.seen.insert(slave.to_string(), set);
             }
         }
-        self.total.merge_from(stats, slave);
+        stats.merge_into(&mut self.total, slave);
         let mine = self
             .per_slave
             .entry(slave.to_string())
@@ -140,29 +140,28 @@ impl Aggregator {
             self.merge_late(slave, index, stats);
         } else {
             let b = self.open.entry(index).or_default();
-            b.stats.merge_from(stats, slave);
+            stats.merge_into(&mut b.stats, slave);
             b.reporters.insert(slave.to_string());
         }
         true
     }
 
     /// Merges an interval of a closed second into that second's point.
-    fn merge_late(&mut self, slave: &str, index: u64, stats: &IntervalStats) {
+    fn merge_late<S: Mergeable + ?Sized>(&mut self, slave: &str, index: u64, stats: &S) {
         let Some(point) = self.series.get_mut(index as usize) else {
             return;
         };
         match self.recent.iter_mut().find(|(k, _)| *k == index) {
             Some((_, b)) => {
-                b.stats.merge_from(stats, slave);
+                stats.merge_into(&mut b.stats, slave);
                 b.reporters.insert(slave.to_string());
                 *point = point_of(index, b);
             }
             None => {
-                let t = stats.total();
-                point.requests += t.requests;
-                point.failures += t.failures;
+                point.requests += stats.requests();
+                point.failures += stats.failures();
                 point.slaves += 1;
-                let cpu = stats.injectors.values().map(|r| r.injector_cpu());
+                let cpu = stats.injector_cpu();
                 point.injector_cpu = point.injector_cpu.into_iter().chain(cpu).reduce(f64::max);
             }
         }

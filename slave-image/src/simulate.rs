@@ -317,7 +317,7 @@ async fn session(
 }
 
 /// One second of a simulated slave: each endpoint with a spread of latencies between 1 and
-/// 200 ms.
+/// 200 ms and their phases.
 fn interval(names: &[String], rng: &mut SmallRng) -> IntervalStats {
     let mut stats = IntervalStats::default();
     for name in names {
@@ -328,7 +328,13 @@ fn interval(names: &[String], rng: &mut SmallRng) -> IntervalStats {
             ..Default::default()
         };
         for _ in 0..SAMPLES {
-            let _ = e.latency_us.record(rng.random_range(1_000..200_000));
+            // As a real slave records a response: its latency, and the waiting and receiving
+            // phases it splits into (kept-alive connections: no connecting phase).
+            let latency = rng.random_range(1_000..200_000u64);
+            let receiving = rng.random_range(10..latency / 10);
+            let _ = e.latency_us.record(latency);
+            let _ = e.phases.waiting_us.record(latency - receiving);
+            let _ = e.phases.receiving_us.record(receiving);
         }
         stats.endpoints.insert(name.clone(), e);
     }

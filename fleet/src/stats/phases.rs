@@ -11,7 +11,7 @@
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
 
-use super::{MAX_LATENCY_US, decode_histogram, new_histogram};
+use super::{MAX_LATENCY_US, new_histogram};
 
 /// The phases of requests, each a histogram of microseconds.
 #[derive(Clone, Debug)]
@@ -85,18 +85,5 @@ impl Phases {
             }
             bytes
         })
-    }
-
-    /// Reads the wire form; no phase may hold more samples than `requests`.
-    pub(super) fn decode(wire: [&[u8]; 4], requests: u64) -> Result<Phases, String> {
-        let mut out = Phases::default();
-        for ((bytes, slot), name) in wire.into_iter().zip(out.each_mut()).zip(Self::NAMES) {
-            let h = decode_histogram(bytes).map_err(|why| format!("{name}: {why}"))?;
-            if h.len() > requests {
-                return Err(format!("{name}: more samples than requests"));
-            }
-            *slot = h;
-        }
-        Ok(out)
     }
 }

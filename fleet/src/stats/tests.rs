@@ -114,6 +114,89 @@ proptest! {
     fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode_histogram(&bytes);
     }
+
+    /// Arbitrary payloads behind a valid header never panic either, and whatever passes the
+    /// check adds exactly the samples it claims.
+    #[test]
+    fn wire_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(&new_histogram(), &mut bytes).unwrap();
+        bytes.truncate(40);
+        bytes[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+        if let Ok(w) = WireHistogram::check(&bytes) {
+            let mut h = new_histogram();
+            w.add_to(&mut h);
+            prop_assert_eq!(h.len(), w.len());
+        }
+    }
+
+    /// Adding a histogram's non-empty buckets straight from its encoding (the master's merge)
+    /// gives the same histogram as decoding it with the hdrhistogram crate and adding it.
+    #[test]
+    fn merging_from_the_wire_equals_decoding_and_adding(
+        values in proptest::collection::vec((1u64..MAX_LATENCY_US, 1u64..5), 0..300),
+        base in proptest::collection::vec(1u64..MAX_LATENCY_US, 0..50),
+    ) {
+        let mut h = new_histogram();
+        for (v, n) in &values {
+            h.record_n(*v, *n).unwrap();
+        }
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(&h, &mut bytes).unwrap();
+        let decoded: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut &bytes[..])
+            .unwrap();
+        let mut by_crate = new_histogram();
+        for v in &base {
+            by_crate.record(*v).unwrap();
+        }
+        let mut by_wire = by_crate.clone();
+        by_crate.add(&decoded).unwrap();
+        let wire = WireHistogram::check(&bytes).unwrap();
+        prop_assert_eq!(wire.len(), h.len());
+        wire.add_to(&mut by_wire);
+        prop_assert_eq!(by_wire.len(), by_crate.len());
+        prop_assert_eq!(by_wire.min(), by_crate.min());
+        prop_assert_eq!(by_wire.max(), by_crate.max());
+        prop_assert_eq!(by_wire.mean(), by_crate.mean());
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            prop_assert_eq!(by_wire.value_at_quantile(q), by_crate.value_at_quantile(q));
+        }
+        let buckets = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+            h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+        };
+        prop_assert_eq!(buckets(&by_wire), buckets(&by_crate));
+    }
+}
+
+#[test]
+fn counts_beyond_the_highest_value_or_cut_short_are_refused() {
+    let mut h = new_histogram();
+    h.record(1000).unwrap();
+    let mut bytes = Vec::new();
+    V2Serializer::new().serialize(&h, &mut bytes).unwrap();
+    // A run of empty buckets that jumps past the header's highest value, then a count.
+    let mut beyond = bytes[..40].to_vec();
+    let payload = [0x80 | 0x7f, 0x7f, 2]; // zig-zag of -(2^14 - 1)…, then a count of 1
+    beyond[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    beyond.extend_from_slice(&payload);
+    assert!(
+        WireHistogram::check(&beyond)
+            .unwrap_err()
+            .contains("beyond"),
+        "{:?}",
+        WireHistogram::check(&beyond)
+    );
+    // A number whose continuation bit promises more bytes than there are.
+    let mut cut = bytes[..40].to_vec();
+    cut[4..8].copy_from_slice(&1u32.to_be_bytes());
+    cut.push(0x80);
+    assert!(
+        WireHistogram::check(&cut)
+            .unwrap_err()
+            .contains("mid-number")
+    );
 }
 
 #[test]

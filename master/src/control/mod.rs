@@ -18,7 +18,7 @@ use lobster_fleet::proto::{
     slave_message::Kind as Up,
 };
 use lobster_fleet::scenario::Scenario;
-use lobster_fleet::stats::IntervalStats;
+use lobster_fleet::stats::CheckedInterval;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -269,7 +269,7 @@ impl Controller {
             let mut n = 0;
             for i in self.store.intervals(&rec.id)? {
                 let msg = proto::StatsInterval::decode(&*i.payload)?;
-                let stats = IntervalStats::from_proto(&msg)?;
+                let stats = CheckedInterval::check(&msg)?;
                 r.on_stats(&i.slave_uid, i.index, msg.last, &stats);
                 n += 1;
             }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use lobster_fleet::proto::{self, MasterMessage, master_message::Kind as Down};
 use lobster_fleet::scenario::Scenario;
-use lobster_fleet::stats::IntervalStats;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -351,7 +350,13 @@ impl Run {
     }
 
     /// Records a slave's interval; false if it was a resend.
-    pub fn on_stats(&mut self, uid: &str, index: u64, last: bool, stats: &IntervalStats) -> bool {
+    pub fn on_stats<S: lobster_fleet::stats::Mergeable + ?Sized>(
+        &mut self,
+        uid: &str,
+        index: u64,
+        last: bool,
+        stats: &S,
+    ) -> bool {
         let new = self.agg.add(uid, index, stats);
         if last && let Some(p) = self.participants.get_mut(uid) {
             p.got_last = true;

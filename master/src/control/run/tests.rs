@@ -2,7 +2,7 @@
 
 use super::*;
 use lobster_fleet::scenario::Profile;
-use lobster_fleet::stats::EndpointStats;
+use lobster_fleet::stats::{EndpointStats, IntervalStats};
 
 fn scenario(extra: &str) -> Scenario {
     lobster_fleet::scenario::parse(

@@ -1,0 +1,448 @@
+//! Intervals read in place from the wire, and merged without decoding their histograms whole.
+//!
+//! A slave's interval holds a few dozen samples per histogram, but an HDR histogram's counts
+//! array has thousands of buckets (8192 for latencies up to 200 ms at 3 significant digits).
+//! Decoding it into a [`Histogram`] allocates and zeroes that array, and adding it to a merged
+//! histogram walks it: at 10,000 slaves with 10 endpoints that was most of the master's CPU.
+//! Here an interval is checked once ([`CheckedInterval::check`]: every rule the decoder ever
+//! enforced) and each histogram's non-zero buckets are added straight from its encoding
+//! (HdrHistogram's uncompressed V2 format: a 40-byte header, then counts as zig-zag LEB128
+//! numbers, a negative number being a run of empty buckets). Adding bucket `i`'s count at the
+//! lowest value of that bucket lands it in the same bucket of a histogram of the same
+//! configuration, so the merge is the same as decoding and adding (proptested in `tests.rs`).
+
+use std::collections::HashSet;
+
+use hdrhistogram::Histogram;
+
+use super::{
+    CheckCount, FlowCount, IntervalStats, MAX_SAMPLE_BYTES, MAX_WIRE_CHECKS, MAX_WIRE_ENDPOINTS,
+    MAX_WIRE_ERROR_KEYS, MAX_WIRE_HIGHEST, Resources, SIGFIG, StatsError, V2_COOKIE,
+};
+use crate::proto;
+
+/// Bytes of a V2 header.
+const HEADER: usize = 40;
+/// log2 of half the sub-buckets per bucket for 3 significant digits and lowest value 1
+/// (2048 sub-buckets: the smallest power of two ≥ 2 × 10³).
+const HALF_MAGNITUDE: u32 = 10;
+const HALF_COUNT: usize = 1 << HALF_MAGNITUDE;
+
+/// The lowest value of bucket `index` of a histogram with our configuration.
+fn value_at(index: usize) -> u64 {
+    let bucket = (index >> HALF_MAGNITUDE) as i64 - 1;
+    let sub = (index & (HALF_COUNT - 1)) + HALF_COUNT;
+    if bucket < 0 {
+        (sub - HALF_COUNT) as u64
+    } else {
+        (sub as u64) << bucket
+    }
+}
+
+/// Buckets of a histogram of our configuration whose highest trackable value is `highest`
+/// (as HdrHistogram sizes its counts array: enough buckets that the untrackable starts above
+/// `highest`, each of half the sub-buckets, plus the first half).
+fn counts_len(highest: u64) -> usize {
+    let mut smallest_untrackable: u64 = (HALF_COUNT as u64) * 2;
+    let mut buckets = 1usize;
+    while smallest_untrackable <= highest {
+        if smallest_untrackable > u64::MAX / 2 {
+            buckets += 1;
+            break;
+        }
+        smallest_untrackable <<= 1;
+        buckets += 1;
+    }
+    (buckets + 1) * HALF_COUNT
+}
+
+/// A histogram's encoding whose header is ours and whose counts decode.
+#[derive(Clone, Copy, Debug)]
+pub struct WireHistogram<'a> {
+    payload: &'a [u8],
+    /// Samples it holds.
+    len: u64,
+}
+
+impl<'a> WireHistogram<'a> {
+    /// Checks an encoding: empty (no samples), or an uncompressed V2 histogram with 3
+    /// significant digits, lowest value 1, a highest value up to 2⁴² and counts that decode
+    /// within it (a foreign configuration could make a decoder allocate without bound).
+    pub fn check(bytes: &'a [u8]) -> Result<Self, String> {
+        if bytes.is_empty() {
+            return Ok(WireHistogram {
+                payload: bytes,
+                len: 0,
+            });
+        }
+        if bytes.len() < HEADER {
+            return Err("histogram shorter than its header".into());
+        }
+        let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        if u32_at(0) != V2_COOKIE {
+            return Err("not an uncompressed V2 histogram".into());
+        }
+        if u32_at(4) as usize != bytes.len() - HEADER {
+            return Err("histogram length does not match its payload".into());
+        }
+        if u32_at(8) != 0 || f64::from_bits(u64_at(32)) != 1.0 {
+            return Err("histogram uses normalizing offsets or double ratios".into());
+        }
+        if u32_at(12) != u32::from(SIGFIG) || u64_at(16) != 1 {
+            return Err(format!(
+                "histogram must have {SIGFIG} significant digits and lowest value 1"
+            ));
+        }
+        let highest = u64_at(24);
+        if !(2..=MAX_WIRE_HIGHEST).contains(&highest) {
+            return Err(format!("histogram highest value {highest} out of range"));
+        }
+        let payload = &bytes[HEADER..];
+        let mut len: u64 = 0;
+        let last = counts_len(highest) - 1;
+        buckets(payload, |value, count| {
+            if value > value_at(last) {
+                return Err("histogram counts beyond its highest value".to_string());
+            }
+            len = len.checked_add(count).ok_or("histogram counts overflow")?;
+            Ok(())
+        })?;
+        Ok(WireHistogram { payload, len })
+    }
+
+    /// Samples it holds.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds its samples to `h` (a histogram of our configuration, auto-resizing).
+    pub fn add_to(&self, h: &mut Histogram<u64>) {
+        let _ = buckets(self.payload, |value, count| {
+            let _ = h.record_n(value, count);
+            Ok(())
+        });
+    }
+
+    /// A histogram of its samples.
+    pub fn to_histogram(&self) -> Histogram<u64> {
+        let mut h = super::new_histogram();
+        self.add_to(&mut h);
+        h
+    }
+}
+
+/// Calls `f(lowest value of the bucket, count)` for each non-empty bucket of a V2 payload.
+fn buckets(
+    payload: &[u8],
+    mut f: impl FnMut(u64, u64) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut at = 0;
+    let mut index: usize = 0;
+    while at < payload.len() {
+        let (raw, used) = varint(&payload[at..]).ok_or("histogram counts end mid-number")?;
+        at += used;
+        let n = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+        if n < 0 {
+            index = index
+                .checked_add(n.unsigned_abs() as usize)
+                .filter(|&i| i < (64 << HALF_MAGNITUDE))
+                .ok_or("histogram counts beyond any value")?;
+            continue;
+        }
+        if index >= (64 << HALF_MAGNITUDE) {
+            return Err("histogram counts beyond any value".into());
+        }
+        if n > 0 {
+            f(value_at(index), n as u64)?;
+        }
+        index += 1;
+    }
+    Ok(())
+}
+
+/// HdrHistogram's LEB128 variant: up to 8 bytes of 7 bits, a 9th byte of 8 bits.
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(9) {
+        if i == 8 {
+            return Some((value | (u64::from(b) << 56), 9));
+        }
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// One endpoint of a checked interval: its histograms, latency first, then the phases in the
+/// order of [`super::Phases::NAMES`].
+#[derive(Debug)]
+struct CheckedEndpoint<'a> {
+    wire: &'a proto::EndpointStats,
+    histograms: [WireHistogram<'a>; 5],
+}
+
+/// An interval from the wire that passed every check, ready to merge.
+#[derive(Debug)]
+pub struct CheckedInterval<'a> {
+    wire: &'a proto::StatsInterval,
+    endpoints: Vec<CheckedEndpoint<'a>>,
+    flows: Vec<(&'a str, WireHistogram<'a>)>,
+}
+
+impl<'a> CheckedInterval<'a> {
+    /// Checks an interval: bounded endpoints, names, error keys, samples, checks and flows;
+    /// histograms of our configuration; no more samples than requests (or completed flows).
+    pub fn check(p: &'a proto::StatsInterval) -> Result<Self, StatsError> {
+        if p.endpoints.len() > MAX_WIRE_ENDPOINTS {
+            return Err(StatsError::TooManyEndpoints(p.endpoints.len()));
+        }
+        let mut names = HashSet::with_capacity(p.endpoints.len());
+        let mut endpoints = Vec::with_capacity(p.endpoints.len());
+        for e in &p.endpoints {
+            if e.name.is_empty() || e.name.len() > 100 {
+                return Err(StatsError::BadName);
+            }
+            if !names.insert(e.name.as_str()) {
+                return Err(StatsError::DuplicateEndpoint(e.name.clone()));
+            }
+            endpoints.push(check_endpoint(e)?);
+        }
+        if p.checks.len() > MAX_WIRE_CHECKS || p.checks.keys().any(|k| k.len() > 1024) {
+            return Err(StatsError::TooManyChecks(p.checks.len()));
+        }
+        if p.flows.len() > MAX_WIRE_CHECKS || p.flows.keys().any(|k| k.len() > 1024) {
+            return Err(StatsError::TooManyChecks(p.flows.len()));
+        }
+        let mut flows = Vec::with_capacity(p.flows.len());
+        for (name, f) in &p.flows {
+            let h = WireHistogram::check(&f.duration_us)
+                .map_err(|why| StatsError::Histogram(name.clone(), why))?;
+            if h.len() > f.completed {
+                return Err(StatsError::Inconsistent(name.clone()));
+            }
+            flows.push((name.as_str(), h));
+        }
+        Ok(CheckedInterval {
+            wire: p,
+            endpoints,
+            flows,
+        })
+    }
+
+    /// Requests of every endpoint.
+    pub fn requests(&self) -> u64 {
+        self.endpoints.iter().map(|e| e.wire.requests).sum()
+    }
+
+    /// Failed requests of every endpoint (never more than its requests).
+    pub fn failures(&self) -> u64 {
+        self.endpoints
+            .iter()
+            .map(|e| e.wire.failures.min(e.wire.requests))
+            .sum()
+    }
+
+    /// The sender's resources, when it sent them.
+    pub fn resources(&self) -> Option<Resources> {
+        self.wire.resources.as_ref().map(Resources::from_proto)
+    }
+
+    /// Adds the interval into `into`; its resources are filed under `reporter`.
+    pub fn merge_into(&self, into: &mut IntervalStats, reporter: &str) {
+        if let Some(r) = self.resources() {
+            match into.injectors.get_mut(reporter) {
+                Some(mine) => mine.peak(&r),
+                None => {
+                    into.injectors.insert(reporter.to_string(), r);
+                }
+            }
+        }
+        for e in &self.endpoints {
+            let w = e.wire;
+            let mine = match into.endpoints.get_mut(&w.name) {
+                Some(m) => m,
+                None => into.endpoints.entry(w.name.clone()).or_default(),
+            };
+            mine.requests = mine.requests.saturating_add(w.requests);
+            mine.failures = mine.failures.saturating_add(w.failures.min(w.requests));
+            mine.bytes_received = mine.bytes_received.saturating_add(w.bytes_received);
+            mine.bytes_sent = mine.bytes_sent.saturating_add(w.bytes_sent);
+            for (k, v) in &w.errors {
+                let c = mine.errors.entry(k.clone()).or_default();
+                *c = c.saturating_add(*v);
+            }
+            for (k, &count) in &w.failure_counts {
+                let sample = w.failure_samples.get(k).map_or("", String::as_str);
+                mine.add_failures(k, count, sample);
+            }
+            let [latency, connecting, tls, waiting, receiving] = &e.histograms;
+            latency.add_to(&mut mine.latency_us);
+            connecting.add_to(&mut mine.phases.connecting_us);
+            tls.add_to(&mut mine.phases.tls_handshaking_us);
+            waiting.add_to(&mut mine.phases.waiting_us);
+            receiving.add_to(&mut mine.phases.receiving_us);
+        }
+        into.dropped = into.dropped.saturating_add(self.wire.dropped);
+        for (label, c) in &self.wire.checks {
+            let mine: &mut CheckCount = into.checks.entry(label.clone()).or_default();
+            mine.passes = mine.passes.saturating_add(c.passes);
+            mine.fails = mine.fails.saturating_add(c.fails);
+        }
+        for (name, h) in &self.flows {
+            let f = &self.wire.flows[*name];
+            let mine: &mut FlowCount = into.flows.entry((*name).to_string()).or_default();
+            mine.completed = mine.completed.saturating_add(f.completed);
+            mine.failed = mine.failed.saturating_add(f.failed);
+            h.add_to(&mut mine.duration_us);
+        }
+    }
+
+    /// The interval as statistics of its own.
+    pub fn to_stats(&self) -> IntervalStats {
+        let mut s = IntervalStats::default();
+        self.merge_into(&mut s, IntervalStats::REPORTER);
+        s
+    }
+}
+
+/// Statistics that add into an [`IntervalStats`]: an interval checked off the wire (the
+/// master's path: no histogram is decoded whole) or decoded statistics.
+pub trait Mergeable {
+    /// Adds these statistics into `into`; the sender's own resources are filed under
+    /// `reporter`.
+    fn merge_into(&self, into: &mut IntervalStats, reporter: &str);
+    /// Requests of every endpoint.
+    fn requests(&self) -> u64;
+    /// Failed requests of every endpoint.
+    fn failures(&self) -> u64;
+    /// The busiest injector's CPU in these statistics, percent ([`Resources::injector_cpu`]).
+    fn injector_cpu(&self) -> Option<f64>;
+}
+
+impl Mergeable for CheckedInterval<'_> {
+    fn merge_into(&self, into: &mut IntervalStats, reporter: &str) {
+        CheckedInterval::merge_into(self, into, reporter);
+    }
+    fn requests(&self) -> u64 {
+        CheckedInterval::requests(self)
+    }
+    fn failures(&self) -> u64 {
+        CheckedInterval::failures(self)
+    }
+    fn injector_cpu(&self) -> Option<f64> {
+        self.resources().map(|r| r.injector_cpu())
+    }
+}
+
+impl Mergeable for IntervalStats {
+    fn merge_into(&self, into: &mut IntervalStats, reporter: &str) {
+        into.merge_from(self, reporter);
+    }
+    fn requests(&self) -> u64 {
+        IntervalStats::requests(self)
+    }
+    fn failures(&self) -> u64 {
+        self.total().failures
+    }
+    fn injector_cpu(&self) -> Option<f64> {
+        self.injectors
+            .values()
+            .map(|r| r.injector_cpu())
+            .reduce(f64::max)
+    }
+}
+
+fn check_endpoint(p: &proto::EndpointStats) -> Result<CheckedEndpoint<'_>, StatsError> {
+    let keys_ok = |m: &std::collections::HashMap<String, u64>| {
+        m.len() <= MAX_WIRE_ERROR_KEYS && m.keys().all(|k| k.len() <= 64)
+    };
+    if !keys_ok(&p.errors) || !keys_ok(&p.failure_counts) {
+        return Err(StatsError::TooManyErrorClasses(p.name.clone()));
+    }
+    if p.failure_samples.len() > p.failure_counts.len()
+        || p.failure_samples
+            .iter()
+            .any(|(k, v)| v.len() > MAX_SAMPLE_BYTES || !p.failure_counts.contains_key(k))
+    {
+        return Err(StatsError::TooManyErrorClasses(p.name.clone()));
+    }
+    let latency = WireHistogram::check(&p.latency_us)
+        .map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
+    if latency.len() > p.requests {
+        return Err(StatsError::Inconsistent(p.name.clone()));
+    }
+    let phases = [
+        &p.connecting_us[..],
+        &p.tls_handshaking_us[..],
+        &p.waiting_us[..],
+        &p.receiving_us[..],
+    ];
+    let mut checked = [latency; 5];
+    for ((bytes, slot), name) in phases
+        .into_iter()
+        .zip(checked.iter_mut().skip(1))
+        .zip(super::Phases::NAMES)
+    {
+        let h = WireHistogram::check(bytes)
+            .map_err(|why| StatsError::Histogram(p.name.clone(), format!("{name}: {why}")))?;
+        if h.len() > p.requests {
+            return Err(StatsError::Histogram(
+                p.name.clone(),
+                format!("{name}: more samples than requests"),
+            ));
+        }
+        *slot = h;
+    }
+    Ok(CheckedEndpoint {
+        wire: p,
+        histograms: checked,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our bucket layout is the hdrhistogram crate's: the same counts length for any highest
+    /// value, and the same lowest value for every bucket.
+    #[test]
+    fn the_bucket_layout_is_the_crates() {
+        for highest in [
+            2,
+            2047,
+            2048,
+            4095,
+            4096,
+            200_000,
+            3_600_000_000,
+            MAX_WIRE_HIGHEST,
+        ] {
+            let h: Histogram<u64> = Histogram::new_with_bounds(1, highest, SIGFIG).unwrap();
+            assert_eq!(
+                counts_len(highest),
+                h.distinct_values(),
+                "highest {highest}"
+            );
+        }
+        let h: Histogram<u64> = Histogram::new_with_bounds(1, MAX_WIRE_HIGHEST, SIGFIG).unwrap();
+        for index in (0..h.distinct_values()).step_by(7) {
+            let v = value_at(index);
+            assert_eq!(h.lowest_equivalent(v), v, "index {index}");
+            let mut one = h.clone();
+            one.record(v).unwrap();
+            let recorded: Vec<u64> = one.iter_recorded().map(|r| r.value_iterated_to()).collect();
+            assert_eq!(recorded, vec![h.highest_equivalent(v)], "index {index}");
+            if index > 0 {
+                assert!(value_at(index) > value_at(index - 1), "index {index}");
+            }
+        }
+    }
+}
