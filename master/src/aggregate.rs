@@ -98,7 +98,10 @@ pub struct Aggregator {
     /// nearly in order, so this stays a few ranges per slave however long the run (a set of
     /// (slave, index) pairs would grow by one entry per slave per second of an overnight run).
     seen: HashMap<String, RangeInclusiveSet<u64>>,
-    /// Everything received, exactly once.
+    /// Everything received, exactly once, as of the closed seconds: an interval of an open
+    /// second is added when its second closes (the whole merged second at once, so the
+    /// master adds each slave's buckets once, not twice), a late one at once. After
+    /// [`Aggregator::close_all`] it holds every interval.
     pub total: IntervalStats,
     /// Per slave (the key `add` was given): its requests and first second.
     pub per_slave: HashMap<String, SlaveTotals>,
@@ -125,7 +128,6 @@ impl Aggregator {
                 self.seen.insert(slave.to_string(), set);
             }
         }
-        stats.merge_into(&mut self.total, slave);
         let mine = self
             .per_slave
             .entry(slave.to_string())
@@ -136,6 +138,7 @@ impl Aggregator {
         mine.requests += stats.requests();
         mine.first_index = mine.first_index.min(index);
         if index < self.next_to_close {
+            stats.merge_into(&mut self.total, slave);
             self.late_requests += stats.requests();
             self.merge_late(slave, index, stats);
         } else {
@@ -216,6 +219,7 @@ impl Aggregator {
         let b = self.open.remove(&k).unwrap_or_default();
         self.next_to_close = k + 1;
         let point = point_of(k, &b);
+        self.total.merge(&b.stats);
         self.series.push(point.clone());
         let stats = b.stats.clone();
         self.recent.push_back((k, b));
@@ -333,6 +337,7 @@ mod tests {
             }
         );
         assert_eq!(a.per_slave["x"].first_index, 0);
+        a.close_all();
         assert_eq!(
             a.per_slave.values().map(|t| t.requests).sum::<u64>(),
             a.total.requests()
@@ -385,6 +390,8 @@ mod tests {
                 proptest::prop_assert_eq!(a.add(&uid, index, &stats(1)), fresh);
                 proptest::prop_assert!(a.has(&uid, index));
             }
+            // Open seconds reach the total as they close.
+            a.close_all();
             proptest::prop_assert_eq!(a.total.requests(), reference.len() as u64);
         }
     }
