@@ -4,8 +4,10 @@
 //! Each simulated slave speaks the real wire contract over the real channel (TLS with the
 //! pinned fingerprint, the join token): `Join`, a `Session` opened with `Attach`, a heartbeat
 //! every heartbeat period, and, while a run is assigned, one `StatsInterval` per second with
-//! `endpoints` endpoints, each with a latency histogram of [`SAMPLES`] values. It sends no HTTP
-//! load. Sessions share one HTTP/2 connection per [`PER_CHANNEL`] slaves (a real fleet has one
+//! `endpoints` endpoints, each with histograms of [`SAMPLES`] latencies and their waiting and
+//! receiving phases, as a real slave's (taken in turn from [`VARIANTS`] pre-made seconds: the
+//! master's work does not depend on the values, and one core can then simulate thousands of
+//! slaves). It sends no HTTP load. Sessions share one HTTP/2 connection per [`PER_CHANNEL`] slaves (a real fleet has one
 //! each; the master's work per message is the same).
 //!
 //! It measures what a slave sees: when each share arrived (from the start of the process'
@@ -33,6 +35,8 @@ use crate::agent::AgentConfig;
 
 /// Latency samples recorded per endpoint per interval.
 pub const SAMPLES: u64 = 50;
+/// Different pre-made seconds the simulated slaves take turns sending.
+pub const VARIANTS: usize = 64;
 /// Simulated slaves per HTTP/2 connection.
 pub const PER_CHANNEL: usize = 100;
 
@@ -100,6 +104,15 @@ pub async fn run(cfg: AgentConfig, args: SimulateArgs, shutdown: CancellationTok
         ..Default::default()
     }));
     let cfg = Arc::new(cfg);
+    let names: Vec<String> = (0..args.endpoints)
+        .map(|e| format!("endpoint-{e}"))
+        .collect();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let seconds: Arc<Vec<proto::StatsInterval>> = Arc::new(
+        (0..VARIANTS)
+            .map(|_| interval(&names, &mut rng).to_proto("", 0, false))
+            .collect(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     let mut channel: Option<Channel> = None;
     let pause = Duration::from_secs(1) / args.joins_per_second;
@@ -121,7 +134,7 @@ pub async fn run(cfg: AgentConfig, args: SimulateArgs, shutdown: CancellationTok
             i as u32,
             ch,
             cfg.clone(),
-            args.endpoints,
+            seconds.clone(),
             shared.clone(),
             shutdown.clone(),
         ));
@@ -176,20 +189,21 @@ async fn slave(
     n: u32,
     channel: Channel,
     cfg: Arc<AgentConfig>,
-    endpoints: u32,
+    seconds: Arc<Vec<proto::StatsInterval>>,
     shared: Arc<Mutex<Shared>>,
     shutdown: CancellationToken,
 ) {
-    if let Err(e) = session(n, channel, &cfg, endpoints, &shared, &shutdown).await {
+    if let Err(e) = session(n, channel, &cfg, &seconds, &shared, &shutdown).await {
         note_error(&shared, e);
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn session(
     n: u32,
     channel: Channel,
     cfg: &AgentConfig,
-    endpoints: u32,
+    seconds: &[proto::StatsInterval],
     shared: &Mutex<Shared>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
@@ -230,8 +244,7 @@ async fn session(
         .map_err(|s| format!("session refused: {:?}: {}", s.code(), s.message()))?
         .into_inner();
     shared.lock().expect("lock").open += 1;
-    let mut rng = SmallRng::seed_from_u64(u64::from(n));
-    let names: Vec<String> = (0..endpoints).map(|e| format!("endpoint-{e}")).collect();
+    let mut turn = n as usize;
     let mut heartbeat = tokio::time::interval(Duration::from_millis(u64::from(
         reply.heartbeat_ms.clamp(100, 60_000),
     )));
@@ -253,8 +266,12 @@ async fn session(
             }
             _ = async { tokio::time::sleep_until(next_interval.expect("guarded").into()).await }, if next_interval.is_some() => {
                 let s = share.as_mut().expect("guarded");
-                let stats = interval(&names, &mut rng);
-                let msg = stats.to_proto(&s.run_id, s.next_index, false);
+                // A pre-made second (the master's work per interval does not depend on the
+                // values), so that one core can simulate thousands of slaves.
+                turn += 1;
+                let mut msg = seconds[turn % seconds.len()].clone();
+                msg.run_id.clone_from(&s.run_id);
+                msg.index = s.next_index;
                 unacked.insert(s.next_index, Instant::now());
                 s.next_index += 1;
                 shared.lock().expect("lock").sent += 1;
