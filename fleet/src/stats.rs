@@ -308,6 +308,16 @@ impl IntervalStats {
         self.merge_from(other, Self::REPORTER);
     }
 
+    /// Files an injector's resources under `key`, keeping each field's peak.
+    pub(crate) fn add_resources(&mut self, key: &str, r: &Resources) {
+        match self.injectors.get_mut(key) {
+            Some(mine) => mine.peak(r),
+            None => {
+                self.injectors.insert(key.to_string(), *r);
+            }
+        }
+    }
+
     /// Adds `other`, an interval `reporter` sent, into `self`: its own resources (under
     /// [`IntervalStats::REPORTER`]) are filed under `reporter`.
     pub fn merge_from(&mut self, other: &IntervalStats, reporter: &str) {
@@ -317,12 +327,7 @@ impl IntervalStats {
             } else {
                 slave
             };
-            match self.injectors.get_mut(key) {
-                Some(mine) => mine.peak(r),
-                None => {
-                    self.injectors.insert(key.to_string(), *r);
-                }
-            }
+            self.add_resources(key, r);
         }
         for (name, e) in &other.endpoints {
             self.endpoints.entry(name.clone()).or_default().merge(e);

@@ -77,12 +77,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Simulate(args)) => {
-            let config = match cli.agent.resolve() {
+            let config = match agent_config(cli.agent) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let summary = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
@@ -96,12 +93,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         None => {
-            let config = match cli.agent.resolve() {
+            let config = match agent_config(cli.agent) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let forced = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
@@ -125,6 +119,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The agent's flags resolved before any I/O; a bad one is said once, exit 2.
+fn agent_config(
+    flags: lobster_slave::config::AgentArgs,
+) -> Result<lobster_slave::agent::AgentConfig, ExitCode> {
+    flags.resolve().map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// The EC2 client this VM uses on itself (`AWS_ENDPOINT_URL_EC2` under the local cloud).

@@ -258,12 +258,7 @@ impl<'a> CheckedInterval<'a> {
     /// Adds the interval into `into`; its resources are filed under `reporter`.
     pub fn merge_into(&self, into: &mut IntervalStats, reporter: &str) {
         if let Some(r) = self.resources() {
-            match into.injectors.get_mut(reporter) {
-                Some(mine) => mine.peak(&r),
-                None => {
-                    into.injectors.insert(reporter.to_string(), r);
-                }
-            }
+            into.add_resources(reporter, &r);
         }
         for e in &self.endpoints {
             let w = e.wire;

@@ -561,6 +561,15 @@ impl StampServer {
     }
 }
 
+/// Waits (up to 30 s) until the master at `api` has a running run.
+pub fn wait_running(api: &str) {
+    eventually("a running run", Duration::from_secs(30), || {
+        http_get(addr_of(api), "/api/runs")
+            .contains("\"status\":\"running\"")
+            .then_some(())
+    });
+}
+
 /// Runs `lobster run FILE --local-slaves N --json report.json [extra]` in `env`; returns the
 /// exit code, stdout, stderr and the report (if written).
 pub fn lobster_run(

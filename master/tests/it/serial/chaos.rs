@@ -7,14 +7,6 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::common::*;
 use nix::sys::signal::Signal;
 
-fn wait_running(api: &str) {
-    eventually("a running run", Duration::from_secs(30), || {
-        http_get(addr_of(api), "/api/runs")
-            .contains("\"status\":\"running\"")
-            .then_some(())
-    });
-}
-
 fn started_at(r: &serde_json::Value) -> SystemTime {
     humantime::parse_rfc3339_weak(r["started_at"].as_str().unwrap().trim_end_matches('Z')).unwrap()
 }

@@ -17,17 +17,11 @@ fn a_fleet_grown_from_two_to_four_slaves_mid_run_keeps_the_rate() {
     let _first: Vec<Proc> = (1..=2).map(|i| env.slave(&grpc, i, 4)).collect();
     wait_slaves(&api, 2, Duration::from_secs(30));
     let (rate, duration) = (300.0, 16u64);
-    let text = format!(
-        "name: grow\ntarget: http://{addr}\nduration: {duration}s\nload:\n  rate: {rate}\nrequests:\n  - {{name: item, path: /item/7}}\n"
-    );
+    let text = scenario_text(addr, &format!("{duration}s"), &format!("rate: {rate}"), "");
     let file = env.scenario("grow.yaml", &text);
     let json = env.path("report.json");
     let mut run = background_run(&env, &api, &file, &json, 2);
-    eventually("a running run", Duration::from_secs(30), || {
-        http_get(addr_of(&api), "/api/runs")
-            .contains("\"status\":\"running\"")
-            .then_some(())
-    });
+    wait_running(&api);
     std::thread::sleep(Duration::from_secs(5));
     let grown_at = SystemTime::now();
     let _more: Vec<Proc> = (3..=4).map(|i| env.slave(&grpc, i, 4)).collect();
@@ -143,17 +137,11 @@ fn fleet_up_during_a_run_spreads_the_run_over_the_grown_fleet() {
     let api = discovery["api"].as_str().unwrap().to_string();
     let (_target, addr) = env.target();
     let (rate, duration) = (200.0, 24u64);
-    let text = format!(
-        "name: grow\ntarget: http://{addr}\nduration: {duration}s\nload:\n  rate: {rate}\nrequests:\n  - {{name: item, path: /item/7}}\n"
-    );
+    let text = scenario_text(addr, &format!("{duration}s"), &format!("rate: {rate}"), "");
     let file = env.scenario("grow.yaml", &text);
     let json = env.path("report.json");
     let mut run = background_run(&env, &api, &file, &json, 2);
-    eventually("a running run", Duration::from_secs(30), || {
-        http_get(addr_of(&api), "/api/runs")
-            .contains("\"status\":\"running\"")
-            .then_some(())
-    });
+    wait_running(&api);
     std::thread::sleep(Duration::from_secs(4));
     let (code, out, err) = env.cli(&["fleet", "up", "--count", "4"]);
     assert_eq!(code, 0, "{out}\n{err}");
