@@ -76,6 +76,8 @@ pub fn shares(scenario: &Scenario, slots: &[Slot]) -> Vec<Share> {
                 max_connections: conns[i].clamp(1, u64::from(u32::MAX)) as u32,
                 stripe_period: stripe.period(),
                 stripe_offsets: stripe.offsets().to_vec(),
+                // Set by the run when it sends the share.
+                from_load_ms: None,
             };
             offset += n;
             share

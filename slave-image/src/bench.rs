@@ -74,8 +74,7 @@ pub async fn run(scenario: Scenario) -> BenchResult {
     let now = Instant::now();
     let (_ctl_tx, ctl_rx) = watch::channel(LoadControl {
         profile: scenario.load.clone(),
-        stripe: lobster_fleet::stripe::Stripe::whole(),
-        stripe_from_ms: 0,
+        striping: crate::engine::Striping::whole(),
         load_origin: now,
         suspended: false,
         items: Arc::new(Vec::new()),

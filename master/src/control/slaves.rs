@@ -106,6 +106,12 @@ impl Controller {
                     proto::EventKind::Error => {
                         warn!(slave = %id, run_id = %ev.run_id, message = %ev.message, "slave error")
                     }
+                    proto::EventKind::Warning => {
+                        warn!(slave = %id, run_id = %ev.run_id, message = %ev.message, "slave warning");
+                        if let Some(r) = self.run.as_mut().filter(|r| r.id == ev.run_id) {
+                            r.slave_warning(&id, &ev.message);
+                        }
+                    }
                     _ => {
                         debug!(slave = %id, run_id = %ev.run_id, kind = ?kind, message = %ev.message, "slave event")
                     }

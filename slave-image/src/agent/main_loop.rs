@@ -327,8 +327,7 @@ mod tests {
         let scenario = lobster_fleet::scenario::parse(text, "t.yaml").unwrap();
         let (control, _rx) = watch::channel(LoadControl {
             profile: scenario.load.clone(),
-            stripe: Stripe::whole(),
-            stripe_from_ms: 0,
+            striping: crate::engine::Striping::whole(),
             load_origin: Instant::now(),
             suspended: false,
             items: Arc::new(Vec::new()),

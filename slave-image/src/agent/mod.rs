@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::backoff::Backoff;
-use crate::engine::{Gauges, LoadControl, Output, Run};
+use crate::engine::{Gauges, LoadControl, Output, Run, Striping};
 use crate::spool::Spool;
 
 mod main_loop;

@@ -67,8 +67,9 @@ impl State {
                 };
                 let rate = match ctl.profile.model {
                     lobster_fleet::scenario::Model::Open => {
-                        (ctl.profile.value_at(ctl.load_ms(Instant::now())) * ctl.stripe.fraction())
-                            as u64
+                        let load_ms = ctl.load_ms(Instant::now());
+                        let owned = ctl.striping.at(load_ms).map_or(0.0, |s| s.fraction());
+                        (ctl.profile.value_at(load_ms) * owned) as u64
                     }
                     lobster_fleet::scenario::Model::Closed => 0,
                 };
@@ -304,8 +305,7 @@ impl State {
         let now = Instant::now();
         let control = LoadControl {
             profile: scenario.load.clone(),
-            stripe,
-            stripe_from_ms: a.load_elapsed_ms,
+            striping: Striping::from(share.from_load_ms.unwrap_or(a.load_elapsed_ms), stripe),
             load_origin: now - Duration::from_millis(a.load_elapsed_ms),
             suspended: a.suspended,
             items: Arc::new(share.items.clone()),
@@ -340,11 +340,15 @@ impl State {
 
 fn apply_share(ctl: &mut LoadControl, share: &proto::Share, load_elapsed_ms: u64) {
     match Stripe::new(share.stripe_period, share.stripe_offsets.clone()) {
-        Ok(stripe) if stripe != ctl.stripe => {
-            ctl.stripe = stripe;
-            ctl.stripe_from_ms = load_elapsed_ms;
+        Ok(stripe) => {
+            let from = share.from_load_ms.unwrap_or(load_elapsed_ms);
+            if ctl
+                .striping
+                .switch(from, stripe, ctl.load_ms(Instant::now()))
+            {
+                info!(from_load_ms = from, "stripe switch planned");
+            }
         }
-        Ok(_) => {}
         Err(e) => warn!(error = %e, "rescale with an invalid stripe: keeping the current one"),
     }
     ctl.items = Arc::new(share.items.clone());

@@ -51,9 +51,9 @@ pub(super) async fn drive(
         let want = ctl.profile.value_at(load_ms).floor().max(0.0) as u64;
         target.store(want, Ordering::Relaxed);
         users.retain(|_, h| !h.is_finished());
-        if !ctl.suspended {
+        if let Some(stripe) = ctl.striping.at(load_ms).filter(|_| !ctl.suspended) {
             let mut j = 0;
-            while let Some(u) = ctl.stripe.nth(j).filter(|&u| u < want) {
+            while let Some(u) = stripe.nth(j).filter(|&u| u < want) {
                 users.entry(u).or_insert_with(|| {
                     tokio::spawn(user(
                         u,
@@ -68,9 +68,14 @@ pub(super) async fn drive(
                 j += 1;
             }
         }
-        let until_end = Duration::from_millis(end_ms.saturating_sub(load_ms));
+        // Woken at a planned stripe switch too, so the new owner starts its users on time.
+        let until = ctl
+            .striping
+            .next_switch(load_ms)
+            .map_or(end_ms, |t| t.min(end_ms));
+        let until = Duration::from_millis(until.saturating_sub(load_ms));
         tokio::select! {
-            _ = tokio::time::sleep(TICK.min(until_end)) => {}
+            _ = tokio::time::sleep(TICK.min(until)) => {}
             r = control.changed() => if r.is_err() { break },
             _ = halt.cancelled() => break,
         }
@@ -98,16 +103,21 @@ async fn user(
     let mut state = journey::UserState::default();
     let total = mix.total_weight();
     let think = shared.scenario.think;
-    let (mut suspended, mut mine, mut my_items) = {
-        let c = control.borrow_and_update();
-        (c.suspended, c.stripe.owns(index), c.items.clone())
+    // Whether this user is still this slave's, and the load time that changes at (a planned
+    // stripe switch).
+    let read = |c: &LoadControl| {
+        let (mine, change) = c.striping.owns_user(index, c.load_ms(Instant::now()));
+        (c.suspended, mine, change, c.load_origin, c.items.clone())
     };
+    let (mut suspended, mut mine, mut change, mut origin, mut my_items) =
+        read(&control.borrow_and_update());
     while !halt.is_cancelled() && mine && index < target.load(Ordering::Relaxed) {
-        if control.has_changed().unwrap_or(false) {
-            let c = control.borrow_and_update();
-            suspended = c.suspended;
-            mine = c.stripe.owns(index);
-            my_items = c.items.clone();
+        let switched = !suspended
+            && change.is_some_and(|t| {
+                Instant::now().saturating_duration_since(origin) >= Duration::from_millis(t)
+            });
+        if switched || control.has_changed().unwrap_or(false) {
+            (suspended, mine, change, origin, my_items) = read(&control.borrow_and_update());
             continue;
         }
         if suspended {
@@ -115,10 +125,7 @@ async fn user(
                 break;
             }
             // `changed` marked the new value seen: read it now.
-            let c = control.borrow_and_update();
-            suspended = c.suspended;
-            mine = c.stripe.owns(index);
-            my_items = c.items.clone();
+            (suspended, mine, change, origin, my_items) = read(&control.borrow_and_update());
             continue;
         }
         let pause = if let Some(journeys) = &shared.journeys {

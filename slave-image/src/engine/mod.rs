@@ -10,12 +10,14 @@
 //! `load_origin` is the load profile's time zero, which moves forward while suspended.
 
 mod closed;
+mod cursor;
 mod exchange;
 pub mod http;
 mod journey;
 mod mix;
 mod open;
 mod recorder;
+mod striping;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -26,7 +28,6 @@ use std::time::{Duration, Instant};
 use lobster_fleet::proto::EventKind;
 use lobster_fleet::scenario::{Model, Profile, Scenario};
 use lobster_fleet::stats::IntervalStats;
-use lobster_fleet::stripe::Stripe;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -34,17 +35,17 @@ use tracing::{info, warn};
 use exchange::Shared;
 pub use mix::Mix;
 pub use recorder::Recorder;
+pub use striping::Striping;
 
 /// The share this slave runs now; replaced as a whole on rescale, suspend and resume.
 #[derive(Clone, Debug)]
 pub struct LoadControl {
     /// The fleet-wide load profile (users or millirate over load time), the scenario's own.
     pub profile: Profile,
-    /// Which of the fleet's user or arrival indexes this slave runs.
-    pub stripe: Stripe,
-    /// Load time (ms) at which this stripe was given: the open model sends the stripe's
-    /// arrivals due from then on (a slave joining mid-run does not owe earlier ones).
-    pub stripe_from_ms: u64,
+    /// Which of the fleet's user or arrival indexes this slave runs, over load time: each
+    /// stripe from the load time the master gave it for (a slave joining mid-run owes nothing
+    /// before its first).
+    pub striping: Striping,
     /// Load time zero.
     pub load_origin: Instant,
     /// No new requests while true; the load clock is frozen.
@@ -130,6 +131,25 @@ pub enum Output {
         kind: EventKind,
         message: String,
     },
+}
+
+/// Sends a share's events to the session without waiting (a full channel loses the event,
+/// never the load's timing).
+#[derive(Clone)]
+pub(crate) struct Events {
+    run_id: Arc<str>,
+    out: mpsc::Sender<Output>,
+}
+
+impl Events {
+    /// Something the master should show the user (it lands in the report's warnings).
+    pub(crate) fn warn(&self, message: String) {
+        let _ = self.out.try_send(Output::Event {
+            run_id: self.run_id.clone(),
+            kind: EventKind::Warning,
+            message,
+        });
+    }
 }
 
 /// Live counters for heartbeats.
@@ -260,6 +280,10 @@ impl Run {
                 shared.clone(),
                 mix,
                 self.control.clone(),
+                Events {
+                    run_id: run_id.clone(),
+                    out: self.out.clone(),
+                },
                 halt.clone(),
             )),
         };

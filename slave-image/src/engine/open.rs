@@ -21,67 +21,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lobster_fleet::scenario::Arrivals;
-use lobster_fleet::stripe::Stripe;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
+use super::cursor::Cursor;
 use super::exchange::{Shared, Worker};
-use super::{Items, LoadControl, Mix, changed_or_halt};
+use super::{Events, Items, LoadControl, Mix, changed_or_halt};
 
 /// Longest queue of arrivals waiting for a worker, whatever the connection budget.
 const MAX_QUEUE: usize = 65_536;
-
-/// Where the dispatcher is in the fleet's arrival sequence.
-struct Cursor {
-    /// The next arrival index not yet handled (sent or dropped); `None` before the first.
-    next: Option<u64>,
-    /// The stripe `next` belongs to; a rescale starts over from the clock.
-    stripe: Stripe,
-}
-
-impl Cursor {
-    /// Positions the cursor for `stripe`. A new stripe starts at its first arrival due at or
-    /// after `from_ms` (when it was given). The same stripe goes on from where it was, except
-    /// that owned arrivals the load clock (`load_ms`) already passed by more than the
-    /// dispatcher could send — the master's clock moved on while this slave was paused — are
-    /// skipped and returned as dropped (those due before `end_ms`).
-    fn seek(
-        &mut self,
-        arrivals: &Arrivals,
-        stripe: &Stripe,
-        from_ms: f64,
-        load_ms: f64,
-        end_ms: f64,
-    ) -> u64 {
-        let next = match self.next {
-            Some(next) if self.stripe == *stripe => next,
-            _ => {
-                self.stripe = stripe.clone();
-                self.next = stripe.first_from(arrivals.count_before(from_ms));
-                return 0;
-            }
-        };
-        let Some(from_clock) = stripe.first_from(arrivals.count_before(load_ms)) else {
-            return 0;
-        };
-        if next >= from_clock {
-            return 0;
-        }
-        let end = arrivals.count_before(end_ms).min(from_clock);
-        self.next = Some(from_clock);
-        stripe
-            .count_below(end)
-            .saturating_sub(stripe.count_below(next))
-    }
-}
 
 pub(super) async fn drive(
     shared: Arc<Shared>,
     mix: Arc<Mix>,
     mut control: watch::Receiver<LoadControl>,
+    events: Events,
     halt: CancellationToken,
 ) {
     let duration_ms = shared.scenario.duration_ms as f64;
@@ -91,9 +49,9 @@ pub(super) async fn drive(
     let items = Arc::new(Items::new(&shared.scenario));
     let mut workers = JoinSet::new();
     let mut spawned = 0usize;
-    let mut cursor = Cursor {
-        next: None,
-        stripe: control.borrow().stripe.clone(),
+    let mut cursor = {
+        let ctl = control.borrow();
+        Cursor::new(&ctl.striping, &Arrivals::new(&ctl.profile))
     };
     'run: loop {
         let ctl = control.borrow_and_update().clone();
@@ -108,13 +66,12 @@ pub(super) async fn drive(
         let arrivals = Arrivals::new(&ctl.profile);
         let skipped = cursor.seek(
             &arrivals,
-            &ctl.stripe,
-            ctl.stripe_from_ms as f64,
+            &ctl.striping,
             ctl.load_ms(Instant::now()) as f64,
             end_ms,
         );
         shared.recorder.add_dropped(skipped);
-        while let Some(k) = cursor.next {
+        while let Some(k) = cursor.next() {
             let Some(due_ms) = arrivals.due_ms(k).filter(|&d| d < end_ms) else {
                 break;
             };
@@ -143,7 +100,7 @@ pub(super) async fn drive(
                 // Every worker busy and the queue full: the injector cannot keep up.
                 shared.recorder.add_dropped(1);
             }
-            cursor.next = ctl.stripe.first_from(k + 1);
+            cursor.handled(k);
         }
         // No more arrivals in this share: wait for the end, a change, or the stop.
         let end = ctl.load_origin + Duration::from_millis(end_ms as u64);
@@ -158,20 +115,31 @@ pub(super) async fn drive(
     // master's stop when it gave one (this slave's clock may not have reached it), else before
     // now (a suspended load clock had none due).
     let ctl = control.borrow().clone();
-    if let Some(next) = cursor
-        .next
-        .filter(|_| (!ctl.suspended || ctl.stop_at_ms.is_some()) && ctl.stripe == cursor.stripe)
-    {
+    if !ctl.suspended || ctl.stop_at_ms.is_some() {
         let upto_ms = ctl
             .stop_at_ms
             .map_or_else(|| ctl.load_ms(Instant::now()) as f64, |s| s as f64)
             .min(duration_ms);
-        let due = Arrivals::new(&ctl.profile).count_before(upto_ms);
-        let behind = ctl
-            .stripe
-            .count_below(due)
-            .saturating_sub(ctl.stripe.count_below(next));
-        shared.recorder.add_dropped(behind);
+        let arrivals = Arrivals::new(&ctl.profile);
+        // A switch not seen yet is accounted first (the clock is the stop's, not now).
+        shared
+            .recorder
+            .add_dropped(cursor.seek(&arrivals, &ctl.striping, 0.0, upto_ms));
+        let due = arrivals.count_before(upto_ms);
+        if let Some(next) = cursor.next().filter(|&n| n < due) {
+            shared
+                .recorder
+                .add_dropped(cursor.owned.count_in(next, due));
+        }
+    }
+    let duplicated = cursor.duplicated();
+    if duplicated > 0 {
+        let message = format!(
+            "stripe switches reached this slave after their load time: {duplicated} arrival(s) \
+             it sent were another slave's by then, which sent them too"
+        );
+        warn!(duplicated, "{message}");
+        events.warn(message);
     }
     // Workers leave at the halt without taking more; what is still queued was never sent.
     while workers.join_next().await.is_some() {}
@@ -239,41 +207,6 @@ async fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lobster_fleet::scenario::{Model, Profile};
-
-    #[test]
-    fn a_clock_jump_drops_the_skipped_arrivals_once() {
-        let arrivals = Arrivals::new(&Profile::constant(Model::Open, 10_000)); // 10/s
-        let stripe = lobster_fleet::stripe::stripes(&[1, 1])[1].clone(); // odd arrivals
-        let mut c = Cursor {
-            next: None,
-            stripe: Stripe::whole(),
-        };
-        // Given at load time 0 but first seen 30 ms later: arrival 1 (100 ms) is still ours.
-        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 30.0, 10_000.0), 0);
-        assert_eq!(c.next, Some(1));
-        // Given mid-run at 2 s: the first owned arrival due from then on.
-        let mut late = Cursor {
-            next: None,
-            stripe: Stripe::whole(),
-        };
-        assert_eq!(late.seek(&arrivals, &stripe, 2_000.0, 2_050.0, 10_000.0), 0);
-        assert_eq!(late.next, Some(21));
-        // Paused at arrival 3, the clock is now at 2 s: arrivals 3, 5, …, 19 are dropped (9).
-        c.next = Some(3);
-        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 2_000.0, 10_000.0), 9);
-        assert_eq!(c.next, Some(21));
-        // Seeking again at the same time drops nothing more.
-        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 2_000.0, 10_000.0), 0);
-        // Past the end: only arrivals due before the end count.
-        c.next = Some(95);
-        assert_eq!(c.seek(&arrivals, &stripe, 0.0, 20_000.0, 10_000.0), 3); // 95, 97, 99
-        // A new stripe starts over where it was given, dropping nothing.
-        let other = Stripe::whole();
-        c.next = Some(5);
-        assert_eq!(c.seek(&arrivals, &other, 3_000.0, 3_100.0, 10_000.0), 0);
-        assert_eq!(c.next, Some(30));
-    }
 
     /// A server that answers every request at once, counting the answers.
     async fn answering_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -321,8 +254,7 @@ mod tests {
         let now = Instant::now();
         let (ctl_tx, ctl_rx) = watch::channel(LoadControl {
             profile: scenario.load.clone(),
-            stripe: Stripe::whole(),
-            stripe_from_ms: 0,
+            striping: crate::engine::Striping::whole(),
             load_origin: now,
             suspended: false,
             items: Arc::new(Vec::new()),

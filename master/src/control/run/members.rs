@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// How far ahead of the master's load clock a new slicing of a running run takes effect: the
+/// slaves' messages must arrive before it (a slave that learns of it later counts what it sent
+/// twice or passed, see the slave's `engine::cursor`).
+pub(crate) const SWITCH_LEAD_MS: u64 = 500;
+
 impl Run {
     /// A slave became available during the run: give it a share.
     pub fn add_slave(&mut self, now: Instant, c: Candidate) -> Outbox {
@@ -84,7 +89,9 @@ impl Run {
     }
 
     /// Recomputes every active participant's share; sends `Assign` to new ones, `Rescale` to
-    /// those whose share changed.
+    /// those whose share changed. A changed stripe applies from [`SWITCH_LEAD_MS`] ahead of
+    /// the master's load clock, so that every slave has it before its time and all switch at
+    /// the same load instant (the start's shares apply from load time 0).
     pub(super) fn reslice(&mut self, now: Instant) -> Outbox {
         let slots: Vec<Slot> = self
             .active()
@@ -99,12 +106,27 @@ impl Run {
             self.load_elapsed(now).as_millis() as u64,
         );
         let suspended = self.phase == Phase::Suspended;
+        let from_ms = if self.participants.values().all(|p| p.share.is_none()) && run_ms == 0 {
+            0
+        } else {
+            load_ms + SWITCH_LEAD_MS
+        };
         let mut out = Vec::new();
-        for (slot, share) in slots.into_iter().zip(shares) {
+        for (slot, mut share) in slots.into_iter().zip(shares) {
             let p = self
                 .participants
                 .get_mut(&slot.key)
                 .expect("active participant");
+            let unchanged = p.share.as_ref().is_some_and(|old| {
+                proto::Share {
+                    from_load_ms: None,
+                    ..old.clone()
+                } == share
+            });
+            if unchanged {
+                continue;
+            }
+            share.from_load_ms = Some(from_ms);
             let msg = match &p.share {
                 None => Down::Assign(proto::Assign {
                     run_id: self.id.clone(),
@@ -115,7 +137,6 @@ impl Run {
                     suspended,
                     ordinal: p.ordinal,
                 }),
-                Some(old) if *old == share => continue,
                 Some(_) => Down::Rescale(proto::Rescale {
                     run_id: self.id.clone(),
                     share: Some(share.clone()),

@@ -156,7 +156,12 @@ pub struct Run {
     pub live_endpoints: Vec<crate::report::EndpointReport>,
     /// An operator changed the load profile (persisted, so a restart keeps the change).
     load_changed: bool,
+    /// What slaves warned of during the run (at most [`MAX_SLAVE_WARNINGS`]), for the report.
+    slave_warnings: Vec<String>,
 }
+
+/// Most slave warnings a report keeps.
+const MAX_SLAVE_WARNINGS: usize = 20;
 
 /// The scenario as sent to slaves: without its data items (they travel in the shares).
 fn wire_json(scenario: &Scenario) -> String {
@@ -203,6 +208,16 @@ impl Run {
             load_stamped: 0,
             live_endpoints: Vec::new(),
             load_changed: false,
+            slave_warnings: Vec::new(),
+        }
+    }
+
+    /// A slave warned of something that concerns the run's figures (e.g. arrivals sent twice
+    /// after a late stripe switch): kept for the report's warnings.
+    pub fn slave_warning(&mut self, slave_id: &str, message: &str) {
+        if self.slave_warnings.len() < MAX_SLAVE_WARNINGS {
+            self.slave_warnings
+                .push(format!("slave {slave_id}: {message}"));
         }
     }
 

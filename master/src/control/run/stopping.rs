@@ -80,6 +80,7 @@ impl Run {
             warnings: {
                 let mut w = self.scenario.warnings();
                 w.extend(self.saturation.flagged().iter().map(|f| f.warning()));
+                w.extend(self.slave_warnings.iter().cloned());
                 w
             },
             model: self.scenario.load.model.name().to_string(),

@@ -119,6 +119,44 @@ fn quorum_start_rescale_on_join_and_loss() {
     assert_eq!(ordinals, vec![0, 2, 3]);
 }
 
+/// The load time each message's share applies from.
+fn froms(out: &Outbox) -> Vec<Option<u64>> {
+    out.iter()
+        .map(|(_, m)| match m.kind.as_ref().unwrap() {
+            Down::Assign(a) => a.share.as_ref().unwrap().from_load_ms,
+            Down::Rescale(r) => r.share.as_ref().unwrap().from_load_ms,
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every slave switches to a new slicing at the same load instant, ahead of the master's
+/// clock by the lead, so that its message arrives first (each slave switching as its message
+/// arrived sent the arrivals near the switch twice or never: CI, 4793 of 4800).
+#[test]
+fn a_new_slicing_applies_from_one_load_instant_ahead_of_the_clock() {
+    use super::members::SWITCH_LEAD_MS;
+    let t0 = Instant::now();
+    let options = RunOptions {
+        quorum: 2,
+        quorum_timeout_ms: 5000,
+    };
+    let mut r = Run::new("r".into(), scenario(""), options, t0, 0);
+    let out = r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    assert_eq!(froms(&out), vec![Some(0), Some(0)], "the start's shares");
+    let t1 = t0 + Duration::from_millis(1_200);
+    let out = r.add_slave(t1, cand("c"));
+    assert_eq!(froms(&out), vec![Some(1_200 + SWITCH_LEAD_MS); 3]);
+    let t2 = t1 + Duration::from_millis(100);
+    let out = r.lose_slave(t2, "b", "killed");
+    assert_eq!(froms(&out), vec![Some(1_300 + SWITCH_LEAD_MS); 2]);
+    // A load change resends each share as it is, switch time included.
+    let (out, _) = r
+        .change_load(t2 + Duration::from_millis(50), 4, Duration::ZERO)
+        .unwrap();
+    assert_eq!(froms(&out), vec![Some(1_300 + SWITCH_LEAD_MS); 2]);
+}
+
 #[test]
 fn quorum_timeout_aborts() {
     let t0 = Instant::now();

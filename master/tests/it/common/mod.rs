@@ -102,7 +102,13 @@ pub struct Env {
 
 impl Drop for Env {
     /// Background daemons (master, local cloud) started in this home must not outlive the test.
+    /// With `LOBSTER_KEEP_FAILED` set, a failed test's home (logs, reports) is kept and its
+    /// path printed.
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("LOBSTER_KEEP_FAILED").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept the failed test's home: {}", self.dir.path().display());
+        }
         let _ = Command::new(lobster())
             .env("LOBSTER_HOME", self.home())
             .arg("stop")
@@ -182,7 +188,10 @@ impl Env {
         let mut c = Command::new(lobster());
         c.env("LOBSTER_HOME", self.home())
             .env_remove("LOBSTER_MASTER_API")
-            .env("LOBSTER_LOG", "info");
+            .env(
+                "LOBSTER_LOG",
+                std::env::var("LOBSTER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         c
     }
 
@@ -279,7 +288,10 @@ impl Env {
             .env("LOBSTER_INSTANCE_ID", "i-test")
             .env("LOBSTER_SLAVE_INDEX", index.to_string())
             .env("LOBSTER_SLAVES_ON_HOST", of.to_string())
-            .env("LOBSTER_LOG", "info")
+            .env(
+                "LOBSTER_LOG",
+                std::env::var("LOBSTER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
