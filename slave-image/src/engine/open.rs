@@ -11,7 +11,9 @@
 //! as dropped, never both and never neither. An arrival is dropped when every worker is busy
 //! and the queue (as long as the pool is big) is full, when it is still queued at the end, or
 //! when the load clock jumped past it (the master's clock moved on while this slave was
-//! paused by its dead-man switch). The queue is bounded, so a backlog costs no memory.
+//! paused by its dead-man switch). The queue is bounded, so a backlog costs no memory. When
+//! the fleet changes, every slave switches stripes at the load time the master planned (see
+//! [`super::striping`]); a switch learnt after its time is accounted by the [`Cursor`].
 //!
 //! With flows, an arrival starts one flow instance (its steps in order, a fresh cookie jar),
 //! as k6's arrival-rate executors start iterations.

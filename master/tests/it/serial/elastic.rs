@@ -49,8 +49,7 @@ fn a_fleet_grown_from_two_to_four_slaves_mid_run_keeps_the_rate() {
             .find(|j| j["slave_index"] == i)
             .unwrap_or_else(|| panic!("slave {i} in {injectors:?}"))
     };
-    let requests = r["totals"]["requests"].as_u64().unwrap();
-    let dropped = r["totals"]["dropped"].as_u64().unwrap();
+    let (requests, dropped) = totals(&r);
     assert_eq!(
         injectors
             .iter()
@@ -108,12 +107,7 @@ fn a_fleet_grown_from_two_to_four_slaves_mid_run_keeps_the_rate() {
         );
     }
     // The growth neither loses nor repeats arrivals.
-    let due = rate as u64 * duration;
-    assert!(
-        (due - 1..=due + 1).contains(&(requests + dropped)),
-        "requests {requests} + dropped {dropped}, arrivals due {due}"
-    );
-    assert_eq!(requests, target_count(addr), "the target's own count");
+    let due = assert_every_due_arrival_counted(&r, addr, rate, duration);
     eprintln!(
         "ELASTIC 2→4 slaves at {grown_s:.2} s of {duration} s at {rate}/s: rate before {before:.1}/s, after {after:.1}/s; newcomers sent {} and {} (from seconds {} and {}); requests {requests} + dropped {dropped} of {due} due",
         by_index(3)["requests"],
@@ -188,18 +182,37 @@ fn fleet_up_during_a_run_spreads_the_run_over_the_grown_fleet() {
         ((mean - rate) / rate).abs() <= 0.05,
         "rate on the grown fleet {mean:.1}/s, asked {rate}/s ({after:?})"
     );
-    let requests = r["totals"]["requests"].as_u64().unwrap();
-    let dropped = r["totals"]["dropped"].as_u64().unwrap();
-    let due = rate as u64 * duration;
-    assert!(
-        (due - 1..=due + 1).contains(&(requests + dropped)),
-        "requests {requests} + dropped {dropped}, arrivals due {due}"
-    );
-    assert_eq!(requests, target_count(addr), "the target's own count");
+    let (requests, dropped) = totals(&r);
+    let due = assert_every_due_arrival_counted(&r, addr, rate, duration);
     eprintln!(
         "ELASTIC fleet up 2→4 VMs during a run: newcomers from seconds {:?}; rate on the grown fleet {mean:.1}/s of {rate}/s; requests {requests} + dropped {dropped} of {due} due",
         &firsts[2..]
     );
     let (code, _, _) = env.cli(&["fleet", "down", "--terminate"]);
     assert_eq!(code, 0);
+}
+
+/// The report's requests and dropped arrivals.
+fn totals(r: &serde_json::Value) -> (u64, u64) {
+    let n = |k: &str| r["totals"][k].as_u64().unwrap();
+    (n("requests"), n("dropped"))
+}
+
+/// Every arrival the schedule had due was sent once or counted dropped (the last one may fall
+/// either side of the end), and the target served exactly what the report counts. Returns
+/// the arrivals due.
+fn assert_every_due_arrival_counted(
+    r: &serde_json::Value,
+    addr: std::net::SocketAddr,
+    rate: f64,
+    duration: u64,
+) -> u64 {
+    let (requests, dropped) = totals(r);
+    let due = rate as u64 * duration;
+    assert!(
+        (due - 1..=due + 1).contains(&(requests + dropped)),
+        "requests {requests} + dropped {dropped}, arrivals due {due}"
+    );
+    assert_eq!(requests, target_count(addr), "the target's own count");
+    due
 }
