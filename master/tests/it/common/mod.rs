@@ -582,6 +582,15 @@ pub fn wait_running(api: &str) {
     });
 }
 
+/// What a `background_run` printed, for a failed assertion's message.
+pub fn run_output(env: &Env) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        std::fs::read_to_string(env.path("run.out")).unwrap_or_default(),
+        std::fs::read_to_string(env.path("run.err")).unwrap_or_default()
+    )
+}
+
 /// Runs `lobster run FILE --local-slaves N --json report.json [extra]` in `env`; returns the
 /// exit code, stdout, stderr and the report (if written).
 pub fn lobster_run(

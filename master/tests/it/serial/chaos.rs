@@ -11,14 +11,6 @@ fn started_at(r: &serde_json::Value) -> SystemTime {
     humantime::parse_rfc3339_weak(r["started_at"].as_str().unwrap().trim_end_matches('Z')).unwrap()
 }
 
-fn run_output(env: &Env) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        std::fs::read_to_string(env.path("run.out")).unwrap_or_default(),
-        std::fs::read_to_string(env.path("run.err")).unwrap_or_default()
-    )
-}
-
 /// Chaos 1: kill -9 of 25 % of the slaves mid-run (open model).
 #[test]
 fn killing_a_quarter_of_the_slaves_keeps_the_rate() {

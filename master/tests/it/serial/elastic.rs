@@ -28,12 +28,7 @@ fn a_fleet_grown_from_two_to_four_slaves_mid_run_keeps_the_rate() {
     let status = run
         .wait_exit(Duration::from_secs(60))
         .expect("the run finished");
-    let output = format!(
-        "stdout:\n{}\nstderr:\n{}",
-        std::fs::read_to_string(env.path("run.out")).unwrap_or_default(),
-        std::fs::read_to_string(env.path("run.err")).unwrap_or_default()
-    );
-    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(status.code(), Some(0), "{}", run_output(&env));
     let r = report(&json);
     let started =
         humantime::parse_rfc3339_weak(r["started_at"].as_str().unwrap().trim_end_matches('Z'))
@@ -190,6 +185,75 @@ fn fleet_up_during_a_run_spreads_the_run_over_the_grown_fleet() {
     );
     let (code, _, _) = env.cli(&["fleet", "down", "--terminate"]);
     assert_eq!(code, 0);
+}
+
+/// A closed-model fleet grows from 2 to 4 slaves mid-run: the fleet's active users stay what
+/// the scenario asks (8), the old slaves' users that the new stripes give away leave at the
+/// switch, and each newcomer runs its quarter.
+#[test]
+fn a_closed_model_fleet_grown_mid_run_keeps_its_users() {
+    let env = Env::new();
+    let (_target, addr) = env.target();
+    let (_master, api, grpc) = env.master(None, &["--heartbeat", "500ms", "--lease", "2s"]);
+    let _first: Vec<Proc> = (1..=2).map(|i| env.slave(&grpc, i, 4)).collect();
+    wait_slaves(&api, 2, Duration::from_secs(30));
+    let text = scenario_text(addr, "16s", "users: 8", "think: 50ms\n");
+    let file = env.scenario("grow-users.yaml", &text);
+    let json = env.path("report.json");
+    let mut run = background_run(&env, &api, &file, &json, 2);
+    wait_running(&api);
+    // Each slave's active users, by slave index, from its last heartbeat.
+    let users = || -> Vec<(u64, u64)> {
+        let body = http_get(addr_of(&api), "/api/slaves");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut u: Vec<(u64, u64)> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["connected"] == true)
+            .map(|s| {
+                (
+                    s["slave_index"].as_u64().unwrap(),
+                    s["active_users"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        u.sort();
+        u
+    };
+    // Steady for 2 s (two heartbeats of every slave) after the first time `want` is seen.
+    let holds = |what: &str, want: Vec<(u64, u64)>| {
+        eventually(what, Duration::from_secs(15), || {
+            (users() == want).then_some(())
+        });
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(250));
+            assert_eq!(users(), want, "{what}");
+        }
+    };
+    holds("4 users on each of 2 slaves", vec![(1, 4), (2, 4)]);
+    let _more: Vec<Proc> = (3..=4).map(|i| env.slave(&grpc, i, 4)).collect();
+    holds(
+        "2 users on each of 4 slaves",
+        vec![(1, 2), (2, 2), (3, 2), (4, 2)],
+    );
+    let status = run
+        .wait_exit(Duration::from_secs(60))
+        .expect("the run finished");
+    assert_eq!(status.code(), Some(0), "{}", run_output(&env));
+    let r = report(&json);
+    let injectors = r["injectors"].as_array().unwrap();
+    assert_eq!(injectors.len(), 4, "{injectors:?}");
+    for j in injectors {
+        assert!(j["requests"].as_u64().unwrap() > 0, "{j}");
+    }
+    eprintln!(
+        "ELASTIC closed model 2→4 slaves: 4+4 users, then 2+2+2+2; requests by slave {:?}",
+        injectors
+            .iter()
+            .map(|j| j["requests"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
 }
 
 /// The report's requests and dropped arrivals.
