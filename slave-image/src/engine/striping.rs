@@ -47,7 +47,7 @@ impl Striping {
 
     /// Gives `stripe` from load time `from_ms` on, replacing whatever was planned from then on
     /// (the master's latest word); stripes that stopped applying [`KEEP_MS`] before `load_ms`
-    /// (now) are forgotten. Returns whether the plan changed.
+    /// (now) are forgotten. Returns whether the stripes planned from `from_ms` on changed.
     pub fn switch(&mut self, from_ms: u64, stripe: Stripe, load_ms: u64) -> bool {
         let done = self
             .steps

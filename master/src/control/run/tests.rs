@@ -119,6 +119,18 @@ fn quorum_start_rescale_on_join_and_loss() {
     assert_eq!(ordinals, vec![0, 2, 3]);
 }
 
+/// A run of the default scenario (quorum 2) started at `t0` on slaves `a` and `b`, and its
+/// start's messages.
+fn started_with_a_and_b(t0: Instant) -> (Run, Outbox) {
+    let options = RunOptions {
+        quorum: 2,
+        quorum_timeout_ms: 5000,
+    };
+    let mut r = Run::new("r".into(), scenario(""), options, t0, 0);
+    let out = r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    (r, out)
+}
+
 /// The load time each message's share applies from.
 fn froms(out: &Outbox) -> Vec<Option<u64>> {
     out.iter()
@@ -137,12 +149,7 @@ fn froms(out: &Outbox) -> Vec<Option<u64>> {
 fn a_new_slicing_applies_from_one_load_instant_ahead_of_the_clock() {
     use super::members::SWITCH_LEAD_MS;
     let t0 = Instant::now();
-    let options = RunOptions {
-        quorum: 2,
-        quorum_timeout_ms: 5000,
-    };
-    let mut r = Run::new("r".into(), scenario(""), options, t0, 0);
-    let out = r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    let (mut r, out) = started_with_a_and_b(t0);
     assert_eq!(froms(&out), vec![Some(0), Some(0)], "the start's shares");
     let t1 = t0 + Duration::from_millis(1_200);
     let out = r.add_slave(t1, cand("c"));
@@ -407,12 +414,7 @@ fn the_verdict_table() {
 #[test]
 fn a_load_change_reaches_every_slave_new_joiners_and_a_restart() {
     let t0 = Instant::now();
-    let opts = RunOptions {
-        quorum: 2,
-        quorum_timeout_ms: 5000,
-    };
-    let mut r = Run::new("r".into(), scenario(""), opts, t0, 0);
-    r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+    let (mut r, _) = started_with_a_and_b(t0);
     let t3 = t0 + Duration::from_secs(3);
     let (out, at) = r
         .change_load(t3, 40, Duration::from_secs(2))

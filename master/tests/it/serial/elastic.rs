@@ -12,10 +12,7 @@ use crate::common::*;
 fn a_fleet_grown_from_two_to_four_slaves_mid_run_keeps_the_rate() {
     let env = Env::new();
     let (_target, addr) = env.target();
-    let (_master, api, grpc) = env.master(None, &["--heartbeat", "500ms", "--lease", "2s"]);
-    // Four equal slaves (a quarter of a host's cores each), two of them at first.
-    let _first: Vec<Proc> = (1..=2).map(|i| env.slave(&grpc, i, 4)).collect();
-    wait_slaves(&api, 2, Duration::from_secs(30));
+    let (_master, api, grpc, _first) = two_of_four_slaves(&env);
     let (rate, duration) = (300.0, 16u64);
     let text = scenario_text(addr, &format!("{duration}s"), &format!("rate: {rate}"), "");
     let file = env.scenario("grow.yaml", &text);
@@ -194,9 +191,7 @@ fn fleet_up_during_a_run_spreads_the_run_over_the_grown_fleet() {
 fn a_closed_model_fleet_grown_mid_run_keeps_its_users() {
     let env = Env::new();
     let (_target, addr) = env.target();
-    let (_master, api, grpc) = env.master(None, &["--heartbeat", "500ms", "--lease", "2s"]);
-    let _first: Vec<Proc> = (1..=2).map(|i| env.slave(&grpc, i, 4)).collect();
-    wait_slaves(&api, 2, Duration::from_secs(30));
+    let (_master, api, grpc, _first) = two_of_four_slaves(&env);
     let text = scenario_text(addr, "16s", "users: 8", "think: 50ms\n");
     let file = env.scenario("grow-users.yaml", &text);
     let json = env.path("report.json");
@@ -254,6 +249,15 @@ fn a_closed_model_fleet_grown_mid_run_keeps_its_users() {
             .map(|j| j["requests"].as_u64().unwrap())
             .collect::<Vec<_>>()
     );
+}
+
+/// A master (heartbeat 500 ms, lease 2 s) and the first two of four equal slaves (a quarter of
+/// a host's cores each), registered: (master, API, gRPC address, slaves).
+fn two_of_four_slaves(env: &Env) -> (Proc, String, String, Vec<Proc>) {
+    let (master, api, grpc) = env.master(None, &["--heartbeat", "500ms", "--lease", "2s"]);
+    let first: Vec<Proc> = (1..=2).map(|i| env.slave(&grpc, i, 4)).collect();
+    wait_slaves(&api, 2, Duration::from_secs(30));
+    (master, api, grpc, first)
 }
 
 /// The report's requests and dropped arrivals.
