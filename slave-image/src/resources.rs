@@ -6,7 +6,7 @@
 //! Reading costs five small files per sample. Anything unreadable (no `/proc`, a kernel that
 //! formats a line differently) reads as zero rather than failing the run.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lobster_fleet::stats::Resources;
 
@@ -76,6 +76,14 @@ impl Sampler {
             net_rx,
             net_tx,
         }
+    }
+
+    /// The resources since the previous sample, when at least `min` has passed since it:
+    /// CPU is counted in clock ticks (10 ms), so a few milliseconds' window reads 0 % or 100 %
+    /// by chance, and a per-injector peak would keep the chance 100 %.
+    pub(crate) fn sample_over(&mut self, min: Duration) -> Option<Resources> {
+        let long_enough = self.last.at.is_some_and(|a| a.elapsed() >= min);
+        long_enough.then(|| self.sample())
     }
 
     /// The resources since the previous sample.
@@ -228,6 +236,19 @@ fn sockets(sockstat: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A window shorter than asked gives no sample and keeps the previous one as its start.
+    #[test]
+    fn a_sample_over_a_window_too_short_is_none() {
+        let mut s = Sampler::new(1);
+        let start = s.last.at;
+        assert!(s.sample_over(Duration::from_secs(3600)).is_none());
+        assert_eq!(
+            s.last.at, start,
+            "the window still starts at the first snapshot"
+        );
+        assert!(s.sample_over(Duration::ZERO).is_some());
+    }
 
     const STAT: &str = "cpu  400 0 100 1500 0 0 0 0 0 0
 cpu0 300 0 50 600 50 0 0 0 0 0

@@ -258,13 +258,12 @@ impl Run {
 
         // The collector sends interval k at run_origin + (k+1) s.
         let collector_stop = CancellationToken::new();
-        let next_index = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let recorded = shared.clone();
         let collector = tokio::spawn(collect(
-            shared.clone(),
+            move || recorded.recorder.take(),
             self.run_origin,
             run_id.clone(),
             self.out.clone(),
-            next_index.clone(),
             collector_stop.clone(),
         ));
 
@@ -291,10 +290,27 @@ impl Run {
             warn!(run_id = %run_id, error = %e, "load driver failed");
         }
         collector_stop.cancel();
-        let _ = collector.await;
-        let elapsed = self.run_origin.elapsed().as_secs();
-        let index = elapsed.max(next_index.load(Ordering::Relaxed));
-        self.send_last(shared.recorder.take(), index).await;
+        let collected = collector.await;
+        // Taken after the collector ended: it may still have sent a second that was due.
+        let mut last = shared.recorder.take();
+        let index = match collected {
+            // The last interval is a second like the others: it carries this injector's
+            // resources since the previous interval, or the last second of load has no CPU
+            // figure. A window too short to measure (the stop's tail just after a boundary)
+            // carries none.
+            Ok(Collected {
+                next_index,
+                mut resources,
+            }) => {
+                if let Some(r) = resources.sample_over(LAST_SAMPLE_MIN) {
+                    last.injectors
+                        .insert(IntervalStats::REPORTER.to_string(), r);
+                }
+                next_index
+            }
+            Err(_) => self.run_origin.elapsed().as_secs(),
+        };
+        self.send_last(last, index).await;
         info!(run_id = %run_id, secs = started.elapsed().as_secs_f64(), "share finished");
     }
 
@@ -311,24 +327,44 @@ impl Run {
     }
 }
 
+/// The shortest window the last interval's resource sample may cover (20 clock ticks).
+const LAST_SAMPLE_MIN: Duration = Duration::from_millis(200);
+
+/// What the collector leaves for the share's last interval.
+struct Collected {
+    /// The first second it did not send: the one the last interval's data fell in.
+    next_index: u64,
+    /// Its sampler, whose window starts at that second's start.
+    resources: crate::resources::Sampler,
+}
+
+/// Sends interval k, the statistics `take` gives then, at `run_origin` + (k+1) s until
+/// `stop`. On `stop` it still sends every second whose boundary has passed: a timer due at the
+/// same instant as the stop would otherwise lose that second to the next one.
 async fn collect(
-    shared: Arc<Shared>,
+    mut take: impl FnMut() -> IntervalStats,
     run_origin: Instant,
     run_id: Arc<str>,
     out: mpsc::Sender<Output>,
-    next_index: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
-) {
-    let mut index = run_origin.elapsed().as_secs();
-    next_index.store(index, Ordering::Relaxed);
+) -> Collected {
+    // Tokio's clock (the same as std's, but one a test can pause and advance).
+    let origin = tokio::time::Instant::from_std(run_origin);
+    let mut index = origin.elapsed().as_secs();
     let mut resources = crate::resources::Sampler::for_this_runtime();
     loop {
-        let boundary = run_origin + Duration::from_secs(index + 1);
-        tokio::select! {
-            _ = tokio::time::sleep_until(boundary.into()) => {}
-            _ = stop.cancelled() => return,
+        let boundary = origin + Duration::from_secs(index + 1);
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep_until(boundary) => false,
+            _ = stop.cancelled() => true,
+        };
+        if stopped && tokio::time::Instant::now() < boundary {
+            return Collected {
+                next_index: index,
+                resources,
+            };
         }
-        let mut stats = shared.recorder.take();
+        let mut stats = take();
         stats
             .injectors
             .insert(IntervalStats::REPORTER.to_string(), resources.sample());
@@ -341,7 +377,6 @@ async fn collect(
             })
             .await;
         index += 1;
-        next_index.store(index, Ordering::Relaxed);
     }
 }
 
@@ -363,5 +398,44 @@ pub(crate) async fn changed_or_halt(
     tokio::select! {
         r = control.changed() => r.is_ok(),
         _ = halt.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stop and second 0's boundary are due at the same instant (a share whose load ends
+    /// on a boundary). The collector still sends second 0 as a whole second, with its
+    /// resources, and leaves second 1 to the last interval. Before, `select!` took the stop
+    /// half the time and second 0's requests were filed under second 1 (CI: the live table's
+    /// last second of load read 0 slaves and no CPU).
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_due_with_a_boundary_still_sends_that_second() {
+        for _ in 0..16 {
+            // The paused clock's now, which `advance` moves (std's does not move with it).
+            let origin = tokio::time::Instant::now().into_std();
+            let (tx, mut rx) = mpsc::channel(4);
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(collect(
+                IntervalStats::default,
+                origin,
+                "r".into(),
+                tx,
+                stop.clone(),
+            ));
+            tokio::task::yield_now().await;
+            tokio::time::advance(Duration::from_millis(1_001)).await;
+            stop.cancel();
+            let left = task.await.unwrap();
+            assert_eq!(left.next_index, 1, "second 0 was sent, second 1 is left");
+            match rx.try_recv() {
+                Ok(Output::Interval { index, stats, .. }) => {
+                    assert_eq!(index, 0);
+                    assert!(stats.injectors.contains_key(IntervalStats::REPORTER));
+                }
+                _ => panic!("second 0 not sent"),
+            }
+        }
     }
 }

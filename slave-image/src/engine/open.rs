@@ -209,6 +209,7 @@ async fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lobster_fleet::stats::IntervalStats;
 
     /// A server that answers every request at once, counting the answers.
     async fn answering_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -247,6 +248,18 @@ mod tests {
     /// reads `stop_seen_ms`, the master's `Stop` for load time `stop_at_ms` arrives. Returns
     /// (requests, dropped) summed over every interval, and what the server answered.
     async fn stopped_share(stop_seen_ms: u64, stop_at_ms: u64) -> (u64, u64, u64) {
+        let (intervals, answered) = stopped_share_intervals(stop_seen_ms, stop_at_ms).await;
+        let requests = intervals.iter().map(|(_, s)| s.requests()).sum();
+        let dropped = intervals.iter().map(|(_, s)| s.dropped).sum();
+        (requests, dropped, answered)
+    }
+
+    /// As [`stopped_share`], returning every interval the share sent with its second's index
+    /// (the last one last).
+    async fn stopped_share_intervals(
+        stop_seen_ms: u64,
+        stop_at_ms: u64,
+    ) -> (Vec<(u64, lobster_fleet::stats::IntervalStats)>, u64) {
         use crate::engine::{Gauges, Output, Run, stop_at};
         let (addr, answered) = answering_server().await;
         let text = format!(
@@ -277,18 +290,56 @@ mod tests {
         let task = tokio::spawn(run.run(stop.clone()));
         tokio::time::sleep_until((now + Duration::from_millis(stop_seen_ms)).into()).await;
         stop_at(&ctl_tx, &stop, Some(stop_at_ms));
-        let (mut requests, mut dropped) = (0, 0);
+        let mut intervals = Vec::new();
         while let Some(o) = rx.recv().await {
-            if let Output::Interval { stats, last, .. } = o {
-                requests += stats.requests();
-                dropped += stats.dropped;
+            if let Output::Interval {
+                stats, last, index, ..
+            } = o
+            {
+                intervals.push((index, stats));
                 if last {
                     break;
                 }
             }
         }
         task.await.unwrap();
-        (requests, dropped, answered.load(Ordering::SeqCst) as u64)
+        (intervals, answered.load(Ordering::SeqCst) as u64)
+    }
+
+    /// A share stopped at 0.7 s, before its first second's boundary, sends one interval: the
+    /// last, for second 0. It carries this injector's resources like every other second, or
+    /// that second shows no CPU in the live table and the report.
+    #[tokio::test]
+    async fn the_last_interval_carries_the_injectors_resources() {
+        let (intervals, _) = stopped_share_intervals(600, 700).await;
+        let indexes: Vec<u64> = intervals.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indexes, [0], "stopped before the first boundary");
+        let own = intervals[0].1.injectors.get(IntervalStats::REPORTER);
+        assert!(own.is_some(), "no resources in the last interval");
+        assert!(own.unwrap().memory_total_bytes > 0, "{own:?}");
+    }
+
+    /// A share whose load ends on a second's boundary (1 s) ends as that second's timer is due.
+    /// Second 0 is sent as a whole second with its resources, and the last interval is second
+    /// 1's tail (the collector's side of it, made to race: `engine::tests`).
+    #[tokio::test]
+    async fn a_share_that_ends_on_a_boundary_sends_that_second_whole() {
+        for _ in 0..3 {
+            let (intervals, answered) = stopped_share_intervals(500, 1_000).await;
+            let indexes: Vec<u64> = intervals.iter().map(|(i, _)| *i).collect();
+            assert_eq!(indexes, [0, 1], "second 0, then the tail");
+            let (_, first) = &intervals[0];
+            assert!(first.injectors.contains_key(IntervalStats::REPORTER));
+            let (_, tail) = &intervals[1];
+            let all = first.requests() + tail.requests();
+            assert_eq!(all, answered);
+            assert_eq!(all + first.dropped + tail.dropped, 100);
+            assert!(
+                first.requests() >= 90,
+                "second 0 holds its own requests: {} of {all}",
+                first.requests()
+            );
+        }
     }
 
     /// The master stops at load time 1.8 s by its clock; this slave's clock trails by 300 ms
