@@ -287,6 +287,9 @@ impl Default for FlowCount {
 #[derive(Clone, Debug, Default)]
 pub struct IntervalStats {
     pub endpoints: BTreeMap<String, EndpointStats>,
+    /// A scenario with `targets:`: the same requests by target base URL (its `Display`
+    /// form); empty otherwise.
+    pub targets: BTreeMap<String, EndpointStats>,
     /// Open model: arrivals that were due but never sent.
     pub dropped: u64,
     /// Flow steps' checks by label (`step: rule`).
@@ -332,6 +335,9 @@ impl IntervalStats {
         for (name, e) in &other.endpoints {
             self.endpoints.entry(name.clone()).or_default().merge(e);
         }
+        for (url, e) in &other.targets {
+            self.targets.entry(url.clone()).or_default().merge(e);
+        }
         self.dropped = self.dropped.saturating_add(other.dropped);
         for (label, c) in &other.checks {
             let mine = self.checks.entry(label.clone()).or_default();
@@ -370,6 +376,11 @@ impl IntervalStats {
                 .endpoints
                 .iter()
                 .map(|(name, e)| e.to_proto(name))
+                .collect(),
+            targets: self
+                .targets
+                .iter()
+                .map(|(url, e)| e.to_proto(url))
                 .collect(),
             dropped: self.dropped,
             checks: self
@@ -420,6 +431,9 @@ pub enum StatsError {
     /// More endpoints than any scenario can have.
     #[error("interval lists {0} endpoints, more than {MAX_WIRE_ENDPOINTS}")]
     TooManyEndpoints(usize),
+    /// More targets than any scenario can have, one twice, or an empty or overlong URL.
+    #[error("interval lists {0} targets: more than {MAX_TARGETS}, one twice or a bad URL", MAX_TARGETS = crate::scenario::MAX_TARGETS)]
+    BadTargets(usize),
     /// The same endpoint twice.
     #[error("endpoint `{0}` appears twice in one interval")]
     DuplicateEndpoint(String),

@@ -234,6 +234,10 @@ pub struct Report {
     pub saturated_injectors: Vec<crate::saturation::Saturated>,
     pub totals: Totals,
     pub endpoints: Vec<EndpointReport>,
+    /// A scenario with `targets:`: the same requests by target base URL (`name`), in the
+    /// scenario's order; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<EndpointReport>,
     pub sla: Vec<RuleResult>,
     pub stop: StopInfo,
     /// Requests whose interval arrived after its second had closed (in the totals and the
@@ -250,6 +254,8 @@ fn errors(e: &EndpointStats) -> BTreeMap<String, u64> {
 #[derive(Debug, Default)]
 pub struct Names {
     pub endpoints: Vec<String>,
+    /// The base URLs of `targets:` (empty with one `target`).
+    pub targets: Vec<String>,
     pub checks: Vec<String>,
     pub flows: Vec<String>,
 }
@@ -259,6 +265,11 @@ impl Names {
     pub fn of(scenario: &lobster_fleet::scenario::Scenario) -> Self {
         Names {
             endpoints: scenario.endpoint_names(),
+            targets: scenario
+                .targets
+                .iter()
+                .map(|t| t.target.to_string())
+                .collect(),
             checks: scenario
                 .requests
                 .iter()
@@ -301,21 +312,38 @@ pub fn figures(
     };
     let endpoints = order
         .iter()
-        .map(|name| {
-            let e = total.endpoints.get(name).cloned().unwrap_or_default();
-            EndpointReport {
-                name: name.clone(),
-                requests: e.requests,
-                failures: e.failures,
-                rps: per_s(e.requests),
-                errors: errors(&e),
-                failure_kinds: failure_rows(&e),
-                latency_ms: LatencySummary::of(&e.latency_us).into(),
-                phases_ms: phases_out(&e.phases),
-            }
-        })
+        .map(|name| row(name, total.endpoints.get(name), seconds))
         .collect();
     (totals, endpoints)
+}
+
+/// Each target's figures (a scenario with `targets:`), in the scenario's order.
+pub fn target_figures(total: &IntervalStats, names: &Names, seconds: f64) -> Vec<EndpointReport> {
+    names
+        .targets
+        .iter()
+        .map(|url| row(url, total.targets.get(url), seconds))
+        .collect()
+}
+
+/// One row of the endpoints' (or targets') table: `e` over `seconds` of load.
+fn row(name: &str, e: Option<&EndpointStats>, seconds: f64) -> EndpointReport {
+    let e = e.cloned().unwrap_or_default();
+    let rps = if seconds > 0.0 {
+        e.requests as f64 / seconds
+    } else {
+        0.0
+    };
+    EndpointReport {
+        name: name.to_string(),
+        requests: e.requests,
+        failures: e.failures,
+        rps,
+        errors: errors(&e),
+        failure_kinds: failure_rows(&e),
+        latency_ms: LatencySummary::of(&e.latency_us).into(),
+        phases_ms: phases_out(&e.phases),
+    }
 }
 
 impl Report {
@@ -395,6 +423,26 @@ impl Report {
         row(&mut o, "all", t.requests, t.failures, &t.latency_ms);
         for e in &self.endpoints {
             row(&mut o, &e.name, e.requests, e.failures, &e.latency_ms);
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(
+                o,
+                "{:<40} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                "by target (ms)", "requests", "fail", "req/s", "p50", "p95", "p99"
+            );
+            for e in &self.targets {
+                let _ = writeln!(
+                    o,
+                    "{:<40} {:>10} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>9.2}",
+                    truncate(&e.name, 40),
+                    e.requests,
+                    e.failures,
+                    e.rps,
+                    e.latency_ms.p50,
+                    e.latency_ms.p95,
+                    e.latency_ms.p99
+                );
+            }
         }
         phases::render(&mut o, &t.phases_ms);
         flows::render(&mut o, &t.flows);

@@ -12,7 +12,8 @@ use super::value::{DurationValue, Number, StatusList, ThinkValue, Threshold, Who
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScenarioFile {
     pub name: Spanned<String>,
-    pub target: Spanned<String>,
+    pub target: Option<Spanned<String>>,
+    pub targets: Option<Spanned<Vec<Spanned<TargetFile>>>>,
     pub tls: Option<Spanned<TlsFile>>,
     pub duration: Option<Spanned<DurationValue>>,
     pub timeout: Option<Spanned<DurationValue>>,
@@ -27,6 +28,21 @@ pub(crate) struct ScenarioFile {
     #[serde(default)]
     pub sla: Vec<Spanned<SlaFile>>,
     pub max_error_rate: Option<Spanned<Threshold>>,
+}
+
+/// One of `targets:`: a URL, or a URL with its weight.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum TargetFile {
+    Url(String),
+    Weighted(WeightedTargetFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WeightedTargetFile {
+    pub url: String,
+    pub weight: Option<Whole>,
 }
 
 #[derive(Debug, Deserialize)]

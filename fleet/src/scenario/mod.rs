@@ -29,8 +29,14 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
     pub name: String,
-    /// Base URL every request path is joined to.
+    /// Base URL every request path is joined to; with `targets`, the first of them.
     pub target: Target,
+    /// Several base URLs (`targets:`), each with its weight: arrival k (open model) or user k
+    /// (closed model), numbered fleet-wide, goes to [`Scenario::target_of`]`(k)`, so the
+    /// fleet's shares are the weights' exactly whatever the number of slaves. Empty: `target`
+    /// alone.
+    #[serde(default)]
+    pub targets: Vec<WeightedTarget>,
     /// Which certificates an `https://` target may present.
     #[serde(default)]
     pub tls: TlsSettings,
@@ -71,6 +77,20 @@ pub struct Scenario {
     #[serde(default)]
     pub max_error_rate: Option<f64>,
 }
+
+/// One of a scenario's `targets:` and its relative share of the load.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightedTarget {
+    pub target: Target,
+    /// Relative share, 1 to [`MAX_TARGET_WEIGHT`].
+    pub weight: u32,
+}
+
+/// Most base URLs under `targets:`.
+pub const MAX_TARGETS: usize = 100;
+/// Highest weight of one of `targets:`, and of their sum (one round of the weighted
+/// round-robin, [`Scenario::target_order`]).
+pub const MAX_TARGET_WEIGHT: u32 = 10_000;
 
 /// How data items reach the users (see `docs/scenario.md`, "Data").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,6 +435,8 @@ impl Scenario {
     /// Overrides the target (`--target`).
     pub fn set_target(&mut self, url: &str) -> Result<(), String> {
         self.target = Target::parse(url)?;
+        // One base URL replaces the whole list: the load goes to it alone.
+        self.targets.clear();
         Ok(())
     }
 
@@ -429,6 +451,56 @@ impl Scenario {
     /// Checks the invariants a parsed scenario has (for scenarios that arrive as JSON).
     pub fn check(&self) -> Result<(), String> {
         validate::check(self)
+    }
+
+    /// The base URL, or with `targets:` every one with its weight (`http://a ×1, http://b ×3`):
+    /// how runs and reports name what was loaded.
+    pub fn target_label(&self) -> String {
+        if self.targets.is_empty() {
+            return self.target.to_string();
+        }
+        let all: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| format!("{} ×{}", t.target, t.weight))
+            .collect();
+        all.join(", ")
+    }
+
+    /// Every base URL the load goes to, with its weight: `targets`, or `target` alone.
+    pub fn sites(&self) -> Vec<WeightedTarget> {
+        if self.targets.is_empty() {
+            vec![WeightedTarget {
+                target: self.target.clone(),
+                weight: 1,
+            }]
+        } else {
+            self.targets.clone()
+        }
+    }
+
+    /// One round of the smooth weighted round-robin over [`Scenario::sites`] (nginx's
+    /// upstream algorithm): as many entries as the weights' sum, site `i` exactly `weight`
+    /// times, spread evenly. Unit `k` of the load (arrival or user, fleet-wide) goes to
+    /// site `order[k % order.len()]`.
+    pub fn target_order(&self) -> Vec<u16> {
+        let sites = self.sites();
+        let total: i64 = sites.iter().map(|s| i64::from(s.weight)).sum();
+        let mut current = vec![0i64; sites.len()];
+        (0..total)
+            .map(|_| {
+                for (c, s) in current.iter_mut().zip(&sites) {
+                    *c += i64::from(s.weight);
+                }
+                let (best, _) = current
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|&(i, c)| (*c, std::cmp::Reverse(i)))
+                    .expect("at least one site");
+                current[best] -= total;
+                best as u16
+            })
+            .collect()
     }
 
     /// The share of failed requests (percent, over the whole run) above which the run fails:

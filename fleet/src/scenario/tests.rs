@@ -239,6 +239,51 @@ fn the_minimal_example_is_accepted_as_written() {
     );
 }
 
+/// `targets:` as plain URLs and as `{url, weight}`: the first is `target`, weights default
+/// to 1, and the round-robin deals each its weight per round; the JSON the master sends
+/// carries them and passes the same checks.
+#[test]
+fn targets_are_read_with_their_weights() {
+    let text = SMOKE.replace(
+        "target: http://127.0.0.1:8080",
+        "targets:\n  - http://127.0.0.1:8080\n  - {url: 'https://10.0.0.2/app', weight: 3}\ntls: {insecure_skip_verify: true}",
+    );
+    let s = parse(&text, "t.yaml").unwrap();
+    assert_eq!(s.target.to_string(), "http://127.0.0.1:8080");
+    let sites: Vec<(String, u32)> = s
+        .sites()
+        .iter()
+        .map(|w| (w.target.to_string(), w.weight))
+        .collect();
+    assert_eq!(
+        sites,
+        [
+            ("http://127.0.0.1:8080".to_string(), 1),
+            ("https://10.0.0.2:443/app".to_string(), 3)
+        ]
+    );
+    assert_eq!(s.target_order(), [1, 0, 1, 1]);
+    assert_eq!(
+        s.target_label(),
+        "http://127.0.0.1:8080 ×1, https://10.0.0.2:443/app ×3"
+    );
+    assert_eq!(Scenario::from_json(&s.to_json()).unwrap(), s);
+    assert_eq!(s.check(), Ok(()));
+    let mut bad = s.clone();
+    bad.targets[1].weight = 0;
+    assert!(bad.check().unwrap_err().contains("weight"));
+    let mut bad = s.clone();
+    bad.target = bad.targets[1].target.clone();
+    assert!(bad.check().unwrap_err().contains("first of `targets`"));
+    // One target: the order is that target alone; `--target` replaces the whole list.
+    let one = parse(SMOKE, "smoke.yaml").unwrap();
+    assert_eq!(one.target_order(), [0]);
+    let mut over = s;
+    over.set_target("http://127.0.0.1:9").unwrap();
+    assert!(over.targets.is_empty());
+    assert_eq!(over.sites().len(), 1);
+}
+
 #[test]
 fn rate_selects_the_open_model() {
     let s = parse(&SMOKE.replace("users: 30", "rate: 200"), "open.yaml").unwrap();
@@ -671,6 +716,64 @@ fn bad_scenarios_are_refused_with_a_location() {
             "capture named item",
             &FLOW.replace("name: csrf,", "name: item,"),
             "not item, env, row, serial or uuid",
+        ),
+        (
+            "target and targets",
+            &format!("{SMOKE}targets: [http://127.0.0.1:8081]\n"),
+            "either `target`",
+        ),
+        (
+            "targets empty",
+            &SMOKE.replace("target: http://127.0.0.1:8080", "targets: []"),
+            "give 1 to 100",
+        ),
+        (
+            "targets with a bad url",
+            &SMOKE.replace(
+                "target: http://127.0.0.1:8080",
+                "targets: [http://127.0.0.1:8080, 'ftp://x']",
+            ),
+            "not a URL",
+        ),
+        (
+            "targets twice the same",
+            &SMOKE.replace(
+                "target: http://127.0.0.1:8080",
+                "targets: [http://127.0.0.1:8080, 'http://127.0.0.1:8080/']",
+            ),
+            "lists http://127.0.0.1:8080 twice",
+        ),
+        (
+            "target weight zero",
+            &SMOKE.replace(
+                "target: http://127.0.0.1:8080",
+                "targets: [{url: 'http://127.0.0.1:8080', weight: 0}]",
+            ),
+            "weight",
+        ),
+        (
+            "target weights too heavy",
+            &SMOKE.replace(
+                "target: http://127.0.0.1:8080",
+                "targets: [{url: 'http://a:1', weight: 6000}, {url: 'http://b:1', weight: 6000}]",
+            ),
+            "add up to 12000, more than 10000",
+        ),
+        (
+            "target with an unknown field",
+            &SMOKE.replace(
+                "target: http://127.0.0.1:8080",
+                "targets: [{url: 'http://a:1', wieght: 2}]",
+            ),
+            "",
+        ),
+        (
+            "tls with only http targets",
+            &SMOKE.replace(
+                "target: http://127.0.0.1:8080",
+                "targets: [http://a:1, http://b:1]\ntls: {insecure_skip_verify: true}",
+            ),
+            "applies to https:// targets; the target is http://a:1, http://b:1",
         ),
     ];
     assert!(cases.len() >= 40);

@@ -11,6 +11,7 @@ mod markov;
 mod requests;
 mod sla;
 mod steps;
+mod targets;
 mod tls;
 
 pub(crate) use data::DataShape;
@@ -22,6 +23,7 @@ use sla::resolve_sla;
 use steps::{
     check_flows, resolve_browse, resolve_capture, resolve_check, resolve_flows, resolve_think,
 };
+use targets::{check_targets, resolve_targets};
 pub(crate) use tls::check_ca_pem;
 use tls::resolve_tls;
 
@@ -122,8 +124,16 @@ fn resolve(
     if name.is_empty() || name.len() > 200 {
         return Err(fault(f.name.referenced, "name must be 1 to 200 characters"));
     }
-    let target = Target::parse(f.target.value.trim()).map_err(|m| fault(f.target.referenced, m))?;
-    let tls = resolve_tls(f.tls.as_ref(), &target, read_file)?;
+    let (target, targets) = resolve_targets(&f)?;
+    let tls = {
+        let all = [target.clone()];
+        let all: Vec<&Target> = if targets.is_empty() {
+            all.iter().collect()
+        } else {
+            targets.iter().map(|t| &t.target).collect()
+        };
+        resolve_tls(f.tls.as_ref(), &all, read_file)?
+    };
 
     let timeout_ms = match &f.timeout {
         Some(t) => {
@@ -227,6 +237,7 @@ fn resolve(
     Ok(Scenario {
         name,
         target,
+        targets,
         tls,
         duration_ms,
         timeout_ms,
@@ -251,6 +262,12 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
         return Err("name must be 1 to 200 characters".into());
     }
     Target::parse(&s.target.to_string())?;
+    if !s.targets.is_empty() {
+        check_targets(&s.targets)?;
+        if s.targets[0].target != s.target {
+            return Err("`target` must be the first of `targets`".into());
+        }
+    }
     if s.tls.insecure_skip_verify && s.tls.ca_pem.is_some() {
         return Err("tls: either a CA or insecure_skip_verify, not both".into());
     }

@@ -227,6 +227,74 @@ fn foreign_histograms_are_refused() {
         IntervalStats::from_proto(&wire).unwrap_err(),
         StatsError::DuplicateEndpoint("a".into())
     );
+    // Targets: each URL once, never empty, at most MAX_TARGETS, each checked as an endpoint.
+    let target = |name: &str| proto::EndpointStats {
+        name: name.into(),
+        ..Default::default()
+    };
+    for targets in [
+        vec![target("http://a"), target("http://a")],
+        vec![target("")],
+        (0..=crate::scenario::MAX_TARGETS)
+            .map(|i| target(&format!("http://h{i}")))
+            .collect(),
+    ] {
+        let n = targets.len();
+        let wire = proto::StatsInterval {
+            targets,
+            ..Default::default()
+        };
+        assert_eq!(
+            IntervalStats::from_proto(&wire).unwrap_err(),
+            StatsError::BadTargets(n)
+        );
+    }
+    let wire = proto::StatsInterval {
+        targets: vec![proto::EndpointStats {
+            name: "http://a".into(),
+            latency_us: vec![1, 2, 3],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        IntervalStats::from_proto(&wire).unwrap_err(),
+        StatsError::Histogram(..)
+    ));
+}
+
+/// Per-target statistics travel the wire and merge by URL, next to the endpoints'.
+#[test]
+fn targets_survive_the_wire_and_merge_by_url() {
+    let one = |url: &str, us: u64| {
+        let mut e = EndpointStats {
+            requests: 1,
+            ..Default::default()
+        };
+        e.latency_us.record(us).unwrap();
+        let mut s = IntervalStats::default();
+        s.endpoints.insert("r".into(), e.clone());
+        s.targets.insert(url.into(), e);
+        s
+    };
+    let mut total = IntervalStats::default();
+    for (url, us) in [
+        ("http://a", 1_000),
+        ("http://b", 5_000),
+        ("http://a", 3_000),
+    ] {
+        let wire = one(url, us).to_proto("r", 0, false);
+        CheckedInterval::check(&wire)
+            .unwrap()
+            .merge_into(&mut total, "s");
+    }
+    assert_eq!(total.endpoints["r"].requests, 3);
+    assert_eq!(total.targets["http://a"].requests, 2);
+    assert_eq!(total.targets["http://b"].requests, 1);
+    assert_eq!(total.targets["http://a"].latency_us.max(), 3_001);
+    let mut merged = IntervalStats::default();
+    merged.merge(&total);
+    assert_eq!(merged.targets["http://b"].latency_us.len(), 1);
 }
 
 /// Checks, flows and phases travel the wire and merge as counts and histograms, exactly.

@@ -189,11 +189,60 @@ struct CheckedEndpoint<'a> {
     histograms: [WireHistogram<'a>; 5],
 }
 
+impl CheckedEndpoint<'_> {
+    /// Adds it into its entry of `into` (by its name).
+    fn merge_into(&self, into: &mut std::collections::BTreeMap<String, super::EndpointStats>) {
+        let w = self.wire;
+        let mine = match into.get_mut(&w.name) {
+            Some(m) => m,
+            None => into.entry(w.name.clone()).or_default(),
+        };
+        mine.requests = mine.requests.saturating_add(w.requests);
+        mine.failures = mine.failures.saturating_add(w.failures.min(w.requests));
+        mine.bytes_received = mine.bytes_received.saturating_add(w.bytes_received);
+        mine.bytes_sent = mine.bytes_sent.saturating_add(w.bytes_sent);
+        for (k, v) in &w.errors {
+            let c = mine.errors.entry(k.clone()).or_default();
+            *c = c.saturating_add(*v);
+        }
+        for (k, &count) in &w.failure_counts {
+            let sample = w.failure_samples.get(k).map_or("", String::as_str);
+            mine.add_failures(k, count, sample);
+        }
+        let [latency, connecting, tls, waiting, receiving] = &self.histograms;
+        latency.add_to(&mut mine.latency_us);
+        connecting.add_to(&mut mine.phases.connecting_us);
+        tls.add_to(&mut mine.phases.tls_handshaking_us);
+        waiting.add_to(&mut mine.phases.waiting_us);
+        receiving.add_to(&mut mine.phases.receiving_us);
+    }
+}
+
+/// Checks an interval's per-target entries: at most [`crate::scenario::MAX_TARGETS`], each
+/// URL once, 1 to 1000 bytes, each entry as an endpoint's.
+fn check_targets(wire: &[proto::EndpointStats]) -> Result<Vec<CheckedEndpoint<'_>>, StatsError> {
+    let bad = || StatsError::BadTargets(wire.len());
+    if wire.len() > crate::scenario::MAX_TARGETS {
+        return Err(bad());
+    }
+    let mut urls = HashSet::with_capacity(wire.len());
+    wire.iter()
+        .map(|t| {
+            if t.name.is_empty() || t.name.len() > 1000 || !urls.insert(t.name.as_str()) {
+                return Err(bad());
+            }
+            check_endpoint(t)
+        })
+        .collect()
+}
+
 /// An interval from the wire that passed every check, ready to merge.
 #[derive(Debug)]
 pub struct CheckedInterval<'a> {
     wire: &'a proto::StatsInterval,
     endpoints: Vec<CheckedEndpoint<'a>>,
+    /// The same requests by target (a scenario with `targets:`).
+    targets: Vec<CheckedEndpoint<'a>>,
     flows: Vec<(&'a str, WireHistogram<'a>)>,
 }
 
@@ -215,6 +264,7 @@ impl<'a> CheckedInterval<'a> {
             }
             endpoints.push(check_endpoint(e)?);
         }
+        let targets = check_targets(&p.targets)?;
         if p.checks.len() > MAX_WIRE_CHECKS || p.checks.keys().any(|k| k.len() > 1024) {
             return Err(StatsError::TooManyChecks(p.checks.len()));
         }
@@ -233,6 +283,7 @@ impl<'a> CheckedInterval<'a> {
         Ok(CheckedInterval {
             wire: p,
             endpoints,
+            targets,
             flows,
         })
     }
@@ -261,29 +312,10 @@ impl<'a> CheckedInterval<'a> {
             into.add_resources(reporter, &r);
         }
         for e in &self.endpoints {
-            let w = e.wire;
-            let mine = match into.endpoints.get_mut(&w.name) {
-                Some(m) => m,
-                None => into.endpoints.entry(w.name.clone()).or_default(),
-            };
-            mine.requests = mine.requests.saturating_add(w.requests);
-            mine.failures = mine.failures.saturating_add(w.failures.min(w.requests));
-            mine.bytes_received = mine.bytes_received.saturating_add(w.bytes_received);
-            mine.bytes_sent = mine.bytes_sent.saturating_add(w.bytes_sent);
-            for (k, v) in &w.errors {
-                let c = mine.errors.entry(k.clone()).or_default();
-                *c = c.saturating_add(*v);
-            }
-            for (k, &count) in &w.failure_counts {
-                let sample = w.failure_samples.get(k).map_or("", String::as_str);
-                mine.add_failures(k, count, sample);
-            }
-            let [latency, connecting, tls, waiting, receiving] = &e.histograms;
-            latency.add_to(&mut mine.latency_us);
-            connecting.add_to(&mut mine.phases.connecting_us);
-            tls.add_to(&mut mine.phases.tls_handshaking_us);
-            waiting.add_to(&mut mine.phases.waiting_us);
-            receiving.add_to(&mut mine.phases.receiving_us);
+            e.merge_into(&mut into.endpoints);
+        }
+        for t in &self.targets {
+            t.merge_into(&mut into.targets);
         }
         into.dropped = into.dropped.saturating_add(self.wire.dropped);
         for (label, c) in &self.wire.checks {

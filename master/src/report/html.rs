@@ -158,8 +158,17 @@ fn latency_cells(l: &LatencyOut) -> String {
 }
 
 fn endpoints(o: &mut String, r: &Report) {
-    o.push_str(
-        "<section><h2>Endpoints</h2><table id=\"endpoints\"><thead><tr><th>name</th>\
+    table(o, "Endpoints", "endpoints", &r.endpoints, r);
+    if !r.targets.is_empty() {
+        table(o, "By target", "targets", &r.targets, r);
+    }
+}
+
+/// A table of `rows` (endpoints, or targets) with the run's totals as its footer.
+fn table(o: &mut String, title: &str, id: &str, rows: &[super::EndpointReport], r: &Report) {
+    let _ = write!(
+        o,
+        "<section><h2>{title}</h2><table id=\"{id}\"><thead><tr><th>name</th>\
          <th class=\"num\">requests</th><th class=\"num\">failures</th><th class=\"num\">req/s</th><th class=\"num\">min ms</th><th class=\"num\">p50</th><th class=\"num\">p90</th>\
          <th class=\"num\">p95</th><th class=\"num\">p99</th><th class=\"num\">max</th><th>errors</th></tr></thead><tbody>",
     );
@@ -170,7 +179,7 @@ fn endpoints(o: &mut String, r: &Report) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for e in &r.endpoints {
+    for e in rows {
         let _ = write!(
             o,
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td>{}<td>{}</td></tr>",

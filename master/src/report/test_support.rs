@@ -61,6 +61,7 @@ pub fn report(id: &str, status: Status, eps: &[(&str, u64, u64, f64, f64)]) -> R
             flows: vec![],
         },
         endpoints,
+        targets: vec![],
         sla: vec![],
         stop: StopInfo::default(),
         late_requests: 0,

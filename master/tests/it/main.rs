@@ -19,6 +19,7 @@ mod moto;
 mod nginx;
 mod security;
 mod slave_image;
+mod targets;
 mod vm_lifetime;
 
 mod serial {

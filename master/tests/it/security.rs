@@ -563,6 +563,7 @@ async fn bad_grpc_requests() {
         checks: Default::default(),
         flows: Default::default(),
         resources: None,
+        targets: Vec::new(),
     })))
     .await
     .unwrap();

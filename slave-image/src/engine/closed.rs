@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exchange::{Outcome, Shared, Worker};
 use super::journey::{self, think_time};
-use super::{Items, LoadControl, Mix, changed_or_halt};
+use super::{Items, LoadControl, changed_or_halt};
 
 const TICK: Duration = Duration::from_millis(100);
 /// Pause after a failed connect, so a dead target is not hammered in a tight loop.
@@ -30,7 +30,6 @@ const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 
 pub(super) async fn drive(
     shared: Arc<Shared>,
-    mix: Arc<Mix>,
     mut control: watch::Receiver<LoadControl>,
     halt: CancellationToken,
 ) {
@@ -58,7 +57,6 @@ pub(super) async fn drive(
                     tokio::spawn(user(
                         u,
                         shared.clone(),
-                        mix.clone(),
                         control.clone(),
                         target.clone(),
                         items.clone(),
@@ -86,11 +84,10 @@ pub(super) async fn drive(
     }
 }
 
-/// One user: fleet-wide index `index`.
+/// One user: fleet-wide index `index`, talking to the target that index is dealt to.
 async fn user(
     index: u64,
     shared: Arc<Shared>,
-    mix: Arc<Mix>,
     mut control: watch::Receiver<LoadControl>,
     target: Arc<AtomicU64>,
     items: Arc<Items>,
@@ -99,7 +96,9 @@ async fn user(
     let gauges = shared.gauges.clone();
     gauges.active_users.fetch_add(1, Ordering::Relaxed);
     let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ index);
-    let mut worker = Worker::new();
+    let mut worker = Worker::new(shared.sites.of(index));
+    let site = shared.sites.get(worker.site());
+    let mix = &site.mix;
     let mut state = journey::UserState::default();
     let total = mix.total_weight();
     let think = shared.scenario.think;
@@ -128,7 +127,7 @@ async fn user(
             (suspended, mine, change, origin, my_items) = read(&control.borrow_and_update());
             continue;
         }
-        let pause = if let Some(journeys) = &shared.journeys {
+        let pause = if let Some(journeys) = &site.journeys {
             // A journey or a Markov walk: steps pause by their own think times.
             let item = items.next(&my_items, &mut rng);
             let outcome = if journeys.is_markov() {

@@ -7,7 +7,6 @@
 //! and counted once, its latency running from the first attempt. A failure on a fresh
 //! connection is the server's answer and counts as a failure.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,16 +18,13 @@ use super::Gauges;
 use super::http::{Connection, HttpError, Kept, OpenError, Opened, Response};
 use super::mix::Prepared;
 use super::recorder::{Failure, Recorder, Sample, Timing};
-use super::tls::TlsClient;
+use super::site::Sites;
 
 /// What a worker needs to send requests: shared by all workers of a run.
 pub struct Shared {
     pub scenario: Arc<Scenario>,
-    pub addr: SocketAddr,
-    /// `Some` for an `https://` target.
-    pub tls: Option<TlsClient>,
-    /// `Some` when the scenario has flows (users run journeys instead of the mix).
-    pub journeys: Option<super::journey::Journeys>,
+    /// The targets, each with its address, TLS client, mix and flows.
+    pub sites: Sites,
     /// This slave's `{{serial}}` counter.
     pub serial: super::journey::Serial,
     pub timeout: Duration,
@@ -36,8 +32,10 @@ pub struct Shared {
     pub gauges: Arc<Gauges>,
 }
 
-/// A worker's connection, opened lazily and dropped after any error.
+/// A worker's connection to one target, opened lazily and dropped after any error.
 pub struct Worker {
+    /// The target it talks to (an index into [`Shared::sites`]).
+    site: usize,
     conn: Option<Connection>,
     scratch: Vec<u8>,
 }
@@ -50,11 +48,18 @@ pub enum Outcome {
 }
 
 impl Worker {
-    pub fn new() -> Self {
+    /// A worker for target `site` (an index into [`Shared::sites`]).
+    pub fn new(site: usize) -> Self {
         Worker {
+            site,
             conn: None,
             scratch: Vec::new(),
         }
+    }
+
+    /// The target it talks to (an index into [`Shared::sites`]).
+    pub fn site(&self) -> usize {
+        self.site
     }
 
     /// Sends `req` and records it. Latency runs from `intended` (the open model's due time)
@@ -113,7 +118,8 @@ impl Worker {
             let mut retried = false;
             loop {
                 if self.conn.is_none() {
-                    let (c, o) = Connection::connect(shared.addr, shared.tls.as_ref())
+                    let site = shared.sites.get(self.site);
+                    let (c, o) = Connection::connect(site.addr, site.tls.as_ref())
                         .await
                         .map_err(Trouble::Open)?;
                     gauges.connections.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +225,7 @@ impl Worker {
                 self.close(gauges);
             }
         }
-        shared.recorder.record(endpoint, sample);
+        shared.recorder.record_at(endpoint, self.site, sample);
         (outcome, result.ok().and_then(Result::ok))
     }
 
@@ -282,7 +288,7 @@ impl std::fmt::Display for TimeoutDetail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Mix;
+    use crate::engine::mix::Mix;
     use std::sync::atomic::AtomicU32;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -302,23 +308,26 @@ mod tests {
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
-    fn shared(addr: SocketAddr) -> (Shared, Mix) {
+    fn shared(addr: std::net::SocketAddr) -> Shared {
         let text = format!(
             "name: x\ntarget: http://{addr}\nduration: 1s\nload: {{users: 1}}\nrequests: [{{name: r, path: /}}]\n"
         );
         let scenario = Arc::new(lobster_fleet::scenario::parse(&text, "x.yaml").unwrap());
-        let mix = Mix::new(&scenario);
-        let shared = Shared {
-            scenario,
+        let site = crate::engine::site::Site {
+            target: scenario.target.clone(),
             addr,
             tls: None,
+            mix: Mix::new(&scenario),
             journeys: None,
+        };
+        Shared {
+            scenario,
+            sites: Sites::one(site),
             serial: Default::default(),
             timeout: Duration::from_secs(10),
             recorder: Recorder::new(vec!["r".into()], Vec::new(), Vec::new()),
             gauges: Arc::new(Gauges::default()),
-        };
-        (shared, mix)
+        }
     }
 
     /// The race a keep-alive timeout makes: the server reads the next request on an idle
@@ -357,9 +366,9 @@ mod tests {
                 );
             })
         };
-        let (shared, mix) = shared(addr);
-        let mut w = Worker::new();
-        let req = mix.pick(0);
+        let shared = shared(addr);
+        let mut w = Worker::new(0);
+        let req = shared.sites.get(0).mix.pick(0);
         w.exchange(&shared, req, "", None).await;
         w.exchange(&shared, req, "", None).await;
         let first = shared.recorder.take();
@@ -367,7 +376,7 @@ mod tests {
         assert_eq!((r.requests, r.failures), (2, 0), "{:?}", r.errors);
         assert_eq!(answered.load(Ordering::SeqCst), 2);
         // A failure on a fresh connection is the server's answer: one failure, no retry.
-        let mut fresh = Worker::new();
+        let mut fresh = Worker::new(0);
         fresh.exchange(&shared, req, "", None).await;
         let second = shared.recorder.take();
         let r = &second.endpoints["r"];

@@ -17,10 +17,10 @@ mod journey;
 mod mix;
 mod open;
 mod recorder;
+mod site;
 mod striping;
 pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use exchange::Shared;
-pub use mix::Mix;
 pub use recorder::Recorder;
 pub use striping::Striping;
 
@@ -206,15 +205,7 @@ impl Run {
     pub async fn run(self, stop: CancellationToken) {
         let run_id = self.run_id.clone();
         let started = Instant::now();
-        let prepared = async {
-            let addr = resolve(&self.scenario).await?;
-            let tls = tls::client(&self.scenario)
-                .map_err(|e| format!("cannot speak TLS to {}: {e}", self.scenario.target))?;
-            let journeys = journey::Journeys::new(&self.scenario)
-                .map_err(|e| format!("cannot run the flows: {e}"))?;
-            Ok::<_, String>((addr, tls, journeys))
-        };
-        let (addr, tls, journeys) = match prepared.await {
+        let sites = match site::Sites::prepare(&self.scenario).await {
             Ok(p) => p,
             Err(message) => {
                 // Nothing can be sent: say why, and end the share with an empty interval.
@@ -232,27 +223,31 @@ impl Run {
             }
         };
         let names = self.scenario.endpoint_names();
+        let addrs: Vec<String> = sites.all().iter().map(|s| s.addr.to_string()).collect();
+        let urls = if self.scenario.targets.is_empty() {
+            Vec::new()
+        } else {
+            sites.all().iter().map(|s| s.target.to_string()).collect()
+        };
         let shared = Arc::new(Shared {
             scenario: self.scenario.clone(),
-            addr,
-            tls,
-            journeys,
+            sites,
             serial: journey::Serial::new(self.ordinal),
             timeout: Duration::from_millis(self.scenario.timeout_ms),
-            recorder: Recorder::new(
+            recorder: Recorder::with_sites(
                 names,
+                urls,
                 journey::Journeys::check_labels(&self.scenario),
                 self.scenario.flows.iter().map(|f| f.name.clone()).collect(),
             ),
             gauges: self.gauges.clone(),
         });
-        let mix = Arc::new(Mix::new(&self.scenario));
         let _ = self
             .out
             .send(Output::Event {
                 run_id: run_id.clone(),
                 kind: EventKind::Started,
-                message: format!("target {addr}"),
+                message: format!("target {}", addrs.join(", ")),
             })
             .await;
 
@@ -271,13 +266,11 @@ impl Run {
         let driver = match self.scenario.load.model {
             Model::Closed => tokio::spawn(closed::drive(
                 shared.clone(),
-                mix,
                 self.control.clone(),
                 halt.clone(),
             )),
             Model::Open => tokio::spawn(open::drive(
                 shared.clone(),
-                mix,
                 self.control.clone(),
                 Events {
                     run_id: run_id.clone(),
@@ -378,16 +371,6 @@ async fn collect(
             .await;
         index += 1;
     }
-}
-
-async fn resolve(s: &Scenario) -> Result<SocketAddr, String> {
-    let authority = (s.target.host.as_str(), s.target.port);
-    let mut addrs = tokio::net::lookup_host(authority)
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", s.target.authority()))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", s.target.authority()))
 }
 
 /// Waits until the control changes or `halt`; returns false on halt.

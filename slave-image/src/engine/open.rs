@@ -32,25 +32,42 @@ use tracing::warn;
 
 use super::cursor::Cursor;
 use super::exchange::{Shared, Worker};
-use super::{Events, Items, LoadControl, Mix, changed_or_halt};
+use super::{Events, Items, LoadControl, changed_or_halt};
 
 /// Longest queue of arrivals waiting for a worker, whatever the connection budget.
 const MAX_QUEUE: usize = 65_536;
 
+/// The workers of one target: its queue of intended times, its idle count, how many were
+/// started.
+struct Pool {
+    tx: async_channel::Sender<Instant>,
+    rx: async_channel::Receiver<Instant>,
+    idle: Arc<AtomicUsize>,
+    spawned: usize,
+}
+
 pub(super) async fn drive(
     shared: Arc<Shared>,
-    mix: Arc<Mix>,
     mut control: watch::Receiver<LoadControl>,
     events: Events,
     halt: CancellationToken,
 ) {
     let duration_ms = shared.scenario.duration_ms as f64;
-    let queue = (control.borrow().max_connections.max(1) as usize).min(MAX_QUEUE);
-    let (tx, rx) = async_channel::bounded::<Instant>(queue);
-    let idle = Arc::new(AtomicUsize::new(0));
+    let budget = control.borrow().max_connections.max(1) as usize;
+    let mut pools: Vec<Pool> = (0..shared.sites.all().len())
+        .map(|i| {
+            let queue = shared.sites.part_of(budget, i).min(MAX_QUEUE);
+            let (tx, rx) = async_channel::bounded::<Instant>(queue);
+            Pool {
+                tx,
+                rx,
+                idle: Arc::new(AtomicUsize::new(0)),
+                spawned: 0,
+            }
+        })
+        .collect();
     let items = Arc::new(Items::new(&shared.scenario));
     let mut workers = JoinSet::new();
-    let mut spawned = 0usize;
     let mut cursor = {
         let ctl = control.borrow();
         Cursor::new(&ctl.striping, &Arrivals::new(&ctl.profile))
@@ -63,7 +80,7 @@ pub(super) async fn drive(
             }
             continue;
         }
-        let max_workers = ctl.max_connections.max(1) as usize;
+        let budget = ctl.max_connections.max(1) as usize;
         let end_ms = ctl.end_ms(duration_ms as u64) as f64;
         let arrivals = Arrivals::new(&ctl.profile);
         let skipped = cursor.seek(
@@ -85,20 +102,25 @@ pub(super) async fn drive(
                     _ = halt.cancelled() => break 'run,
                 }
             }
-            if idle.load(Ordering::Relaxed) == 0 && spawned < max_workers {
-                spawned += 1;
+            // Arrival k goes to its target; that target's pool grows while none is idle.
+            let site = shared.sites.of(k);
+            let pool = &mut pools[site];
+            if pool.idle.load(Ordering::Relaxed) == 0
+                && pool.spawned < shared.sites.part_of(budget, site)
+            {
+                pool.spawned += 1;
                 workers.spawn(worker(
-                    spawned as u64,
+                    Worker::new(site),
+                    k,
                     shared.clone(),
-                    mix.clone(),
-                    rx.clone(),
+                    pool.rx.clone(),
                     control.clone(),
-                    idle.clone(),
+                    pool.idle.clone(),
                     items.clone(),
                     halt.clone(),
                 ));
             }
-            if tx.try_send(intended).is_err() {
+            if pool.tx.try_send(intended).is_err() {
                 // Every worker busy and the queue full: the injector cannot keep up.
                 shared.recorder.add_dropped(1);
             }
@@ -145,15 +167,19 @@ pub(super) async fn drive(
     }
     // Workers leave at the halt without taking more; what is still queued was never sent.
     while workers.join_next().await.is_some() {}
-    shared.recorder.add_dropped(rx.len() as u64);
-    tx.close();
+    for pool in pools {
+        shared.recorder.add_dropped(pool.rx.len() as u64);
+        pool.tx.close();
+    }
 }
 
+/// One connection's worker for `worker`'s target: takes intended times from its pool's queue
+/// until the halt.
 #[allow(clippy::too_many_arguments)]
 async fn worker(
+    mut worker: Worker,
     seed: u64,
     shared: Arc<Shared>,
-    mix: Arc<Mix>,
     rx: async_channel::Receiver<Instant>,
     control: watch::Receiver<LoadControl>,
     idle: Arc<AtomicUsize>,
@@ -161,7 +187,8 @@ async fn worker(
     halt: CancellationToken,
 ) {
     let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ seed);
-    let mut worker = Worker::new();
+    let site = shared.sites.get(worker.site());
+    let mix = &site.mix;
     let total = mix.total_weight();
     loop {
         idle.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +199,7 @@ async fn worker(
         };
         idle.fetch_sub(1, Ordering::Relaxed);
         let Some(intended) = next else { break };
-        if let Some(journeys) = &shared.journeys {
+        if let Some(journeys) = &site.journeys {
             // Each arrival is a new flow instance with a fresh cookie jar.
             let flow = journeys.pick(&mut rng);
             let item = {

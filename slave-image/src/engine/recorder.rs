@@ -1,5 +1,8 @@
-//! Where every request's outcome lands: one slot per endpoint (a latency histogram and
-//! counters behind an uncontended mutex), taken out whole once per interval.
+//! Where every request's outcome lands: one slot per endpoint and target (a latency
+//! histogram and counters behind an uncontended mutex), taken out whole once per interval:
+//! each endpoint's slots merged into its entry, and with several targets (`targets:`) each
+//! target's slots merged into its own, so a request is recorded once whichever views it
+//! counts in.
 //!
 //! Each request is recorded exactly once, so the sum of all intervals a slave sends is exactly
 //! what it did; which interval a request falls into is the one open when it completed.
@@ -69,6 +72,30 @@ struct Slot {
 }
 
 impl Slot {
+    /// Its counts as an endpoint's statistics.
+    fn into_stats(self) -> EndpointStats {
+        let errors = ErrorClass::ALL
+            .iter()
+            .zip(self.errors)
+            .filter(|(_, n)| *n > 0)
+            .map(|(c, n)| (c.as_str().to_string(), n))
+            .collect();
+        let mut e = EndpointStats {
+            requests: self.requests,
+            failures: self.failures,
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
+            errors,
+            latency_us: self.latency_us,
+            phases: self.phases,
+            ..Default::default()
+        };
+        for k in self.kinds {
+            e.add_failures(&stats::failure_kind(k.class, k.status), k.count, &k.sample);
+        }
+        e
+    }
+
     fn new() -> Self {
         Slot {
             requests: 0,
@@ -86,6 +113,9 @@ impl Slot {
 /// Per-endpoint accumulators shared by every worker of a run.
 pub struct Recorder {
     names: Vec<String>,
+    /// The targets' base URLs when there are several (`targets:`), else empty.
+    sites: Vec<String>,
+    /// Slot of endpoint `e` at target `t`: `t * names.len() + e`.
     slots: Vec<Mutex<Slot>>,
     dropped: AtomicU64,
     /// Check labels, and how often each held and failed since the last take.
@@ -96,10 +126,26 @@ pub struct Recorder {
 
 impl Recorder {
     /// Endpoints by name (in the scenario's order), checks by label, flows by name.
+    #[cfg(test)]
     pub fn new(names: Vec<String>, checks: Vec<String>, flows: Vec<String>) -> Self {
-        let slots = names.iter().map(|_| Mutex::new(Slot::new())).collect();
+        Self::with_sites(names, Vec::new(), checks, flows)
+    }
+
+    /// As [`Recorder::new`], for the scenario's targets' base URLs (`sites`, in the
+    /// scenario's order): each take also gives each target's requests when there are several.
+    pub fn with_sites(
+        names: Vec<String>,
+        sites: Vec<String>,
+        checks: Vec<String>,
+        flows: Vec<String>,
+    ) -> Self {
+        let sites = if sites.len() > 1 { sites } else { Vec::new() };
+        let slots = (0..names.len() * sites.len().max(1))
+            .map(|_| Mutex::new(Slot::new()))
+            .collect();
         Recorder {
             names,
+            sites,
             slots,
             dropped: AtomicU64::new(0),
             checks: checks
@@ -137,9 +183,19 @@ impl Recorder {
         }
     }
 
-    /// Records one request of endpoint `endpoint`.
+    /// Records one request of endpoint `endpoint` to the first target.
+    #[cfg(test)]
     pub fn record(&self, endpoint: usize, s: Sample) {
-        let Some(slot) = self.slots.get(endpoint) else {
+        self.record_at(endpoint, 0, s);
+    }
+
+    /// Records one request of endpoint `endpoint` to target `site` (its index in the
+    /// scenario's targets).
+    pub fn record_at(&self, endpoint: usize, site: usize, s: Sample) {
+        if endpoint >= self.names.len() {
+            return;
+        }
+        let Some(slot) = self.slots.get(site * self.names.len() + endpoint) else {
             return;
         };
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,31 +264,33 @@ impl Recorder {
                 mine.fails += c.fails;
             }
         }
-        for (name, slot) in self.names.iter().zip(&self.slots) {
-            let s = std::mem::replace(
-                &mut *slot.lock().unwrap_or_else(|p| p.into_inner()),
-                Slot::new(),
-            );
-            let errors = ErrorClass::ALL
-                .iter()
-                .zip(s.errors)
-                .filter(|(_, n)| *n > 0)
-                .map(|(c, n)| (c.as_str().to_string(), n))
-                .collect();
-            let mut e = EndpointStats {
-                requests: s.requests,
-                failures: s.failures,
-                bytes_received: s.bytes_received,
-                bytes_sent: s.bytes_sent,
-                errors,
-                latency_us: s.latency_us,
-                phases: s.phases,
-                ..Default::default()
-            };
-            for k in s.kinds {
-                e.add_failures(&stats::failure_kind(k.class, k.status), k.count, &k.sample);
+        let n = self.names.len();
+        let taken: Vec<EndpointStats> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                let s = std::mem::replace(
+                    &mut *slot.lock().unwrap_or_else(|p| p.into_inner()),
+                    Slot::new(),
+                );
+                s.into_stats()
+            })
+            .collect();
+        if self.sites.is_empty() {
+            for (name, e) in self.names.iter().zip(taken) {
+                out.endpoints.insert(name.clone(), e);
             }
-            out.endpoints.insert(name.clone(), e);
+            return out;
+        }
+        for (i, e) in taken.iter().enumerate() {
+            out.endpoints
+                .entry(self.names[i % n].clone())
+                .or_default()
+                .merge(e);
+            out.targets
+                .entry(self.sites[i / n].clone())
+                .or_default()
+                .merge(e);
         }
         out
     }
@@ -241,6 +299,57 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With several targets, a request is recorded once and counted in its endpoint and in
+    /// its target: each view sums to the same requests, failures and latency samples.
+    #[test]
+    fn each_request_counts_once_by_endpoint_and_by_target() {
+        let r = Recorder::with_sites(
+            vec!["a".into(), "b".into()],
+            vec!["http://x".into(), "http://y".into()],
+            Vec::new(),
+            Vec::new(),
+        );
+        let ok = Sample {
+            latency_us: Some(2_000),
+            error: None,
+            bytes_sent: 10,
+            bytes_received: 100,
+            timing: Timing::default(),
+        };
+        let failed = Sample {
+            error: Some(Failure {
+                class: ErrorClass::Status5xx,
+                status: Some(503),
+                detail: &"HTTP 503",
+            }),
+            ..ok
+        };
+        r.record_at(0, 0, ok);
+        r.record_at(1, 1, ok);
+        r.record_at(0, 1, failed);
+        r.record_at(0, 2, ok); // no such target: ignored, never a panic
+        let t = r.take();
+        let count = |m: &std::collections::BTreeMap<String, EndpointStats>, k: &str| {
+            (m[k].requests, m[k].failures, m[k].latency_us.len())
+        };
+        assert_eq!(count(&t.endpoints, "a"), (2, 1, 2));
+        assert_eq!(count(&t.endpoints, "b"), (1, 0, 1));
+        assert_eq!(count(&t.targets, "http://x"), (1, 0, 1));
+        assert_eq!(count(&t.targets, "http://y"), (2, 1, 2));
+        assert_eq!(t.targets["http://y"].failure_kinds["status_503"].count, 1);
+        // One target: no per-target view.
+        let one = Recorder::with_sites(
+            vec!["a".into()],
+            vec!["http://x".into()],
+            Vec::new(),
+            Vec::new(),
+        );
+        one.record_at(0, 0, ok);
+        let t = one.take();
+        assert!(t.targets.is_empty());
+        assert_eq!(t.endpoints["a"].requests, 1);
+    }
 
     #[test]
     fn every_sample_lands_in_exactly_one_take() {

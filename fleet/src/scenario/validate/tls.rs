@@ -12,16 +12,20 @@ const MAX_CA_BYTES: usize = 1024 * 1024;
 
 pub(super) fn resolve_tls(
     tls: Option<&Spanned<TlsFile>>,
-    target: &Target,
+    targets: &[&Target],
     read_file: &dyn Fn(&str) -> Result<String, String>,
 ) -> Res<TlsSettings> {
     let Some(tls) = tls else {
         return Ok(TlsSettings::default());
     };
-    if target.scheme != Scheme::Https {
+    if targets.iter().all(|t| t.scheme != Scheme::Https) {
+        let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
         return Err(fault(
             tls.referenced,
-            format!("`tls` applies to https:// targets; the target is {target}"),
+            format!(
+                "`tls` applies to https:// targets; the target is {}",
+                list.join(", ")
+            ),
         ));
     }
     let insecure_skip_verify = tls.value.insecure_skip_verify.unwrap_or(false);

@@ -23,7 +23,7 @@ pub(super) async fn detach(plan: &Plan, home: &Home) -> Result<ExitStatus, Failu
     println!(
         "run {id}: {} against {} for {:.0}s on the master at {api}, waiting for {quorum} slave(s); detached",
         plan.scenario.name,
-        plan.scenario.target,
+        plan.scenario.target_label(),
         plan.scenario.duration_ms as f64 / 1000.0,
     );
     if plan.on_finish.is_some() || !plan.exports.is_empty() {

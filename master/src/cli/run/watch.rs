@@ -124,7 +124,7 @@ pub(super) async fn watch(
         println!(
             "run {id}: {} against {} for {:.0}s, waiting for {quorum} slave(s) (up to {:.0}s)",
             plan.scenario.name,
-            plan.scenario.target,
+            plan.scenario.target_label(),
             plan.scenario.duration_ms as f64 / 1000.0,
             plan.quorum_timeout.as_secs_f64()
         );

@@ -68,6 +68,7 @@ impl Run {
             .min(self.scenario.duration_ms as f64 / 1000.0);
         let names = crate::report::Names::of(&self.scenario);
         let (totals, endpoints) = figures(&self.agg.total, &names, seconds);
+        let targets = crate::report::target_figures(&self.agg.total, &names, seconds);
         let sla = self.sla.results();
         let (status, reasons) = verdict(&stop, &sla, &totals, self.scenario.accepted_error_rate());
         let started_unix = self.started_unix_ms.unwrap_or(self.created_unix_ms);
@@ -76,7 +77,7 @@ impl Run {
             name: self.scenario.name.clone(),
             status,
             reasons,
-            target: self.scenario.target.to_string(),
+            target: self.scenario.target_label(),
             warnings: {
                 let mut w = self.scenario.warnings();
                 w.extend(self.saturation.flagged().iter().map(|f| f.warning()));
@@ -112,6 +113,7 @@ impl Run {
             },
             totals,
             endpoints,
+            targets,
             sla,
             stop: StopInfo {
                 reason: stop.reason,

@@ -1,0 +1,61 @@
+//! `targets:`: several base URLs, each given its weight's share of the fleet's load.
+
+use crate::common::*;
+
+/// Two built-in targets weighted 1 and 3, an open model of 200 arrivals over 3 slaves: arrival
+/// k goes to the weighted round-robin's target for k whichever slave sends it, so the first
+/// target serves exactly 50 and the second 150, each counts what the report gives it, and the
+/// endpoint's figures are the sum of both.
+#[test]
+fn arrivals_are_dealt_to_the_targets_in_their_weights_exactly() {
+    let env = Env::new();
+    let (_a, a) = env.target();
+    let (_b, b) = env.target();
+    let file = env.scenario(
+        "targets.yaml",
+        &format!(
+            "name: targets\ntargets:\n  - http://{a}\n  - {{url: 'http://{b}', weight: 3}}\nduration: 5s\nload:\n  rate: 40\nrequests:\n  - {{name: home, path: /}}\n"
+        ),
+    );
+    let html = env.path("report.html");
+    let (code, out, err, r) = lobster_run(&env, &file, 3, &["--html", html.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    assert_eq!(r["totals"]["dropped"], 0, "{out}");
+    assert_eq!(r["totals"]["requests"], 200, "{out}");
+    let targets = r["targets"].as_array().expect("a report with targets");
+    let rows: Vec<(String, u64)> = targets
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [(format!("http://{a}"), 50), (format!("http://{b}"), 150)],
+        "{out}"
+    );
+    assert_eq!(target_count(a), 50, "what the first target served");
+    assert_eq!(target_count(b), 150, "what the second target served");
+    assert_eq!(r["endpoints"][0]["requests"], 200);
+    for t in targets {
+        assert_eq!(t["failures"], 0);
+        assert!(t["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    assert!(out.contains("by target"), "{out}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<table id=\"targets\">"), "no targets table");
+    assert!(
+        page.contains(&format!(
+            "<td>http://{b}</td><td class=\"num\">150</td><td class=\"num\">0</td>"
+        )),
+        "the second target's row"
+    );
+    assert!(
+        out.contains(&format!("against http://{a} ×1, http://{b} ×3")),
+        "{out}"
+    );
+}
