@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +43,8 @@ const MAX_HEADERS: usize = 1000;
 #[derive(Default)]
 pub struct Counter {
     requests: AtomicU64,
+    /// Connections that carried at least one counted request.
+    connections: AtomicU64,
     /// The login app (journeys).
     login: login::Login,
 }
@@ -103,7 +105,8 @@ impl Target {
             let tls = self.tls.clone();
             let secure = tls.is_some();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(req, counter.clone(), secure));
+                let used = Arc::new(AtomicBool::new(false));
+                let svc = service_fn(move |req| handle(req, counter.clone(), used.clone(), secure));
                 let builder = http1::Builder::new().keep_alive(true).clone();
                 let served = async move {
                     match tls {
@@ -140,9 +143,11 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     reply(status, "text/plain", body.into())
 }
 
+/// Answers one request; `used` says whether its connection carried a counted request before.
 async fn handle(
     req: Request<Incoming>,
     counter: Arc<Counter>,
+    used: Arc<AtomicBool>,
     secure: bool,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -158,8 +163,9 @@ async fn handle(
                 StatusCode::OK,
                 "application/json",
                 format!(
-                    "{{\"requests\":{},\"logged_in_views\":{}}}",
+                    "{{\"requests\":{},\"connections\":{},\"logged_in_views\":{}}}",
                     counter.get(),
+                    counter.connections.load(Ordering::Relaxed),
                     counter.login.logged_in_views()
                 )
                 .into(),
@@ -172,6 +178,9 @@ async fn handle(
         });
     }
     counter.requests.fetch_add(1, Ordering::Relaxed);
+    if !used.swap(true, Ordering::Relaxed) {
+        counter.connections.fetch_add(1, Ordering::Relaxed);
+    }
     if let Some(r) = counter
         .login
         .handle(&parts.method, path, &parts.headers, &body, secure)

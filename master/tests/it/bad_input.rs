@@ -86,8 +86,20 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             write("unknown.yaml", format!("{GOOD}colour: red\n").as_bytes()),
             &[
                 "unknown field",
-                "expected one of name, target, tls, duration",
+                "expected one of name, target, targets, tls, duration",
             ],
+        ),
+        (
+            "targets listing one URL twice",
+            write(
+                "twice.yaml",
+                sub(
+                    "target: http://127.0.0.1:9",
+                    "targets: [http://127.0.0.1:9, 'http://127.0.0.1:9/']",
+                )
+                .as_bytes(),
+            ),
+            &["twice.yaml:2:10", "lists http://127.0.0.1:9 twice"],
         ),
         (
             "zero users",

@@ -59,3 +59,38 @@ fn arrivals_are_dealt_to_the_targets_in_their_weights_exactly() {
         "{out}"
     );
 }
+
+/// The closed model deals users, not requests: 4 users over weights 1 and 3 on 2 slaves put
+/// user 1 on the first target and users 0, 2 and 3 on the second (the round-robin's order is
+/// second, first, second, second). Each user keeps one connection, so the first target sees
+/// exactly 1 connection and the second 3, and each counts what the report gives it.
+#[test]
+fn users_are_dealt_to_the_targets_in_their_weights() {
+    let env = Env::new();
+    let (_a, a) = env.target();
+    let (_b, b) = env.target();
+    let file = env.scenario(
+        "users.yaml",
+        &format!(
+            "name: users\ntargets:\n  - http://{a}\n  - {{url: 'http://{b}', weight: 3}}\nduration: 3s\nthink: 20ms\nload:\n  users: 4\nrequests:\n  - {{name: home, path: /}}\n"
+        ),
+    );
+    let (code, out, err, r) = lobster_run(&env, &file, 2, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    assert_eq!(target_connections(a), 1, "users on the first target");
+    assert_eq!(target_connections(b), 3, "users on the second target");
+    let served = [target_count(a), target_count(b)];
+    let reported: Vec<u64> = r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(reported, served, "{out}");
+    assert_eq!(
+        r["totals"]["requests"].as_u64(),
+        Some(served[0] + served[1])
+    );
+    assert!(served[0] > 10, "the first target's user ran: {served:?}");
+}

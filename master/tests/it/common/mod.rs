@@ -318,6 +318,13 @@ pub fn target_count(addr: SocketAddr) -> u64 {
     v["requests"].as_u64().unwrap()
 }
 
+/// The connections that carried a counted request to the built-in target at `addr`.
+pub fn target_connections(addr: SocketAddr) -> u64 {
+    let body = http_get(addr, "/__lobster/count");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["connections"].as_u64().unwrap()
+}
+
 /// A minimal blocking GET on loopback (test helper, not the engine).
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
