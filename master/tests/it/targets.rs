@@ -94,3 +94,68 @@ fn users_are_dealt_to_the_targets_in_their_weights() {
     );
     assert!(served[0] > 10, "the first target's user ran: {served:?}");
 }
+
+/// Flows run against each user's own target: two built-in targets' login apps, 4 users dealt
+/// 2 and 2. Every user logs in through its target's CSRF form and keeps that target's session
+/// cookie, so no check fails and the two targets' own counts of logged-in views add up to the
+/// report's account views, each target having served some.
+#[test]
+fn flows_log_in_on_each_users_own_target() {
+    let env = Env::new();
+    let (_a, a) = env.target();
+    let (_b, b) = env.target();
+    let file = env.scenario(
+        "flows.yaml",
+        &format!(
+            "name: flows
+targets: [http://{a}, http://{b}]
+duration: 4s
+load:
+  users: 4
+flows:
+  - name: member
+    steps:
+      - name: login-page
+        path: /login/
+        capture: [{{name: csrf, html: 'input[name=csrf_token]', attr: value}}]
+      - name: login
+        method: POST
+        path: /login/
+        headers: {{Content-Type: application/x-www-form-urlencoded}}
+        body: 'csrf_token={{{{csrf}}}}&username=ann&password=pw'
+        expect: [302, 303]
+      - name: account
+        path: /account/
+        check: [{{body_contains: 'Signed in'}}]
+        think: 200ms
+"
+        ),
+    );
+    let (code, out, err, r) = lobster_run(&env, &file, 2, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = r.unwrap();
+    assert_eq!(r["totals"]["failures"], 0, "{}", r["totals"]["errors"]);
+    let checks = &r["totals"]["checks"][0];
+    assert_eq!(checks["fails"], 0, "{checks}");
+    let account = r["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "account")
+        .unwrap()["requests"]
+        .as_u64()
+        .unwrap();
+    let views = |addr| {
+        let v: serde_json::Value =
+            serde_json::from_str(&http_get(addr, "/__lobster/count")).unwrap();
+        v["logged_in_views"].as_u64().unwrap()
+    };
+    let (va, vb) = (views(a), views(b));
+    assert!(
+        va > 0 && vb > 0,
+        "each target served logged-in views: {va} {vb}"
+    );
+    assert_eq!(va + vb, account, "the targets' views against the report's");
+    assert_eq!(target_connections(a), 2);
+    assert_eq!(target_connections(b), 2);
+}
