@@ -50,7 +50,7 @@ pub struct RuleResult {
 /// One closed second as a rule keeps it.
 #[derive(Default)]
 struct Second {
-    /// The rule's requests: its endpoint's, or all.
+    /// The rule's requests: its endpoint's, its target's, or all.
     requests: EndpointStats,
     /// Each injector's CPU this second, percent (`injector_cpu` rules only).
     cpu: BTreeMap<String, f64>,
@@ -123,9 +123,10 @@ impl SlaGuard {
                 }
             } else {
                 Second {
-                    requests: match &r.rule.request {
-                        Some(name) => stats.endpoints.get(name).cloned().unwrap_or_default(),
-                        None => stats.total(),
+                    requests: match (&r.rule.request, &r.rule.target) {
+                        (Some(name), _) => stats.endpoints.get(name).cloned().unwrap_or_default(),
+                        (None, Some(url)) => stats.targets.get(url).cloned().unwrap_or_default(),
+                        (None, None) => stats.total(),
                     },
                     ..Default::default()
                 }
@@ -259,6 +260,33 @@ mod tests {
             "name: s\ntarget: http://a\nduration: 1m\nload: {{users: 1}}\nrequests: [{{name: item, path: /}}]\nsla:\n{sla}"
         );
         parse(&text, "s.yaml").unwrap().sla
+    }
+
+    /// A rule scoped to one of `targets:` judges that target's requests alone: the other
+    /// target's slow second does not violate it, its own does.
+    #[test]
+    fn a_target_rule_judges_its_target_alone() {
+        let text = "name: s\ntargets: ['http://a', 'http://b']\nduration: 1m\nload: {users: 2}\nrequests: [{name: item, path: /}]\nsla:\n  - {metric: p99, max: 800ms, window: 1s, target: 'http://b/'}\n";
+        let mut g = SlaGuard::new(&parse(text, "s.yaml").unwrap().sla);
+        let second = |a_ms, b_ms| {
+            let mut s = IntervalStats::default();
+            let (a, b) = (interval(a_ms, 10, 0), interval(b_ms, 10, 0));
+            s.targets
+                .insert("http://a:80".into(), a.endpoints["item"].clone());
+            s.targets
+                .insert("http://b:80".into(), b.endpoints["item"].clone());
+            s.merge(&a);
+            s.merge(&b);
+            s
+        };
+        assert_eq!(
+            g.on_interval(0, &second(2000, 10)),
+            None,
+            "the other target"
+        );
+        let abort = g.on_interval(1, &second(10, 2000)).expect("its own target");
+        assert_eq!(abort.rule, "p99[http://b:80] <= 800ms over 1s");
+        assert!(abort.value >= 2000.0, "{}", abort.value);
     }
 
     #[test]

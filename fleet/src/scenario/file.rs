@@ -166,5 +166,6 @@ pub(crate) struct SlaFile {
     pub min: Option<Spanned<Threshold>>,
     pub window: Option<Spanned<DurationValue>>,
     pub request: Option<Spanned<String>>,
+    pub target: Option<Spanned<String>>,
     pub abort: Option<bool>,
 }

@@ -211,6 +211,9 @@ pub struct SlaRule {
     pub window_ms: u64,
     /// Restrict the rule to one request of the mix.
     pub request: Option<String>,
+    /// Restrict the rule to one of `targets:` (its base URL's `Display` form).
+    #[serde(default)]
+    pub target: Option<String>,
     /// Abort the whole run at the first violation (otherwise the run only fails at the end).
     pub abort: bool,
 }
@@ -220,6 +223,9 @@ impl fmt::Display for SlaRule {
         write!(f, "{}", self.metric.name())?;
         if let Some(r) = &self.request {
             write!(f, "[{r}]")?;
+        }
+        if let Some(t) = &self.target {
+            write!(f, "[{t}]")?;
         }
         let (op, v) = match self.bound {
             Bound::Max(v) => ("<=", v),

@@ -768,6 +768,44 @@ fn bad_scenarios_are_refused_with_a_location() {
             "",
         ),
         (
+            "sla target on a single-target scenario",
+            &format!("{SMOKE}sla: [{{metric: p95, max: 1s, target: 'http://127.0.0.1:8080'}}]\n"),
+            "this scenario has a single `target`",
+        ),
+        (
+            "sla target not among targets",
+            &format!(
+                "{}sla: [{{metric: p95, max: 1s, target: 'http://b:2'}}]\n",
+                SMOKE.replace(
+                    "target: http://127.0.0.1:8080",
+                    "targets: [http://a:1, http://a:2]"
+                )
+            ),
+            "unknown target `http://b:2`: expected one of http://a:1, http://a:2",
+        ),
+        (
+            "sla target with request",
+            &format!(
+                "{}sla: [{{metric: p95, max: 1s, request: home, target: 'http://a:1'}}]\n",
+                SMOKE.replace(
+                    "target: http://127.0.0.1:8080",
+                    "targets: [http://a:1, http://a:2]"
+                )
+            ),
+            "not both",
+        ),
+        (
+            "sla target with injector_cpu",
+            &format!(
+                "{}sla: [{{metric: injector_cpu, max: 90%, target: 'http://a:1'}}]\n",
+                SMOKE.replace(
+                    "target: http://127.0.0.1:8080",
+                    "targets: [http://a:1, http://a:2]"
+                )
+            ),
+            "not of a target",
+        ),
+        (
             "tls with only http targets",
             &SMOKE.replace(
                 "target: http://127.0.0.1:8080",

@@ -216,10 +216,11 @@ fn resolve(
             ));
         }
     }
+    let target_urls: Vec<String> = targets.iter().map(|t| t.target.to_string()).collect();
     let sla = f
         .sla
         .iter()
-        .map(|r| resolve_sla(r, &endpoints))
+        .map(|r| resolve_sla(r, &endpoints, &target_urls))
         .collect::<Res<Vec<_>>>()?;
     let max_error_rate = match &f.max_error_rate {
         None => None,
@@ -393,6 +394,15 @@ pub(super) fn check(s: &Scenario) -> Result<(), String> {
             && !endpoints.contains(req)
         {
             return Err(format!("SLA rule names unknown request `{req}`"));
+        }
+        if let Some(url) = &rule.target
+            && (rule.request.is_some()
+                || rule.metric == Metric::InjectorCpu
+                || !s.targets.iter().any(|t| t.target.to_string() == *url))
+        {
+            return Err(format!(
+                "SLA rule `{rule}`: its target must be one of `targets`, without `request` or `injector_cpu`"
+            ));
         }
     }
     Ok(())

@@ -159,3 +159,63 @@ flows:
     assert_eq!(target_connections(a), 2);
     assert_eq!(target_connections(b), 2);
 }
+
+/// An SLA rule scoped to one target judges that target alone: the first target answers at
+/// once (`/status/200`), the second after 200 ms (`/delay/200`, the same request under another
+/// base path). Its p50 rule fails, the first target's passes, and the run fails on it.
+#[test]
+fn an_sla_rule_on_one_target_judges_that_target_alone() {
+    let env = Env::new();
+    let (_a, a) = env.target();
+    let (_b, b) = env.target();
+    let file = env.scenario(
+        "sla.yaml",
+        &format!(
+            "name: sla
+targets: [http://{a}/status, http://{b}/delay]
+duration: 4s
+load:
+  rate: 20
+requests:
+  - {{name: r, path: /200}}
+sla:
+  - {{metric: p50, max: 100ms, window: 2s, target: 'http://{a}/status', abort: false}}
+  - {{metric: p50, max: 100ms, window: 2s, target: 'http://{b}/delay', abort: false}}
+"
+        ),
+    );
+    let (code, out, err, r) = lobster_run(&env, &file, 1, &[]);
+    assert_eq!(
+        code, 1,
+        "the run fails on the second target's rule\n{out}\n{err}"
+    );
+    let r = r.unwrap();
+    let rules: Vec<(String, String)> = r["sla"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["rule"].as_str().unwrap().to_string(),
+                x["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                format!("p50[http://{a}/status] <= 100ms over 2s"),
+                "passed".to_string()
+            ),
+            (
+                format!("p50[http://{b}/delay] <= 100ms over 2s"),
+                "failed".to_string()
+            ),
+        ],
+        "{out}"
+    );
+    let worst = r["sla"][1]["worst"].as_f64().unwrap();
+    assert!(worst >= 200.0, "the second target's p50: {worst}");
+    assert_eq!(r["totals"]["failures"], 0);
+}

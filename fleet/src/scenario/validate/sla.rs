@@ -2,8 +2,13 @@
 
 use super::*;
 
-/// `endpoints`: the names a rule may scope to (requests, flow steps, browse groups).
-pub(super) fn resolve_sla(r: &Spanned<SlaFile>, endpoints: &BTreeSet<String>) -> Res<SlaRule> {
+/// `endpoints`: the names a rule may scope to (requests, flow steps, browse groups);
+/// `targets`: the base URLs of `targets:` (empty with one `target`).
+pub(super) fn resolve_sla(
+    r: &Spanned<SlaFile>,
+    endpoints: &BTreeSet<String>,
+    targets: &[String],
+) -> Res<SlaRule> {
     let s = &r.value;
     let metric = Metric::from_name(s.metric.value.trim()).ok_or_else(|| {
         let names: Vec<_> = Metric::ALL.iter().map(|m| m.name()).collect();
@@ -88,7 +93,12 @@ pub(super) fn resolve_sla(r: &Spanned<SlaFile>, endpoints: &BTreeSet<String>) ->
             ),
         ));
     }
+    let target = match &s.target {
+        None => None,
+        Some(t) => Some(resolve_target(t, metric, s.request.is_some(), targets)?),
+    };
     Ok(SlaRule {
+        target,
         metric,
         bound: if is_max {
             Bound::Max(value)
@@ -99,4 +109,46 @@ pub(super) fn resolve_sla(r: &Spanned<SlaFile>, endpoints: &BTreeSet<String>) ->
         request: s.request.as_ref().map(|r| r.value.clone()),
         abort: s.abort.unwrap_or(true),
     })
+}
+
+/// A rule's `target`: one of the scenario's `targets:` (compared as parsed URLs, so
+/// `http://a` and `http://a:80/` are the same), for a metric of requests, not with `request`.
+fn resolve_target(
+    t: &Spanned<String>,
+    metric: Metric,
+    with_request: bool,
+    targets: &[String],
+) -> Res<String> {
+    if metric == Metric::InjectorCpu {
+        return Err(fault(
+            t.referenced,
+            "`injector_cpu` is a property of the injectors, not of a target: remove `target`",
+        ));
+    }
+    if with_request {
+        return Err(fault(
+            t.referenced,
+            "a rule takes `request` or `target`, not both (figures are kept by request and by target, not by both)",
+        ));
+    }
+    if targets.is_empty() {
+        return Err(fault(
+            t.referenced,
+            "`target` scopes a rule to one of `targets`; this scenario has a single `target` (leave `target` out)",
+        ));
+    }
+    let url = Target::parse(t.value.trim())
+        .map_err(|m| fault(t.referenced, m))?
+        .to_string();
+    if !targets.contains(&url) {
+        return Err(fault(
+            t.referenced,
+            format!(
+                "unknown target `{}`: expected one of {}",
+                t.value,
+                targets.join(", ")
+            ),
+        ));
+    }
+    Ok(url)
 }
