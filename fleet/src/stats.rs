@@ -14,11 +14,13 @@ use serde::Serialize;
 use crate::proto;
 
 mod latency;
+mod pending;
 mod phases;
 mod resources;
 mod wire;
 
 pub use latency::LatencySummary;
+pub use pending::Pending;
 pub use phases::Phases;
 pub use resources::{Resources, SATURATED_PERCENT, SATURATED_SECONDS};
 pub use wire::{CheckedInterval, Mergeable, WireHistogram};

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use lobster_fleet::stats::{IntervalStats, LatencySummary, Mergeable};
+use lobster_fleet::stats::{IntervalStats, LatencySummary, Mergeable, Pending};
 use rangemap::RangeInclusiveSet;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,8 @@ impl From<LatencySummary> for Latency {
 #[derive(Default)]
 struct Bucket {
     stats: IntervalStats,
+    /// An open second's histograms as bucket counts, recorded into `stats` when it closes.
+    pending: Pending,
     reporters: BTreeSet<String>,
 }
 
@@ -143,7 +145,7 @@ impl Aggregator {
             self.merge_late(slave, index, stats);
         } else {
             let b = self.open.entry(index).or_default();
-            stats.merge_into(&mut b.stats, slave);
+            stats.merge_deferred(&mut b.stats, &mut b.pending, slave);
             b.reporters.insert(slave.to_string());
         }
         true
@@ -216,7 +218,8 @@ impl Aggregator {
     }
 
     fn close(&mut self, k: u64) -> Closed {
-        let b = self.open.remove(&k).unwrap_or_default();
+        let mut b = self.open.remove(&k).unwrap_or_default();
+        std::mem::take(&mut b.pending).finish(&mut b.stats);
         self.next_to_close = k + 1;
         let point = point_of(k, &b);
         self.total.merge(&b.stats);

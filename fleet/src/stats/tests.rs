@@ -170,6 +170,85 @@ proptest! {
     }
 }
 
+/// Random intervals of `slaves` slaves: 2 endpoints with latencies and phases, a target each,
+/// and a flow, on the wire.
+fn random_wire(slaves: usize, seed: u64) -> Vec<proto::StatsInterval> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..slaves)
+        .map(|s| {
+            let mut st = IntervalStats::default();
+            for (name, url) in [("a", "http://x"), ("b", "http://y")] {
+                let mut e = EndpointStats::default();
+                for _ in 0..rng.random_range(0..200) {
+                    let scale = 10u64.pow(rng.random_range(0..5));
+                    let v = rng.random_range(1..MAX_LATENCY_US / scale);
+                    e.latency_us.record(v).unwrap();
+                    Phases::record(&mut e.phases.waiting_us, v / 2);
+                    if rng.random_ratio(1, 4) {
+                        Phases::record(&mut e.phases.connecting_us, rng.random_range(1..5000));
+                    }
+                    e.requests += 1;
+                }
+                st.targets.insert(url.into(), e.clone());
+                st.endpoints.insert(name.into(), e);
+            }
+            let f = st.flows.entry("f".into()).or_default();
+            for _ in 0..rng.random_range(0..20) {
+                f.duration_us
+                    .record(rng.random_range(1..60_000_000))
+                    .unwrap();
+                f.completed += 1;
+            }
+            st.dropped = s as u64;
+            st.to_proto("r", 0, false)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The master's open second: histograms kept as bucket counts and recorded once at the
+    /// close give exactly the statistics of merging each interval's histograms directly.
+    #[test]
+    fn a_deferred_merge_equals_the_direct_merge(slaves in 1usize..12, seed in any::<u64>()) {
+        let wire = random_wire(slaves, seed);
+        let mut direct = IntervalStats::default();
+        let mut deferred = IntervalStats::default();
+        let mut pending = Pending::default();
+        for (i, w) in wire.iter().enumerate() {
+            let c = CheckedInterval::check(w).unwrap();
+            c.merge_into(&mut direct, &format!("s{i}"));
+            c.merge_deferred(&mut deferred, &mut pending, &format!("s{i}"));
+        }
+        pending.finish(&mut deferred);
+        let buckets = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+            h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+        };
+        let same = |a: &EndpointStats, b: &EndpointStats| {
+            a.requests == b.requests
+                && buckets(&a.latency_us) == buckets(&b.latency_us)
+                && a.latency_us.min() == b.latency_us.min()
+                && a.latency_us.max() == b.latency_us.max()
+                && buckets(&a.phases.waiting_us) == buckets(&b.phases.waiting_us)
+                && buckets(&a.phases.connecting_us) == buckets(&b.phases.connecting_us)
+        };
+        for name in ["a", "b"] {
+            prop_assert!(same(&direct.endpoints[name], &deferred.endpoints[name]), "endpoint {}", name);
+        }
+        for url in ["http://x", "http://y"] {
+            prop_assert!(same(&direct.targets[url], &deferred.targets[url]), "target {}", url);
+        }
+        prop_assert_eq!(direct.dropped, deferred.dropped);
+        prop_assert_eq!(
+            buckets(&direct.flows["f"].duration_us),
+            buckets(&deferred.flows["f"].duration_us)
+        );
+        prop_assert_eq!(direct.flows["f"].completed, deferred.flows["f"].completed);
+        prop_assert_eq!(direct.injectors.len(), deferred.injectors.len());
+    }
+}
+
 #[test]
 fn counts_beyond_the_highest_value_or_cut_short_are_refused() {
     let mut h = new_histogram();

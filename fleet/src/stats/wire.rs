@@ -15,6 +15,7 @@ use std::collections::HashSet;
 
 use hdrhistogram::Histogram;
 
+use super::pending::Pending;
 use super::{
     CheckCount, FlowCount, IntervalStats, MAX_SAMPLE_BYTES, MAX_WIRE_CHECKS, MAX_WIRE_ENDPOINTS,
     MAX_WIRE_ERROR_KEYS, MAX_WIRE_HIGHEST, Resources, SIGFIG, StatsError, V2_COOKIE,
@@ -29,7 +30,7 @@ const HALF_MAGNITUDE: u32 = 10;
 const HALF_COUNT: usize = 1 << HALF_MAGNITUDE;
 
 /// The lowest value of bucket `index` of a histogram with our configuration.
-fn value_at(index: usize) -> u64 {
+pub(super) fn value_at(index: usize) -> u64 {
     let bucket = (index >> HALF_MAGNITUDE) as i64 - 1;
     let sub = (index & (HALF_COUNT - 1)) + HALF_COUNT;
     if bucket < 0 {
@@ -129,6 +130,14 @@ impl<'a> WireHistogram<'a> {
         });
     }
 
+    /// Adds its samples to `counts`, bucket by bucket (see [`super::pending`]).
+    pub(super) fn add_to_counts(&self, counts: &mut super::pending::Counts) {
+        let _ = indexed(self.payload, |index, count| {
+            counts.add(index, count);
+            Ok(())
+        });
+    }
+
     /// A histogram of its samples.
     pub fn to_histogram(&self) -> Histogram<u64> {
         let mut h = super::new_histogram();
@@ -141,6 +150,15 @@ impl<'a> WireHistogram<'a> {
 fn buckets(
     payload: &[u8],
     mut f: impl FnMut(u64, u64) -> Result<(), String>,
+) -> Result<(), String> {
+    indexed(payload, |index, count| f(value_at(index), count))
+}
+
+/// Calls `f(bucket index, count)` for each non-empty bucket of a V2 payload (indexes below
+/// 64 × 1024).
+fn indexed(
+    payload: &[u8],
+    mut f: impl FnMut(usize, u64) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut at = 0;
     let mut index: usize = 0;
@@ -159,7 +177,7 @@ fn buckets(
             return Err("histogram counts beyond any value".into());
         }
         if n > 0 {
-            f(value_at(index), n as u64)?;
+            f(index, n as u64)?;
         }
         index += 1;
     }
@@ -192,11 +210,39 @@ struct CheckedEndpoint<'a> {
 impl CheckedEndpoint<'_> {
     /// Adds it into its entry of `into` (by its name).
     fn merge_into(&self, into: &mut std::collections::BTreeMap<String, super::EndpointStats>) {
+        let mine = self.merge_counters(into);
+        let [latency, connecting, tls, waiting, receiving] = &self.histograms;
+        latency.add_to(&mut mine.latency_us);
+        connecting.add_to(&mut mine.phases.connecting_us);
+        tls.add_to(&mut mine.phases.tls_handshaking_us);
+        waiting.add_to(&mut mine.phases.waiting_us);
+        receiving.add_to(&mut mine.phases.receiving_us);
+    }
+
+    /// As [`CheckedEndpoint::merge_into`], its histograms added to `pending` instead.
+    fn merge_deferred(
+        &self,
+        into: &mut std::collections::BTreeMap<String, super::EndpointStats>,
+        pending: &mut super::pending::Histograms,
+    ) {
+        self.merge_counters(into);
+        let slots = pending.slots(&self.wire.name);
+        for (h, slot) in self.histograms.iter().zip(slots.iter_mut()) {
+            h.add_to_counts(slot);
+        }
+    }
+
+    /// Adds its counters (not its histograms) into its entry of `into`, which it returns.
+    fn merge_counters<'m>(
+        &self,
+        into: &'m mut std::collections::BTreeMap<String, super::EndpointStats>,
+    ) -> &'m mut super::EndpointStats {
         let w = self.wire;
-        let mine = match into.get_mut(&w.name) {
-            Some(m) => m,
-            None => into.entry(w.name.clone()).or_default(),
-        };
+        // Looked up before inserting, so the common case does not allocate the name.
+        if !into.contains_key(&w.name) {
+            into.insert(w.name.clone(), Default::default());
+        }
+        let mine = into.get_mut(&w.name).expect("inserted above");
         mine.requests = mine.requests.saturating_add(w.requests);
         mine.failures = mine.failures.saturating_add(w.failures.min(w.requests));
         mine.bytes_received = mine.bytes_received.saturating_add(w.bytes_received);
@@ -209,12 +255,7 @@ impl CheckedEndpoint<'_> {
             let sample = w.failure_samples.get(k).map_or("", String::as_str);
             mine.add_failures(k, count, sample);
         }
-        let [latency, connecting, tls, waiting, receiving] = &self.histograms;
-        latency.add_to(&mut mine.latency_us);
-        connecting.add_to(&mut mine.phases.connecting_us);
-        tls.add_to(&mut mine.phases.tls_handshaking_us);
-        waiting.add_to(&mut mine.phases.waiting_us);
-        receiving.add_to(&mut mine.phases.receiving_us);
+        mine
     }
 }
 
@@ -308,14 +349,33 @@ impl<'a> CheckedInterval<'a> {
 
     /// Adds the interval into `into`; its resources are filed under `reporter`.
     pub fn merge_into(&self, into: &mut IntervalStats, reporter: &str) {
-        if let Some(r) = self.resources() {
-            into.add_resources(reporter, &r);
-        }
         for e in &self.endpoints {
             e.merge_into(&mut into.endpoints);
         }
         for t in &self.targets {
             t.merge_into(&mut into.targets);
+        }
+        self.merge_rest(into, reporter, None);
+    }
+
+    /// As [`CheckedInterval::merge_into`], but its histograms are added to `pending` bucket
+    /// by bucket, to be recorded into `into` once, by [`Pending::finish`] (the master's open
+    /// second: each slave's buckets land in an array, not a histogram).
+    pub fn merge_deferred(&self, into: &mut IntervalStats, pending: &mut Pending, reporter: &str) {
+        for e in &self.endpoints {
+            e.merge_deferred(&mut into.endpoints, &mut pending.endpoints);
+        }
+        for t in &self.targets {
+            t.merge_deferred(&mut into.targets, &mut pending.targets);
+        }
+        self.merge_rest(into, reporter, Some(pending));
+    }
+
+    /// Resources, dropped arrivals, checks and flows (their durations into `pending` when
+    /// given).
+    fn merge_rest(&self, into: &mut IntervalStats, reporter: &str, pending: Option<&mut Pending>) {
+        if let Some(r) = self.resources() {
+            into.add_resources(reporter, &r);
         }
         into.dropped = into.dropped.saturating_add(self.wire.dropped);
         for (label, c) in &self.wire.checks {
@@ -323,12 +383,16 @@ impl<'a> CheckedInterval<'a> {
             mine.passes = mine.passes.saturating_add(c.passes);
             mine.fails = mine.fails.saturating_add(c.fails);
         }
+        let mut pending = pending;
         for (name, h) in &self.flows {
             let f = &self.wire.flows[*name];
             let mine: &mut FlowCount = into.flows.entry((*name).to_string()).or_default();
             mine.completed = mine.completed.saturating_add(f.completed);
             mine.failed = mine.failed.saturating_add(f.failed);
-            h.add_to(&mut mine.duration_us);
+            match pending.as_deref_mut() {
+                Some(p) => h.add_to_counts(&mut p.flows.slots(name)[0]),
+                None => h.add_to(&mut mine.duration_us),
+            }
         }
     }
 
@@ -346,6 +410,12 @@ pub trait Mergeable {
     /// Adds these statistics into `into`; the sender's own resources are filed under
     /// `reporter`.
     fn merge_into(&self, into: &mut IntervalStats, reporter: &str);
+    /// As `merge_into`, histograms possibly deferred to `pending` (then recorded into `into`
+    /// by [`Pending::finish`]).
+    fn merge_deferred(&self, into: &mut IntervalStats, pending: &mut Pending, reporter: &str) {
+        let _ = pending;
+        self.merge_into(into, reporter);
+    }
     /// Requests of every endpoint.
     fn requests(&self) -> u64;
     /// Failed requests of every endpoint.
@@ -357,6 +427,9 @@ pub trait Mergeable {
 impl Mergeable for CheckedInterval<'_> {
     fn merge_into(&self, into: &mut IntervalStats, reporter: &str) {
         CheckedInterval::merge_into(self, into, reporter);
+    }
+    fn merge_deferred(&self, into: &mut IntervalStats, pending: &mut Pending, reporter: &str) {
+        CheckedInterval::merge_deferred(self, into, pending, reporter);
     }
     fn requests(&self) -> u64 {
         CheckedInterval::requests(self)

@@ -371,7 +371,7 @@ mod tests {
         let mut r = Registry::default();
         let now = Instant::now();
         let lease = Duration::from_secs(5);
-        let mut attach = |r: &mut Registry, uid: &str| {
+        let attach = |r: &mut Registry, uid: &str| {
             let (_, secret) = r.join(join_req(uid), "default", lease, 10, now, 0).unwrap();
             let (tx, rx) = mpsc::channel(SESSION_QUEUE);
             std::mem::forget(rx);
