@@ -130,10 +130,13 @@ impl Store {
         index: u64,
         payload: &[u8],
     ) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO intervals (run_id, slave_uid, idx, payload) VALUES (?1, ?2, ?3, ?4)",
-            params![run_id, slave_uid, index as i64, payload],
-        )?;
+        // Once per interval of every slave: the statement is compiled once, not per call.
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO intervals (run_id, slave_uid, idx, payload) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![run_id, slave_uid, index as i64, payload])?;
         Ok(n == 1)
     }
 
