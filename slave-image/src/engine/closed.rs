@@ -7,7 +7,8 @@
 //! user at a time on a fleet of 4 just as on one slave. A controller follows the profile every
 //! 100 ms, starting the owned users below the target; a user above the target, or no longer
 //! owned after a rescale, leaves after its current request. With flows, a user runs one flow
-//! after another (see [`journey`]).
+//! after another (see [`journey`]). With `targets:`, user `u` talks to the target the scenario
+//! deals `u` to ([`super::site`]) for its whole life.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

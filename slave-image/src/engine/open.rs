@@ -4,8 +4,10 @@
 //! stripe owns (see `lobster_fleet::stripe`), so the fleet's arrivals are the schedule's, evenly
 //! spread over the slaves. A dispatcher hands each arrival's intended time to a pool of workers
 //! (one connection each), growing the pool while no worker is idle, up to the share's
-//! `max_connections`. Latency is measured from the intended time, so time spent waiting for a
-//! free worker counts (no coordinated omission).
+//! `max_connections`; with `targets:` each target has its own pool and queue, arrival k goes to
+//! the target the scenario deals k to ([`super::site`]), and the connection budget is split by
+//! weight. Latency is measured from the intended time, so time spent waiting for a free worker
+//! counts (no coordinated omission).
 //!
 //! Accounting: every owned arrival due before the end (or the stop) is either sent or counted
 //! as dropped, never both and never neither. An arrival is dropped when every worker is busy
