@@ -206,6 +206,19 @@ impl EndpointStats {
         }
     }
 
+    /// Its histograms in the wire's order: latency, then the phases in the order of
+    /// [`Phases::NAMES`].
+    pub(crate) fn histograms_mut(&mut self) -> [&mut Histogram<u64>; 5] {
+        let p = &mut self.phases;
+        [
+            &mut self.latency_us,
+            &mut p.connecting_us,
+            &mut p.tls_handshaking_us,
+            &mut p.waiting_us,
+            &mut p.receiving_us,
+        ]
+    }
+
     /// Failed requests over all requests, in percent (0 when there were none).
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 {

@@ -72,13 +72,11 @@ impl Pending {
             (self.endpoints, &mut into.endpoints),
             (self.targets, &mut into.targets),
         ] {
-            for (name, [latency, connecting, tls, waiting, receiving]) in views.by_name {
+            for (name, counts) in views.by_name {
                 let e = map.entry(name).or_default();
-                latency.record_into(&mut e.latency_us);
-                connecting.record_into(&mut e.phases.connecting_us);
-                tls.record_into(&mut e.phases.tls_handshaking_us);
-                waiting.record_into(&mut e.phases.waiting_us);
-                receiving.record_into(&mut e.phases.receiving_us);
+                for (c, h) in counts.iter().zip(e.histograms_mut()) {
+                    c.record_into(h);
+                }
             }
         }
         for (name, [durations, ..]) in self.flows.by_name {

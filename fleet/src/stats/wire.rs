@@ -211,12 +211,9 @@ impl CheckedEndpoint<'_> {
     /// Adds it into its entry of `into` (by its name).
     fn merge_into(&self, into: &mut std::collections::BTreeMap<String, super::EndpointStats>) {
         let mine = self.merge_counters(into);
-        let [latency, connecting, tls, waiting, receiving] = &self.histograms;
-        latency.add_to(&mut mine.latency_us);
-        connecting.add_to(&mut mine.phases.connecting_us);
-        tls.add_to(&mut mine.phases.tls_handshaking_us);
-        waiting.add_to(&mut mine.phases.waiting_us);
-        receiving.add_to(&mut mine.phases.receiving_us);
+        for (wire, h) in self.histograms.iter().zip(mine.histograms_mut()) {
+            wire.add_to(h);
+        }
     }
 
     /// As [`CheckedEndpoint::merge_into`], its histograms added to `pending` instead.
