@@ -3,14 +3,16 @@
 //! Bound to loopback by default. Routes:
 //! - `GET /api/health`: version and the gRPC address slaves dial.
 //! - `GET /api/slaves`: registered slaves.
-//! - `GET /api/runs`, `POST /api/runs` (`{scenario, quorum, quorum_timeout_ms}`).
+//! - `GET /api/runs`, `POST /api/runs` (`{scenario, quorum, quorum_timeout_ms}`; the scenario
+//!   is a [`Document`]: its YAML or JSON text with the files and environment values it uses,
+//!   validated here by the same code as `lobster run FILE`).
 //! - `GET /api/runs/{id}?after=N`: phase, the closed seconds after N, the report once done.
 //! - `POST /api/runs/{id}/load` (`{"users": N}` or `{"rate": R}`, optional `"ramp_ms"`): the
 //!   load from half a second ahead, for the rest of the run; answers `{"at_load_ms"}`.
 //! - `POST /api/runs/{id}/stop|suspend|resume`; a stop may carry `{"reason": "..."}` (who
 //!   stopped it, shown in the report; at most 200 characters).
 //! - the dashboard (`dashboard.rs`): `GET /`, `/ui/*`, `GET /api/runs/{id}/events` (SSE),
-//!   `POST /api/runs/yaml`, `GET /api/compare?base=&run=`.
+//!   `GET /api/compare?base=&run=`.
 //! - `GET /metrics`: Prometheus text format: the master's metrics and the run's (see
 //!   `metrics/run.rs` for the series).
 
@@ -21,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lobster_fleet::scenario::Scenario;
+use lobster_fleet::scenario::{Document, Scenario};
 use serde::{Deserialize, Serialize};
 
 use crate::control::run::RunOptions;
@@ -45,11 +47,19 @@ pub struct ApiState {
 
 /// `POST /api/runs` body.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRun {
-    pub scenario: Scenario,
+    /// The scenario as written, with what it uses; resolved by [`Document::resolve`].
+    pub scenario: Document,
     /// Slaves needed to start.
     pub quorum: u32,
+    /// How long to wait for the quorum, in milliseconds (default a minute).
+    #[serde(default = "default_quorum_timeout_ms")]
     pub quorum_timeout_ms: u64,
+}
+
+fn default_quorum_timeout_ms() -> u64 {
+    60_000
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -222,10 +232,17 @@ async fn create_run(
         };
         Failure(status, format!("invalid run request: {}", e.body_text()))
     })?;
-    body.scenario
-        .check()
+    let CreateRun {
+        scenario,
+        quorum,
+        quorum_timeout_ms,
+    } = body;
+    // Validation reads up to the body's size of text and data: off the async workers.
+    let scenario = tokio::task::spawn_blocking(move || scenario.resolve())
+        .await
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))?
         .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid scenario: {e}")))?;
-    start_run(&s, body.scenario, body.quorum, body.quorum_timeout_ms).await
+    start_run(&s, scenario, quorum, quorum_timeout_ms).await
 }
 
 /// Creates a run of a checked scenario: 201 with its id, 409 while another run is going.

@@ -5,8 +5,6 @@
 //! - `GET /api/runs/{id}/events`: Server-Sent Events, one `view` event per change (the run's
 //!   phase, times, slaves, its new closed seconds, each endpoint's figures so far), the last one
 //!   carrying the report;
-//! - `POST /api/runs/yaml`: `{"scenario_yaml", "quorum", "quorum_timeout_ms"}`, a scenario as
-//!   its file says it (checked with file:line:column errors);
 //! - `GET /api/compare?base=RUN&run=RUN`: `runs compare` with its default tolerances.
 //!
 //! With an API token, the page asks for it and keeps it in the `lobster_token` cookie
@@ -21,11 +19,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::{ApiState, Failure, start_run, unavailable};
+use crate::api::{ApiState, Failure, unavailable};
 use crate::control::Command;
 use crate::report::{Comparison, Tolerances};
 
@@ -42,7 +40,6 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/", get(page))
         .route("/ui/{file}", get(asset))
         .route("/api/runs/{id}/events", get(events))
-        .route("/api/runs/yaml", post(create_from_yaml))
         .route("/api/compare", get(compare))
 }
 
@@ -139,34 +136,6 @@ async fn events(
         }
     });
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
-}
-
-/// `POST /api/runs/yaml` body.
-#[derive(Deserialize)]
-struct YamlRun {
-    scenario_yaml: String,
-    quorum: u32,
-    #[serde(default = "default_quorum_timeout")]
-    quorum_timeout_ms: u64,
-}
-
-fn default_quorum_timeout() -> u64 {
-    60_000
-}
-
-async fn create_from_yaml(
-    State(s): State<ApiState>,
-    body: Result<Json<YamlRun>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, Failure> {
-    let Json(body) = body.map_err(|e| {
-        Failure(
-            StatusCode::BAD_REQUEST,
-            format!("invalid run request: {}", e.body_text()),
-        )
-    })?;
-    let scenario = lobster_fleet::scenario::parse(&body.scenario_yaml, "scenario.yaml")
-        .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid scenario: {e:#}")))?;
-    start_run(&s, scenario, body.quorum, body.quorum_timeout_ms).await
 }
 
 #[derive(Deserialize)]

@@ -132,7 +132,7 @@ impl SlaGuard {
                 }
             };
             r.window.push_back(second);
-            let len = (r.rule.window_ms / 1000).max(1) as usize;
+            let len = r.rule.window.as_secs().max(1) as usize;
             while r.window.len() > len {
                 r.window.pop_front();
             }

@@ -5,18 +5,21 @@
 //! names the file, line, column and what was expected. Only [`load`] touches the file system
 //! (the scenario file itself and an optional `data.file`).
 
+mod document;
 mod file;
 pub mod journey;
+mod millis;
 mod profile;
 mod target;
 mod validate;
 pub mod value;
 
 use std::fmt;
-use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use document::{Document, load, parse};
 pub use journey::{Browse, Capture, Check, Flow, Group, Markov, Rule, Source};
 
 pub use profile::{Arrivals, Model, Profile, Stage};
@@ -41,9 +44,11 @@ pub struct Scenario {
     #[serde(default)]
     pub tls: TlsSettings,
     /// How long load is generated (suspended time not counted).
-    pub duration_ms: u64,
+    #[serde(rename = "duration_ms", with = "millis")]
+    pub duration: Duration,
     /// Per-request timeout.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
     /// Closed model: pause of a user between two requests.
     pub think: Think,
     /// Load over time, fleet-wide: users (closed) or thousandths of a request per second (open).
@@ -115,11 +120,13 @@ pub struct TlsSettings {
     pub insecure_skip_verify: bool,
 }
 
-/// Think time, drawn uniformly from `[min_ms, max_ms]`.
+/// Think time, drawn uniformly from `[min, max]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Think {
-    pub min_ms: u64,
-    pub max_ms: u64,
+    #[serde(rename = "min_ms", with = "millis")]
+    pub min: Duration,
+    #[serde(rename = "max_ms", with = "millis")]
+    pub max: Duration,
 }
 
 /// One named request of the mix.
@@ -208,7 +215,8 @@ pub struct SlaRule {
     pub metric: Metric,
     pub bound: Bound,
     /// Sliding window the metric is computed over.
-    pub window_ms: u64,
+    #[serde(rename = "window_ms", with = "millis")]
+    pub window: Duration,
     /// Restrict the rule to one request of the mix.
     pub request: Option<String>,
     /// Restrict the rule to one of `targets:` (its base URL's `Display` form).
@@ -236,7 +244,7 @@ impl fmt::Display for SlaRule {
             " {op} {}{} over {}s",
             fmt_num(v),
             self.metric.unit(),
-            self.window_ms as f64 / 1000.0
+            self.window.as_secs_f64()
         )
     }
 }
@@ -368,65 +376,6 @@ fn located(path: &str, line: u64, column: u64, message: &str) -> String {
     }
 }
 
-/// Reads and validates a scenario file. The files it names (`data.file`, `tls.ca_file`) are
-/// read relative to the scenario's folder; `{{env.NAME}}` takes this process's environment.
-pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let shown = path.display().to_string();
-    let read_err = |source| ScenarioError::Read {
-        path: shown.clone(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ScenarioError::Invalid {
-            path: shown,
-            line: 0,
-            column: 0,
-            message: format!(
-                "file is {} bytes, larger than the {MAX_FILE_BYTES} accepted",
-                meta.len()
-            ),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(read_err)?;
-    let text = String::from_utf8(bytes).map_err(|e| ScenarioError::Invalid {
-        path: shown.clone(),
-        line: 0,
-        column: 0,
-        message: format!(
-            "not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ),
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    validate::parse(
-        &text,
-        &shown,
-        &|file: &str| {
-            let p = base.join(file);
-            let bytes =
-                std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            value::decode_text(&bytes).map_err(|e| format!("{}: {e}", p.display()))
-        },
-        &|key: &str| std::env::var(key).ok(),
-    )
-}
-
-/// Validates scenario text. `source` names it in errors; a file it names (`data.file`,
-/// `tls.ca_file`) is refused and `{{env.NAME}}` is never set (use [`load`]).
-pub fn parse(text: &str, source: &str) -> Result<Scenario, ScenarioError> {
-    validate::parse(
-        text,
-        source,
-        &|file: &str| {
-            Err(format!(
-                "`{file}` cannot be read here: only a scenario loaded from a file may name other files (give data inline as `items`)"
-            ))
-        },
-        &|_| None,
-    )
-}
-
 impl Scenario {
     /// The scenario as JSON, as sent to slaves.
     pub fn to_json(&self) -> String {
@@ -448,15 +397,13 @@ impl Scenario {
 
     /// Overrides the duration (`--duration`); the load profile holds its last value beyond its
     /// stages and is cut at the duration.
-    pub fn set_duration_ms(&mut self, ms: u64) -> Result<(), String> {
-        validate::check_duration_ms(ms)?;
-        self.duration_ms = ms;
+    ///
+    /// # Errors
+    /// A duration of zero or longer than [`validate::MAX_DURATION`] (30 days).
+    pub fn set_duration(&mut self, d: Duration) -> Result<(), String> {
+        validate::check_duration(d)?;
+        self.duration = d;
         Ok(())
-    }
-
-    /// Checks the invariants a parsed scenario has (for scenarios that arrive as JSON).
-    pub fn check(&self) -> Result<(), String> {
-        validate::check(self)
     }
 
     /// The base URL, or with `targets:` every one with its weight (`http://a ×1, http://b ×3`):
@@ -541,11 +488,11 @@ impl Scenario {
     fn sla_warnings(&self) -> Vec<String> {
         self.sla
             .iter()
-            .filter(|r| r.window_ms > self.duration_ms)
+            .filter(|r| r.window > self.duration)
             .map(|r| {
                 format!(
                     "SLA rule `{r}`: its window is longer than the run ({}s), so it can never be judged and the run cannot pass; shorten the window or lengthen the run",
-                    fmt_num(self.duration_ms as f64 / 1000.0)
+                    fmt_num(self.duration.as_secs_f64())
                 )
             })
             .collect()
@@ -564,6 +511,12 @@ impl Scenario {
             .map(|r| r.name.clone())
             .chain(groups)
             .collect()
+    }
+
+    /// The duration in whole milliseconds: where it ends on the load profile's timeline
+    /// ([`Profile`] counts milliseconds from the load's start).
+    pub fn duration_ms(&self) -> u64 {
+        u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether the scenario uses the open model.

@@ -204,11 +204,12 @@
   $("quorum").addEventListener("input", function () { $("quorum").dataset.touched = "1"; });
   $("scenario-file").addEventListener("change", function () {
     var file = this.files[0];
-    if (file) { file.text().then(function (t) { $("scenario").value = t; }); }
+    if (file) { file.text().then(function (t) { $("scenario").value = t; $("scenario").dataset.source = file.name; }); }
   });
   $("start").addEventListener("click", function () {
     $("start-error").textContent = "";
-    api("POST", "/api/runs/yaml", { scenario_yaml: $("scenario").value, quorum: Number($("quorum").value) || 1 })
+    var source = $("scenario").dataset.source || "scenario.yaml";
+    api("POST", "/api/runs", { scenario: { source: source, text: $("scenario").value }, quorum: Number($("quorum").value) || 1 })
       .then(function (c) { if (c && c.run_id) { open(c.run_id); history(); } else if (c && c.error) { $("start-error").textContent = c.error; } })
       .catch(function (e) { $("start-error").textContent = e.message; });
   });

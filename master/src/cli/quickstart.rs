@@ -128,9 +128,12 @@ pub async fn quickstart(
         .clone()
         .unwrap_or_else(|| home.quickstart_report());
     println!("3/5 running {} on the fleet\n", scenario.display());
+    let (document, resolved) =
+        lobster_fleet::scenario::Document::read(&scenario).map_err(Failure::bad_input)?;
     let plan = Plan {
         warnings: Vec::new(),
-        scenario: lobster_fleet::scenario::load(&scenario).map_err(Failure::bad_input)?,
+        scenario: resolved,
+        document,
         local_slaves: 0,
         exports: super::exports::Exports {
             json: Some(json.clone()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use lobster_fleet::scenario::{self, Scenario};
+use lobster_fleet::scenario::{Document, Scenario};
 use tokio_util::sync::CancellationToken;
 
 use super::exports::Exports;
@@ -78,7 +78,10 @@ const MAX_LOCAL_SLAVES: u32 = 256;
 pub(crate) struct Plan {
     /// Said before the run starts (things the user should know, not errors).
     pub(crate) warnings: Vec<String>,
+    /// The scenario as resolved here, to show and check.
     pub(crate) scenario: Scenario,
+    /// The same as sent to the master, which resolves it again with the same validator.
+    pub(crate) document: Document,
     /// Slave processes to start on this host.
     pub(crate) local_slaves: u32,
     /// The report files to write.
@@ -98,25 +101,28 @@ pub(crate) struct Plan {
 }
 
 fn plan(args: RunArgs) -> Result<Plan, Failure> {
-    let mut scenario = scenario::load(&args.scenario).map_err(Failure::bad_input)?;
+    let (mut document, mut scenario) =
+        Document::read(&args.scenario).map_err(Failure::bad_input)?;
     if let Some(t) = &args.target {
         scenario
             .set_target(t)
             .map_err(|e| Failure::bad_input(anyhow!("--target: {e}")))?;
+        document.target = Some(t.clone());
     }
     let mut warnings = Vec::new();
     if let Some(d) = args.duration {
         scenario
-            .set_duration_ms(d.as_millis() as u64)
+            .set_duration(d)
             .map_err(|e| Failure::bad_input(anyhow!("--duration: {e}")))?;
+        document.duration = Some(d);
         let stages_ms: u64 = scenario.load.stages.iter().map(|s| s.duration_ms).sum();
-        if stages_ms > scenario.duration_ms {
+        if stages_ms > scenario.duration_ms() {
             let unit = if scenario.is_open() {
                 " req/s"
             } else {
                 " users"
             };
-            let at = scenario.load.load_at(scenario.duration_ms);
+            let at = scenario.load.load_at(scenario.duration_ms());
             warnings.push(format!(
                 "--duration {}s cuts the load profile: its stages last {}s, so the load stops at {at:.0}{unit} and the rest of the stages never run",
                 d.as_secs_f64(),
@@ -148,6 +154,7 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
     Ok(Plan {
         warnings,
         scenario,
+        document,
         local_slaves: args.local_slaves,
         exports: args.exports,
         min_slaves: args.min_slaves,

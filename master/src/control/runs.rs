@@ -61,7 +61,7 @@ impl Controller {
                 phase: r.phase.name().to_string(),
                 elapsed_s: r.elapsed(now).as_secs_f64(),
                 load_elapsed_s: r.load_elapsed(now).as_secs_f64(),
-                duration_s: r.scenario.duration_ms as f64 / 1000.0,
+                duration_s: r.scenario.duration.as_secs_f64(),
                 slaves: r.participants.len() as u32,
                 active_slaves: r.participants.values().filter(|p| p.active).count() as u32,
                 points: r

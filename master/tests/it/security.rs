@@ -291,41 +291,216 @@ fn bad_api_requests() {
     let (_m, api, _) = env.master(None, &[]);
     let addr = addr_of(&api);
     let json = [("Content-Type", "application/json")];
-    let good = r#"{"name":"x","target":{"host":"127.0.0.1","port":9,"base_path":""},"duration_ms":1000,"timeout_ms":1000,"think":{"min_ms":0,"max_ms":0},"load":{"model":"closed","start":1,"stages":[]},"max_connections":10,"headers":[],"requests":[{"name":"a","method":"GET","path":"/","headers":[],"body":null,"expect":[],"weight":1}],"data":[],"sla":[]}"#;
-    let with = |scenario: &str, quorum: &str| {
-        format!(r#"{{"scenario":{scenario},"quorum":{quorum},"quorum_timeout_ms":1000}}"#)
+    // A scenario goes to the API as its text (YAML or JSON) with the files and environment
+    // values it uses, and is validated there by the same code as `lobster run FILE`.
+    let good = "name: x\ntarget: http://127.0.0.1:9\nduration: 1s\nload: {users: 1}\nrequests:\n  - {name: a, path: /}\n";
+    let with_text = |text: &str, quorum: &str| {
+        let doc = serde_json::json!({"source": "api.yaml", "text": text});
+        format!(r#"{{"scenario":{doc},"quorum":{quorum},"quorum_timeout_ms":1000}}"#)
     };
     let cases: Vec<(&str, &str, &str, String, u16)> = vec![
         ("not JSON", "POST", "/api/runs", "{oops".into(), 400),
         ("empty body", "POST", "/api/runs", String::new(), 400),
-        ("missing scenario", "POST", "/api/runs", r#"{"quorum":1,"quorum_timeout_ms":1}"#.into(), 400),
-        ("quorum zero", "POST", "/api/runs", with(good, "0"), 400),
-        ("quorum negative", "POST", "/api/runs", with(good, "-1"), 400),
-        ("zero users", "POST", "/api/runs", with(&good.replace(r#""start":1"#, r#""start":0"#), "1"), 400),
-        ("zero duration", "POST", "/api/runs", with(&good.replace(r#""duration_ms":1000"#, r#""duration_ms":0"#), "1"), 400),
-        ("no requests", "POST", "/api/runs", with(&good.replace(r#""requests":[{"name":"a","method":"GET","path":"/","headers":[],"body":null,"expect":[],"weight":1}]"#, r#""requests":[]"#), "1"), 400),
-        ("path without slash", "POST", "/api/runs", with(&good.replace(r#""path":"/""#, r#""path":"x""#), "1"), 400),
-        ("header with a newline", "POST", "/api/runs", with(&good.replace(r#""headers":[],"requests""#, r#""headers":[["X","a\nb"]],"requests""#), "1"), 400),
-        ("unknown model", "POST", "/api/runs", with(&good.replace("closed", "sideways"), "1"), 400),
+        (
+            "missing scenario",
+            "POST",
+            "/api/runs",
+            r#"{"quorum":1,"quorum_timeout_ms":1}"#.into(),
+            400,
+        ),
+        (
+            "quorum zero",
+            "POST",
+            "/api/runs",
+            with_text(good, "0"),
+            400,
+        ),
+        (
+            "quorum negative",
+            "POST",
+            "/api/runs",
+            with_text(good, "-1"),
+            400,
+        ),
+        (
+            "zero users",
+            "POST",
+            "/api/runs",
+            with_text(&good.replace("users: 1", "users: 0"), "1"),
+            400,
+        ),
+        (
+            "zero duration",
+            "POST",
+            "/api/runs",
+            with_text(&good.replace("1s", "0s"), "1"),
+            400,
+        ),
+        (
+            "no requests",
+            "POST",
+            "/api/runs",
+            with_text(
+                &good.replace("requests:\n  - {name: a, path: /}\n", ""),
+                "1",
+            ),
+            400,
+        ),
+        (
+            "path without slash",
+            "POST",
+            "/api/runs",
+            with_text(&good.replace("path: /", "path: x"), "1"),
+            400,
+        ),
+        (
+            "header with a newline",
+            "POST",
+            "/api/runs",
+            with_text(
+                &good.replace("requests:", "headers: {X: \"a\\nb\"}\nrequests:"),
+                "1",
+            ),
+            400,
+        ),
+        (
+            "YAML with a syntax error",
+            "POST",
+            "/api/runs",
+            with_text("name: [", "1"),
+            400,
+        ),
+        (
+            "a data file not sent (the master never reads its own files)",
+            "POST",
+            "/api/runs",
+            with_text(&format!("{good}data: {{file: /etc/passwd}}\n"), "1"),
+            400,
+        ),
+        (
+            "an environment value not sent (nor read from the master's)",
+            "POST",
+            "/api/runs",
+            with_text(&good.replace("path: /}", "path: '/{{env.HOME}}'}"), "1"),
+            400,
+        ),
+        (
+            "an unknown field beside the text",
+            "POST",
+            "/api/runs",
+            r#"{"scenario":{"text":"name: x","yaml":"x"},"quorum":1}"#.into(),
+            400,
+        ),
+        (
+            "a resolved scenario instead of a document",
+            "POST",
+            "/api/runs",
+            r#"{"scenario":{"name":"x","duration_ms":1000},"quorum":1}"#.into(),
+            400,
+        ),
+        (
+            "a target override that is not a URL",
+            "POST",
+            "/api/runs",
+            format!(
+                r#"{{"scenario":{{"text":{},"target":"ftp://x"}},"quorum":1}}"#,
+                serde_json::to_string(good).unwrap()
+            ),
+            400,
+        ),
         ("unknown run", "GET", "/api/runs/r-nope", String::new(), 404),
-        ("after not a number", "GET", "/api/runs/r-nope?after=x", String::new(), 400),
-        ("unknown action", "POST", "/api/runs/r-nope/explode", String::new(), 404),
-        ("stop an unknown run", "POST", "/api/runs/r-nope/stop", String::new(), 404),
+        (
+            "after not a number",
+            "GET",
+            "/api/runs/r-nope?after=x",
+            String::new(),
+            400,
+        ),
+        (
+            "unknown action",
+            "POST",
+            "/api/runs/r-nope/explode",
+            String::new(),
+            404,
+        ),
+        (
+            "stop an unknown run",
+            "POST",
+            "/api/runs/r-nope/stop",
+            String::new(),
+            404,
+        ),
         ("wrong method", "DELETE", "/api/runs", String::new(), 405),
-        ("unknown route", "GET", "/api/everything", String::new(), 404),
-        ("dashboard: YAML with a syntax error", "POST", "/api/runs/yaml", r#"{"scenario_yaml":"name: [","quorum":1}"#.into(), 400),
-        ("dashboard: YAML naming a data file", "POST", "/api/runs/yaml", r#"{"scenario_yaml":"name: x\ntarget: http://127.0.0.1:9\nduration: 1s\nload: {users: 1}\nrequests:\n  - {name: a, path: /}\ndata: {file: /etc/passwd}\n","quorum":1}"#.into(), 400),
-        ("dashboard: YAML, quorum zero", "POST", "/api/runs/yaml", r#"{"scenario_yaml":"name: x\ntarget: http://127.0.0.1:9\nduration: 1s\nload: {users: 1}\nrequests:\n  - {name: a, path: /}\n","quorum":0}"#.into(), 400),
-        ("dashboard: no YAML", "POST", "/api/runs/yaml", r#"{"quorum":1}"#.into(), 400),
-        ("dashboard: events of an unknown run", "GET", "/api/runs/r-nope/events", String::new(), 404),
-        ("dashboard: compare unknown runs", "GET", "/api/compare?base=r-a&run=r-b", String::new(), 404),
-        ("load: users and rate", "POST", "/api/runs/r-nope/load", r#"{"users":1,"rate":1}"#.into(), 400),
-        ("load: negative rate", "POST", "/api/runs/r-nope/load", r#"{"rate":-1}"#.into(), 400),
-        ("load: too many users", "POST", "/api/runs/r-nope/load", r#"{"users":10000001}"#.into(), 400),
-        ("load: unknown field", "POST", "/api/runs/r-nope/load", r#"{"vus":3}"#.into(), 400),
-        ("load: a ramp over a day", "POST", "/api/runs/r-nope/load", r#"{"users":3,"ramp_ms":86400001}"#.into(), 400),
-        ("load: unknown run", "POST", "/api/runs/r-nope/load", r#"{"users":3}"#.into(), 404),
-        ("dashboard: compare without runs", "GET", "/api/compare", String::new(), 400),
+        (
+            "unknown route",
+            "GET",
+            "/api/everything",
+            String::new(),
+            404,
+        ),
+        (
+            "dashboard: events of an unknown run",
+            "GET",
+            "/api/runs/r-nope/events",
+            String::new(),
+            404,
+        ),
+        (
+            "dashboard: compare unknown runs",
+            "GET",
+            "/api/compare?base=r-a&run=r-b",
+            String::new(),
+            404,
+        ),
+        (
+            "load: users and rate",
+            "POST",
+            "/api/runs/r-nope/load",
+            r#"{"users":1,"rate":1}"#.into(),
+            400,
+        ),
+        (
+            "load: negative rate",
+            "POST",
+            "/api/runs/r-nope/load",
+            r#"{"rate":-1}"#.into(),
+            400,
+        ),
+        (
+            "load: too many users",
+            "POST",
+            "/api/runs/r-nope/load",
+            r#"{"users":10000001}"#.into(),
+            400,
+        ),
+        (
+            "load: unknown field",
+            "POST",
+            "/api/runs/r-nope/load",
+            r#"{"vus":3}"#.into(),
+            400,
+        ),
+        (
+            "load: a ramp over a day",
+            "POST",
+            "/api/runs/r-nope/load",
+            r#"{"users":3,"ramp_ms":86400001}"#.into(),
+            400,
+        ),
+        (
+            "load: unknown run",
+            "POST",
+            "/api/runs/r-nope/load",
+            r#"{"users":3}"#.into(),
+            404,
+        ),
+        (
+            "dashboard: compare without runs",
+            "GET",
+            "/api/compare",
+            String::new(),
+            400,
+        ),
     ];
     for (what, method, path, body, status) in &cases {
         let (got, text) = http_request(addr, method, path, &json, body.as_bytes());
@@ -334,6 +509,27 @@ fn bad_api_requests() {
             assert!(text.contains("\"error\""), "{what}: {text}");
         }
     }
+    // The error names the scenario's own line and column, as `lobster run FILE` does.
+    let (got, text) = http_request(
+        addr,
+        "POST",
+        "/api/runs",
+        &json,
+        with_text(&good.replace("users: 1", "users: 0"), "1").as_bytes(),
+    );
+    assert_eq!(got, 400, "{text}");
+    assert!(text.contains("api.yaml:4:15: users must be"), "{text}");
+    let (_, text) = http_request(
+        addr,
+        "POST",
+        "/api/runs",
+        &json,
+        with_text(&good.replace("path: /}", "path: '/{{env.HOME}}'}"), "1").as_bytes(),
+    );
+    assert!(
+        text.contains("api.yaml:6:") && text.contains("HOME is not set"),
+        "{text}"
+    );
     // A page of another site cannot act (CSRF); the dashboard's own origin can.
     let (got, text) = http_request(
         addr,

@@ -34,7 +34,7 @@ pub(super) async fn drive(
     mut control: watch::Receiver<LoadControl>,
     halt: CancellationToken,
 ) {
-    let duration_ms = shared.scenario.duration_ms;
+    let duration_ms = shared.scenario.duration_ms();
     // The fleet-wide number of users wanted now.
     let target = Arc::new(AtomicU64::new(0));
     let items = Arc::new(Items::new(&shared.scenario));

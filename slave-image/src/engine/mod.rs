@@ -233,7 +233,7 @@ impl Run {
             scenario: self.scenario.clone(),
             sites,
             serial: journey::Serial::new(self.ordinal),
-            timeout: Duration::from_millis(self.scenario.timeout_ms),
+            timeout: self.scenario.timeout,
             recorder: Recorder::with_sites(
                 names,
                 urls,

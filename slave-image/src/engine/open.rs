@@ -54,7 +54,7 @@ pub(super) async fn drive(
     events: Events,
     halt: CancellationToken,
 ) {
-    let duration_ms = shared.scenario.duration_ms as f64;
+    let duration_ms = shared.scenario.duration_ms() as f64;
     let budget = control.borrow().max_connections.max(1) as usize;
     let mut pools: Vec<Pool> = (0..shared.sites.all().len())
         .map(|i| {

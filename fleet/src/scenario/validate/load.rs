@@ -64,8 +64,11 @@ pub(super) fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
             }
         }
         (Some(stages), None) => {
-            if stages.value.is_empty() {
-                return Err(fault(stages.referenced, "stages must not be empty"));
+            if stages.value.is_empty() || stages.value.len() > MAX_STAGES {
+                return Err(fault(
+                    stages.referenced,
+                    format!("stages must be 1 to {MAX_STAGES}"),
+                ));
             }
             let mut model = model;
             let mut out = Vec::new();

@@ -276,7 +276,7 @@ fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
             Some(key) => {
                 let value = env(key).ok_or_else(|| {
                     format!(
-                        "`{{{{env.{key}}}}}`: the environment variable {key} is not set (set it where `lobster run` runs)"
+                        "`{{{{env.{key}}}}}`: the environment variable {key} is not set (set it where `lobster run` runs; through the API, give it under `env`)"
                     )
                 })?;
                 out.push_str(&value);

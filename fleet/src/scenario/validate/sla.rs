@@ -56,14 +56,13 @@ pub(super) fn resolve_sla(
             "threshold must be a finite number ≥ 0",
         ));
     }
-    let window_ms = match &s.window {
-        None => DEFAULT_WINDOW_MS,
+    let window = match &s.window {
+        None => DEFAULT_WINDOW,
         Some(w) => {
-            let ms = w.value.0.as_millis() as u64;
-            if !(1000..=3_600_000).contains(&ms) {
+            if !(Duration::from_secs(1)..=MAX_PAUSE).contains(&w.value.0) {
                 return Err(fault(w.referenced, "window must be between 1s and 1h"));
             }
-            ms
+            w.value.0
         }
     };
     if metric == Metric::InjectorCpu
@@ -105,7 +104,7 @@ pub(super) fn resolve_sla(
         } else {
             Bound::Min(value)
         },
-        window_ms,
+        window,
         request: s.request.as_ref().map(|r| r.value.clone()),
         abort: s.abort.unwrap_or(true),
     })

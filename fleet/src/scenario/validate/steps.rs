@@ -76,13 +76,10 @@ pub(super) fn resolve_think(t: &Spanned<ThinkValue>) -> Res<Think> {
             "think: min must not be larger than max",
         ));
     }
-    if max.as_secs() > 3600 {
+    if max > MAX_PAUSE {
         return Err(fault(t.referenced, "think time must be at most 1h"));
     }
-    Ok(Think {
-        min_ms: min.as_millis() as u64,
-        max_ms: max.as_millis() as u64,
-    })
+    Ok(Think { min, max })
 }
 
 pub(super) fn resolve_capture(c: &Spanned<CaptureFile>) -> Res<Capture> {
@@ -280,69 +277,4 @@ fn selector(h: &Spanned<String>) -> Res<String> {
     scraper::Selector::parse(text)
         .map_err(|e| fault(h.referenced, format!("invalid CSS selector `{text}`: {e}")))?;
     Ok(text.to_string())
-}
-
-/// The journey invariants of a scenario that arrives as JSON: flows name existing steps, each
-/// step in at most one flow, captures and checks as a file would give them.
-pub(super) fn check_flows(s: &Scenario) -> Result<(), String> {
-    if s.flows.len() > MAX_FLOWS {
-        return Err(format!("more than {MAX_FLOWS} flows"));
-    }
-    let mut used = vec![false; s.requests.len()];
-    for f in &s.flows {
-        if f.steps.is_empty() || f.weight == 0 || f.weight > 1_000_000 {
-            return Err(format!(
-                "flow `{}` has no steps or an invalid weight",
-                f.name
-            ));
-        }
-        for &i in &f.steps {
-            match used.get_mut(i) {
-                Some(u) if !*u => *u = true,
-                _ => return Err(format!("flow `{}` names a missing or shared step", f.name)),
-            }
-        }
-    }
-    let names = s.endpoint_names();
-    if names.iter().collect::<BTreeSet<_>>().len() != names.len() {
-        return Err("endpoint names (steps and browse groups) must be unique".into());
-    }
-    for r in &s.requests {
-        if let Some(b) = &r.browse {
-            let ok = b
-                .include
-                .iter()
-                .chain(&b.exclude)
-                .chain(b.groups.iter().map(|g| &g.path))
-                .all(|re| regex::Regex::new(re).is_ok());
-            if !ok || b.groups.len() > MAX_GROUPS {
-                return Err(format!("request `{}` has an invalid browse", r.name));
-            }
-        }
-        for c in &r.capture {
-            let ok = is_variable_name(&c.name)
-                && match &c.from {
-                    Source::Header(h) => is_token(h),
-                    Source::Regex(re) => regex::Regex::new(re).is_ok(),
-                    Source::Json(p) => is_json_pointer(p),
-                    Source::Html { selector, .. } => scraper::Selector::parse(selector).is_ok(),
-                };
-            if !ok {
-                return Err(format!("request `{}` has an invalid capture", r.name));
-            }
-        }
-        for c in &r.check {
-            let ok = match &c.rule {
-                Rule::BodyRegex(re) => regex::Regex::new(re).is_ok(),
-                Rule::Json { pointer, .. } => is_json_pointer(pointer),
-                Rule::Header(h) => is_token(h),
-                Rule::Status(codes) => codes.iter().all(|c| (100..=599).contains(c)),
-                Rule::BodyContains(_) | Rule::MaxBytes(_) => true,
-            };
-            if !ok {
-                return Err(format!("request `{}` has an invalid check", r.name));
-            }
-        }
-    }
-    Ok(())
 }

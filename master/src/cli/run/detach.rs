@@ -24,7 +24,7 @@ pub(super) async fn detach(plan: &Plan, home: &Home) -> Result<ExitStatus, Failu
         "run {id}: {} against {} for {:.0}s on the master at {api}, waiting for {quorum} slave(s); detached",
         plan.scenario.name,
         plan.scenario.target_label(),
-        plan.scenario.duration_ms as f64 / 1000.0,
+        plan.scenario.duration.as_secs_f64(),
     );
     if plan.on_finish.is_some() || !plan.exports.is_empty() {
         let log = waiter(plan, home, &id, &api)?;

@@ -104,7 +104,7 @@ pub(super) async fn start(
         None => free_slaves(client).await?.max(1),
     };
     let body = CreateRun {
-        scenario: plan.scenario.clone(),
+        scenario: plan.document.clone(),
         quorum,
         quorum_timeout_ms: plan.quorum_timeout.as_millis() as u64,
     };
@@ -125,7 +125,7 @@ pub(super) async fn watch(
             "run {id}: {} against {} for {:.0}s, waiting for {quorum} slave(s) (up to {:.0}s)",
             plan.scenario.name,
             plan.scenario.target_label(),
-            plan.scenario.duration_ms as f64 / 1000.0,
+            plan.scenario.duration.as_secs_f64(),
             plan.quorum_timeout.as_secs_f64()
         );
     }

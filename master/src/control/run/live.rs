@@ -21,7 +21,9 @@ impl Run {
         let load_now = self.load_elapsed(now).as_millis() as u64;
         // The suspended time so far is `behind - load_now`; seconds closed since were not.
         let t = wall_ms.saturating_sub(behind.saturating_sub(load_now));
-        self.scenario.load.load_at(t.min(self.scenario.duration_ms))
+        self.scenario
+            .load
+            .load_at(t.min(self.scenario.duration_ms()))
     }
 
     /// Stamps the load asked for on the seconds closed since the last call.

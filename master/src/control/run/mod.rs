@@ -262,7 +262,7 @@ impl Run {
                 sent_at: now,
                 at_s: run.elapsed(now).as_secs_f64(),
                 at_load_ms: (run.load_elapsed(now).as_millis() as u64)
-                    .min(run.scenario.duration_ms),
+                    .min(run.scenario.duration_ms()),
                 deadline: now + STOP_SLACK,
             });
         }
@@ -478,9 +478,7 @@ impl Run {
             }
             self.seconds_closed(now);
         }
-        if self.phase == Phase::Running
-            && self.load_elapsed(now).as_millis() as u64 >= self.scenario.duration_ms
-        {
+        if self.phase == Phase::Running && self.load_elapsed(now) >= self.scenario.duration {
             out.extend(self.request_stop(now, "duration reached", None));
         }
         if self.phase == Phase::Stopping {

@@ -23,14 +23,14 @@ impl Run {
         if let Some(s) = self.suspended_since.take() {
             self.suspended_total += now.saturating_duration_since(s);
         }
-        let wait =
-            Duration::from_millis(self.scenario.timeout_ms).min(MAX_INFLIGHT_WAIT) + STOP_SLACK;
+        let wait = self.scenario.timeout.min(MAX_INFLIGHT_WAIT) + STOP_SLACK;
         self.stop = Some(Stopping {
             reason: reason.to_string(),
             forced,
             sent_at: now,
             at_s: self.elapsed(now).as_secs_f64(),
-            at_load_ms: (self.load_elapsed(now).as_millis() as u64).min(self.scenario.duration_ms),
+            at_load_ms: (self.load_elapsed(now).as_millis() as u64)
+                .min(self.scenario.duration_ms()),
             deadline: now + wait,
         });
         self.dirty = true;
@@ -65,7 +65,7 @@ impl Run {
         let seconds = self
             .load_elapsed(now)
             .as_secs_f64()
-            .min(self.scenario.duration_ms as f64 / 1000.0);
+            .min(self.scenario.duration_ms() as f64 / 1000.0);
         let names = crate::report::Names::of(&self.scenario);
         let (totals, endpoints) = figures(&self.agg.total, &names, seconds);
         let targets = crate::report::target_figures(&self.agg.total, &names, seconds);

@@ -416,11 +416,9 @@ fn cookie_header(jar: &CookieStore, url: &url::Url) -> String {
 
 /// A think time drawn uniformly from `t`.
 pub fn think_time(t: &Think, rng: &mut SmallRng) -> Duration {
-    if t.max_ms == 0 {
-        Duration::ZERO
-    } else if t.min_ms == t.max_ms {
-        Duration::from_millis(t.min_ms)
+    if t.min == t.max {
+        t.min
     } else {
-        Duration::from_millis(rng.random_range(t.min_ms..=t.max_ms))
+        rng.random_range(t.min..=t.max)
     }
 }
