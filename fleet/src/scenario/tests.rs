@@ -417,6 +417,14 @@ fn bad_scenarios_are_refused_with_a_location() {
         ),
         ("target bad port", &SMOKE.replace(":8080", ":99999"), "port"),
         (
+            "1001 stages",
+            &SMOKE.replace(
+                "  users: 30\n",
+                &format!("  stages:\n{}", "    - {duration: 1s, users: 1}\n".repeat(1001)),
+            ),
+            "stages must be 1 to 1000",
+        ),
+        (
             "missing duration",
             &SMOKE.replace("duration: 20s\n", ""),
             "duration",
