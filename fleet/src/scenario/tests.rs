@@ -420,7 +420,10 @@ fn bad_scenarios_are_refused_with_a_location() {
             "1001 stages",
             &SMOKE.replace(
                 "  users: 30\n",
-                &format!("  stages:\n{}", "    - {duration: 1s, users: 1}\n".repeat(1001)),
+                &format!(
+                    "  stages:\n{}",
+                    "    - {duration: 1s, users: 1}\n".repeat(1001)
+                ),
             ),
             "stages must be 1 to 1000",
         ),

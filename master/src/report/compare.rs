@@ -1,7 +1,8 @@
 //! `lobster runs compare BASE RUN`: per-endpoint deltas of two reports and a regression
 //! verdict from stated tolerances (pure: reports in, a [`Comparison`] out).
 //!
-//! Rules (each endpoint by name, and `all` for the fleet totals):
+//! Rules (each endpoint by name, each of `targets:` by base URL as `target URL`, and `all` for
+//! the fleet totals):
 //! - latency: p50, p95 and p99 each regress when the run's value exceeds the baseline's by
 //!   more than `latency` (a fraction of the baseline) **and** by more than `latency_floor`
 //!   (so sub-millisecond jitter of a fast endpoint is not a regression);
@@ -10,15 +11,15 @@
 //! - error rate: regresses when it rises by more than `error_rate_points` percentage points;
 //! - verdict: a run that did not pass when its baseline did is a regression.
 //!
-//! An endpoint of the baseline missing from the run (or with no requests there) is a
-//! regression: it cannot be compared, and a CI gate must not pass on silence.
+//! An endpoint or target of the baseline missing from the run (or with no requests there) is
+//! a regression: it cannot be compared, and a CI gate must not pass on silence.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{LatencyOut, Report, Status};
+use super::{EndpointReport, LatencyOut, Report, Status};
 
 /// What counts as a regression (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -94,9 +95,10 @@ pub struct Comparison {
     pub base: String,
     pub run: String,
     pub tolerances: Tolerances,
-    /// `all` first, then the baseline's endpoints in its order.
+    /// `all` first, then the baseline's endpoints in its order, then its targets (`target
+    /// URL`) in its order.
     pub rows: Vec<CompareRow>,
-    /// Endpoints of the run that the baseline does not have (shown, not judged).
+    /// Endpoints and targets of the run that the baseline does not have (shown, not judged).
     pub new_endpoints: Vec<String>,
     /// Every regression, row by row, and a verdict that got worse.
     pub regressions: Vec<String>,
@@ -110,21 +112,25 @@ impl Comparison {
             Figures::of(t.requests, t.failures, t.rps, &t.latency_ms)
         };
         let mut rows = vec![row("all", total(base), Some(total(run)), &tol)];
-        for e in &base.endpoints {
-            let b = Figures::of(e.requests, e.failures, e.rps, &e.latency_ms);
-            let r = run
-                .endpoints
-                .iter()
-                .find(|x| x.name == e.name)
-                .map(|x| Figures::of(x.requests, x.failures, x.rps, &x.latency_ms));
-            rows.push(row(&e.name, b, r, &tol));
+        let mut new_endpoints = Vec::new();
+        let by_name = [
+            (&base.endpoints, &run.endpoints, ""),
+            (&base.targets, &run.targets, "target "),
+        ];
+        for (in_base, in_run, prefix) in by_name {
+            let figures =
+                |e: &EndpointReport| Figures::of(e.requests, e.failures, e.rps, &e.latency_ms);
+            for e in in_base {
+                let r = in_run.iter().find(|x| x.name == e.name).map(figures);
+                rows.push(row(&format!("{prefix}{}", e.name), figures(e), r, &tol));
+            }
+            new_endpoints.extend(
+                in_run
+                    .iter()
+                    .filter(|x| !in_base.iter().any(|e| e.name == x.name))
+                    .map(|x| format!("{prefix}{}", x.name)),
+            );
         }
-        let new_endpoints = run
-            .endpoints
-            .iter()
-            .filter(|x| !base.endpoints.iter().any(|e| e.name == x.name))
-            .map(|x| x.name.clone())
-            .collect();
         let mut regressions = Vec::new();
         if base.status == Status::Passed && run.status != Status::Passed {
             regressions.push(format!(
@@ -164,25 +170,33 @@ impl Comparison {
             t.throughput * 100.0,
             t.error_rate_points
         );
+        // Wide enough for a target's URL (up to 60 characters), else the endpoints' 20.
+        let w = self
+            .rows
+            .iter()
+            .map(|r| r.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(20, 60);
         let _ = writeln!(
             o,
-            "{:<20} {:>21} {:>21} {:>21} {:>21} {:>17}",
+            "{:<w$} {:>21} {:>21} {:>21} {:>21} {:>17}",
             "endpoint", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors %"
         );
         for r in &self.rows {
             let Some(run) = &r.run else {
                 let _ = writeln!(
                     o,
-                    "{:<20} missing from this run",
-                    super::truncate(&r.name, 20)
+                    "{:<w$} missing from this run",
+                    super::truncate(&r.name, w)
                 );
                 continue;
             };
             let b = &r.base;
             let _ = writeln!(
                 o,
-                "{:<20} {:>21} {:>21} {:>21} {:>21} {:>17}",
-                super::truncate(&r.name, 20),
+                "{:<w$} {:>21} {:>21} {:>21} {:>21} {:>17}",
+                super::truncate(&r.name, w),
                 delta(b.p50_ms, run.p50_ms),
                 delta(b.p95_ms, run.p95_ms),
                 delta(b.p99_ms, run.p99_ms),
@@ -324,5 +338,56 @@ mod tests {
         );
         let c = Comparison::of(&base, &near, Tolerances::default());
         assert!(!c.regressed(), "{:?}", c.regressions);
+    }
+
+    /// With `targets:`, each target is judged like an endpoint: one slower target regresses
+    /// even when the fleet's totals and every endpoint hold.
+    #[test]
+    fn each_target_is_compared_by_its_base_url() {
+        let with_targets = |id, figures: &[(&str, u64, u64, f64, f64)]| {
+            let mut r = report(id, Status::Passed, &[("home", 1000, 0, 100.0, 20.0)]);
+            r.targets = report(id, Status::Passed, figures).endpoints;
+            r
+        };
+        let a = "http://10.0.0.1:8080";
+        let b = "http://10.0.0.2:8080";
+        let base = with_targets("a", &[(a, 500, 0, 50.0, 20.0), (b, 500, 0, 50.0, 20.0)]);
+        let same = with_targets("b", &[(a, 500, 0, 50.0, 21.0), (b, 500, 0, 50.0, 19.0)]);
+        let c = Comparison::of(&base, &same, Tolerances::default());
+        assert!(!c.regressed(), "{:?}", c.regressions);
+        assert_eq!(c.rows.len(), 4, "all, home, and the two targets");
+        let one_slow = with_targets("c", &[(a, 500, 0, 50.0, 20.0), (b, 500, 0, 50.0, 45.0)]);
+        let c = Comparison::of(&base, &one_slow, Tolerances::default());
+        // Its p50, p95 and p99 all doubled; nothing else moved.
+        assert_eq!(c.regressions.len(), 3, "{:?}", c.regressions);
+        assert!(
+            c.regressions
+                .iter()
+                .all(|r| r.starts_with(&format!("target {b}: p")))
+        );
+        assert!(
+            c.regressions
+                .contains(&format!("target {b}: p95 20.0 ms -> 45.0 ms (+125%)"))
+        );
+        assert!(
+            c.render().contains(&format!("target {b}  ")),
+            "{}",
+            c.render()
+        );
+        let moved = with_targets(
+            "d",
+            &[
+                (a, 1000, 0, 100.0, 20.0),
+                ("http://10.0.0.3:8080", 1, 0, 1.0, 1.0),
+            ],
+        );
+        let c = Comparison::of(&base, &moved, Tolerances::default());
+        assert!(
+            c.regressions
+                .contains(&format!("target {b}: missing from this run")),
+            "{:?}",
+            c.regressions
+        );
+        assert_eq!(c.new_endpoints, ["target http://10.0.0.3:8080"]);
     }
 }
