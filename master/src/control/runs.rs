@@ -313,7 +313,7 @@ impl Controller {
         } else {
             0.0
         };
-        let names = r.scenario.endpoint_names();
+        let names = crate::report::Names::of(&r.scenario);
         let facts = RunFacts {
             run_id: &r.id,
             name: &r.scenario.name,
@@ -322,7 +322,8 @@ impl Controller {
             model: profile.model,
             load,
             slaves: r.participants.values().filter(|p| p.active).count() as u32,
-            endpoint_names: &names,
+            endpoint_names: &names.endpoints,
+            target_names: &names.targets,
         };
         Some(RunSnapshot::of(facts, &r.agg.total))
     }

@@ -10,6 +10,10 @@
 //!   the merged HDR histograms, so `histogram_quantile` works over any window;
 //! - `request_duration_quantile_seconds{run,endpoint,quantile}`: the run's exact merged
 //!   quantiles so far (0.5, 0.9, 0.95, 0.99), what the report will say;
+//! - with `targets:`, the same four by target base URL, in families of their own so that a sum
+//!   over either counts each request once: `requests_by_target_total{run,target}`,
+//!   `failures_by_target_total{run,target,kind}`, `request_duration_by_target_seconds{run,target}`,
+//!   `request_duration_quantile_by_target_seconds{run,target,quantile}`;
 //! - `virtual_users{run}` (closed model) or `target_rate{run}` (open model, requests per
 //!   second): the load the scenario asks for now; `slaves{run}`; `elapsed_seconds{run}` (load
 //!   time); `info{run,name,phase}` = 1.
@@ -101,6 +105,8 @@ pub struct RunSnapshot {
     pub dropped: u64,
     /// In the scenario's order.
     pub endpoints: Vec<EndpointSnapshot>,
+    /// Each of `targets:` (named by base URL), in the scenario's order; empty with one target.
+    pub targets: Vec<EndpointSnapshot>,
 }
 
 /// What a snapshot is taken from (the controller's view of its run).
@@ -113,25 +119,30 @@ pub struct RunFacts<'a> {
     pub load: f64,
     pub slaves: u32,
     pub endpoint_names: &'a [String],
+    /// The base URLs of `targets:` (empty with one `target`).
+    pub target_names: &'a [String],
 }
 
 impl RunSnapshot {
     /// The snapshot of `total`, the run's merged statistics so far.
     pub fn of(facts: RunFacts<'_>, total: &IntervalStats) -> Self {
         let empty = lobster_fleet::stats::EndpointStats::default();
-        let endpoints = facts
-            .endpoint_names
-            .iter()
-            .map(|name| {
-                let e = total.endpoints.get(name).unwrap_or(&empty);
-                let failures = e
-                    .failure_kinds
-                    .iter()
-                    .map(|(k, f)| (k.clone(), f.count))
-                    .collect();
-                EndpointSnapshot::of(name, e.requests, failures, &e.latency_us)
-            })
-            .collect();
+        let rows = |names: &[String], map: &std::collections::BTreeMap<_, _>| {
+            names
+                .iter()
+                .map(|name| {
+                    let e: &lobster_fleet::stats::EndpointStats = map.get(name).unwrap_or(&empty);
+                    let failures = e
+                        .failure_kinds
+                        .iter()
+                        .map(|(k, f)| (k.clone(), f.count))
+                        .collect();
+                    EndpointSnapshot::of(name, e.requests, failures, &e.latency_us)
+                })
+                .collect::<Vec<_>>()
+        };
+        let endpoints = rows(facts.endpoint_names, &total.endpoints);
+        let targets = rows(facts.target_names, &total.targets);
         RunSnapshot {
             run_id: facts.run_id.to_string(),
             name: facts.name.to_string(),
@@ -142,6 +153,7 @@ impl RunSnapshot {
             slaves: facts.slaves,
             dropped: total.dropped,
             endpoints,
+            targets,
         }
     }
 }
@@ -175,14 +187,76 @@ fn counter(
     Ok(())
 }
 
+/// The four families of one view of the requests: by endpoint (`by` empty, label
+/// `endpoint`) or by target (`by` = `_by_target`, label `target`).
+fn families(
+    enc: &mut DescriptorEncoder,
+    run: &Labels,
+    rows: &[EndpointSnapshot],
+    label: &'static str,
+    by: &str,
+) -> Result<(), std::fmt::Error> {
+    let view = if by.is_empty() { "endpoint" } else { "target" };
+    let of = |e: &EndpointSnapshot| {
+        let mut l = run.clone();
+        l.push((label, e.name.clone()));
+        l
+    };
+    let requests: Vec<(Labels, u64)> = rows.iter().map(|e| (of(e), e.requests)).collect();
+    counter(
+        enc,
+        &format!("run_requests{by}"),
+        &format!("Requests sent, fleet-wide, by {view} (merged closed seconds)"),
+        &requests,
+    )?;
+    let failures: Vec<(Labels, u64)> = rows
+        .iter()
+        .flat_map(|e| {
+            e.failures.iter().map(move |(k, n)| {
+                let mut l = of(e);
+                l.push(("kind", k.clone()));
+                (l, *n)
+            })
+        })
+        .collect();
+    counter(
+        enc,
+        &format!("run_failures{by}"),
+        &format!("Failed requests, fleet-wide, by {view} and kind"),
+        &failures,
+    )?;
+    let (name, help) = (
+        format!("run_request_duration{by}_seconds"),
+        format!("Request latency, fleet-wide, by {view} (from the merged histograms)"),
+    );
+    let mut m = enc.encode_descriptor(&name, &help, None, MetricType::Histogram)?;
+    for e in rows {
+        m.encode_family(&of(e))?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                e.sum_s, e.count, &e.buckets, None,
+            )?;
+    }
+    let quantiles: Vec<(Labels, f64)> = rows
+        .iter()
+        .flat_map(|e| {
+            e.quantiles.iter().map(move |(q, v)| {
+                let mut l = of(e);
+                l.push(("quantile", q.to_string()));
+                (l, *v)
+            })
+        })
+        .collect();
+    gauge(
+        enc,
+        &format!("run_request_duration_quantile{by}_seconds"),
+        &format!("The run's exact merged latency quantiles so far, by {view}"),
+        &quantiles,
+    )
+}
+
 impl Collector for RunSnapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let run = || vec![("run", self.run_id.clone())];
-        let of = |e: &EndpointSnapshot| {
-            let mut l = run();
-            l.push(("endpoint", e.name.clone()));
-            l
-        };
         let mut info = run();
         info.push(("name", self.name.clone()));
         info.push(("phase", self.phase.to_string()));
@@ -192,65 +266,15 @@ impl Collector for RunSnapshot {
             "The run: its name and phase",
             &[(info, 1.0)],
         )?;
-        let requests: Vec<(Labels, u64)> =
-            self.endpoints.iter().map(|e| (of(e), e.requests)).collect();
-        counter(
-            &mut enc,
-            "run_requests",
-            "Requests sent, fleet-wide, by endpoint (merged closed seconds)",
-            &requests,
-        )?;
-        let failures: Vec<(Labels, u64)> = self
-            .endpoints
-            .iter()
-            .flat_map(|e| {
-                e.failures.iter().map(move |(k, n)| {
-                    let mut l = of(e);
-                    l.push(("kind", k.clone()));
-                    (l, *n)
-                })
-            })
-            .collect();
-        counter(
-            &mut enc,
-            "run_failures",
-            "Failed requests, fleet-wide, by endpoint and kind",
-            &failures,
-        )?;
+        families(&mut enc, &run(), &self.endpoints, "endpoint", "")?;
+        if !self.targets.is_empty() {
+            families(&mut enc, &run(), &self.targets, "target", "_by_target")?;
+        }
         counter(
             &mut enc,
             "run_dropped_iterations",
             "Open model: arrivals due but never sent",
             &[(run(), self.dropped)],
-        )?;
-        let mut m = enc.encode_descriptor(
-            "run_request_duration_seconds",
-            "Request latency, fleet-wide, by endpoint (from the merged histograms)",
-            None,
-            MetricType::Histogram,
-        )?;
-        for e in &self.endpoints {
-            m.encode_family(&of(e))?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    e.sum_s, e.count, &e.buckets, None,
-                )?;
-        }
-        let quantiles: Vec<(Labels, f64)> = self
-            .endpoints
-            .iter()
-            .flat_map(|e| {
-                e.quantiles.iter().map(move |(q, v)| {
-                    let mut l = of(e);
-                    l.push(("quantile", q.to_string()));
-                    (l, *v)
-                })
-            })
-            .collect();
-        gauge(
-            &mut enc,
-            "run_request_duration_quantile_seconds",
-            "The run's exact merged latency quantiles so far, by endpoint",
-            &quantiles,
         )?;
         let (name, help) = match self.model {
             Model::Closed => (
@@ -321,6 +345,7 @@ mod tests {
                 load: 200.0,
                 slaves: 3,
                 endpoint_names: &names,
+                target_names: &[],
             },
             &total(),
         );
@@ -362,5 +387,72 @@ mod tests {
             .unwrap();
         let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((v - 0.003).abs() < 0.00001, "{p50}");
+        assert!(
+            !text.contains("by_target"),
+            "one target: no by-target series\n{text}"
+        );
+    }
+
+    /// With `targets:`, each target's requests, failures and latency are series of their own
+    /// families (labelled `target`), so summing the by-endpoint family still counts each
+    /// request once.
+    #[test]
+    fn targets_have_their_own_families() {
+        let a = "http://10.0.0.1:8080";
+        let b = "http://10.0.0.2:8080";
+        let mut t = total();
+        let home = t.endpoints["home \"x\""].clone();
+        let mut fast = EndpointStats::default();
+        fast.requests = 2;
+        let mut h = new_histogram();
+        h.record(2_000).unwrap();
+        h.record(2_000).unwrap();
+        fast.latency_us = h;
+        t.targets.insert(a.into(), home);
+        t.targets.insert(b.into(), fast);
+        let names = vec!["home \"x\"".to_string()];
+        let targets = vec![a.to_string(), b.to_string()];
+        let s = RunSnapshot::of(
+            RunFacts {
+                run_id: "r-2",
+                name: "two",
+                phase: "running",
+                elapsed: Duration::from_secs(1),
+                model: Model::Closed,
+                load: 4.0,
+                slaves: 2,
+                endpoint_names: &names,
+                target_names: &targets,
+            },
+            &t,
+        );
+        let text = render(s);
+        let has = |line: &str| {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        };
+        has(r#"lobster_run_requests_total{run="r-2",endpoint="home \"x\""} 6"#);
+        has(r#"lobster_run_requests_by_target_total{run="r-2",target="http://10.0.0.1:8080"} 6"#);
+        has(r#"lobster_run_requests_by_target_total{run="r-2",target="http://10.0.0.2:8080"} 2"#);
+        has(
+            r#"lobster_run_failures_by_target_total{run="r-2",target="http://10.0.0.1:8080",kind="status_503"} 2"#,
+        );
+        has(
+            r#"lobster_run_request_duration_by_target_seconds_bucket{le="0.0025",run="r-2",target="http://10.0.0.2:8080"} 2"#,
+        );
+        has(
+            r#"lobster_run_request_duration_by_target_seconds_count{run="r-2",target="http://10.0.0.1:8080"} 6"#,
+        );
+        let p50 = text
+            .lines()
+            .find(|l| l.starts_with(r#"lobster_run_request_duration_quantile_by_target_seconds{run="r-2",target="http://10.0.0.2:8080",quantile="0.5"}"#))
+            .unwrap();
+        let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((v - 0.002).abs() < 0.00001, "{p50}");
+        // The by-endpoint family holds the endpoint alone: a sum over it counts 6, not 14.
+        let endpoint_series = text
+            .lines()
+            .filter(|l| l.starts_with("lobster_run_requests_total{"))
+            .count();
+        assert_eq!(endpoint_series, 1, "{text}");
     }
 }
