@@ -90,6 +90,7 @@ pub async fn run(scenario: Scenario) -> BenchResult {
         out: tx,
         gauges: Arc::new(Gauges::default()),
         ordinal: 0,
+        trace_dir: None,
     };
     let task = tokio::spawn(run.run(CancellationToken::new()));
     let mut total = IntervalStats::default();

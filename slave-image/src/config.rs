@@ -86,6 +86,10 @@ pub struct AgentArgs {
     /// Boot id of the host (default: the kernel's).
     #[arg(long, env = "LOBSTER_BOOT_ID")]
     pub boot_id: Option<String>,
+    /// Where this slave keeps the traces of runs that ask for one (`trace:`), the last 10
+    /// runs' (default: `lobster-traces/<slave uid>` under the system's temporary directory).
+    #[arg(long, env = "LOBSTER_TRACE_DIR")]
+    pub trace_dir: Option<std::path::PathBuf>,
 }
 
 /// How a slave finds a master that moved.
@@ -146,6 +150,7 @@ impl AgentArgs {
             Some(c) => c,
             None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         };
+        let slave_uid = uuid::Uuid::new_v4().to_string();
         Ok(AgentConfig {
             master,
             join_token,
@@ -160,8 +165,11 @@ impl AgentArgs {
                 slave_index: self.slave_index,
                 slaves_on_host: self.slaves_on_host,
                 boot_id: self.boot_id.unwrap_or_else(boot_id),
-                slave_uid: uuid::Uuid::new_v4().to_string(),
+                slave_uid: slave_uid.clone(),
             },
+            trace_dir: self
+                .trace_dir
+                .unwrap_or_else(|| crate::trace::default_dir(&slave_uid)),
             discovery: self.master_discovery,
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(10),

@@ -15,6 +15,7 @@
 //! - [`logging`]: standard error plus a size-rotated log file.
 //! - `resources`: the injector's CPU, memory, network and sockets, from `/proc`.
 //! - [`tls`]: the channel to the master, its certificate pinned by fingerprint.
+//! - `trace`: per-request records of a run kept on this slave's disk, read back on request.
 //!
 //! Nothing here listens on a socket: a slave only dials out.
 
@@ -32,4 +33,5 @@ pub(crate) mod resources;
 pub mod simulate;
 pub(crate) mod spool;
 pub(crate) mod tls;
+pub(crate) mod trace;
 pub mod vm;

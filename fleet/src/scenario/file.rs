@@ -28,6 +28,15 @@ pub(crate) struct ScenarioFile {
     #[serde(default)]
     pub sla: Vec<Spanned<SlaFile>>,
     pub max_error_rate: Option<Spanned<Threshold>>,
+    pub trace: Option<Spanned<TraceFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TraceFile {
+    pub sample: Option<Spanned<Threshold>>,
+    pub errors: Option<Spanned<String>>,
+    pub max_mb: Option<Spanned<Whole>>,
 }
 
 /// One of `targets:`: a URL, or a URL with its weight.

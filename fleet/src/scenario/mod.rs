@@ -81,6 +81,31 @@ pub struct Scenario {
     /// not stated (see [`Scenario::accepted_error_rate`]).
     #[serde(default)]
     pub max_error_rate: Option<f64>,
+    /// Per-request records kept by each slave (`trace:`); `None`: none.
+    #[serde(default)]
+    pub trace: Option<Trace>,
+}
+
+/// Which requests each slave records in its trace (see `docs/scenario.md`, "Traces"), and
+/// how much it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Share of requests recorded, in parts per million (1 % = 10,000): of a slave's requests
+    /// numbered n = 0, 1, 2, …, request n is recorded when `⌊(n+1)·p/10⁶⌋ > ⌊n·p/10⁶⌋`, so
+    /// a slave records exactly `⌊N·p/10⁶⌋` of its first N requests, evenly spread.
+    pub sample_ppm: u32,
+    /// Every failed request is recorded too, sampled or not (`errors: all`, the default).
+    pub all_errors: bool,
+    /// Most bytes of records a slave keeps for one run; beyond it the oldest are dropped.
+    pub max_bytes: u64,
+}
+
+impl Trace {
+    /// Whether request number `n` (0-based, of one slave) is in the sample.
+    pub fn samples(&self, n: u64) -> bool {
+        let p = u128::from(self.sample_ppm);
+        (u128::from(n) + 1) * p / 1_000_000 > u128::from(n) * p / 1_000_000
+    }
 }
 
 /// One of a scenario's `targets:` and its relative share of the load.

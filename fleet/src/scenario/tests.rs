@@ -343,6 +343,48 @@ fn think_and_data() {
     assert!(s.requests[1].uses_item());
 }
 
+#[test]
+fn a_trace_is_read_and_samples_exactly_its_share() {
+    let s = parse(
+        &format!("{SMOKE}trace: {{sample: 1%, errors: sampled, max_mb: 5}}\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    let t = s.trace.unwrap();
+    assert_eq!(
+        t,
+        Trace {
+            sample_ppm: 10_000,
+            all_errors: false,
+            max_bytes: 5_000_000
+        }
+    );
+    // One request in a hundred, evenly: numbers 99, 199, …, 999 of the first thousand.
+    let picked: Vec<u64> = (0..1000).filter(|&n| t.samples(n)).collect();
+    assert_eq!(picked, (1..=10).map(|k| k * 100 - 1).collect::<Vec<_>>());
+    // Any share: of the first N requests, exactly ⌊N·p⌋ are recorded, for every N.
+    let third = Trace {
+        sample_ppm: 333_333,
+        ..t
+    };
+    let mut recorded = 0u64;
+    for n in 0..100_000u64 {
+        assert_eq!(recorded, n * 333_333 / 1_000_000, "after {n} requests");
+        recorded += u64::from(third.samples(n));
+    }
+    let all = parse(&format!("{SMOKE}trace: {{}}\n"), "t.yaml")
+        .unwrap()
+        .trace
+        .unwrap();
+    assert_eq!(
+        (all.sample_ppm, all.all_errors, all.max_bytes),
+        (1_000_000, true, 64_000_000)
+    );
+    assert!((0..1000).all(|n| all.samples(n)));
+    assert_eq!(parse(SMOKE, "s.yaml").unwrap().trace, None);
+    assert_eq!(Scenario::from_json(&s.to_json()).unwrap(), s);
+}
+
 /// The resolved scenario's JSON (master to slaves, and the store) keeps durations as whole
 /// milliseconds under `_ms` names, so slaves and stored runs of the previous form read it.
 #[test]
@@ -416,6 +458,36 @@ fn bad_scenarios_are_refused_with_a_location() {
             "`ca.pem` was not given with the scenario",
         ),
         ("target bad port", &SMOKE.replace(":8080", ":99999"), "port"),
+        (
+            "trace sample over 100%",
+            &format!("{SMOKE}trace: {{sample: 101%}}\n"),
+            "trace.sample must be a percentage from 0% to 100%",
+        ),
+        (
+            "trace sample without %",
+            &format!("{SMOKE}trace: {{sample: 5}}\n"),
+            "trace.sample must be a percentage",
+        ),
+        (
+            "trace errors unknown",
+            &format!("{SMOKE}trace: {{errors: some}}\n"),
+            "trace.errors must be `all`",
+        ),
+        (
+            "trace max_mb zero",
+            &format!("{SMOKE}trace: {{max_mb: 0}}\n"),
+            "trace.max_mb must be a whole number from 1 to 10000",
+        ),
+        (
+            "trace that records nothing",
+            &format!("{SMOKE}trace: {{sample: 0%, errors: sampled}}\n"),
+            "records nothing",
+        ),
+        (
+            "trace unknown field",
+            &format!("{SMOKE}trace: {{rate: 1%}}\n"),
+            "unknown field `rate`",
+        ),
         (
             "1001 stages",
             &SMOKE.replace(

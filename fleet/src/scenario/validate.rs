@@ -14,6 +14,7 @@ mod sla;
 mod steps;
 mod targets;
 mod tls;
+mod trace;
 
 pub(crate) use data::DataShape;
 use data::resolve_data;
@@ -24,6 +25,7 @@ use sla::resolve_sla;
 use steps::{resolve_browse, resolve_capture, resolve_check, resolve_flows, resolve_think};
 use targets::resolve_targets;
 use tls::resolve_tls;
+use trace::resolve_trace;
 
 use super::file::{LoadFile, RequestFile, ScenarioFile, SlaFile};
 use super::journey::variables;
@@ -236,6 +238,8 @@ fn resolve(
         },
     };
 
+    let trace = f.trace.as_ref().map(resolve_trace).transpose()?;
+
     Ok(Scenario {
         name,
         target,
@@ -255,5 +259,6 @@ fn resolve(
         data_strategy: data.strategy,
         sla,
         max_error_rate,
+        trace,
     })
 }

@@ -318,6 +318,7 @@ mod tests {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(1),
             drain_deadline: Duration::from_secs(10),
+            trace_dir: std::env::temp_dir().join("lobster-test-traces"),
         })
     }
 

@@ -75,6 +75,8 @@ pub struct AgentConfig {
     pub backoff_cap: Duration,
     /// On shutdown, how long to wait for the last interval to be acknowledged.
     pub drain_deadline: Duration,
+    /// Where the traces of runs are kept (see `crate::trace`).
+    pub trace_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for AgentConfig {

@@ -225,6 +225,26 @@ impl State {
                     if stopped { "stopped" } else { "not running" },
                 ));
             }
+            Down::TraceFetch(f) => {
+                // Read off the session's task; the answer goes back on the same session.
+                let dir = cfg.trace_dir.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let request_id = f.request_id;
+                    let read = tokio::task::spawn_blocking(move || {
+                        crate::trace::read_chunk(&dir, &f.run_id, f.offset, f.max_bytes)
+                    });
+                    let mut chunk = read.await.unwrap_or_else(|e| proto::TraceChunk {
+                        error: format!("the trace could not be read: {e}"),
+                        ..Default::default()
+                    });
+                    chunk.request_id = request_id;
+                    let msg = SlaveMessage {
+                        kind: Some(Up::TraceChunk(chunk)),
+                    };
+                    let _ = tx.send(msg).await;
+                });
+            }
             Down::Drain(d) => {
                 if d.undo {
                     info!(reason = %d.reason, "drain taken back: accepting work again");
@@ -323,6 +343,7 @@ impl State {
             out: self.out_tx.clone(),
             gauges: self.gauges.clone(),
             ordinal: a.ordinal,
+            trace_dir: Some(cfg.trace_dir.clone()),
         };
         let span = info_span!("run", run_id = %run_id, instance = %cfg.identity.instance_id, index = cfg.identity.slave_index);
         tokio::spawn(run.run(stop.clone()).instrument(span));

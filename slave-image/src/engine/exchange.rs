@@ -30,6 +30,8 @@ pub struct Shared {
     pub timeout: Duration,
     pub recorder: Recorder,
     pub gauges: Arc<Gauges>,
+    /// The run's trace on this slave (`trace:`), when the scenario asks for one.
+    pub tracer: Option<crate::trace::Tracer>,
 }
 
 /// A worker's connection to one target, opened lazily and dropped after any error.
@@ -147,6 +149,7 @@ impl Worker {
         let latency_us = start.elapsed().as_micros() as u64;
         let mut sample = Sample {
             latency_us: Some(latency_us),
+            status: None,
             error: None,
             bytes_sent: sent,
             bytes_received: 0,
@@ -167,6 +170,7 @@ impl Worker {
         match &result {
             Ok(Ok(resp)) => {
                 sample.bytes_received = resp.bytes;
+                sample.status = Some(resp.status);
                 sample.timing.waiting = Some(resp.waiting);
                 sample.timing.receiving = Some(resp.receiving);
                 let status = resp.status;
@@ -224,6 +228,9 @@ impl Worker {
                 });
                 self.close(gauges);
             }
+        }
+        if let Some(t) = &shared.tracer {
+            t.offer(endpoint, self.site, &sample, start);
         }
         shared.recorder.record_at(endpoint, self.site, sample);
         (outcome, result.ok().and_then(Result::ok))
@@ -321,6 +328,7 @@ mod tests {
             journeys: None,
         };
         Shared {
+            tracer: None,
             scenario,
             sites: Sites::one(site),
             serial: Default::default(),

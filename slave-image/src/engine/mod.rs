@@ -16,7 +16,7 @@ pub mod http;
 mod journey;
 mod mix;
 mod open;
-mod recorder;
+pub(crate) mod recorder;
 mod site;
 mod striping;
 pub mod tls;
@@ -170,6 +170,8 @@ pub struct Run {
     pub gauges: Arc<Gauges>,
     /// This slave's number in the run (from the master; the base of `{{serial}}`).
     pub ordinal: u32,
+    /// Where this slave keeps traces (`trace:`); `None`: none kept (benchmarks).
+    pub trace_dir: Option<std::path::PathBuf>,
 }
 
 /// Hands out data items round-robin.
@@ -201,6 +203,42 @@ impl Items {
 }
 
 impl Run {
+    /// The run's trace on this slave, when the scenario asks for one; a trace that cannot be
+    /// started is said (a warning event) and the run goes on without it.
+    async fn tracer(
+        &self,
+        endpoints: &[String],
+        targets: &[String],
+    ) -> Option<crate::trace::Tracer> {
+        let settings = self.scenario.trace?;
+        let dir = self.trace_dir.as_ref()?;
+        match crate::trace::Tracer::start(
+            dir,
+            &self.run_id,
+            settings,
+            endpoints.to_vec(),
+            targets.to_vec(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let message = format!(
+                    "no trace kept on this slave: {} cannot be written ({e})",
+                    dir.display()
+                );
+                warn!(run_id = %self.run_id, %message);
+                let _ = self
+                    .out
+                    .send(Output::Event {
+                        run_id: self.run_id.clone(),
+                        kind: EventKind::Warning,
+                        message,
+                    })
+                    .await;
+                None
+            }
+        }
+    }
+
     /// Runs the share until the scenario's duration or `stop`, then sends the last interval.
     pub async fn run(self, stop: CancellationToken) {
         let run_id = self.run_id.clone();
@@ -229,7 +267,9 @@ impl Run {
         } else {
             sites.all().iter().map(|s| s.target.to_string()).collect()
         };
+        let tracer = self.tracer(&names, &urls).await;
         let shared = Arc::new(Shared {
+            tracer,
             scenario: self.scenario.clone(),
             sites,
             serial: journey::Serial::new(self.ordinal),

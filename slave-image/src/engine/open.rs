@@ -314,6 +314,7 @@ mod tests {
             out: tx,
             gauges: Arc::new(Gauges::default()),
             ordinal: 0,
+            trace_dir: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(run.run(stop.clone()));

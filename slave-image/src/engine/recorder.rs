@@ -21,6 +21,8 @@ use lobster_fleet::stats::{
 pub struct Sample<'a> {
     /// Latency in microseconds; `None` when the request never reached the server.
     pub latency_us: Option<u64>,
+    /// The response's status, when there was a response.
+    pub status: Option<u16>,
     /// Why it failed, if it did.
     pub error: Option<Failure<'a>>,
     pub bytes_sent: u64,
@@ -312,6 +314,7 @@ mod tests {
         );
         let ok = Sample {
             latency_us: Some(2_000),
+            status: None,
             error: None,
             bytes_sent: 10,
             bytes_received: 100,
@@ -356,6 +359,7 @@ mod tests {
         let r = Recorder::new(vec!["a".into(), "b".into()], Vec::new(), Vec::new());
         let ok = Sample {
             latency_us: Some(1500),
+            status: None,
             error: None,
             bytes_sent: 10,
             bytes_received: 100,
@@ -388,6 +392,7 @@ mod tests {
             1,
             Sample {
                 latency_us: None,
+                status: None,
                 error: Some(Failure {
                     class: ErrorClass::Connect,
                     status: None,
@@ -425,6 +430,7 @@ mod tests {
                 0,
                 Sample {
                     latency_us: Some(us),
+                    status: None,
                     error: None,
                     bytes_sent: 0,
                     bytes_received: 0,
@@ -444,6 +450,7 @@ mod tests {
         let r = Recorder::new(vec!["a".into()], Vec::new(), Vec::new());
         let opened = Sample {
             latency_us: Some(6000),
+            status: None,
             error: None,
             bytes_sent: 1,
             bytes_received: 1,
