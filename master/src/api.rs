@@ -13,8 +13,12 @@
 //!   stopped it, shown in the report; at most 200 characters).
 //! - the dashboard (`dashboard.rs`): `GET /`, `/ui/*`, `GET /api/runs/{id}/events` (SSE),
 //!   `GET /api/compare?base=&run=`.
+//! - the traces (`api/traces.rs`): `GET /api/runs/{id}/traces`, `GET
+//!   /api/runs/{id}/traces/{uid}?offset=N`.
 //! - `GET /metrics`: Prometheus text format: the master's metrics and the run's (see
 //!   `metrics/run.rs` for the series).
+
+pub(crate) mod traces;
 
 use std::sync::Arc;
 
@@ -131,6 +135,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs/{id}/load", post(change_load))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
+        .merge(traces::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)

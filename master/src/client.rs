@@ -8,6 +8,16 @@ use serde::de::DeserializeOwned;
 use crate::api::{CreateRun, Created, Health};
 use crate::control::{RunView, SlaveView};
 
+/// A slice of one slave's trace (see [`ApiClient::trace_slice`]).
+pub struct TraceSlice {
+    /// Whole lines, one JSON record each.
+    pub data: bytes::Bytes,
+    /// Size of all the slave's records of the run.
+    pub total: u64,
+    /// Records the slave could not keep.
+    pub dropped: u64,
+}
+
 #[derive(Clone)]
 pub struct ApiClient {
     base: String,
@@ -119,6 +129,58 @@ impl ApiClient {
             );
         }
         Ok(())
+    }
+
+    /// The slaves that took part in run `id`, for fetching its trace.
+    pub async fn trace_slaves(&self, id: &str) -> anyhow::Result<crate::control::TraceSlaves> {
+        let r = self
+            .req(reqwest::Method::GET, &format!("/api/runs/{id}/traces"))
+            .send()
+            .await?;
+        Self::decode(r).await
+    }
+
+    /// One slice of slave `uid`'s trace of run `id` from byte `offset`: the records (whole
+    /// lines), the size of all of them, and the records the slave could not keep.
+    pub async fn trace_slice(
+        &self,
+        id: &str,
+        uid: &str,
+        offset: u64,
+    ) -> anyhow::Result<TraceSlice> {
+        let r = self
+            .req(
+                reqwest::Method::GET,
+                &format!("/api/runs/{id}/traces/{uid}?offset={offset}"),
+            )
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await?;
+        let status = r.status();
+        if !status.is_success() {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            bail!(
+                "{}",
+                body.get("error")
+                    .and_then(|e| e.as_str())
+                    .map_or_else(|| format!("the master answered {status}"), str::to_string)
+            );
+        }
+        let number = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .with_context(|| format!("the master's answer lacks {name}"))
+        };
+        let total = number(crate::api::traces::TOTAL)?;
+        let dropped = number(crate::api::traces::DROPPED)?;
+        let data = r.bytes().await.context("the trace slice was cut off")?;
+        Ok(TraceSlice {
+            data,
+            total,
+            dropped,
+        })
     }
 
     /// Changes the load of run `id`; returns the load time (ms) the change starts at, or the

@@ -154,6 +154,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The slaves that sent statistics for run `run_id` (their uids), in the order they first
+    /// did.
+    pub fn slaves_of(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT slave_uid FROM intervals WHERE run_id = ?1 GROUP BY slave_uid ORDER BY MIN(rowid)",
+        )?;
+        let rows = q.query_map(params![run_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Runs that had not finished when the master stopped.
     pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut q = self.conn.prepare(

@@ -8,6 +8,7 @@ use anyhow::{Context, anyhow};
 use clap::Subcommand;
 
 mod live;
+mod traces;
 
 use super::exports::Exports;
 use super::{ExitStatus, Failure};
@@ -123,6 +124,20 @@ pub enum RunsCommand {
         #[arg(long, default_value = "0s", value_parser = super::parse_duration)]
         ramp: std::time::Duration,
     },
+    /// Fetch the per-request records a run's slaves kept (its scenario's `trace:`) through
+    /// the master, merged in time order, each tagged with its slave: to standard output, or
+    /// --out FILE. Exit 1 when a slave's records could not be fetched (it is named).
+    ///
+    /// Example: lobster runs traces r-1a2b3c --out trace.jsonl
+    Traces {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        master: live::MasterFlags,
+        /// Write the merged records (JSON lines) to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Stop a run on its master; it ends `aborted` with the reason.
     Stop {
         /// The run's id.
@@ -172,6 +187,9 @@ pub async fn runs(
             master,
             reason,
         } => return live::stop(&run, &master, home, &reason).await,
+        RunsCommand::Traces { run, master, out } => {
+            return traces::traces(&run, &master, home, out.as_deref()).await;
+        }
         RunsCommand::Scale {
             run,
             master,
@@ -333,6 +351,7 @@ fn stored(c: RunsCommand, home: &Home) -> Result<ExitStatus, Failure> {
         RunsCommand::Wait { .. }
         | RunsCommand::Attach { .. }
         | RunsCommand::Stop { .. }
+        | RunsCommand::Traces { .. }
         | RunsCommand::Scale { .. } => Err(Failure::trouble(anyhow!(
             "this command needs the master, not the run store"
         ))),

@@ -9,6 +9,7 @@ mod registry;
 pub mod run;
 mod runs;
 mod slaves;
+mod traces;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ use registry::Slave;
 pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};
 use run::{Candidate, Outbox, Phase, Run, RunOptions};
 use slaves::{JoinBucket, candidate_of};
+use traces::TraceFetches;
+pub use traces::TraceSlaves;
 
 use crate::aggregate::Point;
 use crate::clock;
@@ -173,6 +176,15 @@ pub enum Command {
     ChangeLoad(String, LoadChange, oneshot::Sender<Result<u64, ApiError>>),
     /// The current (or last) run's figures for `/metrics`; `None` before the first run.
     RunMetrics(oneshot::Sender<Option<RunSnapshot>>),
+    /// The slaves that took part in a run, for fetching its trace.
+    TraceSlaves(String, oneshot::Sender<Result<TraceSlaves, ApiError>>),
+    /// One slice of a run's trace from one slave (by uid), from a byte offset.
+    FetchTrace {
+        run_id: String,
+        uid: String,
+        offset: u64,
+        reply: oneshot::Sender<Result<proto::TraceChunk, ApiError>>,
+    },
 }
 
 /// The sending side, cloned into the gRPC service and the API.
@@ -213,6 +225,8 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     /// Last tick, to tell the master's own stalls from silent slaves.
     last_tick: Instant,
+    /// Trace slices asked of slaves and not answered yet.
+    traces: TraceFetches,
 }
 
 /// Capacity of the command channel.
@@ -232,6 +246,7 @@ impl Controller {
             rx,
             metrics,
             last_tick: Instant::now(),
+            traces: TraceFetches::default(),
         };
         (c, ControlHandle { tx })
     }
@@ -353,6 +368,7 @@ impl Controller {
             Command::FromSlave(session, msg) => self.on_slave_message(session, msg, now),
             Command::Detached(session) => {
                 if let Some(uid) = self.registry.detach(session) {
+                    self.traces.lost(&uid);
                     let id = self.slave_name(&uid);
                     info!(slave = %id, "session ended");
                     let out = match &mut self.run {
@@ -383,6 +399,15 @@ impl Controller {
             Command::RunMetrics(reply) => {
                 let _ = reply.send(self.run_metrics(now));
             }
+            Command::TraceSlaves(id, reply) => {
+                let _ = reply.send(self.trace_slaves(&id));
+            }
+            Command::FetchTrace {
+                run_id,
+                uid,
+                offset,
+                reply,
+            } => self.fetch_trace(&run_id, &uid, offset, reply, now),
             Command::Runs(reply) => {
                 let _ = reply.send(
                     self.store

@@ -93,6 +93,7 @@ impl Controller {
                 self.registry.send(&uid, ack(String::new(), Vec::new()));
             }
             Up::Stats(interval) => self.on_stats(&uid, interval),
+            Up::TraceChunk(chunk) => self.traces.answer(&uid, chunk),
             Up::Event(ev) => {
                 let kind =
                     proto::EventKind::try_from(ev.kind).unwrap_or(proto::EventKind::Unspecified);

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use lobster_fleet::scenario::Trace;
 use lobster_fleet::proto::TraceChunk;
+use lobster_fleet::scenario::Trace;
 use lobster_fleet::stats::ErrorClass;
 
 use super::*;

@@ -1,4 +1,4 @@
-//! `lobster runs wait|attach|stop|scale`: runs as their master knows them. The master is `--master`,
+//! `lobster runs wait|attach|stop|scale`: runs as their master knows them (`traces` in `runs/traces.rs`). The master is `--master`,
 //! else this home's; a finished run is answered from the run store when no master runs.
 
 use std::time::Duration;
@@ -34,7 +34,7 @@ pub struct Wait {
 }
 
 /// The master's client, if one answers.
-async fn client(flags: &MasterFlags, home: &Home) -> Result<Option<ApiClient>, Failure> {
+pub(super) async fn client(flags: &MasterFlags, home: &Home) -> Result<Option<ApiClient>, Failure> {
     if let Some(url) = &flags.master {
         let c = ApiClient::new(url, flags.api_token.clone());
         c.health()
