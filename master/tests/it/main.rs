@@ -20,6 +20,7 @@ mod nginx;
 mod security;
 mod slave_image;
 mod targets;
+mod traces;
 mod vm_lifetime;
 
 mod serial {

@@ -288,6 +288,7 @@ impl Env {
             .env("LOBSTER_INSTANCE_ID", "i-test")
             .env("LOBSTER_SLAVE_INDEX", index.to_string())
             .env("LOBSTER_SLAVES_ON_HOST", of.to_string())
+            .env("LOBSTER_TRACE_DIR", self.path(&format!("traces-{index}")))
             .env(
                 "LOBSTER_LOG",
                 std::env::var("LOBSTER_TEST_LOG").unwrap_or_else(|_| "info".into()),
