@@ -42,6 +42,8 @@ struct Record {
     sent: u64,
     received: u64,
     error: Option<(ErrorClass, Option<u16>)>,
+    /// The values named in `trace.output`, as the request was sent.
+    values: Vec<(String, String)>,
 }
 
 /// A run's trace on this slave: decides which requests are recorded and hands them to the
@@ -106,8 +108,21 @@ impl Tracer {
         })
     }
 
+    /// The values each record carries (`trace.output`), by name.
+    pub fn output(&self) -> &[String] {
+        &self.settings.output
+    }
+
     /// Offers one request: recorded when it is in the sample, or failed and `errors: all`.
-    pub fn offer(&self, endpoint: usize, site: usize, s: &Sample<'_>, start: Instant) {
+    /// `values` are those of [`Tracer::output`] the request was sent with.
+    pub fn offer(
+        &self,
+        endpoint: usize,
+        site: usize,
+        s: &Sample<'_>,
+        start: Instant,
+        values: &[(String, String)],
+    ) {
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
         let failed = s.error.is_some();
         if !self.settings.samples(n) && !(failed && self.settings.all_errors) {
@@ -124,6 +139,7 @@ impl Tracer {
             sent: s.bytes_sent,
             received: s.bytes_received,
             error: s.error.as_ref().map(|f| (f.class, f.status)),
+            values: values.to_vec(),
         };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(record)
         {
@@ -150,6 +166,8 @@ struct Line<'a> {
     bytes_sent: u64,
     bytes_received: u64,
     error: Option<String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    values: std::collections::BTreeMap<&'a str, &'a str>,
 }
 
 struct Writer {
@@ -211,6 +229,11 @@ impl Writer {
             bytes_sent: r.sent,
             bytes_received: r.received,
             error: r.error.map(|(class, status)| failure_kind(class, status)),
+            values: r
+                .values
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
         };
         serde_json::to_writer(&mut *out, &line).expect("a trace line serializes");
         out.push(b'\n');

@@ -37,6 +37,8 @@ pub(crate) struct TraceFile {
     pub sample: Option<Spanned<Threshold>>,
     pub errors: Option<Spanned<String>>,
     pub max_mb: Option<Spanned<Whole>>,
+    #[serde(default)]
+    pub output: Vec<Spanned<String>>,
 }
 
 /// One of `targets:`: a URL, or a URL with its weight.

@@ -88,7 +88,7 @@ pub struct Scenario {
 
 /// Which requests each slave records in its trace (see `docs/scenario.md`, "Traces"), and
 /// how much it keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
     /// Share of requests recorded, in parts per million (1 % = 10,000): of a slave's requests
     /// numbered n = 0, 1, 2, …, request n is recorded when `⌊(n+1)·p/10⁶⌋ > ⌊n·p/10⁶⌋`, so
@@ -98,6 +98,10 @@ pub struct Trace {
     pub all_errors: bool,
     /// Most bytes of records a slave keeps for one run; beyond it the oldest are dropped.
     pub max_bytes: u64,
+    /// Values written with each record, as the request was sent: `item`, `row.NAME`, or a
+    /// variable captured by an earlier step (absent from a record until captured).
+    #[serde(default)]
+    pub output: Vec<String>,
 }
 
 impl Trace {

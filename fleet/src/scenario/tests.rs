@@ -350,13 +350,14 @@ fn a_trace_is_read_and_samples_exactly_its_share() {
         "t.yaml",
     )
     .unwrap();
-    let t = s.trace.unwrap();
+    let t = s.trace.clone().unwrap();
     assert_eq!(
         t,
         Trace {
             sample_ppm: 10_000,
             all_errors: false,
-            max_bytes: 5_000_000
+            max_bytes: 5_000_000,
+            output: vec![],
         }
     );
     // One request in a hundred, evenly: numbers 99, 199, …, 999 of the first thousand.
@@ -365,7 +366,7 @@ fn a_trace_is_read_and_samples_exactly_its_share() {
     // Any share: of the first N requests, exactly ⌊N·p⌋ are recorded, for every N.
     let third = Trace {
         sample_ppm: 333_333,
-        ..t
+        ..t.clone()
     };
     let mut recorded = 0u64;
     for n in 0..100_000u64 {
@@ -383,6 +384,9 @@ fn a_trace_is_read_and_samples_exactly_its_share() {
     assert!((0..1000).all(|n| all.samples(n)));
     assert_eq!(parse(SMOKE, "s.yaml").unwrap().trace, None);
     assert_eq!(Scenario::from_json(&s.to_json()).unwrap(), s);
+    // Values named for output: a capture of a flow, in the order given.
+    let flow = parse(&format!("{FLOW}trace: {{output: [csrf]}}\n"), "f.yaml").unwrap();
+    assert_eq!(flow.trace.unwrap().output, ["csrf"]);
 }
 
 /// The resolved scenario's JSON (master to slaves, and the store) keeps durations as whole
@@ -482,6 +486,21 @@ fn bad_scenarios_are_refused_with_a_location() {
             "trace that records nothing",
             &format!("{SMOKE}trace: {{sample: 0%, errors: sampled}}\n"),
             "records nothing",
+        ),
+        (
+            "trace output unknown",
+            &format!("{FLOW}trace: {{output: [csrf, token]}}\n"),
+            "trace.output: `token` is not a value of this scenario",
+        ),
+        (
+            "trace output item without data",
+            &format!("{SMOKE}trace: {{output: [item]}}\n").replace("/item/42", "/item"),
+            "trace.output: `item` is not a value",
+        ),
+        (
+            "trace output twice",
+            &format!("{FLOW}trace: {{output: [csrf, csrf]}}\n"),
+            "trace.output names `csrf` twice",
         ),
         (
             "trace unknown field",

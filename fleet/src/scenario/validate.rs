@@ -238,7 +238,11 @@ fn resolve(
         },
     };
 
-    let trace = f.trace.as_ref().map(resolve_trace).transpose()?;
+    let trace = f
+        .trace
+        .as_ref()
+        .map(|t| resolve_trace(t, &requests, &data.items, &data.columns))
+        .transpose()?;
 
     Ok(Scenario {
         name,

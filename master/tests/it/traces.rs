@@ -80,7 +80,7 @@ fn each_slave_keeps_its_sampled_share_and_the_merge_is_in_time_order() {
     let sampled = env.scenario(
         "sampled.yaml",
         &format!(
-            "name: sampled\ntarget: http://{addr}\nduration: 4s\nload: {{rate: 40}}\nrequests:\n  - {{name: home, path: /}}\ntrace: {{sample: 10%, errors: sampled}}\n"
+            "name: sampled\ntarget: http://{addr}\nduration: 4s\nload: {{rate: 40}}\ndata: {{items: [a1, b2, c3], strategy: cycle}}\nrequests:\n  - {{name: home, path: '/item/{{{{item}}}}'}}\ntrace: {{sample: 10%, errors: sampled, output: [item]}}\n"
         ),
     );
     let r = run_detached(&env, &api, &sampled, "sampled.json");
@@ -126,6 +126,14 @@ fn each_slave_keeps_its_sampled_share_and_the_merge_is_in_time_order() {
         records
             .iter()
             .all(|r| r["endpoint"] == "home" && r["status"] == 200)
+    );
+    // Each carries the data item it was sent with (`trace.output`).
+    assert!(
+        records
+            .iter()
+            .all(|r| ["a1", "b2", "c3"].contains(&r["values"]["item"].as_str().unwrap_or("-"))),
+        "{:?}",
+        records.first()
     );
     assert!(
         records

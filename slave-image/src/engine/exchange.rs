@@ -40,6 +40,8 @@ pub struct Worker {
     site: usize,
     conn: Option<Connection>,
     scratch: Vec<u8>,
+    /// The `trace.output` values the next requests are sent with (empty without them).
+    trace_values: Vec<(String, String)>,
 }
 
 /// Whether the last exchange could not even connect (the caller may pause before retrying).
@@ -56,6 +58,23 @@ impl Worker {
             site,
             conn: None,
             scratch: Vec::new(),
+            trace_values: Vec::new(),
+        }
+    }
+
+    /// Sets the `trace.output` values of the requests that follow: each name of the trace's
+    /// output with `value(name)`, those without a value left out.
+    pub fn set_trace_values<'a>(
+        &mut self,
+        shared: &Shared,
+        value: impl Fn(&str) -> Option<&'a str>,
+    ) {
+        let Some(t) = &shared.tracer else { return };
+        self.trace_values.clear();
+        for name in t.output() {
+            if let Some(v) = value(name) {
+                self.trace_values.push((name.clone(), v.to_string()));
+            }
         }
     }
 
@@ -73,6 +92,13 @@ impl Worker {
         item: &str,
         intended: Option<Instant>,
     ) -> Outcome {
+        if shared
+            .tracer
+            .as_ref()
+            .is_some_and(|t| !t.output().is_empty())
+        {
+            self.set_trace_values(shared, |name| (name == "item").then_some(item));
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let bytes = req.bytes(item, &mut scratch);
         let (outcome, _) = self
@@ -230,7 +256,7 @@ impl Worker {
             }
         }
         if let Some(t) = &shared.tracer {
-            t.offer(endpoint, self.site, &sample, start);
+            t.offer(endpoint, self.site, &sample, start, &self.trace_values);
         }
         shared.recorder.record_at(endpoint, self.site, sample);
         (outcome, result.ok().and_then(Result::ok))

@@ -210,7 +210,7 @@ impl Run {
         endpoints: &[String],
         targets: &[String],
     ) -> Option<crate::trace::Tracer> {
-        let settings = self.scenario.trace?;
+        let settings = self.scenario.trace.clone()?;
         let dir = self.trace_dir.as_ref()?;
         match crate::trace::Tracer::start(
             dir,

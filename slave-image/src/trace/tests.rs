@@ -77,6 +77,7 @@ fn a_trace_keeps_the_sampled_requests_and_every_failure() {
         sample_ppm: 100_000,
         all_errors: true,
         max_bytes: 64_000_000,
+        output: vec!["item".into()],
     };
     let tracer = Tracer::start(&d, "r-1", t, vec!["home".into(), "item".into()], vec![]).unwrap();
     let t0 = Instant::now();
@@ -84,7 +85,14 @@ fn a_trace_keeps_the_sampled_requests_and_every_failure() {
     // numbers 9, 19, …), the rest answered 200.
     for n in 0..1007u64 {
         let s = if n < 7 { failed() } else { ok() };
-        tracer.offer((n % 2) as usize, 0, &s, t0 + Duration::from_millis(n));
+        let values = [("item".to_string(), format!("v{n}"))];
+        tracer.offer(
+            (n % 2) as usize,
+            0,
+            &s,
+            t0 + Duration::from_millis(n),
+            &values,
+        );
     }
     drop(tracer);
     let (lines, chunk) = read_all(&d, "r-1", 1000);
@@ -128,11 +136,12 @@ fn beyond_its_limit_a_trace_keeps_the_newest_records_and_counts_the_rest() {
         sample_ppm: 1_000_000,
         all_errors: true,
         max_bytes: 200_000,
+        output: vec![],
     };
     let tracer = Tracer::start(&d, "r-2", t, vec!["home".into()], vec!["http://a".into()]).unwrap();
     let t0 = Instant::now();
     for n in 0..10_000u64 {
-        tracer.offer(0, 0, &ok(), t0 + Duration::from_micros(n));
+        tracer.offer(0, 0, &ok(), t0 + Duration::from_micros(n), &[]);
     }
     drop(tracer);
     let (lines, chunk) = read_all(&d, "r-2", 4096);
@@ -152,6 +161,10 @@ fn beyond_its_limit_a_trace_keeps_the_newest_records_and_counts_the_rest() {
     let last = t(lines.last().unwrap());
     assert_eq!(last - t(&lines[0]), lines.len() as u64 - 1);
     assert_eq!(lines[0]["target"], "http://a");
+    assert!(
+        lines[0].get("values").is_none(),
+        "no output: no values field"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -175,6 +188,7 @@ fn a_trace_that_is_missing_unfinished_or_misnamed_says_so() {
         sample_ppm: 1_000_000,
         all_errors: true,
         max_bytes: 1_000_000,
+        output: vec![],
     };
     assert!(Tracer::start(&d, "a/b", t, vec![], vec![]).is_err());
     let _ = std::fs::remove_dir_all(&d);
@@ -187,10 +201,12 @@ fn only_the_last_runs_traces_are_kept() {
         sample_ppm: 1_000_000,
         all_errors: true,
         max_bytes: 1_000_000,
+        output: vec![],
     };
     for i in 0..RUNS_KEPT + 2 {
-        let tracer = Tracer::start(&d, &format!("r-{i}"), t, vec!["a".into()], vec![]).unwrap();
-        tracer.offer(0, 0, &ok(), Instant::now());
+        let tracer =
+            Tracer::start(&d, &format!("r-{i}"), t.clone(), vec!["a".into()], vec![]).unwrap();
+        tracer.offer(0, 0, &ok(), Instant::now(), &[]);
         drop(tracer);
         // Folder times order the runs: make each visibly newer.
         std::thread::sleep(Duration::from_millis(20));

@@ -1,15 +1,22 @@
 //! The `trace` section: which requests each slave records, and how much it keeps.
 
 use super::*;
-use crate::scenario::Trace;
 use crate::scenario::file::TraceFile;
+use crate::scenario::{Request, Trace};
 
 /// Default `max_mb`: what one slave keeps of one run's records.
 const DEFAULT_MAX_MB: u64 = 64;
 /// Largest `max_mb` (10 GB).
 const MAX_MB: u64 = 10_000;
+/// Most values in `output`.
+const MAX_OUTPUT: usize = 32;
 
-pub(super) fn resolve_trace(t: &Spanned<TraceFile>) -> Res<Trace> {
+pub(super) fn resolve_trace(
+    t: &Spanned<TraceFile>,
+    requests: &[Request],
+    items: &[String],
+    columns: &[String],
+) -> Res<Trace> {
     let sample_ppm = match &t.value.sample {
         None => 1_000_000,
         Some(s) => match s.value {
@@ -50,9 +57,43 @@ pub(super) fn resolve_trace(t: &Spanned<TraceFile>) -> Res<Trace> {
             "this trace records nothing: with `sample: 0%`, keep `errors: all`",
         ));
     }
+    if t.value.output.len() > MAX_OUTPUT {
+        return Err(fault(
+            t.referenced,
+            format!("trace.output names at most {MAX_OUTPUT} values"),
+        ));
+    }
+    let mut output: Vec<String> = Vec::new();
+    for o in &t.value.output {
+        let name = o.value.trim();
+        let known = match name.strip_prefix("row.") {
+            Some(col) => columns.iter().any(|c| c == col),
+            None if name == "item" => !items.is_empty() && columns.is_empty(),
+            None => requests
+                .iter()
+                .flat_map(|r| &r.capture)
+                .any(|c| c.name == name),
+        };
+        if !known {
+            return Err(fault(
+                o.referenced,
+                format!(
+                    "trace.output: `{name}` is not a value of this scenario: give `item` (with data items), `row.NAME` (a column of the data file) or the name of a capture"
+                ),
+            ));
+        }
+        if output.iter().any(|n| n == name) {
+            return Err(fault(
+                o.referenced,
+                format!("trace.output names `{name}` twice"),
+            ));
+        }
+        output.push(name.to_string());
+    }
     Ok(Trace {
         sample_ppm,
         all_errors,
         max_bytes: max_mb * 1_000_000,
+        output,
     })
 }
