@@ -146,6 +146,7 @@ pub async fn quickstart(
         quiet: false,
         detach: false,
         on_finish: None,
+        trace_out: None,
     };
     let code = super::run::execute(plan, home, shutdown.clone()).await?;
     stop_target.cancel();

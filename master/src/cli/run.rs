@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// a background `lobster runs wait` runs it.
     #[arg(long, value_name = "CMD")]
     pub on_finish: Option<String>,
+    /// When the run ends, fetch its trace (the scenario's `trace:`) from the slaves, merged
+    /// in time order, into FILE, before local slaves end with this command (as `lobster runs
+    /// traces RUN --out FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub trace_out: Option<PathBuf>,
 }
 
 /// Most local slaves one command may start.
@@ -98,6 +103,8 @@ pub(crate) struct Plan {
     pub(crate) detach: bool,
     /// Run when the run ends (`sh -c`).
     pub(crate) on_finish: Option<String>,
+    /// Where to write the run's traces before the local slaves end (`--trace-out`).
+    pub(crate) trace_out: Option<PathBuf>,
 }
 
 fn plan(args: RunArgs) -> Result<Plan, Failure> {
@@ -137,6 +144,16 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         )));
     }
     args.exports.check()?;
+    if args.trace_out.is_some() && scenario.trace.is_none() {
+        return Err(Failure::bad_input(anyhow!(
+            "--trace-out needs a scenario with `trace:` (see docs/scenario.md, \"Traces\")"
+        )));
+    }
+    if args.trace_out.is_some() && args.detach {
+        return Err(Failure::bad_input(anyhow!(
+            "--trace-out cannot take --detach: fetch the trace with `lobster runs traces RUN --out FILE` once the run ended"
+        )));
+    }
     if args.detach && args.local_slaves > 0 {
         return Err(Failure::bad_input(anyhow!(
             "--detach cannot take --local-slaves: local slaves end with this command; start slaves that outlive it with `lobster fleet up --count N`"
@@ -164,6 +181,7 @@ fn plan(args: RunArgs) -> Result<Plan, Failure> {
         quiet: args.quiet,
         detach: args.detach,
         on_finish: args.on_finish,
+        trace_out: args.trace_out,
     })
 }
 
@@ -293,6 +311,17 @@ async fn drive(
         None
     };
     let result = watch::watch(plan, home, m, shutdown).await;
+    // Before the local slaves end with this command: their traces go with them.
+    if let (Ok(report), Some(out)) = (&result, &plan.trace_out) {
+        match crate::cli::runs::write_traces(&m.client, &report.run_id, Some(out)).await {
+            Ok(ExitStatus::Success) => {}
+            Ok(_) => eprintln!(
+                "warning: the trace in {} lacks the slaves named above",
+                out.display()
+            ),
+            Err(e) => eprintln!("warning: no trace written: {:#}", e.error),
+        }
+    }
     if let Some(l) = locals {
         l.stop(Duration::from_secs(10)).await;
     }

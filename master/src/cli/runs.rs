@@ -10,6 +10,8 @@ use clap::Subcommand;
 mod live;
 mod traces;
 
+pub(crate) use traces::write_traces;
+
 use super::exports::Exports;
 use super::{ExitStatus, Failure};
 use lobster_fleet::scenario::Scenario;

@@ -297,6 +297,24 @@ fn bad_inputs_exit_2_with_a_clear_message() {
             ],
         ),
         (
+            "--trace-out without trace:",
+            vec![good.clone(), "--trace-out".into(), "t.jsonl".into()],
+            &["--trace-out needs a scenario with `trace:`"],
+        ),
+        (
+            "--trace-out with --detach",
+            vec![
+                write(
+                    "traced.yaml",
+                    format!("{GOOD}trace: {{sample: 1%}}\n").as_bytes(),
+                ),
+                "--detach".into(),
+                "--trace-out".into(),
+                "t.jsonl".into(),
+            ],
+            &["--trace-out cannot take --detach", "lobster runs traces"],
+        ),
+        (
             "empty --on-finish",
             vec![good.clone(), "--on-finish".into(), " ".into()],
             &["--on-finish needs a command"],

@@ -203,3 +203,35 @@ fn each_slave_keeps_its_sampled_share_and_the_merge_is_in_time_order() {
         "{err}"
     );
 }
+
+/// `lobster run --local-slaves 2 --trace-out FILE`: the trace is fetched before the local
+/// slaves end with the command; with `sample: 100%` it holds every request of the report.
+#[test]
+fn a_local_run_writes_its_trace_before_its_slaves_end() {
+    let env = Env::new();
+    let (_t, addr) = env.target();
+    let file = env.scenario(
+        "local.yaml",
+        &format!(
+            "name: local\ntarget: http://{addr}\nduration: 2s\nload: {{rate: 30}}\nrequests:\n  - {{name: home, path: /}}\ntrace: {{}}\n"
+        ),
+    );
+    let out = env.path("local.jsonl");
+    let (code, stdout, err, r) =
+        lobster_run(&env, &file, 2, &["--trace-out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let r = r.unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        r["totals"]["requests"].as_u64().unwrap(),
+        "{err}"
+    );
+    let slaves: std::collections::BTreeSet<&str> =
+        lines.iter().map(|l| l["slave"].as_str().unwrap()).collect();
+    assert_eq!(slaves.len(), 2, "both local slaves' records: {slaves:?}");
+}

@@ -39,6 +39,16 @@ pub async fn traces(
             "no master of this home is running (give --master URL): traces are fetched through the master from the slaves"
         )));
     };
+    write_traces(&c, id, out).await
+}
+
+/// Fetches run `id`'s traces through master `c` and writes them merged to `out` (standard
+/// output when `None`); `Failed` when a slave's records could not be fetched.
+pub(crate) async fn write_traces(
+    c: &ApiClient,
+    id: &str,
+    out: Option<&Path>,
+) -> Result<ExitStatus, Failure> {
     let list = c
         .trace_slaves(id)
         .await
@@ -61,7 +71,7 @@ pub async fn traces(
             missing.push(format!("{} (not connected to the master)", s.slave));
             continue;
         }
-        match fetch(&c, id, &s.uid, &s.slave).await {
+        match fetch(c, id, &s.uid, &s.slave).await {
             Ok(f) => fetched.push(f),
             Err(e) => missing.push(format!("{} ({e:#})", s.slave)),
         }
