@@ -124,8 +124,8 @@ impl Tracer {
         values: &[(String, String)],
     ) {
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        let failed = s.error.is_some();
-        if !self.settings.samples(n) && !(failed && self.settings.all_errors) {
+        let wanted = self.settings.samples(n) || (self.settings.all_errors && s.error.is_some());
+        if !wanted {
             return;
         }
         let t = &s.timing;

@@ -402,12 +402,14 @@ mod tests {
         let b = "http://10.0.0.2:8080";
         let mut t = total();
         let home = t.endpoints["home \"x\""].clone();
-        let mut fast = EndpointStats::default();
-        fast.requests = 2;
         let mut h = new_histogram();
         h.record(2_000).unwrap();
         h.record(2_000).unwrap();
-        fast.latency_us = h;
+        let fast = EndpointStats {
+            requests: 2,
+            latency_us: h,
+            ..Default::default()
+        };
         t.targets.insert(a.into(), home);
         t.targets.insert(b.into(), fast);
         let names = vec!["home \"x\"".to_string()];
