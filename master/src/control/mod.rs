@@ -227,6 +227,9 @@ pub struct Controller {
     last_tick: Instant,
     /// Trace slices asked of slaves and not answered yet.
     traces: TraceFetches,
+    /// Intervals stored in the store's open batch, to acknowledge once it is committed: by
+    /// (slave uid, run id), their indexes.
+    acks: std::collections::BTreeMap<(String, String), Vec<u64>>,
 }
 
 /// Capacity of the command channel.
@@ -247,6 +250,7 @@ impl Controller {
             metrics,
             last_tick: Instant::now(),
             traces: TraceFetches::default(),
+            acks: Default::default(),
         };
         (c, ControlHandle { tx })
     }
@@ -328,11 +332,13 @@ impl Controller {
                 _ = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => {
                     warn!("shutdown deadline reached");
                     self.finish_now();
+                    self.commit();
                     return;
                 }
             }
             if deadline.is_some() && self.run.as_ref().is_none_or(|r| r.is_done()) {
                 self.save();
+                self.commit();
                 return;
             }
         }

@@ -186,6 +186,7 @@ impl Controller {
 
     pub(super) fn tick(&mut self) {
         let now = Instant::now();
+        self.commit();
         self.traces.expire(now);
         // A tick much later than planned means this process was stopped (SIGSTOP, swap): do
         // not blame the slaves for the master's own pause.

@@ -142,9 +142,10 @@ impl Controller {
         let (run_id, index) = (interval.run_id.clone(), interval.index);
         match self.run.as_mut().filter(|r| r.id == run_id) {
             Some(r) => {
-                let stored =
+                let stored = self.store.batch().and_then(|()| {
                     self.store
-                        .insert_interval(&run_id, uid, index, &interval.encode_to_vec());
+                        .insert_interval(&run_id, uid, index, &interval.encode_to_vec())
+                });
                 if let Err(e) = stored {
                     // Not acknowledged: the slave keeps it and sends it again.
                     warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store interval");
@@ -154,6 +155,12 @@ impl Controller {
                     self.metrics.intervals.inc();
                     self.metrics.requests.inc_by(stats.requests());
                 }
+                // Acknowledged once the batch it was stored in is committed (next tick).
+                self.acks
+                    .entry((uid.to_string(), run_id))
+                    .or_default()
+                    .push(index);
+                return;
             }
             None => {
                 let done = matches!(self.store.report(&run_id), Ok(Some(_)));
@@ -248,6 +255,22 @@ impl JoinBucket {
             true
         } else {
             false
+        }
+    }
+}
+
+impl Controller {
+    /// Commits the store's open batch, then acknowledges the intervals stored in it (one
+    /// `Ack` per slave and run). When the commit fails nothing is acknowledged: the slaves
+    /// send those intervals again, and the merge counts each (slave, index) once.
+    pub(super) fn commit(&mut self) {
+        let acks = std::mem::take(&mut self.acks);
+        if let Err(e) = self.store.commit() {
+            warn!(error = %format!("{e:#}"), intervals = acks.values().map(Vec::len).sum::<usize>(), "cannot commit stored intervals: not acknowledged");
+            return;
+        }
+        for ((uid, run_id), indexes) in acks {
+            self.registry.send(&uid, ack(run_id, indexes));
         }
     }
 }
