@@ -339,8 +339,15 @@ mod tests {
         for i in 0..50 {
             assert!(s.insert_interval("r1", "a", i, b"x").unwrap());
         }
-        assert_eq!(s.intervals("r1").unwrap().len(), 50, "the writer sees its batch");
-        assert!(other.intervals("r1").unwrap().is_empty(), "nobody else does yet");
+        assert_eq!(
+            s.intervals("r1").unwrap().len(),
+            50,
+            "the writer sees its batch"
+        );
+        assert!(
+            other.intervals("r1").unwrap().is_empty(),
+            "nobody else does yet"
+        );
         s.commit().unwrap();
         assert_eq!(other.intervals("r1").unwrap().len(), 50);
         s.commit().unwrap(); // nothing open: nothing to do
