@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lobster_fleet::scenario::{Document, Scenario};
+use lobster_fleet::scenario::{Document, Load, Scenario};
 use serde::{Deserialize, Serialize};
 
 use crate::control::run::RunOptions;
@@ -376,10 +376,10 @@ async fn change_load(
     let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
     let Json(b) = body.map_err(|e| bad(format!("invalid load change: {}", e.body_text())))?;
     let rule = "give `users` (0 to 10000000) or `rate` (0 to 10000000 per second), not both";
-    let (users, rate_milli) = match (b.users, b.rate) {
-        (Some(u), None) if u <= MAX_LOAD => (Some(u), None),
+    let load = match (b.users, b.rate) {
+        (Some(u), None) if u <= MAX_LOAD => Load::Users(u),
         (None, Some(r)) if r.is_finite() && (0.0..=MAX_LOAD as f64).contains(&r) => {
-            (None, Some((r * 1000.0).round() as u64))
+            Load::MilliRate((r * 1000.0).round() as u64)
         }
         _ => return Err(bad(rule.into())),
     };
@@ -387,8 +387,7 @@ async fn change_load(
         return Err(bad("ramp_ms must be at most a day (86400000)".into()));
     }
     let change = crate::control::LoadChange {
-        users,
-        rate_milli,
+        load,
         ramp: std::time::Duration::from_millis(b.ramp_ms),
     };
     let at = s

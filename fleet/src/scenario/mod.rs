@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use document::{Document, load, parse};
 pub use journey::{Browse, Capture, Check, Flow, Group, Markov, Rule, Source};
 
-pub use profile::{Arrivals, Model, Profile, Stage};
+pub use profile::{Arrivals, Load, Model, Profile, Stage};
 pub use target::{Scheme, Target};
 
 /// Largest scenario file accepted, in bytes.

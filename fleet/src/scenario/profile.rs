@@ -25,6 +25,52 @@ impl Model {
     }
 }
 
+/// An amount of load that says which model it drives: users (closed model) or an arrival
+/// rate (open model), in the profile's exact units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Load {
+    /// Closed model: virtual users.
+    Users(u64),
+    /// Open model: arrivals per second, in thousandths (so rates slice into exact integers).
+    MilliRate(u64),
+}
+
+impl Load {
+    /// The model this load drives.
+    pub fn model(self) -> Model {
+        match self {
+            Load::Users(_) => Model::Closed,
+            Load::MilliRate(_) => Model::Open,
+        }
+    }
+
+    /// The amount in a [`Profile`]'s units (users, or thousandths of an arrival per second).
+    pub fn amount(self) -> u64 {
+        match self {
+            Load::Users(n) | Load::MilliRate(n) => n,
+        }
+    }
+
+    /// `amount` of a profile of `model`.
+    pub fn of(model: Model, amount: u64) -> Load {
+        match model {
+            Model::Closed => Load::Users(amount),
+            Model::Open => Load::MilliRate(amount),
+        }
+    }
+}
+
+impl std::fmt::Display for Load {
+    /// `20 users` or `12.5 req/s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Load::Users(n) => write!(f, "{n} users"),
+            Load::MilliRate(m) => write!(f, "{} req/s", *m as f64 / 1000.0),
+        }
+    }
+}
+
 /// One stage: the load moves linearly to `target` over `duration_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stage {
@@ -42,6 +88,16 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// A profile that holds `load` from time zero.
+    pub fn holding(load: Load) -> Self {
+        Profile::constant(load.model(), load.amount())
+    }
+
+    /// The load at time zero, with its model.
+    pub fn start_load(&self) -> Load {
+        Load::of(self.model, self.start)
+    }
+
     /// A profile that holds `value` from time zero.
     pub fn constant(model: Model, value: u64) -> Self {
         Profile {
@@ -234,6 +290,19 @@ fn solve(a: f64, b: f64, d: f64, n: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_load_says_its_model_and_keeps_the_profiles_units() {
+        let rate = Load::MilliRate(12_500);
+        assert_eq!((rate.model(), rate.amount()), (Model::Open, 12_500));
+        assert_eq!(rate.to_string(), "12.5 req/s");
+        assert_eq!(Load::of(Model::Closed, 20), Load::Users(20));
+        assert_eq!(Load::Users(20).to_string(), "20 users");
+        let p = Profile::holding(rate);
+        assert_eq!(p, Profile::constant(Model::Open, 12_500));
+        assert_eq!(p.start_load(), rate);
+        assert_eq!(p.load_at(99_000), 12.5);
+    }
 
     #[test]
     fn a_change_mid_run_keeps_the_past_and_reaches_its_target() {

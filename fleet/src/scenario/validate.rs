@@ -31,8 +31,8 @@ use super::file::{LoadFile, RequestFile, ScenarioFile, SlaFile};
 use super::journey::variables;
 use super::value::{ThinkValue, Threshold, Whole};
 use super::{
-    Bound, Flow, ITEM, Metric, Model, Profile, Request, Scenario, ScenarioError, SlaRule, Stage,
-    Target, Think,
+    Bound, Flow, ITEM, Load, Metric, Model, Profile, Request, Scenario, ScenarioError, SlaRule,
+    Stage, Target, Think,
 };
 
 /// Longest accepted run: 30 days.

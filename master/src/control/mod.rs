@@ -125,9 +125,8 @@ pub enum ApiError {
 /// over `ramp` and held for the rest of the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadChange {
-    pub users: Option<u64>,
-    /// Thousandths of a request per second.
-    pub rate_milli: Option<u64>,
+    /// The load to reach; its model must be the run's.
+    pub load: lobster_fleet::scenario::Load,
     pub ramp: Duration,
 }
 

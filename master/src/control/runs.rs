@@ -126,15 +126,14 @@ impl Controller {
             return Err(ApiError::NotFound(id.to_string()));
         };
         let _span = info_span!("run", run_id = %r.id).entered();
-        let target = match (r.scenario.load.model, change.users, change.rate_milli) {
-            (Model::Closed, Some(users), None) => users,
-            (Model::Open, None, Some(rate)) => rate,
-            (Model::Closed, ..) => {
+        let target = match (r.scenario.load.model, change.load) {
+            (model, load) if load.model() == model => load.amount(),
+            (Model::Closed, _) => {
                 return Err(ApiError::Invalid(format!(
                     "run {id} is closed-model: give `users`, not a rate"
                 )));
             }
-            (Model::Open, ..) => {
+            (Model::Open, _) => {
                 return Err(ApiError::Invalid(format!(
                     "run {id} is open-model: give `rate` (requests per second), not users"
                 )));

@@ -23,12 +23,13 @@ pub(super) fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
     let at = l.referenced;
     let lf = &l.value;
     let both = "load takes either `users` (closed model) or `rate` (open model), not both";
-    let (model, start) = match (&lf.users, &lf.rate) {
+    let load: Option<Load> = match (&lf.users, &lf.rate) {
         (Some(_), Some(r)) => return Err(fault(r.referenced, both)),
-        (Some(u), None) => (Some(Model::Closed), Some(users(u)?)),
-        (None, Some(r)) => (Some(Model::Open), Some(rate(r)?)),
-        (None, None) => (None, None),
+        (Some(u), None) => Some(Load::Users(users(u)?)),
+        (None, Some(r)) => Some(Load::MilliRate(rate(r)?)),
+        (None, None) => None,
     };
+    let (model, start) = (load.map(Load::model), load.map(Load::amount));
     let max_connections = match &lf.max_connections {
         Some(m) => m
             .value
