@@ -36,34 +36,6 @@ fn fleet_of_one(
     (target, master, slave, addr, api, file)
 }
 
-/// `lobster run FILE --detach --master API`: the run's id.
-fn detach(env: &Env, api: &str, file: &std::path::Path) -> String {
-    let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", api]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    out.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string()
-}
-
-/// `lobster runs wait RUN --master API -q --json FILE`: the exit code and the report.
-fn wait_report(env: &Env, api: &str, id: &str, name: &str) -> (i32, serde_json::Value) {
-    let json = env.path(name);
-    let (code, out, err) = env.cli(&[
-        "runs",
-        "wait",
-        id,
-        "--master",
-        api,
-        "-q",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(json.is_file(), "{out}\n{err}");
-    (code, report(&json))
-}
-
 #[test]
 fn a_detached_run_outlives_its_terminal_and_runs_wait_gives_its_verdict() {
     let env = Env::new();

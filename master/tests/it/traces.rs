@@ -5,24 +5,12 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// A run's id from `lobster run FILE --detach --master API`, and its report once it ended.
+/// A run's report once `lobster run FILE --detach --master API` and `runs wait` ended it.
 fn run_detached(env: &Env, api: &str, file: &std::path::Path, json: &str) -> serde_json::Value {
-    let (code, out, err) = env.cli(&["run", file.to_str().unwrap(), "--detach", "--master", api]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let id = out.split_whitespace().nth(1).unwrap().trim_end_matches(':');
-    let path = env.path(json);
-    let (code, out, err) = env.cli(&[
-        "runs",
-        "wait",
-        id,
-        "--master",
-        api,
-        "-q",
-        "--json",
-        path.to_str().unwrap(),
-    ]);
-    assert!(code == 0 || code == 1, "{out}\n{err}");
-    report(&path)
+    let id = detach(env, api, file);
+    let (code, r) = wait_report(env, api, &id, json);
+    assert!(code == 0 || code == 1, "{r}");
+    r
 }
 
 /// `lobster runs traces RUN --master API --out FILE`: exit code, standard error, records.
