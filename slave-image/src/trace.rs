@@ -78,11 +78,10 @@ impl Tracer {
         segments::check_run_id(run_id).map_err(std::io::Error::other)?;
         std::fs::create_dir_all(dir)?;
         segments::prune(dir, RUNS_KEPT - 1);
+        // A run given to this slave again keeps what it wrote before (a new generation).
         let run_dir = dir.join(run_id);
-        if run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir)?;
-        }
         std::fs::create_dir_all(&run_dir)?;
+        let segments = Segments::open(run_dir, settings.max_bytes)?;
         let (tx, rx) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let origin = (
@@ -92,7 +91,7 @@ impl Tracer {
                 .unwrap_or_default(),
         );
         let writer = Writer {
-            segments: Segments::new(run_dir, settings.max_bytes),
+            segments,
             names: Names { endpoints, targets },
             origin,
             dropped: dropped.clone(),

@@ -25,6 +25,7 @@ mod vm_lifetime;
 
 mod serial {
     mod chaos;
+    mod compare;
     mod elastic;
     mod injectors;
     mod nspawn;

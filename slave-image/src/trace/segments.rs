@@ -1,7 +1,12 @@
-//! A run's trace on disk: numbered segment files (`00000000.jsonl`, …) of whole lines, the
-//! oldest deleted once the records exceed the trace's size limit, and `done` (JSON: records
-//! kept, records dropped) written when the run's trace is complete. Reading sees the segments
-//! as one byte stream and hands it out in slices of whole lines.
+//! A run's trace on disk: numbered segment files of whole lines, the oldest deleted once the
+//! records exceed the trace's size limit, and a `done` file (JSON: records kept, records
+//! dropped) written when the writer ends. Reading sees the segments as one byte stream and
+//! hands it out in slices of whole lines, once every writer is done.
+//!
+//! A slave given the same run again (it lost its session and was assigned the run anew) starts
+//! a second writer while the first may still be closing: each writer is a *generation* of its
+//! own (`0002-00000000.jsonl`, `done-0002`), so neither touches the other's files, and the
+//! trace is whole once every generation that wrote is done.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -16,7 +21,6 @@ const SEGMENTS: u64 = 8;
 const MIN_SEGMENT: u64 = 64 * 1024;
 /// Largest slice sent in one answer.
 pub const MAX_CHUNK: u32 = 1024 * 1024;
-const DONE: &str = "done";
 
 /// What `done` says.
 #[derive(Serialize, Deserialize)]
@@ -28,6 +32,8 @@ struct Done {
 /// The writer's side of a run's trace.
 pub(super) struct Segments {
     dir: PathBuf,
+    /// This writer's generation in the run's folder (see the module doc).
+    generation: u32,
     max_bytes: u64,
     segment_bytes: u64,
     /// Open segment: its number, its writer, its bytes, its records.
@@ -39,19 +45,32 @@ pub(super) struct Segments {
 }
 
 impl Segments {
-    pub(super) fn new(dir: PathBuf, max_bytes: u64) -> Self {
-        Segments {
+    /// A new generation in `dir` (which exists), its first segment created at once so that a
+    /// reader knows it is being written.
+    pub(super) fn open(dir: PathBuf, max_bytes: u64) -> std::io::Result<Self> {
+        let generation = last_generation(&dir)? + 1;
+        let mut s = Segments {
             dir,
+            generation,
             max_bytes,
             segment_bytes: (max_bytes / SEGMENTS).max(MIN_SEGMENT),
             current: None,
             kept: Default::default(),
             deleted_records: 0,
-        }
+        };
+        s.start_segment(0)?;
+        Ok(s)
     }
 
     fn path(&self, n: u64) -> PathBuf {
-        self.dir.join(format!("{n:08}.jsonl"))
+        self.dir
+            .join(format!("{:04}-{n:08}.jsonl", self.generation))
+    }
+
+    fn start_segment(&mut self, n: u64) -> std::io::Result<()> {
+        let file = File::create(self.path(n))?;
+        self.current = Some((n, BufWriter::with_capacity(64 * 1024, file), 0, 0));
+        Ok(())
     }
 
     /// Appends one line (with its newline).
@@ -65,8 +84,7 @@ impl Segments {
         }
         if self.current.is_none() {
             let n = self.kept.back().map_or(0, |k| k.0 + 1);
-            let file = File::create(self.path(n))?;
-            self.current = Some((n, BufWriter::with_capacity(64 * 1024, file), 0, 0));
+            self.start_segment(n)?;
         }
         let (_, w, bytes, records) = self.current.as_mut().expect("opened above");
         w.write_all(line)?;
@@ -100,10 +118,40 @@ impl Segments {
             records: records.saturating_sub(self.deleted_records),
             dropped: unwritten + self.deleted_records,
         };
-        let tmp = self.dir.join("done.tmp");
+        let name = format!("done-{:04}", self.generation);
+        let tmp = self.dir.join(format!("{name}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec(&done).expect("serializes"))?;
-        std::fs::rename(tmp, self.dir.join(DONE))
+        std::fs::rename(tmp, self.dir.join(name))
     }
+}
+
+/// What a run folder's file is: a segment of generation g, or generation g's `done`.
+enum Entry {
+    Segment(u32),
+    Done(u32),
+    Other,
+}
+
+fn entry(name: &str) -> Entry {
+    let generation = |s: &str| s.parse::<u32>().ok();
+    if let Some(g) = name.strip_prefix("done-").and_then(generation) {
+        return Entry::Done(g);
+    }
+    match name.strip_suffix(".jsonl").and_then(|n| n.split_once('-')) {
+        Some((g, _)) => generation(g).map_or(Entry::Other, Entry::Segment),
+        None => Entry::Other,
+    }
+}
+
+/// The highest generation in `dir` (0 when none).
+fn last_generation(dir: &Path) -> std::io::Result<u32> {
+    let mut last = 0;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if let Entry::Segment(g) | Entry::Done(g) = entry(&e.file_name().to_string_lossy()) {
+            last = last.max(g);
+        }
+    }
+    Ok(last)
 }
 
 /// A run id as a folder name: the master's ids are letters, digits, `-` and `_`.
@@ -170,20 +218,33 @@ fn read_into(
 ) -> Result<(), String> {
     check_run_id(run_id)?;
     let run_dir = dir.join(run_id);
-    let done: Done = match std::fs::read(run_dir.join(DONE)) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("unreadable trace end: {e}"))?,
-        Err(_) if run_dir.is_dir() => {
-            return Err(format!("the trace of {run_id} is still being written"));
-        }
-        Err(_) => return Err(format!("no trace of {run_id} on this slave")),
+    let Ok(listing) = std::fs::read_dir(&run_dir) else {
+        return Err(format!("no trace of {run_id} on this slave"));
     };
-    chunk.dropped = done.dropped;
-    let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(&run_dir)
-        .map_err(|e| format!("cannot list the trace: {e}"))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
-        .collect();
+    let mut files: Vec<(PathBuf, u64)> = Vec::new();
+    let mut written = std::collections::BTreeSet::new();
+    let mut done = std::collections::BTreeMap::new();
+    for e in listing.flatten() {
+        match entry(&e.file_name().to_string_lossy()) {
+            Entry::Segment(g) => {
+                written.insert(g);
+                files.push((e.path(), e.metadata().map_or(0, |m| m.len())));
+            }
+            Entry::Done(g) => {
+                let d: Done = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .ok_or_else(|| format!("unreadable trace end {}", e.path().display()))?;
+                done.insert(g, d);
+            }
+            Entry::Other => {}
+        }
+    }
+    if done.is_empty() || written.iter().any(|g| !done.contains_key(g)) {
+        return Err(format!("the trace of {run_id} is still being written"));
+    }
+    chunk.dropped = done.values().map(|d| d.dropped).sum();
+    // Zero-padded names: generation, then segment order.
     files.sort();
     chunk.total_bytes = files.iter().map(|f| f.1).sum();
     let want = u64::from(max_bytes.clamp(1, MAX_CHUNK));

@@ -194,6 +194,44 @@ fn a_trace_that_is_missing_unfinished_or_misnamed_says_so() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A slave given the same run again (it lost its session and was assigned anew) keeps what
+/// it wrote before: the two writers are generations of their own, and the trace is whole
+/// (and readable) only once both are done, whichever ends first.
+#[test]
+fn a_run_given_again_keeps_its_earlier_records() {
+    let d = dir("again");
+    let t = Trace {
+        sample_ppm: 1_000_000,
+        all_errors: true,
+        max_bytes: 1_000_000,
+        output: vec![],
+    };
+    let first = Tracer::start(&d, "r-3", t.clone(), vec!["a".into()], vec![]).unwrap();
+    let t0 = Instant::now();
+    for n in 0..10u64 {
+        first.offer(0, 0, &ok(), t0 + Duration::from_millis(n), &[]);
+    }
+    let second = Tracer::start(&d, "r-3", t, vec!["a".into()], vec![]).unwrap();
+    for n in 10..15u64 {
+        second.offer(0, 0, &ok(), t0 + Duration::from_millis(n), &[]);
+    }
+    drop(second);
+    // The second is done; the first still writes: not whole yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.join("r-3").join("done-0002").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        read_chunk(&d, "r-3", 0, 1000).error,
+        "the trace of r-3 is still being written"
+    );
+    drop(first);
+    let (lines, chunk) = read_all(&d, "r-3", 1000);
+    assert_eq!(chunk.dropped, 0);
+    assert_eq!(lines.len(), 15, "both writers' records");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn only_the_last_runs_traces_are_kept() {
     let d = dir("prune");
