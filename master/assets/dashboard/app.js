@@ -87,8 +87,10 @@
     live.charts.slaves.setData([xs, col(function (x) { return x.load === undefined ? null : x.load; }), col(function (x) { return x.slaves; })]);
     document.body.dataset.points = String(p.length);
   }
-  function endpoints(list) {
-    $("endpoints").tBodies[0].innerHTML = list.map(function (e) {
+  function endpoints(list, id) {
+    var table = $(id || "endpoints");
+    if (id) { table.hidden = !list.length; }
+    table.tBodies[0].innerHTML = list.map(function (e) {
       var l = e.latency_ms;
       return "<tr><td>" + esc(e.name) + '</td><td class="num">' + e.requests + '</td><td class="num">' + e.failures +
         '</td><td class="num">' + f(e.rps, 1) + '</td><td class="num">' + f(l.p50, 2) + '</td><td class="num">' +
@@ -129,11 +131,13 @@
       (r.reasons.length ? "<ul>" + r.reasons.map(function (x) { return "<li>" + esc(x) + "</li>"; }).join("") + "</ul>" : "");
     slaTable(r.sla, false);
     endpoints(r.endpoints);
+    endpoints(r.targets || [], "targets");
   }
   function open(id) {
     if (live && live.es) { live.es.close(); }
     $("current").hidden = false;
     $("verdict").innerHTML = ""; $("sla").innerHTML = ""; $("saturated").innerHTML = ""; $("act-error").textContent = "";
+    endpoints([], "targets");
     live = { id: id, points: [], kinds: [], charts: {} };
     live.charts.rps = chart("chart-rps", ["requests/s", "failures/s"], { unit: "per second" });
     live.charts.latency = chart("chart-latency", ["p50", "p95", "p99"], { unit: "ms" });
@@ -147,6 +151,7 @@
       status(v);
       draw();
       if (v.endpoints && v.endpoints.length) { endpoints(v.endpoints); }
+      if (v.targets && v.targets.length) { endpoints(v.targets, "targets"); }
       if (v.sla && v.sla.length) { slaTable(v.sla, true); }
       saturated(v.saturated || (v.report ? v.report.saturated_injectors || [] : []));
       if (v.report) { es.close(); verdict(v.report); history(); }

@@ -91,6 +91,9 @@ pub struct RunView {
     /// While the run goes on: each endpoint's figures so far (the report has them after).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<crate::report::EndpointReport>,
+    /// While the run goes on, with `targets:`: each target's figures so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<crate::report::EndpointReport>,
     /// While the run goes on: each SLA rule's state so far.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sla: Vec<crate::sla::RuleResult>,

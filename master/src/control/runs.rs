@@ -75,6 +75,10 @@ impl Controller {
                     Some(_) => Vec::new(),
                     None => r.live_endpoints.clone(),
                 },
+                targets: match &r.report {
+                    Some(_) => Vec::new(),
+                    None => r.live_targets.clone(),
+                },
                 sla: match &r.report {
                     Some(_) => Vec::new(),
                     None => r.sla_so_far(),
@@ -110,6 +114,7 @@ impl Controller {
                 .cloned()
                 .collect(),
             endpoints: Vec::new(),
+            targets: Vec::new(),
             sla: Vec::new(),
             saturated: Vec::new(),
             report: Some(report),

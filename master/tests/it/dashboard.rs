@@ -12,6 +12,7 @@ use crate::common::*;
 fn the_dashboard_starts_follows_and_stops_a_run_in_a_browser() {
     let env = Env::new();
     let (_target, addr) = env.target();
+    let (_second, addr2) = env.target();
     let (_master, api, grpc) = env.master(None, &[]);
     let _slaves: Vec<Proc> = (1..=2).map(|i| env.slave(&grpc, i, 2)).collect();
     wait_slaves(&api, 2, Duration::from_secs(60));
@@ -44,7 +45,7 @@ fn the_dashboard_starts_follows_and_stops_a_run_in_a_browser() {
     b.problems.clear();
 
     let yaml = format!(
-        "name: from-the-page\ntarget: http://{addr}\nduration: 60s\nload: {{rate: 40}}\nrequests:\n  - {{name: home, path: /}}\n  - {{name: broken, path: /status/503, weight: 1}}\nmax_error_rate: 100%\nsla:\n  - {{metric: p99, max: 10s, window: 2s}}\n"
+        "name: from-the-page\ntargets: [http://{addr}, http://{addr2}]\nduration: 60s\nload: {{rate: 40}}\nrequests:\n  - {{name: home, path: /}}\n  - {{name: broken, path: /status/503, weight: 1}}\nmax_error_rate: 100%\nsla:\n  - {{metric: p99, max: 10s, window: 2s}}\n"
     );
     b.eval(&format!(
         "document.getElementById('new-run').open = true; document.getElementById('scenario').value = {}; document.getElementById('start').click(); true",
@@ -60,6 +61,16 @@ fn the_dashboard_starts_follows_and_stops_a_run_in_a_browser() {
         "document.querySelectorAll('#endpoints tbody tr').length === 2",
         Duration::from_secs(10),
     );
+    // With `targets:`, the live figures by target too, one row each.
+    b.wait_for(
+        "the live target table",
+        "!document.getElementById('targets').hidden && document.querySelectorAll('#targets tbody tr').length === 2",
+        Duration::from_secs(10),
+    );
+    let names = b.eval(
+        "Array.from(document.querySelectorAll('#targets tbody tr')).map(tr => tr.children[0].textContent).join(' ')",
+    );
+    assert_eq!(names, format!("http://{addr} http://{addr2}").as_str());
     let id = b
         .eval("document.querySelector('#run-status code').textContent")
         .as_str()
@@ -120,6 +131,19 @@ fn the_dashboard_starts_follows_and_stops_a_run_in_a_browser() {
         r["totals"]["requests"].as_u64().unwrap(),
         "the final table is the report's"
     );
+    // The final target table is the report's too: each target's requests, adding up.
+    let by_target = b.eval(
+        "Array.from(document.querySelectorAll('#targets tbody tr')).map(tr => Number(tr.children[1].textContent)).join(' ')",
+    );
+    let reported: Vec<String> = r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["requests"].to_string())
+        .collect();
+    assert_eq!(by_target, reported.join(" ").as_str());
+    let sum: u64 = reported.iter().map(|n| n.parse::<u64>().unwrap()).sum();
+    assert_eq!(sum, shown);
     b.wait_for(
         "the history lists the run",
         &format!("document.querySelector('#runs a[data-run=\"{id}\"]') !== null"),

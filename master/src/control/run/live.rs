@@ -38,7 +38,8 @@ impl Run {
     }
 
     /// After a tick: stamps the seconds it closed and, when it closed any, recomputes each
-    /// endpoint's figures so far (once per closed second, not per poll of the API).
+    /// endpoint's (and target's) figures so far (once per closed second, not per poll of the
+    /// API).
     pub(super) fn seconds_closed(&mut self, now: Instant) {
         if self.load_stamped == self.agg.series.len() {
             return;
@@ -47,6 +48,7 @@ impl Run {
         let names = crate::report::Names::of(&self.scenario);
         let seconds = self.load_elapsed(now).as_secs_f64();
         self.live_endpoints = figures(&self.agg.total, &names, seconds).1;
+        self.live_targets = crate::report::target_figures(&self.agg.total, &names, seconds);
     }
 
     /// Every SLA rule's state so far (`not_judged` until a whole window closed).

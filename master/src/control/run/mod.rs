@@ -154,6 +154,8 @@ pub struct Run {
     /// Each endpoint's figures so far, refreshed when seconds close (`live.rs`), so that the
     /// API's polls read them instead of summarizing the histograms on every poll.
     pub live_endpoints: Vec<crate::report::EndpointReport>,
+    /// With `targets:`, each target's figures so far, recomputed with `live_endpoints`.
+    pub live_targets: Vec<crate::report::EndpointReport>,
     /// An operator changed the load profile (persisted, so a restart keeps the change).
     load_changed: bool,
     /// What slaves warned of during the run (at most [`MAX_SLAVE_WARNINGS`]), for the report.
@@ -207,6 +209,7 @@ impl Run {
             dirty: true,
             load_stamped: 0,
             live_endpoints: Vec::new(),
+            live_targets: Vec::new(),
             load_changed: false,
             slave_warnings: Vec::new(),
         }
