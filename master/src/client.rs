@@ -141,13 +141,14 @@ impl ApiClient {
     }
 
     /// One slice of slave `uid`'s trace of run `id` from byte `offset`: the records (whole
-    /// lines), the size of all of them, and the records the slave could not keep.
+    /// lines), the size of all of them, and the records the slave could not keep; `None`
+    /// while the slave is still writing it (ask again shortly).
     pub async fn trace_slice(
         &self,
         id: &str,
         uid: &str,
         offset: u64,
-    ) -> anyhow::Result<TraceSlice> {
+    ) -> anyhow::Result<Option<TraceSlice>> {
         let r = self
             .req(
                 reqwest::Method::GET,
@@ -157,6 +158,9 @@ impl ApiClient {
             .send()
             .await?;
         let status = r.status();
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return Ok(None);
+        }
         if !status.is_success() {
             let body: serde_json::Value = r.json().await.unwrap_or_default();
             bail!(
@@ -176,11 +180,11 @@ impl ApiClient {
         let total = number(crate::api::traces::TOTAL)?;
         let dropped = number(crate::api::traces::DROPPED)?;
         let data = r.bytes().await.context("the trace slice was cut off")?;
-        Ok(TraceSlice {
+        Ok(Some(TraceSlice {
             data,
             total,
             dropped,
-        })
+        }))
     }
 
     /// Changes the load of run `id`; returns the load time (ms) the change starts at, or the

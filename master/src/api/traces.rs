@@ -3,8 +3,9 @@
 //! - `GET /api/runs/{id}/traces/{uid}?offset=N`: one slice of that slave's records (whole
 //!   lines of JSON, `application/x-ndjson`, at most 1 MiB) from byte `N`, with the size of all
 //!   of them in `x-lobster-trace-total` and the records the slave could not keep in
-//!   `x-lobster-trace-dropped`; `409` when the slave is not connected, has no trace of the
-//!   run, or is still writing it.
+//!   `x-lobster-trace-dropped`; `503` with `Retry-After` while the slave is still writing it
+//!   (the run just ended there); `409` when the slave is not connected or has no trace of the
+//!   run.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -60,6 +61,12 @@ async fn slice(
         })
         .await
         .ok_or_else(unavailable)??;
+    if chunk.writing {
+        let mut r = Failure(StatusCode::SERVICE_UNAVAILABLE, chunk.error).into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(r);
+    }
     if !chunk.error.is_empty() {
         return Err(Failure(StatusCode::CONFLICT, chunk.error));
     }

@@ -63,19 +63,30 @@ impl Worker {
     }
 
     /// Sets the `trace.output` values of the requests that follow: each name of the trace's
-    /// output with `value(name)`, those without a value left out.
+    /// output with `value(name)`, those without a value left out. Nothing without a trace
+    /// that names values; the worker's strings are reused from request to request.
     pub fn set_trace_values<'a>(
         &mut self,
         shared: &Shared,
         value: impl Fn(&str) -> Option<&'a str>,
     ) {
-        let Some(t) = &shared.tracer else { return };
-        self.trace_values.clear();
+        let Some(t) = shared.tracer.as_ref().filter(|t| !t.output().is_empty()) else {
+            return;
+        };
+        let mut used = 0;
         for name in t.output() {
-            if let Some(v) = value(name) {
-                self.trace_values.push((name.clone(), v.to_string()));
+            let Some(v) = value(name) else { continue };
+            match self.trace_values.get_mut(used) {
+                Some((k, old)) => {
+                    k.clone_from(name);
+                    old.clear();
+                    old.push_str(v);
+                }
+                None => self.trace_values.push((name.clone(), v.to_string())),
             }
+            used += 1;
         }
+        self.trace_values.truncate(used);
     }
 
     /// The target it talks to (an index into [`Shared::sites`]).
@@ -92,13 +103,7 @@ impl Worker {
         item: &str,
         intended: Option<Instant>,
     ) -> Outcome {
-        if shared
-            .tracer
-            .as_ref()
-            .is_some_and(|t| !t.output().is_empty())
-        {
-            self.set_trace_values(shared, |name| (name == "item").then_some(item));
-        }
+        self.set_trace_values(shared, |name| (name == "item").then_some(item));
         let mut scratch = std::mem::take(&mut self.scratch);
         let bytes = req.bytes(item, &mut scratch);
         let (outcome, _) = self

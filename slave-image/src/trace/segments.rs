@@ -195,7 +195,7 @@ pub(super) fn prune(dir: &Path, keep: usize) {
 
 /// Up to `max_bytes` (at most [`MAX_CHUNK`]) of whole lines of run `run_id`'s trace under
 /// `dir`, from byte `offset`. The answer's `error` says why there is nothing: no trace of
-/// that run here, or one still being written.
+/// that run here, or one still being written (then `writing` too).
 pub fn read_chunk(dir: &Path, run_id: &str, offset: u64, max_bytes: u32) -> TraceChunk {
     let mut chunk = TraceChunk {
         run_id: run_id.to_string(),
@@ -241,6 +241,7 @@ fn read_into(
         }
     }
     if done.is_empty() || written.iter().any(|g| !done.contains_key(g)) {
+        chunk.writing = true;
         return Err(format!("the trace of {run_id} is still being written"));
     }
     chunk.dropped = done.values().map(|d| d.dropped).sum();

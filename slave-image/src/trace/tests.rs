@@ -175,11 +175,14 @@ fn a_trace_that_is_missing_unfinished_or_misnamed_says_so() {
         read_chunk(&d, "r-9", 0, 100).error,
         "no trace of r-9 on this slave"
     );
-    std::fs::create_dir_all(d.join("r-8")).unwrap();
-    assert_eq!(
-        read_chunk(&d, "r-8", 0, 100).error,
-        "the trace of r-8 is still being written"
+    assert!(
+        !read_chunk(&d, "r-9", 0, 100).writing,
+        "none: nothing to wait for"
     );
+    std::fs::create_dir_all(d.join("r-8")).unwrap();
+    let unfinished = read_chunk(&d, "r-8", 0, 100);
+    assert_eq!(unfinished.error, "the trace of r-8 is still being written");
+    assert!(unfinished.writing, "asked again, it will be there");
     assert_eq!(
         read_chunk(&d, "../etc", 0, 100).error,
         "`../etc` is not a run id"

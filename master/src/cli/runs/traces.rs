@@ -22,7 +22,8 @@ const CLOSING_WAIT: Duration = Duration::from_secs(30);
 
 /// What one slave gave.
 struct Fetched {
-    /// Its records, sorted by time, tagged with the slave.
+    /// Its records, sorted by time, tagged with the slave, each line led by its time (see
+    /// [`write_sorted`]).
     file: tempfile::NamedTempFile,
     records: u64,
     dropped: u64,
@@ -126,17 +127,16 @@ async fn fetch(c: &ApiClient, id: &str, uid: &str, slave: &str) -> anyhow::Resul
     let mut shown = Instant::now();
     let closing_until = Instant::now() + CLOSING_WAIT;
     let dropped = loop {
-        let slice = match c.trace_slice(id, uid, raw.len() as u64).await {
-            Ok(s) => s,
+        let Some(slice) = c.trace_slice(id, uid, raw.len() as u64).await? else {
             // The run just ended there: the slave is closing its trace.
-            Err(e)
-                if e.to_string().contains("still being written")
-                    && Instant::now() < closing_until =>
-            {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                continue;
+            if Instant::now() >= closing_until {
+                anyhow::bail!(
+                    "its trace was still being written after {} s",
+                    CLOSING_WAIT.as_secs()
+                );
             }
-            Err(e) => return Err(e),
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
         };
         if slice.data.is_empty() && (raw.len() as u64) < slice.total {
             anyhow::bail!("the slave sent an empty slice at byte {}", raw.len());
@@ -154,17 +154,11 @@ async fn fetch(c: &ApiClient, id: &str, uid: &str, slave: &str) -> anyhow::Resul
             break slice.dropped;
         }
     };
-    let mut lines = tag_and_sort(&raw, slave)?;
+    let lines = tag_and_sort(&raw, slave)?;
+    drop(raw);
     let records = lines.len() as u64;
     let mut file = tempfile::NamedTempFile::new().context("cannot make a temporary file")?;
-    {
-        let mut w = BufWriter::new(file.as_file_mut());
-        for (_, line) in lines.drain(..) {
-            w.write_all(line.as_bytes())?;
-            w.write_all(b"\n")?;
-        }
-        w.flush()?;
-    }
+    write_sorted(&lines, BufWriter::new(file.as_file_mut()))?;
     Ok(Fetched {
         file,
         records,
@@ -198,21 +192,33 @@ fn tag_and_sort(raw: &[u8], slave: &str) -> anyhow::Result<Vec<(u64, String)>> {
     Ok(lines)
 }
 
-/// Merges inputs each sorted by `t_us` into `out` in time order (ties: the earlier input
-/// first); returns the records written.
+/// Writes sorted records for [`merge`], each line `TIME<TAB>RECORD`, so the merge reads each
+/// record's time without parsing its JSON again.
+fn write_sorted(lines: &[(u64, String)], mut w: impl Write) -> std::io::Result<()> {
+    for (t, line) in lines {
+        writeln!(w, "{t}\t{line}")?;
+    }
+    w.flush()
+}
+
+/// Merges inputs of [`write_sorted`] lines, each sorted by time, into `out` in time order
+/// (ties: the earlier input first), the records without their time prefix; returns the
+/// records written.
 fn merge<R: BufRead, W: Write>(inputs: Vec<R>, mut out: W) -> anyhow::Result<u64> {
     let mut readers: Vec<std::io::Lines<R>> = inputs.into_iter().map(BufRead::lines).collect();
     let mut heads: BinaryHeap<Reverse<(u64, usize, String)>> = BinaryHeap::new();
     let next =
         |r: &mut std::io::Lines<R>, i: usize| -> anyhow::Result<Option<(u64, usize, String)>> {
-            match r.next() {
-                None => Ok(None),
-                Some(line) => {
-                    let line = line?;
-                    let when: When = serde_json::from_str(&line)?;
-                    Ok(Some((when.t_us, i, line)))
-                }
-            }
+            let Some(line) = r.next() else {
+                return Ok(None);
+            };
+            let mut line = line?;
+            let tab = line
+                .find('\t')
+                .context("a sorted record without its time")?;
+            let t: u64 = line[..tab].parse().context("a sorted record's time")?;
+            line.drain(..=tab);
+            Ok(Some((t, i, line)))
         };
     for (i, r) in readers.iter_mut().enumerate() {
         if let Some(h) = next(r, i)? {
@@ -242,9 +248,9 @@ mod tests {
         let a = b"{\"t_us\":30,\"endpoint\":\"x\"}\n{\"t_us\":10,\"endpoint\":\"slow\"}\n{\"t_us\":50,\"endpoint\":\"x\"}\n";
         let b = b"{\"t_us\":20,\"endpoint\":\"y\"}\n{\"t_us\":30,\"endpoint\":\"y\"}\n";
         let sorted = |raw: &[u8], s: &str| {
-            let lines = tag_and_sort(raw, s).unwrap();
-            let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
-            std::io::Cursor::new(text.into_bytes())
+            let mut text = Vec::new();
+            write_sorted(&tag_and_sort(raw, s).unwrap(), &mut text).unwrap();
+            std::io::Cursor::new(text)
         };
         let mut out = Vec::new();
         let n = merge(vec![sorted(a, "s-1"), sorted(b, "s-2")], &mut out).unwrap();

@@ -305,22 +305,16 @@ async fn run_step(
         .as_ref()
         .map_or_else(String::new, |u| cookie_header(&user.jar, u));
     step.template.render(&vars, &cookie, &mut user.request);
-    if shared
-        .tracer
-        .as_ref()
-        .is_some_and(|t| !t.output().is_empty())
-    {
-        worker.set_trace_values(shared, |name| match name.strip_prefix("row.") {
-            Some(col) => journeys
-                .columns
-                .iter()
-                .position(|c| c == col)
-                .and_then(|i| row.get(i))
-                .map(String::as_str),
-            None if name == "item" => Some(item),
-            None => user.vars.get(name).map(String::as_str),
-        });
-    }
+    worker.set_trace_values(shared, |name| match name.strip_prefix("row.") {
+        Some(col) => journeys
+            .columns
+            .iter()
+            .position(|c| c == col)
+            .and_then(|i| row.get(i))
+            .map(String::as_str),
+        None if name == "item" => Some(item),
+        None => user.vars.get(name).map(String::as_str),
+    });
     let UserState {
         vars,
         jar,
