@@ -508,6 +508,19 @@ fn bad_scenarios_are_refused_with_a_location() {
             "unknown field `rate`",
         ),
         (
+            "a stage over 30 days",
+            &SMOKE.replace(
+                "  users: 30\n",
+                "  stages:\n    - {duration: 721h, users: 1}\n",
+            ),
+            "a stage must last longer than zero and at most 30 days",
+        ),
+        (
+            "a ramp over 30 days",
+            &SMOKE.replace("  users: 30\n", "  users: 30\n  ramp: 721h\n"),
+            "ramp must be at most 30 days",
+        ),
+        (
             "1001 stages",
             &SMOKE.replace(
                 "  users: 30\n",

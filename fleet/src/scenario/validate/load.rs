@@ -52,6 +52,11 @@ pub(super) fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
                     "load needs `users: N` (closed model), `rate: R` (open model) or `stages`",
                 ));
             };
+            if let Some(r) = ramp
+                && r.value.0 > MAX_DURATION
+            {
+                return Err(fault(r.referenced, "ramp must be at most 30 days"));
+            }
             match ramp {
                 Some(r) if !r.value.0.is_zero() => Profile {
                     model,
@@ -92,10 +97,10 @@ pub(super) fn resolve_load(l: &Spanned<LoadFile>) -> Res<(Profile, u32)> {
                 }
                 model = Some(m);
                 let d = s.value.duration.value.0.as_millis() as u64;
-                if d == 0 {
+                if d == 0 || s.value.duration.value.0 > MAX_DURATION {
                     return Err(fault(
                         s.value.duration.referenced,
-                        "a stage must last longer than zero",
+                        "a stage must last longer than zero and at most 30 days",
                     ));
                 }
                 out.push(Stage {
