@@ -244,7 +244,7 @@ impl EndpointStats {
             failures: self.failures,
             bytes_received: self.bytes_received,
             bytes_sent: self.bytes_sent,
-            latency_us: latency,
+            latency_us: latency.into(),
             errors: self.errors.clone().into_iter().collect(),
             failure_counts: self
                 .failure_kinds
@@ -420,7 +420,7 @@ impl IntervalStats {
                     let counts = proto::FlowCounts {
                         completed: f.completed,
                         failed: f.failed,
-                        duration_us,
+                        duration_us: duration_us.into(),
                     };
                     (name.clone(), counts)
                 })

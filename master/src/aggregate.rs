@@ -114,6 +114,9 @@ pub struct Aggregator {
     /// Requests that arrived after their second had closed (merged into it, but after the
     /// SLA rules had judged it).
     pub late_requests: u64,
+    /// Recent seconds that took a late interval since their percentiles were last computed
+    /// (their counts are current; [`Aggregator::refresh`] recomputes the rest once).
+    stale: BTreeSet<u64>,
 }
 
 impl Aggregator {
@@ -130,13 +133,14 @@ impl Aggregator {
                 self.seen.insert(slave.to_string(), set);
             }
         }
-        let mine = self
-            .per_slave
-            .entry(slave.to_string())
-            .or_insert(SlaveTotals {
+        if !self.per_slave.contains_key(slave) {
+            let first = SlaveTotals {
                 requests: 0,
                 first_index: index,
-            });
+            };
+            self.per_slave.insert(slave.to_string(), first);
+        }
+        let mine = self.per_slave.get_mut(slave).expect("inserted above");
         mine.requests += stats.requests();
         mine.first_index = mine.first_index.min(index);
         if index < self.next_to_close {
@@ -156,19 +160,36 @@ impl Aggregator {
         let Some(point) = self.series.get_mut(index as usize) else {
             return;
         };
-        match self.recent.iter_mut().find(|(k, _)| *k == index) {
-            Some((_, b)) => {
-                stats.merge_into(&mut b.stats, slave);
-                b.reporters.insert(slave.to_string());
-                *point = point_of(index, b);
-            }
-            None => {
-                point.requests += stats.requests();
-                point.failures += stats.failures();
-                point.slaves += 1;
-                let cpu = stats.injector_cpu();
-                point.injector_cpu = point.injector_cpu.into_iter().chain(cpu).reduce(f64::max);
-            }
+        // Counts now; a recent second's percentiles (which cost a walk of its histograms)
+        // once per refresh, however many late intervals it took: when a saturated master
+        // falls behind, most intervals are late, and recomputing per interval fed the
+        // overload.
+        point.requests += stats.requests();
+        point.failures += stats.failures();
+        point.slaves += 1;
+        let cpu = stats.injector_cpu();
+        point.injector_cpu = point.injector_cpu.into_iter().chain(cpu).reduce(f64::max);
+        if let Some((_, b)) = self.recent.iter_mut().find(|(k, _)| *k == index) {
+            stats.merge_into(&mut b.stats, slave);
+            b.reporters.insert(slave.to_string());
+            self.stale.insert(index);
+        }
+    }
+
+    /// Recomputes the points of recent seconds that took late intervals (percentiles,
+    /// errors); their load stays. Called on every close, so a point is at most one tick
+    /// behind its counts.
+    pub fn refresh(&mut self) {
+        for index in std::mem::take(&mut self.stale) {
+            let (Some((_, b)), Some(point)) = (
+                self.recent.iter().find(|(k, _)| *k == index),
+                self.series.get_mut(index as usize),
+            ) else {
+                continue;
+            };
+            let load = point.load;
+            *point = point_of(index, b);
+            point.load = load;
         }
     }
 
@@ -177,14 +198,16 @@ impl Aggregator {
         self.seen.get(slave).is_some_and(|set| set.contains(&index))
     }
 
-    /// Closes every second that is complete (all of `expected` reported it) or ended more
-    /// than `wait` ago: `elapsed` is the run's wall time now.
+    /// Closes every second that is complete (`complete` says so of its reporters: every
+    /// slave still expected reported it) or ended more than `wait` ago: `elapsed` is the
+    /// run's wall time now.
     pub fn close_ready(
         &mut self,
         elapsed: Duration,
-        expected: &BTreeSet<String>,
+        complete: impl Fn(&BTreeSet<String>) -> bool,
         wait: Duration,
     ) -> Vec<Closed> {
+        self.refresh();
         let mut out = Vec::new();
         loop {
             let k = self.next_to_close;
@@ -192,10 +215,7 @@ impl Aggregator {
             if elapsed < end {
                 break;
             }
-            let complete = self
-                .open
-                .get(&k)
-                .is_some_and(|b| expected.iter().all(|s| b.reporters.contains(s)));
+            let complete = self.open.get(&k).is_some_and(|b| complete(&b.reporters));
             if !(complete || elapsed >= end + wait) {
                 break;
             }
@@ -206,6 +226,7 @@ impl Aggregator {
 
     /// Closes everything still open (the run is over).
     pub fn close_all(&mut self) -> Vec<Closed> {
+        self.refresh();
         let last = self.open.keys().next_back().copied();
         let mut out = Vec::new();
         if let Some(last) = last {
@@ -266,6 +287,10 @@ fn point_of(k: u64, b: &Bucket) -> Point {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn covers(expected: &BTreeSet<String>) -> impl Fn(&BTreeSet<String>) -> bool + '_ {
+        |reporters| expected.iter().all(|s| reporters.contains(s))
+    }
     use lobster_fleet::stats::EndpointStats;
 
     fn stats(requests: u64) -> IntervalStats {
@@ -291,22 +316,22 @@ mod tests {
         assert!(!a.add("x", 0, &stats(5)), "a resend is a no-op");
         // Only x reported second 0: a busy machine's late reporter is waited for.
         assert!(
-            a.close_ready(Duration::from_millis(3000), &expected, WAIT)
+            a.close_ready(Duration::from_millis(3000), covers(&expected), WAIT)
                 .is_empty()
         );
         assert!(a.add("y", 0, &stats(7)));
-        let closed = a.close_ready(Duration::from_millis(3000), &expected, WAIT);
+        let closed = a.close_ready(Duration::from_millis(3000), covers(&expected), WAIT);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].point.requests, 12);
         assert_eq!(closed[0].point.slaves, 2);
         // Second 1: y stays silent; the second closes after the bounded wait.
         a.add("x", 1, &stats(1));
         assert!(
-            a.close_ready(Duration::from_millis(6900), &expected, WAIT)
+            a.close_ready(Duration::from_millis(6900), covers(&expected), WAIT)
                 .is_empty()
         );
         assert_eq!(
-            a.close_ready(Duration::from_millis(7000), &expected, WAIT)
+            a.close_ready(Duration::from_millis(7000), covers(&expected), WAIT)
                 .len(),
             1
         );
@@ -354,7 +379,11 @@ mod tests {
         for k in 0..(KEPT as u64 + 10) {
             a.add("x", k, &stats(1));
         }
-        a.close_ready(Duration::from_secs(KEPT as u64 + 10), &expected, WAIT);
+        a.close_ready(
+            Duration::from_secs(KEPT as u64 + 10),
+            covers(&expected),
+            WAIT,
+        );
         assert_eq!(a.series.len(), KEPT + 10);
         // Second 2 is no longer kept in full: its counts are revised.
         a.add("z", 2, &stats(3));
@@ -368,10 +397,22 @@ mod tests {
             .latency_us
             .record(900_000)
             .unwrap();
+        a.series[KEPT + 5].load = Some(7.0);
         a.add("z", KEPT as u64 + 5, &slow);
+        // Its counts at once, its percentiles at the next refresh (each tick's close).
+        assert_eq!(
+            (a.series[KEPT + 5].requests, a.series[KEPT + 5].slaves),
+            (2, 2)
+        );
+        a.close_ready(
+            Duration::from_secs(KEPT as u64 + 10),
+            covers(&expected),
+            WAIT,
+        );
         let p = &a.series[KEPT + 5];
         assert_eq!(p.requests, 2);
         assert!(p.latency_ms.max >= 899.0, "{:?}", p.latency_ms);
+        assert_eq!(p.load, Some(7.0), "the load the run stamped stays");
         assert_eq!(
             a.series.iter().map(|p| p.requests).sum::<u64>(),
             a.total.requests()

@@ -75,7 +75,7 @@ impl Phases {
     }
 
     /// The wire form: V2 encodings, empty for a phase without samples.
-    pub(super) fn encode(&self) -> [Vec<u8>; 4] {
+    pub(super) fn encode(&self) -> [bytes::Bytes; 4] {
         self.each().map(|(_, h)| {
             let mut bytes = Vec::new();
             if !h.is_empty() {
@@ -83,7 +83,7 @@ impl Phases {
                     .serialize(h, &mut bytes)
                     .expect("serializing a histogram into memory cannot fail");
             }
-            bytes
+            bytes.into()
         })
     }
 }

@@ -331,7 +331,7 @@ fn foreign_histograms_are_refused() {
     let wire = proto::StatsInterval {
         targets: vec![proto::EndpointStats {
             name: "http://a".into(),
-            latency_us: vec![1, 2, 3],
+            latency_us: vec![1, 2, 3].into(),
             ..Default::default()
         }],
         ..Default::default()

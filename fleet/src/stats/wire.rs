@@ -102,8 +102,8 @@ impl<'a> WireHistogram<'a> {
         let payload = &bytes[HEADER..];
         let mut len: u64 = 0;
         let last = counts_len(highest) - 1;
-        buckets(payload, |value, count| {
-            if value > value_at(last) {
+        indexed(payload, |index, count| {
+            if index > last {
                 return Err("histogram counts beyond its highest value".to_string());
             }
             len = len.checked_add(count).ok_or("histogram counts overflow")?;
@@ -185,7 +185,15 @@ fn indexed(
 }
 
 /// HdrHistogram's LEB128 variant: up to 8 bytes of 7 bits, a 9th byte of 8 bits.
+#[inline]
 fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    // Most numbers of a slave's second are one byte (counts of a few samples, short runs of
+    // empty buckets): no loop for them.
+    match bytes.first() {
+        Some(&b) if b & 0x80 == 0 => return Some((u64::from(b), 1)),
+        None => return None,
+        Some(_) => {}
+    }
     let mut value: u64 = 0;
     for (i, &b) in bytes.iter().enumerate().take(9) {
         if i == 8 {

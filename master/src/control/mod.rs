@@ -232,6 +232,9 @@ pub struct Controller {
     /// Intervals stored in the store's open batch, to acknowledge once it is committed: by
     /// (slave uid, run id), their indexes.
     acks: std::collections::BTreeMap<(String, String), Vec<u64>>,
+    /// An interval's encoding on its way to the store (reused: one allocation, not one per
+    /// interval).
+    encoded: Vec<u8>,
 }
 
 /// Capacity of the command channel.
@@ -253,6 +256,7 @@ impl Controller {
             last_tick: Instant::now(),
             traces: TraceFetches::default(),
             acks: Default::default(),
+            encoded: Vec::new(),
         };
         (c, ControlHandle { tx })
     }

@@ -142,9 +142,14 @@ impl Controller {
         let (run_id, index) = (interval.run_id.clone(), interval.index);
         match self.run.as_mut().filter(|r| r.id == run_id) {
             Some(r) => {
+                // Encoded into one buffer kept across intervals (thousands a second).
+                self.encoded.clear();
+                interval
+                    .encode(&mut self.encoded)
+                    .expect("a Vec grows to any message");
                 let stored = self.store.batch().and_then(|()| {
                     self.store
-                        .insert_interval(&run_id, uid, index, &interval.encode_to_vec())
+                        .insert_interval(&run_id, uid, index, &self.encoded)
                 });
                 if let Err(e) = stored {
                     // Not acknowledged: the slave keeps it and sends it again.

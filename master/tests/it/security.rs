@@ -751,7 +751,7 @@ async fn bad_grpc_requests() {
         last: false,
         endpoints: vec![proto::EndpointStats {
             name: "a".into(),
-            latency_us: vec![1, 2, 3],
+            latency_us: vec![1, 2, 3].into(),
             requests: 1,
             ..Default::default()
         }],

@@ -450,17 +450,21 @@ impl Run {
             out.extend(self.lose_slave(now, &uid, "did not come back within its lease"));
         }
         if self.started.is_some() {
-            let expected: BTreeSet<String> = self
-                .active()
-                .filter(|(_, p)| !p.got_last)
-                .map(|(u, _)| u.clone())
-                .collect();
+            // Every tick, with thousands of slaves: no set is built, and the slaves are
+            // looked up in a second's reporters only once there are enough of them.
+            let parts = &self.participants;
+            let expected = || parts.iter().filter(|(_, p)| p.active && !p.got_last);
+            let waiting_for = expected().count();
+            let complete = |reporters: &BTreeSet<String>| {
+                reporters.len() >= waiting_for && expected().all(|(u, _)| reporters.contains(u))
+            };
+            let elapsed = self.elapsed(now);
             // Only whole seconds of load are judged: the second the stop fell in is partial.
             let judged_below = self
                 .stop
                 .as_ref()
                 .map_or(u64::MAX, |s| s.at_s.floor() as u64);
-            for closed in self.agg.close_ready(self.elapsed(now), &expected, lease) {
+            for closed in self.agg.close_ready(elapsed, complete, lease) {
                 if closed.index >= judged_below {
                     points.push(closed.point);
                     continue;
