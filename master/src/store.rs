@@ -1,7 +1,8 @@
 //! The run store: SQLite (embedded) under the master's state directory.
 //!
 //! Holds every run (scenario, live state, final report) and every statistics interval received,
-//! keyed by (run, slave, index). An interval is stored before the master acknowledges it, so a
+//! keyed by (run, index, slave): second first, so that the intervals a batch stores (one per
+//! slave, nearly all of the same second or two) land together at the end of the key's index. An interval is stored before the master acknowledges it, so a
 //! master killed at any moment restarts with everything a slave was told is safe.
 
 use std::path::Path;
@@ -73,8 +74,31 @@ CREATE TABLE IF NOT EXISTS intervals (
     slave_uid TEXT NOT NULL,
     idx INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    PRIMARY KEY (run_id, slave_uid, idx)
+    PRIMARY KEY (run_id, idx, slave_uid)
 );
+";
+
+/// The intervals table's key before 2026-12-02: by slave first, so each 100 ms batch of a
+/// large fleet wrote to as many places in the key's index as it had slaves (most of a master's
+/// file writes at 5,000 slaves). By second first, a batch writes to the index's tail.
+const OLD_INTERVALS_KEY: &str = "PRIMARY KEY (run_id, slave_uid, idx)";
+
+/// Rebuilds an intervals table keyed the old way with the new key, in one transaction (a
+/// master stopped mid-way keeps the old table whole).
+const MIGRATE_INTERVALS: &str = "
+BEGIN;
+ALTER TABLE intervals RENAME TO intervals_by_slave;
+CREATE TABLE intervals (
+    run_id TEXT NOT NULL,
+    slave_uid TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (run_id, idx, slave_uid)
+);
+INSERT INTO intervals (run_id, slave_uid, idx, payload)
+    SELECT run_id, slave_uid, idx, payload FROM intervals_by_slave ORDER BY rowid;
+DROP TABLE intervals_by_slave;
+COMMIT;
 ";
 
 impl Store {
@@ -90,13 +114,24 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         // The store is written all run long and read only on recovery and for reports: a
-        // small page cache (512 KiB; SQLite's default is 2 MiB) keeps the master's memory flat
-        // while the database grows.
-        conn.pragma_update(None, "cache_size", -512)
+        // bounded page cache keeps the master's memory flat while the database grows. 4 MiB
+        // holds the pages a batch writes to (the intervals' tail, the key's tail) at 10,000
+        // slaves, so they are not read back from the file every 100 ms.
+        conn.pragma_update(None, "cache_size", -4096)
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let intervals_sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'intervals'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(open_err)?;
+        if intervals_sql.contains(OLD_INTERVALS_KEY) {
+            conn.execute_batch(MIGRATE_INTERVALS).map_err(open_err)?;
+        }
         Ok(Store {
             conn,
             batching: false,
@@ -375,5 +410,59 @@ mod tests {
         assert!(!s.delete_finished_run("live").unwrap());
         assert_eq!(s.unfinished_runs().unwrap(), vec![rec]);
         assert_eq!(s.intervals("live").unwrap().len(), 1);
+    }
+
+    /// The key's index is ordered by second before slave, so a batch of one second's
+    /// intervals writes to the index's tail; a store made with the old key is migrated with
+    /// its intervals.
+    #[test]
+    fn intervals_are_keyed_by_second_before_slave_and_old_stores_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                &SCHEMA.replace("PRIMARY KEY (run_id, idx, slave_uid)", OLD_INTERVALS_KEY),
+            )
+            .unwrap();
+            for (uid, idx) in [("b", 0), ("a", 0), ("a", 1)] {
+                old.execute(
+                    "INSERT INTO intervals (run_id, slave_uid, idx, payload) VALUES ('r', ?1, ?2, x'01')",
+                    params![uid, idx],
+                )
+                .unwrap();
+            }
+        }
+        let s = Store::open(&path).unwrap();
+        let columns: Vec<String> = s
+            .conn
+            .prepare(
+                "SELECT name FROM pragma_index_info('sqlite_autoindex_intervals_1') ORDER BY seqno",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(columns, ["run_id", "idx", "slave_uid"]);
+        let got: Vec<(String, u64)> = s
+            .intervals("r")
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.slave_uid, i.index))
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            s.slaves_of("r").unwrap(),
+            ["b", "a"],
+            "first-seen order kept"
+        );
+        assert!(
+            !s.insert_interval("r", "a", 1, b"x").unwrap(),
+            "still one per key"
+        );
+        drop(s);
+        // Opening again finds nothing to migrate.
+        assert_eq!(Store::open(&path).unwrap().intervals("r").unwrap().len(), 3);
     }
 }
