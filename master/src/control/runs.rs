@@ -205,14 +205,19 @@ impl Controller {
         }
         self.last_tick = now;
         let lease = self.settings.lease;
-        for uid in self.registry.expire(now, lease, Duration::from_secs(600)) {
+        let silent = self.registry.expire(now, lease, Duration::from_secs(600));
+        for uid in &silent {
             warn!(uid = %uid, "slave silent longer than its lease");
-            let out = match &mut self.run {
-                Some(r) => r.lose_slave(now, &uid, "silent longer than its lease"),
-                None => Vec::new(),
-            };
-            self.deliver(out);
         }
+        let out = match &mut self.run {
+            Some(r) if !silent.is_empty() => r.lose_slaves(
+                now,
+                silent.iter().map(String::as_str),
+                "silent longer than its lease",
+            ),
+            _ => Vec::new(),
+        };
+        self.deliver(out);
         self.try_start(now);
         let connected = self
             .registry
@@ -271,9 +276,7 @@ impl Controller {
             let now = Instant::now();
             out = Vec::new();
             if let Some(r) = &mut self.run {
-                for uid in dropped {
-                    out.extend(r.lose_slave(now, &uid, "session closed"));
-                }
+                out = r.lose_slaves(now, dropped.iter().map(String::as_str), "session closed");
             }
         }
     }

@@ -51,40 +51,59 @@ impl Run {
 
     /// A participant is gone: its share goes to the others.
     pub fn lose_slave(&mut self, now: Instant, uid: &str, reason: &str) -> Outbox {
-        let at_s = self.elapsed(now).as_secs_f64();
+        self.lose_slaves(now, [uid], reason)
+    }
+
+    /// Participants gone at once (sessions found closed together, leases run out in the same
+    /// tick): their shares go to the others in one new slicing. One slicing per loss sent
+    /// every remaining slave a `Rescale` per loss: at 10,000 slaves a burst of a hundred
+    /// losses overflowed every session's queue, which cut more slaves off, and the fleet
+    /// fell apart.
+    pub fn lose_slaves<'a>(
+        &mut self,
+        now: Instant,
+        uids: impl IntoIterator<Item = &'a str>,
+        reason: &str,
+    ) -> Outbox {
         if self.is_done() {
             return Vec::new();
         }
-        let Some(p) = self.participants.get_mut(uid).filter(|p| p.active) else {
-            return Vec::new();
-        };
-        p.active = false;
-        p.share = None;
-        self.dirty = true;
-        warn!(run_id = %self.id, slave = %p.slave_id, reason, "slave lost");
-        let lost = LostSlave {
-            slave_id: p.slave_id.clone(),
-            instance_id: p.instance_id.clone(),
-            slave_index: p.slave_index,
-            at_s,
-            reason: reason.to_string(),
-            redistributed_after_ms: None,
-        };
-        let finished = p.got_last;
-        let out = match self.phase {
-            Phase::Running | Phase::Suspended if !finished => {
+        let at_s = self.elapsed(now).as_secs_f64();
+        let mut out = Vec::new();
+        let mut reslice = false;
+        for uid in uids {
+            let Some(p) = self.participants.get_mut(uid).filter(|p| p.active) else {
+                continue;
+            };
+            p.active = false;
+            p.share = None;
+            self.dirty = true;
+            warn!(run_id = %self.id, slave = %p.slave_id, reason, "slave lost");
+            let lost = LostSlave {
+                slave_id: p.slave_id.clone(),
+                instance_id: p.instance_id.clone(),
+                slave_index: p.slave_index,
+                at_s,
+                reason: reason.to_string(),
+                redistributed_after_ms: None,
+            };
+            let finished = p.got_last;
+            if matches!(self.phase, Phase::Running | Phase::Suspended) && !finished {
                 if self.active().count() == 0 {
                     self.lost.push(lost);
-                    return self.request_stop(now, "all slaves lost", Some(Status::Aborted));
+                    out.extend(self.request_stop(now, "all slaves lost", Some(Status::Aborted)));
+                    reslice = false;
+                    continue;
                 }
-                let out = self.reslice(now);
+                reslice = true;
                 // Set when the control loop has delivered the rescale.
                 self.pending_redistribution.push((self.lost.len(), now));
-                out
             }
-            _ => Vec::new(),
-        };
-        self.lost.push(lost);
+            self.lost.push(lost);
+        }
+        if reslice {
+            out.extend(self.reslice(now));
+        }
         out
     }
 

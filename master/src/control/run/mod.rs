@@ -446,9 +446,11 @@ impl Run {
             })
             .map(|(u, _)| u.clone())
             .collect();
-        for uid in gone {
-            out.extend(self.lose_slave(now, &uid, "did not come back within its lease"));
-        }
+        out.extend(self.lose_slaves(
+            now,
+            gone.iter().map(String::as_str),
+            "did not come back within its lease",
+        ));
         if self.started.is_some() {
             // Every tick, with thousands of slaves: no set is built, and the slaves are
             // looked up in a second's reporters only once there are enough of them.

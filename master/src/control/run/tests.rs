@@ -119,6 +119,28 @@ fn quorum_start_rescale_on_join_and_loss() {
     assert_eq!(ordinals, vec![0, 2, 3]);
 }
 
+/// Slaves lost together are resliced once: each remaining slave gets one `Rescale` with its
+/// final share (one per loss overflowed every session's queue at 10,000 slaves).
+#[test]
+fn slaves_lost_together_are_resliced_once() {
+    let t0 = Instant::now();
+    let (mut r, _) = started_with_a_and_b(t0);
+    let t1 = t0 + Duration::from_secs(1);
+    r.add_slave(t1, cand("c"));
+    r.add_slave(t1, cand("d"));
+    let out = r.lose_slaves(t1, ["b", "c", "nobody"], "session closed");
+    assert_eq!(
+        kinds(&out),
+        vec![("a".into(), "rescale", 5), ("d".into(), "rescale", 5)]
+    );
+    assert_eq!(r.lost.len(), 2);
+    // Losing the rest stops the run; nothing is resliced over nobody.
+    let out = r.lose_slaves(t1, ["a", "d"], "session closed");
+    assert!(kinds(&out).iter().all(|(_, kind, _)| *kind != "rescale"));
+    assert_eq!(r.lost.len(), 4);
+    assert_eq!(r.phase, Phase::Stopping);
+}
+
 /// A run of the default scenario (quorum 2) started at `t0` on slaves `a` and `b`, and its
 /// start's messages.
 fn started_with_a_and_b(t0: Instant) -> (Run, Outbox) {
