@@ -117,6 +117,10 @@ pub struct Aggregator {
     /// Recent seconds that took a late interval since their percentiles were last computed
     /// (their counts are current; [`Aggregator::refresh`] recomputes the rest once).
     stale: BTreeSet<u64>,
+    /// Late intervals' histograms on their way into `total`, as bucket counts (recorded by
+    /// [`Aggregator::refresh`]): a master that fell behind gets mostly late intervals, and
+    /// recording each bucket of each into a histogram at once doubled its cost per interval.
+    late: Pending,
 }
 
 impl Aggregator {
@@ -144,7 +148,7 @@ impl Aggregator {
         mine.requests += stats.requests();
         mine.first_index = mine.first_index.min(index);
         if index < self.next_to_close {
-            stats.merge_into(&mut self.total, slave);
+            stats.merge_deferred(&mut self.total, &mut self.late, slave);
             self.late_requests += stats.requests();
             self.merge_late(slave, index, stats);
         } else {
@@ -170,23 +174,26 @@ impl Aggregator {
         let cpu = stats.injector_cpu();
         point.injector_cpu = point.injector_cpu.into_iter().chain(cpu).reduce(f64::max);
         if let Some((_, b)) = self.recent.iter_mut().find(|(k, _)| *k == index) {
-            stats.merge_into(&mut b.stats, slave);
+            stats.merge_deferred(&mut b.stats, &mut b.pending, slave);
             b.reporters.insert(slave.to_string());
             self.stale.insert(index);
         }
     }
 
-    /// Recomputes the points of recent seconds that took late intervals (percentiles,
-    /// errors); their load stays. Called on every close, so a point is at most one tick
-    /// behind its counts.
+    /// Records late intervals' histograms into the totals and recomputes the points of
+    /// recent seconds that took late intervals (percentiles, errors; their load stays).
+    /// Called on every close, so a histogram or a point is at most one tick behind the
+    /// counts.
     pub fn refresh(&mut self) {
+        std::mem::take(&mut self.late).finish(&mut self.total);
         for index in std::mem::take(&mut self.stale) {
             let (Some((_, b)), Some(point)) = (
-                self.recent.iter().find(|(k, _)| *k == index),
+                self.recent.iter_mut().find(|(k, _)| *k == index),
                 self.series.get_mut(index as usize),
             ) else {
                 continue;
             };
+            std::mem::take(&mut b.pending).finish(&mut b.stats);
             let load = point.load;
             *point = point_of(index, b);
             point.load = load;

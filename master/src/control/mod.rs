@@ -361,6 +361,10 @@ impl Controller {
 
     fn handle(&mut self, cmd: Command) {
         let now = Instant::now();
+        // A slave's messages (thousands a second) leave the run's state to the next tick's
+        // save, which stores it with the batch their intervals are in; serializing every
+        // participant after each of them was a master's largest cost when slaves were lost.
+        let save_now = !matches!(cmd, Command::FromSlave(..) | Command::Detached(_));
         match cmd {
             Command::Join(req, reply) => {
                 let _ = reply.send(self.join(req, now));
@@ -430,6 +434,8 @@ impl Controller {
         }
         // Sessions found closed while answering: lose those slaves now.
         self.deliver(Vec::new());
-        self.save();
+        if save_now {
+            self.save();
+        }
     }
 }

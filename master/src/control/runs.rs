@@ -240,10 +240,7 @@ impl Controller {
             } else {
                 Vec::new()
             };
-            let mut out = Vec::new();
-            for c in joining {
-                out.extend(r.add_slave(now, c));
-            }
+            let mut out = r.add_slaves(now, joining);
             let (more, points) = r.tick(now, lease);
             let elapsed = r.elapsed(now);
             for p in &points {

@@ -11,21 +11,37 @@ pub(crate) const SWITCH_LEAD_MS: u64 = 500;
 impl Run {
     /// A slave became available during the run: give it a share.
     pub fn add_slave(&mut self, now: Instant, c: Candidate) -> Outbox {
-        if !matches!(self.phase, Phase::Running | Phase::Suspended)
-            || self.participants.get(&c.uid).is_some_and(|p| p.active)
-        {
+        self.add_slaves(now, [c])
+    }
+
+    /// Slaves that became available during the run (a fleet grown mid-run): one new slicing
+    /// gives each its share and the others their smaller ones, one message each (one slicing
+    /// per slave sent every participant a `Rescale` per newcomer).
+    pub fn add_slaves(
+        &mut self,
+        now: Instant,
+        candidates: impl IntoIterator<Item = Candidate>,
+    ) -> Outbox {
+        if !matches!(self.phase, Phase::Running | Phase::Suspended) {
             return Vec::new();
         }
-        info!(run_id = %self.id, slave = %c.slave_id, "slave joins the run");
-        let mut p = participant(&c);
-        if let Some(old) = self.participants.get(&c.uid) {
-            p.got_last = old.got_last;
+        let mut added = false;
+        for c in candidates {
+            if self.participants.get(&c.uid).is_some_and(|p| p.active) {
+                continue;
+            }
+            info!(run_id = %self.id, slave = %c.slave_id, "slave joins the run");
+            let mut p = participant(&c);
+            if let Some(old) = self.participants.get(&c.uid) {
+                p.got_last = old.got_last;
+            }
+            // A fresh number even for a slave coming back: its serials must not meet anyone's.
+            p.ordinal = self.next_ordinal();
+            self.participants.insert(c.uid.clone(), p);
+            self.dirty = true;
+            added = true;
         }
-        // A fresh number even for a slave coming back: its serials must not meet anyone's.
-        p.ordinal = self.next_ordinal();
-        self.participants.insert(c.uid.clone(), p);
-        self.dirty = true;
-        self.reslice(now)
+        if added { self.reslice(now) } else { Vec::new() }
     }
 
     /// A participant came back with this run's id (reconnect, or after a master restart).

@@ -119,15 +119,24 @@ fn quorum_start_rescale_on_join_and_loss() {
     assert_eq!(ordinals, vec![0, 2, 3]);
 }
 
-/// Slaves lost together are resliced once: each remaining slave gets one `Rescale` with its
-/// final share (one per loss overflowed every session's queue at 10,000 slaves).
+/// Slaves that join or are lost together are resliced once: each slave gets one message with
+/// its final share (one per loss overflowed every session's queue at 10,000 slaves).
 #[test]
-fn slaves_lost_together_are_resliced_once() {
+fn slaves_that_join_or_are_lost_together_are_resliced_once() {
     let t0 = Instant::now();
     let (mut r, _) = started_with_a_and_b(t0);
     let t1 = t0 + Duration::from_secs(1);
-    r.add_slave(t1, cand("c"));
-    r.add_slave(t1, cand("d"));
+    // Slaves that join together likewise: one message each.
+    let out = r.add_slaves(t1, [cand("c"), cand("d"), cand("a")]);
+    assert_eq!(
+        kinds(&out),
+        vec![
+            ("a".into(), "rescale", 3),
+            ("b".into(), "rescale", 3),
+            ("c".into(), "assign", 2),
+            ("d".into(), "assign", 2)
+        ]
+    );
     let out = r.lose_slaves(t1, ["b", "c", "nobody"], "session closed");
     assert_eq!(
         kinds(&out),
