@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// HTTP/2 flow-control window of a slave's session on the master (bytes): the most a slave
-/// has in flight that the master has not read, about 30 intervals of 10 endpoints.
+/// has in flight that the master has not read, about a dozen intervals of 10 endpoints.
 const STREAM_WINDOW: u32 = 64 * 1024;
 
 /// How to run a master.
@@ -309,21 +309,12 @@ impl Master {
             .with_graceful_shutdown(api_stop.cancelled_owned());
         let api = tokio::spawn(async move { api.await });
 
-        // A task of the runtime like the sessions that feed it, not the future `block_on`
-        // drives: on the thread that drives it, every command a session sent crossed threads
-        // (a futex wake and a context switch, per message; with the master on one core that
-        // was a tenth of its CPU at 2,000 slaves).
-        let controller = self
-            .controller
+        self.controller
             .run(shutdown, || match crate::cli::first_signal() {
                 Some(sig) => format!("the master received {sig}"),
                 None => "the master shut down".to_string(),
-            });
-        if let Err(e) = tokio::spawn(controller).await
-            && e.is_panic()
-        {
-            std::panic::resume_unwind(e.into_panic());
-        }
+            })
+            .await;
         servers.cancel();
         if tokio::time::timeout(Duration::from_secs(5), grpc)
             .await
