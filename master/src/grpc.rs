@@ -101,7 +101,11 @@ impl Control for ControlService {
                                 tracing::warn!("slave flooding the session: cut off");
                                 break;
                             }
-                            if !control.tell(Command::FromSlave(session, kind)).await {
+                            let read_at = std::time::Instant::now();
+                            if !control
+                                .tell(Command::FromSlave(session, kind, read_at))
+                                .await
+                            {
                                 break;
                             }
                         }
