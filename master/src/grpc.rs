@@ -101,11 +101,7 @@ impl Control for ControlService {
                                 tracing::warn!("slave flooding the session: cut off");
                                 break;
                             }
-                            let read_at = std::time::Instant::now();
-                            if !control
-                                .tell(Command::FromSlave(session, kind, read_at))
-                                .await
-                            {
+                            if !control.tell(Command::FromSlave(session, kind)).await {
                                 break;
                             }
                         }

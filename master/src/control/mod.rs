@@ -146,9 +146,8 @@ pub enum Command {
         tx: SessionTx,
         reply: oneshot::Sender<Result<u64, Status>>,
     },
-    /// A message on session `0` (ignored when the session is no longer the slave's current),
-    /// read from the wire at the instant given.
-    FromSlave(u64, Up, Instant),
+    /// A message on session `0` (ignored when the session is no longer the slave's current).
+    FromSlave(u64, Up),
     /// Session `0` ended; its slave (if it was current) is lost to the run at once.
     Detached(u64),
     /// An idle watcher asks to drain its instance (token checked); replies whether it is idle.
@@ -236,14 +235,7 @@ pub struct Controller {
     /// An interval's encoding on its way to the store (reused: one allocation, not one per
     /// interval).
     encoded: Vec<u8>,
-    /// How long the last slave message handled had waited since it was read from the wire
-    /// (the loop's backlog; leases are extended by it).
-    behind: Duration,
 }
-
-/// Most a lease is extended by the loop's backlog (see `Controller::behind`): a slave that
-/// died while the master was far behind is still declared lost within a minute more.
-const MAX_BEHIND: Duration = Duration::from_secs(60);
 
 /// Capacity of the command channel.
 const COMMANDS: usize = 1024;
@@ -265,7 +257,6 @@ impl Controller {
             traces: TraceFetches::default(),
             acks: Default::default(),
             encoded: Vec::new(),
-            behind: Duration::ZERO,
         };
         (c, ControlHandle { tx })
     }
@@ -390,13 +381,7 @@ impl Controller {
                 }
                 let _ = reply.send(r);
             }
-            Command::FromSlave(session, msg, read_at) => {
-                // How long a slave's message waits for this loop now: a lease runs that much
-                // longer, so a master that fell behind does not call its slaves silent for
-                // what is still in its own queue.
-                self.behind = now.saturating_duration_since(read_at).min(MAX_BEHIND);
-                self.on_slave_message(session, msg, now)
-            }
+            Command::FromSlave(session, msg) => self.on_slave_message(session, msg, now),
             Command::Detached(session) => {
                 if let Some(uid) = self.registry.detach(session) {
                     self.traces.lost(&uid);

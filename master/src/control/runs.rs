@@ -205,9 +205,7 @@ impl Controller {
         }
         self.last_tick = now;
         let lease = self.settings.lease;
-        let silent = self
-            .registry
-            .expire(now, lease + self.behind, Duration::from_secs(600));
+        let silent = self.registry.expire(now, lease, Duration::from_secs(600));
         for uid in &silent {
             warn!(uid = %uid, "slave silent longer than its lease");
         }
