@@ -294,11 +294,12 @@ fn point_of(k: u64, b: &Bucket) -> Point {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lobster_fleet::stats::EndpointStats;
 
+    /// Complete when every one of `expected` reported.
     fn covers(expected: &BTreeSet<String>) -> impl Fn(&BTreeSet<String>) -> bool + '_ {
         |reporters| expected.iter().all(|s| reporters.contains(s))
     }
-    use lobster_fleet::stats::EndpointStats;
 
     fn stats(requests: u64) -> IntervalStats {
         let mut s = IntervalStats::default();

@@ -2,8 +2,9 @@
 //!
 //! Holds every run (scenario, live state, final report) and every statistics interval received,
 //! keyed by (run, index, slave): second first, so that the intervals a batch stores (one per
-//! slave, nearly all of the same second or two) land together at the end of the key's index. An interval is stored before the master acknowledges it, so a
-//! master killed at any moment restarts with everything a slave was told is safe.
+//! slave, nearly all of the same second or two) land together at the end of the key's index.
+//! An interval is stored before the master acknowledges it, so a master killed at any moment
+//! restarts with everything a slave was told is safe.
 
 use std::path::Path;
 
@@ -78,28 +79,10 @@ CREATE TABLE IF NOT EXISTS intervals (
 );
 ";
 
-/// The intervals table's key before 2026-12-02: by slave first, so each 100 ms batch of a
-/// large fleet wrote to as many places in the key's index as it had slaves (most of a master's
-/// file writes at 5,000 slaves). By second first, a batch writes to the index's tail.
+/// The intervals table's key before 2026-12-02, by slave first. By second first, the
+/// intervals of one 100 ms batch (nearly all of one second) go to the tail of the key's index
+/// instead of one place per slave.
 const OLD_INTERVALS_KEY: &str = "PRIMARY KEY (run_id, slave_uid, idx)";
-
-/// Rebuilds an intervals table keyed the old way with the new key, in one transaction (a
-/// master stopped mid-way keeps the old table whole).
-const MIGRATE_INTERVALS: &str = "
-BEGIN;
-ALTER TABLE intervals RENAME TO intervals_by_slave;
-CREATE TABLE intervals (
-    run_id TEXT NOT NULL,
-    slave_uid TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    PRIMARY KEY (run_id, idx, slave_uid)
-);
-INSERT INTO intervals (run_id, slave_uid, idx, payload)
-    SELECT run_id, slave_uid, idx, payload FROM intervals_by_slave ORDER BY rowid;
-DROP TABLE intervals_by_slave;
-COMMIT;
-";
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
@@ -130,7 +113,18 @@ impl Store {
             )
             .map_err(open_err)?;
         if intervals_sql.contains(OLD_INTERVALS_KEY) {
-            conn.execute_batch(MIGRATE_INTERVALS).map_err(open_err)?;
+            // Rebuilt with the schema's key, in one transaction: a master stopped mid-way
+            // keeps the old table whole.
+            conn.execute_batch(&format!(
+                "BEGIN;
+                 ALTER TABLE intervals RENAME TO intervals_by_slave;
+                 {SCHEMA}
+                 INSERT INTO intervals (run_id, slave_uid, idx, payload)
+                     SELECT run_id, slave_uid, idx, payload FROM intervals_by_slave ORDER BY rowid;
+                 DROP TABLE intervals_by_slave;
+                 COMMIT;"
+            ))
+            .map_err(open_err)?;
         }
         Ok(Store {
             conn,

@@ -87,12 +87,15 @@ impl Run {
         let at_s = self.elapsed(now).as_secs_f64();
         let mut out = Vec::new();
         let mut reslice = false;
+        // Counted once, not per loss: a burst of a thousand losses at 10,000 slaves.
+        let mut active = self.active().count();
         for uid in uids {
             let Some(p) = self.participants.get_mut(uid).filter(|p| p.active) else {
                 continue;
             };
             p.active = false;
             p.share = None;
+            active -= 1;
             self.dirty = true;
             warn!(run_id = %self.id, slave = %p.slave_id, reason, "slave lost");
             let lost = LostSlave {
@@ -105,7 +108,7 @@ impl Run {
             };
             let finished = p.got_last;
             if matches!(self.phase, Phase::Running | Phase::Suspended) && !finished {
-                if self.active().count() == 0 {
+                if active == 0 {
                     self.lost.push(lost);
                     out.extend(self.request_stop(now, "all slaves lost", Some(Status::Aborted)));
                     reslice = false;
