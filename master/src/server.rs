@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -310,8 +311,12 @@ impl Master {
             token: self.config.api_token.clone(),
         };
         let api_stop = servers.clone();
-        let api = axum::serve(self.api, api::router(state))
-            .with_graceful_shutdown(api_stop.cancelled_owned());
+        // As for gRPC: axum leaves Nagle's algorithm on for a listener it is given.
+        let api = self.api.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let api =
+            axum::serve(api, api::router(state)).with_graceful_shutdown(api_stop.cancelled_owned());
         let api = tokio::spawn(async move { api.await });
 
         // A task of the runtime like the sessions that feed it, not the future `block_on`
