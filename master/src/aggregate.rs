@@ -8,6 +8,10 @@
 //! into its own second all the same (the series and the totals stay equal; the percentiles
 //! of the [`KEPT`] most recent seconds are recomputed, older seconds get its counts) and
 //! counted in `late_requests`, which the report shows.
+//!
+//! A closed second that two or more slaves reported is handed out as a [`Compaction`] (its
+//! merged statistics and who reported what), for the store to keep in place of the slaves'
+//! own intervals (`compaction.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -15,6 +19,9 @@ use std::time::Duration;
 use lobster_fleet::stats::{IntervalStats, LatencySummary, Mergeable, Pending};
 use rangemap::RangeInclusiveSet;
 use serde::{Deserialize, Serialize};
+
+mod compaction;
+pub use compaction::Compaction;
 
 /// Closed seconds whose merged statistics are kept, so a late interval still updates their
 /// percentiles.
@@ -71,7 +78,13 @@ struct Bucket {
     stats: IntervalStats,
     /// An open second's histograms as bucket counts, recorded into `stats` when it closes.
     pending: Pending,
-    reporters: BTreeSet<String>,
+    /// The slaves that reported this second, with the requests each reported in it.
+    reporters: BTreeMap<String, u64>,
+    /// Holds a slave's own interval (not only stored merged seconds, `add_merged`): its
+    /// compaction is not in the store yet.
+    fresh: bool,
+    /// Took a late interval since it was last handed out as a [`Compaction`].
+    late: bool,
 }
 
 /// What one slave sent over a run, from its own intervals.
@@ -121,6 +134,8 @@ pub struct Aggregator {
     /// [`Aggregator::refresh`]): a master that fell behind gets mostly late intervals, and
     /// recording each bucket of each into a histogram at once doubled its cost per interval.
     late: Pending,
+    /// Closed seconds merged since [`Aggregator::take_compactions`] last took them.
+    compactions: Vec<Compaction>,
 }
 
 impl Aggregator {
@@ -147,20 +162,30 @@ impl Aggregator {
         let mine = self.per_slave.get_mut(slave).expect("inserted above");
         mine.requests += stats.requests();
         mine.first_index = mine.first_index.min(index);
+        let requests = stats.requests();
         if index < self.next_to_close {
-            stats.merge_deferred(&mut self.total, &mut self.late, slave);
-            self.late_requests += stats.requests();
-            self.merge_late(slave, index, stats);
+            self.merge_late(index, stats, slave, &[(slave, requests)]);
         } else {
             let b = self.open.entry(index).or_default();
             stats.merge_deferred(&mut b.stats, &mut b.pending, slave);
-            b.reporters.insert(slave.to_string());
+            b.reporters.insert(slave.to_string(), requests);
+            b.fresh = true;
         }
         true
     }
 
-    /// Merges an interval of a closed second into that second's point.
-    fn merge_late<S: Mergeable + ?Sized>(&mut self, slave: &str, index: u64, stats: &S) {
+    /// Merges statistics of a closed second (one slave's interval, or the merge of several:
+    /// `slaves` with the requests of each) into the totals and that second's point. The
+    /// sender's own resources are filed under `reporter`.
+    fn merge_late<S: Mergeable + ?Sized>(
+        &mut self,
+        index: u64,
+        stats: &S,
+        reporter: &str,
+        slaves: &[(&str, u64)],
+    ) {
+        stats.merge_deferred(&mut self.total, &mut self.late, reporter);
+        self.late_requests += stats.requests();
         let Some(point) = self.series.get_mut(index as usize) else {
             return;
         };
@@ -170,12 +195,14 @@ impl Aggregator {
         // overload.
         point.requests += stats.requests();
         point.failures += stats.failures();
-        point.slaves += 1;
+        point.slaves += slaves.len() as u32;
         let cpu = stats.injector_cpu();
         point.injector_cpu = point.injector_cpu.into_iter().chain(cpu).reduce(f64::max);
         if let Some((_, b)) = self.recent.iter_mut().find(|(k, _)| *k == index) {
-            stats.merge_deferred(&mut b.stats, &mut b.pending, slave);
-            b.reporters.insert(slave.to_string());
+            stats.merge_deferred(&mut b.stats, &mut b.pending, reporter);
+            b.reporters
+                .extend(slaves.iter().map(|&(uid, n)| (uid.to_string(), n)));
+            b.late = true;
             self.stale.insert(index);
         }
     }
@@ -211,7 +238,7 @@ impl Aggregator {
     pub fn close_ready(
         &mut self,
         elapsed: Duration,
-        complete: impl Fn(&BTreeSet<String>) -> bool,
+        complete: impl Fn(&BTreeMap<String, u64>) -> bool,
         wait: Duration,
     ) -> Vec<Closed> {
         self.refresh();
@@ -242,6 +269,18 @@ impl Aggregator {
                 out.push(self.close(k));
             }
         }
+        // Kept seconds that took late intervals will not leave the window now: their
+        // compactions are brought up to date here.
+        for (k, b) in self.recent.iter_mut() {
+            if b.late && b.reporters.len() >= 2 {
+                b.late = false;
+                self.compactions.push(Compaction {
+                    index: *k,
+                    stats: b.stats.clone(),
+                    reporters: b.reporters.clone(),
+                });
+            }
+        }
         out
     }
 
@@ -253,9 +292,27 @@ impl Aggregator {
         self.total.merge(&b.stats);
         self.series.push(point.clone());
         let stats = b.stats.clone();
+        if b.fresh && b.reporters.len() >= 2 {
+            self.compactions.push(Compaction {
+                index: k,
+                stats: stats.clone(),
+                reporters: b.reporters.clone(),
+            });
+        }
         self.recent.push_back((k, b));
-        if self.recent.len() > KEPT {
-            self.recent.pop_front();
+        if self.recent.len() > KEPT
+            && let Some((old, mut b)) = self.recent.pop_front()
+            && b.late
+            && b.reporters.len() >= 2
+        {
+            // Late intervals went into it after its compaction: the store's copy is
+            // replaced by the whole second. Later ones stay the slaves' own.
+            std::mem::take(&mut b.pending).finish(&mut b.stats);
+            self.compactions.push(Compaction {
+                index: old,
+                stats: b.stats,
+                reporters: b.reporters,
+            });
         }
         Closed {
             index: k,
@@ -292,175 +349,4 @@ fn point_of(k: u64, b: &Bucket) -> Point {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use lobster_fleet::stats::EndpointStats;
-
-    /// Complete when every one of `expected` reported.
-    fn covers(expected: &BTreeSet<String>) -> impl Fn(&BTreeSet<String>) -> bool + '_ {
-        |reporters| expected.iter().all(|s| reporters.contains(s))
-    }
-
-    fn stats(requests: u64) -> IntervalStats {
-        let mut s = IntervalStats::default();
-        let mut e = EndpointStats {
-            requests,
-            ..Default::default()
-        };
-        for _ in 0..requests {
-            e.latency_us.record(1000).unwrap();
-        }
-        s.endpoints.insert("a".into(), e);
-        s
-    }
-
-    const WAIT: Duration = Duration::from_secs(5);
-
-    #[test]
-    fn closes_when_complete_or_after_the_wait_and_never_loses() {
-        let mut a = Aggregator::default();
-        let expected: BTreeSet<String> = ["x".to_string(), "y".to_string()].into();
-        assert!(a.add("x", 0, &stats(5)));
-        assert!(!a.add("x", 0, &stats(5)), "a resend is a no-op");
-        // Only x reported second 0: a busy machine's late reporter is waited for.
-        assert!(
-            a.close_ready(Duration::from_millis(3000), covers(&expected), WAIT)
-                .is_empty()
-        );
-        assert!(a.add("y", 0, &stats(7)));
-        let closed = a.close_ready(Duration::from_millis(3000), covers(&expected), WAIT);
-        assert_eq!(closed.len(), 1);
-        assert_eq!(closed[0].point.requests, 12);
-        assert_eq!(closed[0].point.slaves, 2);
-        // Second 1: y stays silent; the second closes after the bounded wait.
-        a.add("x", 1, &stats(1));
-        assert!(
-            a.close_ready(Duration::from_millis(6900), covers(&expected), WAIT)
-                .is_empty()
-        );
-        assert_eq!(
-            a.close_ready(Duration::from_millis(7000), covers(&expected), WAIT)
-                .len(),
-            1
-        );
-        // y's second 1 arrives later still: merged into second 1 (series = totals) and
-        // counted as late.
-        a.add("y", 1, &stats(4));
-        assert_eq!(a.late_requests, 4);
-        assert_eq!(a.total.requests(), 17);
-        assert_eq!(a.series.iter().map(|p| p.requests).sum::<u64>(), 17);
-        assert_eq!((a.series[1].requests, a.series[1].slaves), (5, 2));
-        // Each slave's own totals, late interval included.
-        assert_eq!(
-            (a.per_slave["x"].requests, a.per_slave["y"].requests),
-            (6, 11)
-        );
-    }
-
-    #[test]
-    fn a_slave_that_joins_late_has_its_first_second_and_its_own_requests() {
-        let mut a = Aggregator::default();
-        // z's intervals arrive out of order; its first second is the lowest it reported.
-        a.add("x", 0, &stats(3));
-        a.add("z", 5, &stats(2));
-        a.add("z", 4, &stats(1));
-        a.add("z", 4, &stats(1));
-        assert_eq!(
-            a.per_slave["z"],
-            SlaveTotals {
-                requests: 3,
-                first_index: 4
-            }
-        );
-        assert_eq!(a.per_slave["x"].first_index, 0);
-        a.close_all();
-        assert_eq!(
-            a.per_slave.values().map(|t| t.requests).sum::<u64>(),
-            a.total.requests()
-        );
-    }
-
-    #[test]
-    fn a_late_interval_for_an_old_second_still_lands_in_it() {
-        let mut a = Aggregator::default();
-        let expected: BTreeSet<String> = ["x".to_string()].into();
-        for k in 0..(KEPT as u64 + 10) {
-            a.add("x", k, &stats(1));
-        }
-        a.close_ready(
-            Duration::from_secs(KEPT as u64 + 10),
-            covers(&expected),
-            WAIT,
-        );
-        assert_eq!(a.series.len(), KEPT + 10);
-        // Second 2 is no longer kept in full: its counts are revised.
-        a.add("z", 2, &stats(3));
-        assert_eq!((a.series[2].requests, a.series[2].slaves), (4, 2));
-        // A recent second gets its percentiles recomputed too.
-        let mut slow = stats(1);
-        slow.endpoints.get_mut("a").unwrap().latency_us.reset();
-        slow.endpoints
-            .get_mut("a")
-            .unwrap()
-            .latency_us
-            .record(900_000)
-            .unwrap();
-        a.series[KEPT + 5].load = Some(7.0);
-        a.add("z", KEPT as u64 + 5, &slow);
-        // Its counts at once, its percentiles at the next refresh (each tick's close).
-        assert_eq!(
-            (a.series[KEPT + 5].requests, a.series[KEPT + 5].slaves),
-            (2, 2)
-        );
-        a.close_ready(
-            Duration::from_secs(KEPT as u64 + 10),
-            covers(&expected),
-            WAIT,
-        );
-        let p = &a.series[KEPT + 5];
-        assert_eq!(p.requests, 2);
-        assert!(p.latency_ms.max >= 899.0, "{:?}", p.latency_ms);
-        assert_eq!(p.load, Some(7.0), "the load the run stamped stays");
-        assert_eq!(
-            a.series.iter().map(|p| p.requests).sum::<u64>(),
-            a.total.requests()
-        );
-    }
-
-    proptest::proptest! {
-        /// Exactly once, whatever the order and the resends: `add` agrees with a plain set of
-        /// (slave, index) pairs.
-        #[test]
-        fn merges_each_interval_exactly_once(
-            arrivals in proptest::collection::vec((0u8..3, 0u64..40), 0..300)
-        ) {
-            let mut a = Aggregator::default();
-            let mut reference = std::collections::HashSet::new();
-            for (slave, index) in arrivals {
-                let uid = format!("s{slave}");
-                let fresh = reference.insert((uid.clone(), index));
-                proptest::prop_assert_eq!(a.add(&uid, index, &stats(1)), fresh);
-                proptest::prop_assert!(a.has(&uid, index));
-            }
-            // Open seconds reach the total as they close.
-            a.close_all();
-            proptest::prop_assert_eq!(a.total.requests(), reference.len() as u64);
-        }
-    }
-
-    #[test]
-    fn remembering_merged_intervals_does_not_grow_with_the_run() {
-        let mut a = Aggregator::default();
-        let one = stats(0);
-        // An overnight run (10 h) of two slaves, one of which joined late and resent twice.
-        for k in 0..36_000 {
-            a.add("x", k, &one);
-            if k >= 500 {
-                a.add("y", k, &one);
-                a.add("y", k - 3, &one);
-            }
-        }
-        assert_eq!(a.seen["x"].iter().count(), 1);
-        assert_eq!(a.seen["y"].iter().count(), 1);
-    }
-}
+mod tests;

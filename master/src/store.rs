@@ -5,6 +5,12 @@
 //! slave, nearly all of the same second or two) land together at the end of the key's index.
 //! An interval is stored before the master acknowledges it, so a master killed at any moment
 //! restarts with everything a slave was told is safe.
+//!
+//! Once a second reported by several slaves has closed, its merged statistics and reporters
+//! (`seconds`, see `aggregate::Compaction`) replace their intervals, in one transaction: a
+//! run's store grows by about one merged second per second, not by one interval per slave
+//! per second. Every interval stored for a second has been merged into the master's copy of
+//! that second when it is compacted (the controller stores and merges each in one step).
 
 use std::path::Path;
 
@@ -54,6 +60,15 @@ pub struct StoredInterval {
     pub payload: Vec<u8>,
 }
 
+/// One stored merged second (`Store::put_second`).
+pub struct StoredSecond {
+    pub index: u64,
+    /// The merged statistics, a `StatsInterval` (protobuf).
+    pub payload: Vec<u8>,
+    /// Who reported the second (JSON, `aggregate::Compaction`).
+    pub reporters: String,
+}
+
 pub struct Store {
     conn: Connection,
     /// A transaction is open (see [`Store::batch`]).
@@ -76,6 +91,19 @@ CREATE TABLE IF NOT EXISTS intervals (
     idx INTEGER NOT NULL,
     payload BLOB NOT NULL,
     PRIMARY KEY (run_id, idx, slave_uid)
+);
+CREATE TABLE IF NOT EXISTS seconds (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    reporters TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS run_slaves (
+    run_id TEXT NOT NULL,
+    slave_uid TEXT NOT NULL,
+    first_idx INTEGER NOT NULL,
+    PRIMARY KEY (run_id, slave_uid)
 );
 ";
 
@@ -199,6 +227,42 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Stores second `index` of run `run_id` merged (replacing an earlier merge of it) and
+    /// drops the run's intervals of that second, which the caller has merged into it all.
+    /// Meant for a batch ([`Store::batch`]): both happen at its commit or neither does.
+    pub fn put_second(
+        &self,
+        run_id: &str,
+        index: u64,
+        payload: &[u8],
+        reporters: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO seconds (run_id, idx, payload, reporters) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![run_id, index as i64, payload, reporters])?;
+        self.conn
+            .prepare_cached("DELETE FROM intervals WHERE run_id = ?1 AND idx = ?2")?
+            .execute(params![run_id, index as i64])?;
+        Ok(())
+    }
+
+    /// The merged seconds stored for run `run_id`, in order.
+    pub fn seconds(&self, run_id: &str) -> Result<Vec<StoredSecond>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT idx, payload, reporters FROM seconds WHERE run_id = ?1 ORDER BY idx",
+        )?;
+        let rows = q.query_map(params![run_id], |r| {
+            Ok(StoredSecond {
+                index: r.get::<_, i64>(0)? as u64,
+                payload: r.get(1)?,
+                reporters: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn intervals(&self, run_id: &str) -> Result<Vec<StoredInterval>, StoreError> {
         let mut q = self.conn.prepare(
             "SELECT slave_uid, idx, payload FROM intervals WHERE run_id = ?1 ORDER BY idx",
@@ -213,11 +277,27 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The slaves that sent statistics for run `run_id` (their uids), in the order they first
-    /// did.
+    /// Records that slave `slave_uid` reported second `index` of run `run_id`, for
+    /// [`Store::slaves_of`] once its intervals are compacted away (keeps the lowest second).
+    pub fn note_slave(&self, run_id: &str, slave_uid: &str, index: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO run_slaves (run_id, slave_uid, first_idx) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, slave_uid) DO UPDATE SET first_idx = MIN(first_idx, excluded.first_idx)",
+            )?
+            .execute(params![run_id, slave_uid, index as i64])?;
+        Ok(())
+    }
+
+    /// The slaves that sent statistics for run `run_id` (their uids), by the first second
+    /// they reported, then in the order they were first stored.
     pub fn slaves_of(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
         let mut q = self.conn.prepare(
-            "SELECT slave_uid FROM intervals WHERE run_id = ?1 GROUP BY slave_uid ORDER BY MIN(rowid)",
+            "SELECT slave_uid FROM (
+                 SELECT slave_uid, idx AS k, rowid AS o FROM intervals WHERE run_id = ?1
+                 UNION ALL
+                 SELECT slave_uid, first_idx AS k, rowid AS o FROM run_slaves WHERE run_id = ?1
+             ) GROUP BY slave_uid ORDER BY MIN(k), MIN(o), slave_uid",
         )?;
         let rows = q.query_map(params![run_id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -286,6 +366,8 @@ impl Store {
         )?;
         if n == 1 {
             tx.execute("DELETE FROM intervals WHERE run_id = ?1", params![id])?;
+            tx.execute("DELETE FROM seconds WHERE run_id = ?1", params![id])?;
+            tx.execute("DELETE FROM run_slaves WHERE run_id = ?1", params![id])?;
         }
         tx.commit()?;
         Ok(n == 1)
@@ -308,155 +390,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_and_intervals_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runs.db");
-        let rec = RunRecord {
-            id: "r1".into(),
-            name: "smoke".into(),
-            scenario_json: "{}".into(),
-            status: "running".into(),
-            created_unix_ms: 1,
-            state_json: "{}".into(),
-        };
-        {
-            let s = Store::open(&path).unwrap();
-            s.create_run(&rec).unwrap();
-            assert!(s.insert_interval("r1", "a", 0, b"x").unwrap());
-            assert!(
-                !s.insert_interval("r1", "a", 0, b"x").unwrap(),
-                "idempotent"
-            );
-            assert!(s.insert_interval("r1", "b", 0, b"y").unwrap());
-        }
-        // Reopen: like a master restart.
-        let s = Store::open(&path).unwrap();
-        assert_eq!(s.unfinished_runs().unwrap(), vec![rec]);
-        assert_eq!(s.intervals("r1").unwrap().len(), 2);
-        s.finish_run("r1", "passed", "{\"ok\":1}").unwrap();
-        assert!(s.unfinished_runs().unwrap().is_empty());
-        assert_eq!(s.report("r1").unwrap().as_deref(), Some("{\"ok\":1}"));
-        assert_eq!(s.report("nope").unwrap(), None);
-        assert_eq!(s.scenario("r1").unwrap().as_deref(), Some("{}"));
-        assert_eq!(s.scenario("nope").unwrap(), None);
-        assert_eq!(s.status("r1").unwrap().as_deref(), Some("passed"));
-        assert_eq!(s.status("nope").unwrap(), None);
-        assert_eq!(s.runs(10).unwrap()[0].status, "passed");
-        assert!(s.delete_finished_run("r1").unwrap());
-        assert!(s.runs(10).unwrap().is_empty());
-        assert!(
-            s.intervals("r1").unwrap().is_empty(),
-            "its intervals go with it"
-        );
-        assert!(!s.delete_finished_run("r1").unwrap());
-    }
-
-    /// What a batch writes is invisible to another reader (and lost in a crash) until the
-    /// commit, then all there; so a master acknowledges a batch's intervals only after it.
-    #[test]
-    fn a_batch_is_durable_at_its_commit_and_not_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runs.db");
-        let mut s = Store::open(&path).unwrap();
-        let other = Store::open(&path).unwrap();
-        s.batch().unwrap();
-        s.batch().unwrap(); // one transaction, however often asked
-        for i in 0..50 {
-            assert!(s.insert_interval("r1", "a", i, b"x").unwrap());
-        }
-        assert_eq!(
-            s.intervals("r1").unwrap().len(),
-            50,
-            "the writer sees its batch"
-        );
-        assert!(
-            other.intervals("r1").unwrap().is_empty(),
-            "nobody else does yet"
-        );
-        s.commit().unwrap();
-        assert_eq!(other.intervals("r1").unwrap().len(), 50);
-        s.commit().unwrap(); // nothing open: nothing to do
-        // A batch never committed (the master died) leaves nothing.
-        s.batch().unwrap();
-        assert!(s.insert_interval("r1", "a", 50, b"x").unwrap());
-        drop(s);
-        assert_eq!(other.intervals("r1").unwrap().len(), 50);
-    }
-
-    #[test]
-    fn an_unfinished_run_is_never_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("runs.db")).unwrap();
-        let rec = RunRecord {
-            id: "live".into(),
-            name: "n".into(),
-            scenario_json: "{}".into(),
-            status: "running".into(),
-            created_unix_ms: 1,
-            state_json: "{}".into(),
-        };
-        s.create_run(&rec).unwrap();
-        s.insert_interval("live", "a", 0, b"x").unwrap();
-        assert!(!s.delete_finished_run("live").unwrap());
-        assert_eq!(s.unfinished_runs().unwrap(), vec![rec]);
-        assert_eq!(s.intervals("live").unwrap().len(), 1);
-    }
-
-    /// The key's index is ordered by second before slave, so a batch of one second's
-    /// intervals writes to the index's tail; a store made with the old key is migrated with
-    /// its intervals.
-    #[test]
-    fn intervals_are_keyed_by_second_before_slave_and_old_stores_migrate() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runs.db");
-        {
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                &SCHEMA.replace("PRIMARY KEY (run_id, idx, slave_uid)", OLD_INTERVALS_KEY),
-            )
-            .unwrap();
-            for (uid, idx) in [("b", 0), ("a", 0), ("a", 1)] {
-                old.execute(
-                    "INSERT INTO intervals (run_id, slave_uid, idx, payload) VALUES ('r', ?1, ?2, x'01')",
-                    params![uid, idx],
-                )
-                .unwrap();
-            }
-        }
-        let s = Store::open(&path).unwrap();
-        let columns: Vec<String> = s
-            .conn
-            .prepare(
-                "SELECT name FROM pragma_index_info('sqlite_autoindex_intervals_1') ORDER BY seqno",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(columns, ["run_id", "idx", "slave_uid"]);
-        let got: Vec<(String, u64)> = s
-            .intervals("r")
-            .unwrap()
-            .into_iter()
-            .map(|i| (i.slave_uid, i.index))
-            .collect();
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(
-            s.slaves_of("r").unwrap(),
-            ["b", "a"],
-            "first-seen order kept"
-        );
-        assert!(
-            !s.insert_interval("r", "a", 1, b"x").unwrap(),
-            "still one per key"
-        );
-        drop(s);
-        // Opening again finds nothing to migrate.
-        assert_eq!(Store::open(&path).unwrap().intervals("r").unwrap().len(), 3);
-    }
-}
+mod tests;

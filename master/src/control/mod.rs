@@ -35,7 +35,7 @@ use slaves::{JoinBucket, candidate_of};
 use traces::TraceFetches;
 pub use traces::TraceSlaves;
 
-use crate::aggregate::Point;
+use crate::aggregate::{Compaction, Point};
 use crate::clock;
 use crate::metrics::{Metrics, RunSnapshot};
 use crate::report::{Report, Status as RunStatus};
@@ -235,6 +235,9 @@ pub struct Controller {
     /// An interval's encoding on its way to the store (reused: one allocation, not one per
     /// interval).
     encoded: Vec<u8>,
+    /// The slaves of the active run already noted in the store (`Store::note_slave`), by
+    /// run id: each is noted once, when a second of it is first compacted.
+    noted: (String, std::collections::HashSet<String>),
 }
 
 /// Capacity of the command channel.
@@ -257,6 +260,7 @@ impl Controller {
             traces: TraceFetches::default(),
             acks: Default::default(),
             encoded: Vec::new(),
+            noted: Default::default(),
         };
         (c, ControlHandle { tx })
     }
@@ -291,7 +295,14 @@ impl Controller {
                 clock::unix_ms(),
                 self.settings.lease,
             );
+            // Merged seconds first: an interval stored again after its second was compacted
+            // (a resend whose ack was lost) is then found merged and skipped.
             let mut n = 0;
+            for s in self.store.seconds(&rec.id)? {
+                let c = Compaction::decode(s.index, &s.payload, &s.reporters)?;
+                n += c.reporters.len();
+                r.agg.add_merged(&c);
+            }
             for i in self.store.intervals(&rec.id)? {
                 let msg = proto::StatsInterval::decode(&*i.payload)?;
                 let stats = CheckedInterval::check(&msg)?;

@@ -278,8 +278,11 @@ impl Controller {
         }
     }
 
-    /// Persists the active run's state when it changed, and its report once done.
+    /// Persists the active run's state when it changed, and its report once done; stores
+    /// the seconds it merged in place of their intervals (in the open batch, so the state
+    /// that goes with them, a slave's `last`, commits with them).
     pub(super) fn save(&mut self) {
+        self.compact();
         let Some(r) = self.run.as_mut().filter(|r| r.dirty) else {
             return;
         };
@@ -302,6 +305,39 @@ impl Controller {
         if let Err(e) = result {
             warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot save run state");
             r.dirty = true;
+        }
+    }
+
+    /// Writes the seconds the active run compacted (`aggregate::Compaction`) into the
+    /// store's batch. One that cannot be written leaves its intervals as they are.
+    fn compact(&mut self) {
+        let Some(r) = self.run.as_mut() else {
+            return;
+        };
+        let compactions = r.agg.take_compactions();
+        if compactions.is_empty() {
+            return;
+        }
+        if self.noted.0 != r.id {
+            self.noted = (r.id.clone(), Default::default());
+        }
+        let noted = &mut self.noted.1;
+        let result = self.store.batch().and_then(|()| {
+            for c in &compactions {
+                for uid in c.reporters.keys() {
+                    if !noted.contains(uid) {
+                        self.store.note_slave(&r.id, uid, c.index)?;
+                        noted.insert(uid.clone());
+                    }
+                }
+                let (payload, reporters) = c.encode(&r.id);
+                self.store
+                    .put_second(&r.id, c.index, &payload, &reporters)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot compact merged seconds: their intervals stay");
         }
     }
 

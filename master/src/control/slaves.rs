@@ -272,6 +272,8 @@ impl Controller {
         let acks = std::mem::take(&mut self.acks);
         if let Err(e) = self.store.commit() {
             warn!(error = %format!("{e:#}"), intervals = acks.values().map(Vec::len).sum::<usize>(), "cannot commit stored intervals: not acknowledged");
+            // Slaves noted in the batch are not in the store after all.
+            self.noted.1.clear();
             return;
         }
         for ((uid, run_id), indexes) in acks {

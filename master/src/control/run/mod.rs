@@ -4,7 +4,7 @@
 //! messages to send ([`Outbox`]); the controller delivers them. Nothing here does I/O, so the
 //! lifecycle is tested with plain values.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -376,8 +376,14 @@ impl Run {
         stats: &S,
     ) -> bool {
         let new = self.agg.add(uid, index, stats);
-        if last && let Some(p) = self.participants.get_mut(uid) {
+        if last
+            && let Some(p) = self.participants.get_mut(uid)
+            && !p.got_last
+        {
             p.got_last = true;
+            // Persisted with the next save, in the transaction that may compact the second
+            // this `last` came in (the stored interval then no longer says so).
+            self.dirty = true;
         }
         new
     }
@@ -457,8 +463,8 @@ impl Run {
             let parts = &self.participants;
             let expected = || parts.iter().filter(|(_, p)| p.active && !p.got_last);
             let waiting_for = expected().count();
-            let complete = |reporters: &BTreeSet<String>| {
-                reporters.len() >= waiting_for && expected().all(|(u, _)| reporters.contains(u))
+            let complete = |reporters: &BTreeMap<String, u64>| {
+                reporters.len() >= waiting_for && expected().all(|(u, _)| reporters.contains_key(u))
             };
             let elapsed = self.elapsed(now);
             // Only whole seconds of load are judged: the second the stop fell in is partial.

@@ -74,6 +74,20 @@ fn master_killed_and_restarted_mid_run_loses_nothing() {
         log.contains("recovered run"),
         "the restarted master did not recover the run:\n{log}"
     );
+    // The store keeps the run's seconds merged, not each slave's interval of them (which
+    // grew it by every slave's ~5 KB a second): no second holds intervals of two slaves.
+    let db = rusqlite::Connection::open(env.home().join("master/lobster.db")).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let merged = count("SELECT COUNT(*) FROM seconds");
+    let series = r["series"].as_array().unwrap().len() as i64;
+    let shared = count(
+        "SELECT COUNT(*) FROM (SELECT idx FROM intervals GROUP BY run_id, idx HAVING COUNT(*) > 1)",
+    );
+    assert_eq!(shared, 0, "seconds still stored per slave");
+    assert!(
+        merged >= series - 2 && merged <= series,
+        "{merged} merged seconds for a series of {series}"
+    );
 }
 
 /// A slave is killed mid-run: the run goes on, its users go to the others, the report says

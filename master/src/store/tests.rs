@@ -1,0 +1,213 @@
+//! The store's keys, batches, migrations and compaction, on a file in a temporary directory.
+
+use super::*;
+
+#[test]
+fn runs_and_intervals_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let rec = RunRecord {
+        id: "r1".into(),
+        name: "smoke".into(),
+        scenario_json: "{}".into(),
+        status: "running".into(),
+        created_unix_ms: 1,
+        state_json: "{}".into(),
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.create_run(&rec).unwrap();
+        assert!(s.insert_interval("r1", "a", 0, b"x").unwrap());
+        assert!(
+            !s.insert_interval("r1", "a", 0, b"x").unwrap(),
+            "idempotent"
+        );
+        assert!(s.insert_interval("r1", "b", 0, b"y").unwrap());
+    }
+    // Reopen: like a master restart.
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.unfinished_runs().unwrap(), vec![rec]);
+    assert_eq!(s.intervals("r1").unwrap().len(), 2);
+    s.finish_run("r1", "passed", "{\"ok\":1}").unwrap();
+    assert!(s.unfinished_runs().unwrap().is_empty());
+    assert_eq!(s.report("r1").unwrap().as_deref(), Some("{\"ok\":1}"));
+    assert_eq!(s.report("nope").unwrap(), None);
+    assert_eq!(s.scenario("r1").unwrap().as_deref(), Some("{}"));
+    assert_eq!(s.scenario("nope").unwrap(), None);
+    assert_eq!(s.status("r1").unwrap().as_deref(), Some("passed"));
+    assert_eq!(s.status("nope").unwrap(), None);
+    assert_eq!(s.runs(10).unwrap()[0].status, "passed");
+    assert!(s.delete_finished_run("r1").unwrap());
+    assert!(s.runs(10).unwrap().is_empty());
+    assert!(
+        s.intervals("r1").unwrap().is_empty(),
+        "its intervals go with it"
+    );
+    assert!(!s.delete_finished_run("r1").unwrap());
+}
+
+/// What a batch writes is invisible to another reader (and lost in a crash) until the
+/// commit, then all there; so a master acknowledges a batch's intervals only after it.
+#[test]
+fn a_batch_is_durable_at_its_commit_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let mut s = Store::open(&path).unwrap();
+    let other = Store::open(&path).unwrap();
+    s.batch().unwrap();
+    s.batch().unwrap(); // one transaction, however often asked
+    for i in 0..50 {
+        assert!(s.insert_interval("r1", "a", i, b"x").unwrap());
+    }
+    assert_eq!(
+        s.intervals("r1").unwrap().len(),
+        50,
+        "the writer sees its batch"
+    );
+    assert!(
+        other.intervals("r1").unwrap().is_empty(),
+        "nobody else does yet"
+    );
+    s.commit().unwrap();
+    assert_eq!(other.intervals("r1").unwrap().len(), 50);
+    s.commit().unwrap(); // nothing open: nothing to do
+    // A batch never committed (the master died) leaves nothing.
+    s.batch().unwrap();
+    assert!(s.insert_interval("r1", "a", 50, b"x").unwrap());
+    drop(s);
+    assert_eq!(other.intervals("r1").unwrap().len(), 50);
+}
+
+#[test]
+fn an_unfinished_run_is_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("runs.db")).unwrap();
+    let rec = RunRecord {
+        id: "live".into(),
+        name: "n".into(),
+        scenario_json: "{}".into(),
+        status: "running".into(),
+        created_unix_ms: 1,
+        state_json: "{}".into(),
+    };
+    s.create_run(&rec).unwrap();
+    s.insert_interval("live", "a", 0, b"x").unwrap();
+    assert!(!s.delete_finished_run("live").unwrap());
+    assert_eq!(s.unfinished_runs().unwrap(), vec![rec]);
+    assert_eq!(s.intervals("live").unwrap().len(), 1);
+}
+
+/// The key's index is ordered by second before slave, so a batch of one second's
+/// intervals writes to the index's tail; a store made with the old key is migrated with
+/// its intervals.
+#[test]
+fn intervals_are_keyed_by_second_before_slave_and_old_stores_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    {
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            &SCHEMA.replace("PRIMARY KEY (run_id, idx, slave_uid)", OLD_INTERVALS_KEY),
+        )
+        .unwrap();
+        for (uid, idx) in [("b", 0), ("a", 0), ("a", 1)] {
+            old.execute(
+                "INSERT INTO intervals (run_id, slave_uid, idx, payload) VALUES ('r', ?1, ?2, x'01')",
+                params![uid, idx],
+            )
+            .unwrap();
+        }
+    }
+    let s = Store::open(&path).unwrap();
+    let columns: Vec<String> = s
+        .conn
+        .prepare(
+            "SELECT name FROM pragma_index_info('sqlite_autoindex_intervals_1') ORDER BY seqno",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(columns, ["run_id", "idx", "slave_uid"]);
+    let got: Vec<(String, u64)> = s
+        .intervals("r")
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.slave_uid, i.index))
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        s.slaves_of("r").unwrap(),
+        ["b", "a"],
+        "first-seen order kept"
+    );
+    assert!(
+        !s.insert_interval("r", "a", 1, b"x").unwrap(),
+        "still one per key"
+    );
+    drop(s);
+    // Opening again finds nothing to migrate.
+    assert_eq!(Store::open(&path).unwrap().intervals("r").unwrap().len(), 3);
+}
+
+/// A merged second replaces that second's intervals (and an earlier merge of it) in one
+/// batch, leaves other seconds alone, still names every slave, and goes with its run.
+#[test]
+fn a_merged_second_replaces_its_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let mut s = Store::open(&path).unwrap();
+    let other = Store::open(&path).unwrap();
+    for (uid, idx) in [("c", 0), ("a", 1), ("b", 1), ("c", 1), ("a", 2)] {
+        s.insert_interval("r", uid, idx, b"x").unwrap();
+    }
+    s.insert_interval("q", "a", 1, b"x").unwrap();
+    s.batch().unwrap();
+    s.note_slave("r", "b", 1).unwrap();
+    s.note_slave("r", "a", 1).unwrap();
+    s.put_second("r", 1, b"merged", "{\"requests\":{}}")
+        .unwrap();
+    assert_eq!(
+        other.intervals("r").unwrap().len(),
+        5,
+        "nothing changes before the commit"
+    );
+    s.commit().unwrap();
+    let left: Vec<(String, u64)> = s
+        .intervals("r")
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.slave_uid, i.index))
+        .collect();
+    assert_eq!(left, [("c".to_string(), 0), ("a".to_string(), 2)]);
+    assert_eq!(s.intervals("q").unwrap().len(), 1, "another run's stay");
+    s.put_second("r", 1, b"merged again", "{}").unwrap();
+    let seconds = s.seconds("r").unwrap();
+    assert_eq!(seconds.len(), 1, "one row per second");
+    assert_eq!(
+        (seconds[0].index, &seconds[0].payload[..]),
+        (1, &b"merged again"[..])
+    );
+    // c first (second 0), then a and b (second 1; b was noted first), none twice.
+    assert_eq!(s.slaves_of("r").unwrap(), ["c", "b", "a"]);
+    s.note_slave("r", "b", 0).unwrap();
+    assert_eq!(
+        s.slaves_of("r").unwrap(),
+        ["b", "c", "a"],
+        "the lowest second"
+    );
+    let rec = RunRecord {
+        id: "r".into(),
+        name: "n".into(),
+        scenario_json: "{}".into(),
+        status: "passed".into(),
+        created_unix_ms: 1,
+        state_json: "{}".into(),
+    };
+    s.create_run(&rec).unwrap();
+    s.finish_run("r", "passed", "{}").unwrap();
+    assert!(s.delete_finished_run("r").unwrap());
+    assert!(s.seconds("r").unwrap().is_empty());
+    assert!(s.slaves_of("r").unwrap().is_empty());
+}
