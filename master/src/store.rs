@@ -63,10 +63,8 @@ pub struct StoredInterval {
 /// One stored merged second (`Store::put_second`).
 pub struct StoredSecond {
     pub index: u64,
-    /// The merged statistics, a `StatsInterval` (protobuf).
+    /// The merged statistics and who reported them, a `MergedSecond` (protobuf).
     pub payload: Vec<u8>,
-    /// Who reported the second (JSON, `aggregate::Compaction`).
-    pub reporters: String,
 }
 
 pub struct Store {
@@ -96,7 +94,6 @@ CREATE TABLE IF NOT EXISTS seconds (
     run_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    reporters TEXT NOT NULL,
     PRIMARY KEY (run_id, idx)
 );
 CREATE TABLE IF NOT EXISTS run_slaves (
@@ -230,18 +227,12 @@ impl Store {
     /// Stores second `index` of run `run_id` merged (replacing an earlier merge of it) and
     /// drops the run's intervals of that second, which the caller has merged into it all.
     /// Meant for a batch ([`Store::batch`]): both happen at its commit or neither does.
-    pub fn put_second(
-        &self,
-        run_id: &str,
-        index: u64,
-        payload: &[u8],
-        reporters: &str,
-    ) -> Result<(), StoreError> {
+    pub fn put_second(&self, run_id: &str, index: u64, payload: &[u8]) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO seconds (run_id, idx, payload, reporters) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO seconds (run_id, idx, payload) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![run_id, index as i64, payload, reporters])?;
+            .execute(params![run_id, index as i64, payload])?;
         self.conn
             .prepare_cached("DELETE FROM intervals WHERE run_id = ?1 AND idx = ?2")?
             .execute(params![run_id, index as i64])?;
@@ -250,14 +241,13 @@ impl Store {
 
     /// The merged seconds stored for run `run_id`, in order.
     pub fn seconds(&self, run_id: &str) -> Result<Vec<StoredSecond>, StoreError> {
-        let mut q = self.conn.prepare(
-            "SELECT idx, payload, reporters FROM seconds WHERE run_id = ?1 ORDER BY idx",
-        )?;
+        let mut q = self
+            .conn
+            .prepare("SELECT idx, payload FROM seconds WHERE run_id = ?1 ORDER BY idx")?;
         let rows = q.query_map(params![run_id], |r| {
             Ok(StoredSecond {
                 index: r.get::<_, i64>(0)? as u64,
                 payload: r.get(1)?,
-                reporters: r.get(2)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

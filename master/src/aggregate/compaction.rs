@@ -15,7 +15,6 @@ use lobster_fleet::proto;
 use lobster_fleet::stats::{IntervalStats, Resources, StatsError};
 use prost::Message;
 use rangemap::RangeInclusiveSet;
-use serde::{Deserialize, Serialize};
 
 use super::{Aggregator, SlaveTotals};
 
@@ -35,52 +34,51 @@ pub struct Compaction {
 /// A stored compaction could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum CompactionError {
-    #[error("merged statistics of second {0} are not a statistics interval")]
+    #[error("merged second {0} is not a MergedSecond message")]
     Payload(u64, #[source] prost::DecodeError),
-    #[error("merged statistics of second {0} are malformed")]
+    #[error("merged second {0} has malformed statistics")]
     Stats(u64, #[source] StatsError),
-    #[error("reporters of second {0} are malformed")]
-    Reporters(u64, #[source] serde_json::Error),
-}
-
-/// What travels beside the statistics: who reported, and each injector's resources (the
-/// wire form of an interval holds only its sender's).
-#[derive(Serialize, Deserialize)]
-struct Reporters {
-    requests: BTreeMap<String, u64>,
-    #[serde(default)]
-    injectors: BTreeMap<String, Resources>,
 }
 
 impl Compaction {
-    /// The stored form: the merged statistics as a `StatsInterval` (protobuf) and the
-    /// reporters as JSON.
-    pub fn encode(&self, run_id: &str) -> (Vec<u8>, String) {
-        let payload = self
-            .stats
-            .to_proto(run_id, self.index, false)
-            .encode_to_vec();
-        let reporters = Reporters {
-            requests: self.reporters.clone(),
-            injectors: self.stats.injectors.clone(),
-        };
-        let json = serde_json::to_string(&reporters).expect("plain maps serialize");
-        (payload, json)
+    /// The stored form: a `MergedSecond` (protobuf), about 50 bytes per reporter beside the
+    /// merged statistics.
+    pub fn encode(&self) -> Vec<u8> {
+        let reporters = self
+            .reporters
+            .iter()
+            .map(|(uid, &requests)| proto::MergedReporter {
+                slave_uid: uid.clone(),
+                requests,
+                resources: self.stats.injectors.get(uid).map(Resources::to_proto),
+            })
+            .collect();
+        proto::MergedSecond {
+            stats: Some(self.stats.to_proto("", 0, false)),
+            reporters,
+        }
+        .encode_to_vec()
     }
 
     /// Reads back what [`Compaction::encode`] stored for second `index`.
-    pub fn decode(index: u64, payload: &[u8], reporters: &str) -> Result<Self, CompactionError> {
-        let wire = proto::StatsInterval::decode(payload)
-            .map_err(|e| CompactionError::Payload(index, e))?;
-        let mut stats =
-            IntervalStats::from_proto(&wire).map_err(|e| CompactionError::Stats(index, e))?;
-        let r: Reporters =
-            serde_json::from_str(reporters).map_err(|e| CompactionError::Reporters(index, e))?;
-        stats.injectors = r.injectors;
+    pub fn decode(index: u64, payload: &[u8]) -> Result<Self, CompactionError> {
+        let m =
+            proto::MergedSecond::decode(payload).map_err(|e| CompactionError::Payload(index, e))?;
+        let mut stats = IntervalStats::from_proto(&m.stats.unwrap_or_default())
+            .map_err(|e| CompactionError::Stats(index, e))?;
+        let mut reporters = BTreeMap::new();
+        for r in m.reporters {
+            if let Some(res) = &r.resources {
+                stats
+                    .injectors
+                    .insert(r.slave_uid.clone(), Resources::from_proto(res));
+            }
+            reporters.insert(r.slave_uid, r.requests);
+        }
         Ok(Compaction {
             index,
             stats,
-            reporters: r.requests,
+            reporters,
         })
     }
 }

@@ -214,12 +214,12 @@ proptest::proptest! {
         let mut a = Aggregator::default();
         // The store: slaves' own intervals by (second, slave), merged seconds by second.
         let mut rows: BTreeMap<(u64, String), IntervalStats> = BTreeMap::new();
-        let mut seconds: BTreeMap<u64, (Vec<u8>, String)> = BTreeMap::new();
+        let mut seconds: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut after_window: BTreeSet<(u64, String)> = BTreeSet::new();
         let mut resent: BTreeSet<(u64, String)> = BTreeSet::new();
         let mut store = |a: &mut Aggregator, rows: &mut BTreeMap<(u64, String), IntervalStats>| {
             for c in a.take_compactions() {
-                seconds.insert(c.index, c.encode("r"));
+                seconds.insert(c.index, c.encode());
                 rows.retain(|(k, _), _| *k != c.index);
             }
         };
@@ -249,8 +249,8 @@ proptest::proptest! {
             );
         }
         let mut b = Aggregator::default();
-        for (index, (payload, reporters)) in &seconds {
-            let c = Compaction::decode(*index, payload, reporters).unwrap();
+        for (index, payload) in &seconds {
+            let c = Compaction::decode(*index, payload).unwrap();
             proptest::prop_assert!(b.add_merged(&c));
         }
         for ((index, uid), stats) in &rows {

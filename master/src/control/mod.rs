@@ -299,7 +299,7 @@ impl Controller {
             // (a resend whose ack was lost) is then found merged and skipped.
             let mut n = 0;
             for s in self.store.seconds(&rec.id)? {
-                let c = Compaction::decode(s.index, &s.payload, &s.reporters)?;
+                let c = Compaction::decode(s.index, &s.payload)?;
                 n += c.reporters.len();
                 r.agg.add_merged(&c);
             }

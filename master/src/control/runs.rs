@@ -330,9 +330,7 @@ impl Controller {
                         noted.insert(uid.clone());
                     }
                 }
-                let (payload, reporters) = c.encode(&r.id);
-                self.store
-                    .put_second(&r.id, c.index, &payload, &reporters)?;
+                self.store.put_second(&r.id, c.index, &c.encode())?;
             }
             Ok(())
         });

@@ -166,8 +166,7 @@ fn a_merged_second_replaces_its_intervals() {
     s.batch().unwrap();
     s.note_slave("r", "b", 1).unwrap();
     s.note_slave("r", "a", 1).unwrap();
-    s.put_second("r", 1, b"merged", "{\"requests\":{}}")
-        .unwrap();
+    s.put_second("r", 1, b"merged").unwrap();
     assert_eq!(
         other.intervals("r").unwrap().len(),
         5,
@@ -182,7 +181,7 @@ fn a_merged_second_replaces_its_intervals() {
         .collect();
     assert_eq!(left, [("c".to_string(), 0), ("a".to_string(), 2)]);
     assert_eq!(s.intervals("q").unwrap().len(), 1, "another run's stay");
-    s.put_second("r", 1, b"merged again", "{}").unwrap();
+    s.put_second("r", 1, b"merged again").unwrap();
     let seconds = s.seconds("r").unwrap();
     assert_eq!(seconds.len(), 1, "one row per second");
     assert_eq!(
