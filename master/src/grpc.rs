@@ -3,6 +3,7 @@
 //! messages go to the loop through its bounded channel, so a flooding slave only slows itself.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
@@ -16,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span};
 
-use crate::control::{Command, ControlHandle, SESSION_QUEUE};
+use crate::control::{Command, ControlHandle, Pulse, SESSION_QUEUE};
 
 /// Largest gRPC message accepted from a slave.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -72,11 +73,13 @@ impl Control for ControlService {
             ));
         };
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let pulse = Arc::new(Pulse::new(std::time::Instant::now()));
         let session = self
             .control
             .ask(|reply| Command::Attach {
                 attach: attach.clone(),
                 tx,
+                pulse: pulse.clone(),
                 reply,
             })
             .await
@@ -101,9 +104,12 @@ impl Control for ControlService {
                                 tracing::warn!("slave flooding the session: cut off");
                                 break;
                             }
+                            // The lease counts only the time the master listened (`Pulse`).
+                            pulse.heard(std::time::Instant::now());
                             if !control.tell(Command::FromSlave(session, kind)).await {
                                 break;
                             }
+                            pulse.handed_over(std::time::Instant::now());
                         }
                         Ok(Some(SlaveMessage { kind: None })) => {}
                         Ok(None) | Err(_) => break,

@@ -5,6 +5,7 @@
 //! are no locks around the state and every transition is logged in one place. Replies go back
 //! on oneshot channels.
 
+mod pulse;
 mod registry;
 pub mod run;
 mod runs;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, info_span, warn};
 
+pub use pulse::Pulse;
 use registry::Registry;
 use registry::Slave;
 pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};
@@ -144,6 +146,8 @@ pub enum Command {
         attach: proto::Attach,
         /// The master's half of the session stream.
         tx: SessionTx,
+        /// What the session's reader hears of the slave.
+        pulse: Arc<Pulse>,
         reply: oneshot::Sender<Result<u64, Status>>,
     },
     /// A message on session `0` (ignored when the session is no longer the slave's current).
@@ -380,10 +384,15 @@ impl Controller {
             Command::Join(req, reply) => {
                 let _ = reply.send(self.join(req, now));
             }
-            Command::Attach { attach, tx, reply } => {
-                let r = self
-                    .registry
-                    .attach(&attach.slave_uid, &attach.session_secret, tx, now);
+            Command::Attach {
+                attach,
+                tx,
+                pulse,
+                reply,
+            } => {
+                let r =
+                    self.registry
+                        .attach(&attach.slave_uid, &attach.session_secret, tx, pulse, now);
                 if let Ok(session) = r {
                     self.metrics.sessions.inc();
                     self.on_attached(&attach, session, now);

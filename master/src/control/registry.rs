@@ -5,12 +5,15 @@
 //! another slave's identity, and each session carries a secret handed out at join.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lobster_fleet::proto::{Heartbeat, JoinRequest, MasterMessage, SlaveState};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tonic::Status;
+
+use super::pulse::Pulse;
 
 /// Outbound queue of one session; a slave that lets it fill up is cut off.
 pub type SessionTx = mpsc::Sender<Result<MasterMessage, Status>>;
@@ -21,6 +24,8 @@ pub const SESSION_QUEUE: usize = 256;
 pub struct Session {
     pub id: u64,
     pub tx: SessionTx,
+    /// What its reader last heard (the lease is judged on it, see `pulse.rs`).
+    pub pulse: Arc<Pulse>,
 }
 
 /// One slave as the master knows it.
@@ -172,6 +177,7 @@ impl Registry {
         uid: &str,
         secret: &str,
         tx: SessionTx,
+        pulse: Arc<Pulse>,
         now: Instant,
     ) -> Result<u64, Status> {
         let Some(s) = self.slaves.get_mut(uid) else {
@@ -187,6 +193,7 @@ impl Registry {
         s.session = Some(Session {
             id: self.next_session,
             tx,
+            pulse,
         });
         s.last_seen = now;
         self.by_session.insert(self.next_session, uid.to_string());
@@ -251,7 +258,12 @@ impl Registry {
     pub fn expire(&mut self, now: Instant, lease: Duration, forget_after: Duration) -> Vec<String> {
         let mut lost = Vec::new();
         for s in self.slaves.values_mut() {
-            if s.session.is_some() && now.duration_since(s.last_seen) > lease {
+            // Silent: nothing handled for a lease, and nothing heard while listening (a
+            // message of it waiting for this loop does not count against it).
+            let silent = s.session.as_ref().is_some_and(|x| {
+                now.duration_since(s.last_seen) > lease && x.pulse.silence(now) > lease
+            });
+            if silent {
                 s.session = None;
                 lost.push(s.uid.clone());
             }
@@ -375,7 +387,8 @@ mod tests {
             let (_, secret) = r.join(join_req(uid), "default", lease, 10, now, 0).unwrap();
             let (tx, rx) = mpsc::channel(SESSION_QUEUE);
             std::mem::forget(rx);
-            r.attach(uid, &secret, tx, now).unwrap()
+            r.attach(uid, &secret, tx, Arc::new(Pulse::new(now)), now)
+                .unwrap()
         };
         let a1 = attach(&mut r, "a");
         let b = attach(&mut r, "b");
@@ -405,7 +418,8 @@ mod tests {
         let lease = Duration::from_secs(5);
         let (_, secret) = r.join(join_req("u"), "default", lease, 10, now, 0).unwrap();
         let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
-        r.attach("u", &secret, tx, now).unwrap();
+        r.attach("u", &secret, tx, Arc::new(Pulse::new(now)), now)
+            .unwrap();
         let msg = || MasterMessage { kind: None };
         for i in 0..SESSION_QUEUE {
             assert!(r.send("u", msg()), "message {i} fits the queue");
@@ -433,7 +447,8 @@ mod tests {
             let (_, secret) = r.join(join_req(uid), "default", lease, 2, now, 0).unwrap();
             let (tx, _rx) = mpsc::channel(1);
             std::mem::forget(_rx);
-            r.attach(uid, &secret, tx, now).unwrap();
+            r.attach(uid, &secret, tx, Arc::new(Pulse::new(now)), now)
+                .unwrap();
         }
         let e = r
             .join(join_req("c"), "default", lease, 2, now, 0)
@@ -442,5 +457,40 @@ mod tests {
         // A known slave whose session is gone may join again whatever the cap.
         assert_eq!(r.detach(1).as_deref(), Some("a"));
         assert!(r.join(join_req("a"), "default", lease, 2, now, 0).is_ok());
+    }
+
+    /// A slave is lost for silence only when the master listened a lease long and heard
+    /// nothing; not while a message it sent waits for the control loop (the master is the
+    /// one behind), nor within a lease of the loop taking it.
+    #[test]
+    fn a_slave_whose_message_waits_for_the_master_is_not_silent() {
+        let mut r = Registry::default();
+        let t0 = Instant::now();
+        let lease = Duration::from_secs(5);
+        let forget = Duration::from_secs(600);
+        let mut pulses = Vec::new();
+        for uid in ["waiting", "quiet"] {
+            let (_, secret) = r.join(join_req(uid), "default", lease, 10, t0, 0).unwrap();
+            let (tx, rx) = mpsc::channel(1);
+            std::mem::forget(rx);
+            let pulse = Arc::new(Pulse::new(t0));
+            r.attach(uid, &secret, tx, pulse.clone(), t0).unwrap();
+            pulses.push(pulse);
+        }
+        // "waiting" sent a heartbeat at 1 s that the loop has not taken by 7 s.
+        pulses[0].heard(t0 + Duration::from_secs(1));
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(7), lease, forget),
+            ["quiet"]
+        );
+        pulses[0].handed_over(t0 + Duration::from_secs(8));
+        assert!(
+            r.expire(t0 + Duration::from_secs(12), lease, forget)
+                .is_empty()
+        );
+        assert_eq!(
+            r.expire(t0 + Duration::from_millis(13_001), lease, forget),
+            ["waiting"]
+        );
     }
 }
