@@ -227,6 +227,12 @@ impl Aggregator {
         }
     }
 
+    /// Seconds open now (holding intervals, not closed).
+    #[cfg(test)]
+    pub fn open_seconds(&self) -> usize {
+        self.open.len()
+    }
+
     /// Whether `slave`'s interval `index` was already merged.
     pub fn has(&self, slave: &str, index: u64) -> bool {
         self.seen.get(slave).is_some_and(|set| set.contains(&index))
@@ -253,6 +259,18 @@ impl Aggregator {
             if !(complete || elapsed >= end + wait) {
                 break;
             }
+            out.push(self.close(k));
+        }
+        out
+    }
+
+    /// Closes every second below `below` (a run rebuilt from the store, whose rows of those
+    /// seconds are all merged).
+    pub fn close_below(&mut self, below: u64) -> Vec<Closed> {
+        self.refresh();
+        let mut out = Vec::new();
+        while self.next_to_close < below {
+            let k = self.next_to_close;
             out.push(self.close(k));
         }
         out

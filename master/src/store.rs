@@ -54,17 +54,30 @@ pub struct RunRow {
 }
 
 /// One stored interval.
+#[cfg(test)]
 pub struct StoredInterval {
     pub slave_uid: String,
     pub index: u64,
-    pub payload: Vec<u8>,
 }
 
 /// One stored merged second (`Store::put_second`).
+#[cfg(test)]
 pub struct StoredSecond {
     pub index: u64,
     /// The merged statistics and who reported them, a `MergedSecond` (protobuf).
     pub payload: Vec<u8>,
+}
+
+/// A row [`Store::replay`] hands out.
+pub enum Stored<'a> {
+    /// A merged second (`aggregate::Compaction`'s stored form).
+    Second { index: u64, payload: &'a [u8] },
+    /// One slave's interval (a `StatsInterval`).
+    Interval {
+        slave_uid: &'a str,
+        index: u64,
+        payload: &'a [u8],
+    },
 }
 
 pub struct Store {
@@ -240,6 +253,7 @@ impl Store {
     }
 
     /// The merged seconds stored for run `run_id`, in order.
+    #[cfg(test)]
     pub fn seconds(&self, run_id: &str) -> Result<Vec<StoredSecond>, StoreError> {
         let mut q = self
             .conn
@@ -253,15 +267,57 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Hands `f` every merged second and interval stored for run `run_id`, by second, a
+    /// second's merge before its intervals, one row at a time (a long run's rows do not fit
+    /// in memory together). Stops at `f`'s first error.
+    pub fn replay<E: From<StoreError>>(
+        &self,
+        run_id: &str,
+        mut f: impl FnMut(Stored<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT idx, kind, slave_uid, payload FROM (
+                     SELECT idx, 0 AS kind, '' AS slave_uid, payload FROM seconds WHERE run_id = ?1
+                     UNION ALL
+                     SELECT idx, 1 AS kind, slave_uid, payload FROM intervals WHERE run_id = ?1
+                 ) ORDER BY idx, kind",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = q.query(params![run_id]).map_err(StoreError::from)?;
+        while let Some(r) = rows.next().map_err(StoreError::from)? {
+            let read = || -> Result<_, rusqlite::Error> {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)?,
+                    r.get_ref(2)?.as_str()?,
+                    r.get_ref(3)?.as_blob()?,
+                ))
+            };
+            let (index, kind, slave_uid, payload) = read().map_err(StoreError::from)?;
+            f(if kind == 0 {
+                Stored::Second { index, payload }
+            } else {
+                Stored::Interval {
+                    slave_uid,
+                    index,
+                    payload,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
     pub fn intervals(&self, run_id: &str) -> Result<Vec<StoredInterval>, StoreError> {
-        let mut q = self.conn.prepare(
-            "SELECT slave_uid, idx, payload FROM intervals WHERE run_id = ?1 ORDER BY idx",
-        )?;
+        let mut q = self
+            .conn
+            .prepare("SELECT slave_uid, idx FROM intervals WHERE run_id = ?1 ORDER BY idx")?;
         let rows = q.query_map(params![run_id], |r| {
             Ok(StoredInterval {
                 slave_uid: r.get(0)?,
                 index: r.get::<_, i64>(1)? as u64,
-                payload: r.get(2)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -41,7 +41,7 @@ use crate::aggregate::{Compaction, Point};
 use crate::clock;
 use crate::metrics::{Metrics, RunSnapshot};
 use crate::report::{Report, Status as RunStatus};
-use crate::store::{RunRecord, RunRow, Store};
+use crate::store::{RunRecord, RunRow, Store, Stored};
 
 /// How the control plane behaves.
 #[derive(Clone)]
@@ -247,6 +247,8 @@ pub struct Controller {
 /// Capacity of the command channel.
 const COMMANDS: usize = 1024;
 const TICK: Duration = Duration::from_millis(100);
+/// A run rebuilt from the store closes the seconds behind its replay every this many.
+const REPLAY_CLOSE_EVERY: u64 = 30;
 
 impl Controller {
     pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> (Self, ControlHandle) {
@@ -299,20 +301,40 @@ impl Controller {
                 clock::unix_ms(),
                 self.settings.lease,
             );
-            // Merged seconds first: an interval stored again after its second was compacted
-            // (a resend whose ack was lost) is then found merged and skipped.
+            // By second, a second's merge before its intervals (an interval stored again
+            // after its second was compacted, a resend whose ack was lost, is then found
+            // merged and skipped); the seconds behind are closed as the replay goes.
             let mut n = 0;
-            for s in self.store.seconds(&rec.id)? {
-                let c = Compaction::decode(s.index, &s.payload)?;
-                n += c.reporters.len();
-                r.agg.add_merged(&c);
-            }
-            for i in self.store.intervals(&rec.id)? {
-                let msg = proto::StatsInterval::decode(&*i.payload)?;
-                let stats = CheckedInterval::check(&msg)?;
-                r.on_stats(&i.slave_uid, i.index, msg.last, &stats);
-                n += 1;
-            }
+            let mut closed_below = 0;
+            let lease = self.settings.lease;
+            self.store.replay(&rec.id, |row| -> anyhow::Result<()> {
+                match row {
+                    Stored::Second { index, payload } => {
+                        if index >= closed_below + REPLAY_CLOSE_EVERY {
+                            let _ = r.close_replayed(index, now, lease);
+                            closed_below = index;
+                        }
+                        let c = Compaction::decode(index, payload)?;
+                        n += c.reporters.len();
+                        r.agg.add_merged(&c);
+                    }
+                    Stored::Interval {
+                        slave_uid,
+                        index,
+                        payload,
+                    } => {
+                        if index >= closed_below + REPLAY_CLOSE_EVERY {
+                            let _ = r.close_replayed(index, now, lease);
+                            closed_below = index;
+                        }
+                        let msg = proto::StatsInterval::decode(payload)?;
+                        let stats = CheckedInterval::check(&msg)?;
+                        r.on_stats(slave_uid, index, msg.last, &stats);
+                        n += 1;
+                    }
+                }
+                Ok(())
+            })?;
             info!(run_id = %rec.id, phase = r.phase.name(), intervals = n, requests = r.agg.total.requests(), "recovered run");
             recovered = Some(rec.id.clone());
             if close {

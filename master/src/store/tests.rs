@@ -210,3 +210,46 @@ fn a_merged_second_replaces_its_intervals() {
     assert!(s.seconds("r").unwrap().is_empty());
     assert!(s.slaves_of("r").unwrap().is_empty());
 }
+
+/// A replay hands out rows by second, each second's merge before its intervals, whatever
+/// order they were stored in, and only the run's own.
+#[test]
+fn a_replay_goes_by_second_merge_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("runs.db")).unwrap();
+    s.insert_interval("r", "b", 2, b"b2").unwrap();
+    s.insert_interval("r", "a", 0, b"a0").unwrap();
+    s.insert_interval("other", "a", 1, b"x").unwrap();
+    s.put_second("r", 1, b"m1").unwrap();
+    s.insert_interval("r", "c", 1, b"c1").unwrap();
+    s.put_second("r", 2, b"m2").unwrap();
+    s.insert_interval("r", "c", 2, b"c2").unwrap();
+    let mut got = Vec::new();
+    s.replay("r", |row| -> Result<(), StoreError> {
+        got.push(match row {
+            Stored::Second { index, payload } => (index, String::new(), payload.to_vec()),
+            Stored::Interval {
+                slave_uid,
+                index,
+                payload,
+            } => (index, slave_uid.to_string(), payload.to_vec()),
+        });
+        Ok(())
+    })
+    .unwrap();
+    let got: Vec<(u64, &str, &[u8])> = got
+        .iter()
+        .map(|(i, u, p)| (*i, u.as_str(), p.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "a", &b"a0"[..]),
+            (1, "", b"m1"),
+            (1, "c", b"c1"),
+            (2, "", b"m2"),
+            (2, "c", b"c2"),
+        ],
+        "b's interval of second 2 went with its merge"
+    );
+}

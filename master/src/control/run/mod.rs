@@ -18,6 +18,7 @@ use crate::report::{LostSlave, Report, Status, StopInfo, figures};
 use crate::sla::SlaGuard;
 use crate::slicer::{self, Slot};
 
+mod closing;
 mod live;
 mod members;
 mod stopping;
@@ -467,30 +468,8 @@ impl Run {
                 reporters.len() >= waiting_for && expected().all(|(u, _)| reporters.contains_key(u))
             };
             let elapsed = self.elapsed(now);
-            // Only whole seconds of load are judged: the second the stop fell in is partial.
-            let judged_below = self
-                .stop
-                .as_ref()
-                .map_or(u64::MAX, |s| s.at_s.floor() as u64);
-            for closed in self.agg.close_ready(elapsed, complete, lease) {
-                if closed.index >= judged_below {
-                    points.push(closed.point);
-                    continue;
-                }
-                let parts = &self.participants;
-                let name = |uid: &str| parts.get(uid).map_or(uid, |p| &p.slave_id).to_string();
-                for f in self
-                    .saturation
-                    .on_interval(closed.index, &closed.stats, name)
-                {
-                    warn!(run_id = %self.id, slave = %f.slave_id, "{}", f.warning());
-                }
-                if let Some(abort) = self.sla.on_interval(closed.index, &closed.stats) {
-                    let reason = format!("SLA violated: {} (was {:.2})", abort.rule, abort.value);
-                    out.extend(self.request_stop(now, &reason, Some(Status::Aborted)));
-                }
-                points.push(closed.point);
-            }
+            let closed = self.agg.close_ready(elapsed, complete, lease);
+            points.extend(self.judge(closed, now, &mut out));
             self.seconds_closed(now);
         }
         if self.phase == Phase::Running && self.load_elapsed(now) >= self.scenario.duration {

@@ -491,3 +491,55 @@ fn a_load_change_reaches_every_slave_new_joiners_and_a_restart() {
             .is_err()
     );
 }
+
+/// A run rebuilt from the store closes the seconds behind its replay as it goes (at most 30
+/// open, not every second of the run: each holds its histograms until it closes), but none a
+/// tick would still wait for, and ends with the series of a run closed all at once.
+#[test]
+fn a_rebuilt_run_closes_the_seconds_behind_its_replay() {
+    let t0 = Instant::now();
+    let start = || {
+        let long = lobster_fleet::scenario::parse(
+            "name: t\ntarget: http://127.0.0.1:9\nduration: 300s\nload: {users: 10}\nrequests: [{name: a, path: /}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let options = RunOptions {
+            quorum: 2,
+            quorum_timeout_ms: 5000,
+        };
+        let mut r = Run::new("r".into(), long, options, t0, 0);
+        r.try_start(t0, 0, vec![cand("a"), cand("b")]);
+        r
+    };
+    let feed = |r: &mut Run, k: u64| {
+        r.on_stats("a", k, false, &stats(k % 7 + 1, 5 + k % 3));
+        r.on_stats("b", k, false, &stats(3, 9));
+    };
+    let now = t0 + Duration::from_secs(200);
+    let (mut replayed, mut at_once) = (start(), start());
+    let mut most_open = 0;
+    for k in 0..150 {
+        if k % 30 == 0 {
+            replayed.close_replayed(k, now, LEASE);
+        }
+        feed(&mut replayed, k);
+        feed(&mut at_once, k);
+        most_open = most_open.max(replayed.agg.open_seconds());
+    }
+    assert_eq!(most_open, 30);
+    assert_eq!(at_once.agg.open_seconds(), 150);
+    // Seconds that ended within a lease of now stay open, as a tick would leave them.
+    let mut recent = start();
+    for k in 0..150 {
+        feed(&mut recent, k);
+    }
+    recent.close_replayed(150, t0 + Duration::from_secs(152), LEASE);
+    assert_eq!(recent.agg.open_seconds(), 1, "second 149 ended 2 s ago");
+    replayed.tick(now, LEASE);
+    at_once.tick(now, LEASE);
+    // Both closed every second up to a lease ago (empty ones past the data too).
+    assert_eq!(replayed.agg.series.len(), 197);
+    assert_eq!(replayed.agg.series, at_once.agg.series);
+    assert_eq!(replayed.agg.total.requests(), at_once.agg.total.requests());
+}
