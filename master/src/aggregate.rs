@@ -144,25 +144,8 @@ impl Aggregator {
         if self.has(slave, index) {
             return false;
         }
-        match self.seen.get_mut(slave) {
-            Some(set) => set.insert(index..=index),
-            None => {
-                let mut set = RangeInclusiveSet::new();
-                set.insert(index..=index);
-                self.seen.insert(slave.to_string(), set);
-            }
-        }
-        if !self.per_slave.contains_key(slave) {
-            let first = SlaveTotals {
-                requests: 0,
-                first_index: index,
-            };
-            self.per_slave.insert(slave.to_string(), first);
-        }
-        let mine = self.per_slave.get_mut(slave).expect("inserted above");
-        mine.requests += stats.requests();
-        mine.first_index = mine.first_index.min(index);
         let requests = stats.requests();
+        self.note(slave, index, requests);
         if index < self.next_to_close {
             self.merge_late(index, stats, slave, &[(slave, requests)]);
         } else {
@@ -172,6 +155,31 @@ impl Aggregator {
             b.fresh = true;
         }
         true
+    }
+
+    /// Records that `slave`'s interval `index`, of `requests` requests, is merged: in the
+    /// merged indexes and in the slave's own totals.
+    fn note(&mut self, slave: &str, index: u64, requests: u64) {
+        match self.seen.get_mut(slave) {
+            Some(set) => set.insert(index..=index),
+            None => {
+                let mut set = RangeInclusiveSet::new();
+                set.insert(index..=index);
+                self.seen.insert(slave.to_string(), set);
+            }
+        }
+        let mine = match self.per_slave.get_mut(slave) {
+            Some(mine) => mine,
+            None => self
+                .per_slave
+                .entry(slave.to_string())
+                .or_insert(SlaveTotals {
+                    requests: 0,
+                    first_index: index,
+                }),
+        };
+        mine.requests += requests;
+        mine.first_index = mine.first_index.min(index);
     }
 
     /// Merges statistics of a closed second (one slave's interval, or the merge of several:

@@ -53,21 +53,6 @@ pub struct RunRow {
     pub created_unix_ms: u64,
 }
 
-/// One stored interval.
-#[cfg(test)]
-pub struct StoredInterval {
-    pub slave_uid: String,
-    pub index: u64,
-}
-
-/// One stored merged second (`Store::put_second`).
-#[cfg(test)]
-pub struct StoredSecond {
-    pub index: u64,
-    /// The merged statistics and who reported them, a `MergedSecond` (protobuf).
-    pub payload: Vec<u8>,
-}
-
 /// A row [`Store::replay`] hands out.
 pub enum Stored<'a> {
     /// A merged second (`aggregate::Compaction`'s stored form).
@@ -252,21 +237,6 @@ impl Store {
         Ok(())
     }
 
-    /// The merged seconds stored for run `run_id`, in order.
-    #[cfg(test)]
-    pub fn seconds(&self, run_id: &str) -> Result<Vec<StoredSecond>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare("SELECT idx, payload FROM seconds WHERE run_id = ?1 ORDER BY idx")?;
-        let rows = q.query_map(params![run_id], |r| {
-            Ok(StoredSecond {
-                index: r.get::<_, i64>(0)? as u64,
-                payload: r.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Hands `f` every merged second and interval stored for run `run_id`, by second, a
     /// second's merge before its intervals, one row at a time (a long run's rows do not fit
     /// in memory together). Stops at `f`'s first error.
@@ -307,20 +277,6 @@ impl Store {
             })?;
         }
         Ok(())
-    }
-
-    #[cfg(test)]
-    pub fn intervals(&self, run_id: &str) -> Result<Vec<StoredInterval>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare("SELECT slave_uid, idx FROM intervals WHERE run_id = ?1 ORDER BY idx")?;
-        let rows = q.query_map(params![run_id], |r| {
-            Ok(StoredInterval {
-                slave_uid: r.get(0)?,
-                index: r.get::<_, i64>(1)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records that slave `slave_uid` reported second `index` of run `run_id`, for

@@ -14,9 +14,8 @@ use std::collections::BTreeMap;
 use lobster_fleet::proto;
 use lobster_fleet::stats::{IntervalStats, Resources, StatsError};
 use prost::Message;
-use rangemap::RangeInclusiveSet;
 
-use super::{Aggregator, SlaveTotals};
+use super::Aggregator;
 
 /// A closed second's merged statistics and its reporters, to store in place of their
 /// intervals.
@@ -97,20 +96,7 @@ impl Aggregator {
             return false;
         }
         for (uid, &requests) in &c.reporters {
-            match self.seen.get_mut(uid) {
-                Some(set) => set.insert(c.index..=c.index),
-                None => {
-                    let mut set = RangeInclusiveSet::new();
-                    set.insert(c.index..=c.index);
-                    self.seen.insert(uid.clone(), set);
-                }
-            }
-            let mine = self.per_slave.entry(uid.clone()).or_insert(SlaveTotals {
-                requests: 0,
-                first_index: c.index,
-            });
-            mine.requests += requests;
-            mine.first_index = mine.first_index.min(c.index);
+            self.note(uid, c.index, requests);
         }
         let reporter = IntervalStats::REPORTER;
         if c.index < self.next_to_close {

@@ -308,12 +308,13 @@ impl Controller {
             let mut closed_below = 0;
             let lease = self.settings.lease;
             self.store.replay(&rec.id, |row| -> anyhow::Result<()> {
+                let (Stored::Second { index, .. } | Stored::Interval { index, .. }) = row;
+                if index >= closed_below + REPLAY_CLOSE_EVERY {
+                    let _ = r.close_replayed(index, now, lease);
+                    closed_below = index;
+                }
                 match row {
                     Stored::Second { index, payload } => {
-                        if index >= closed_below + REPLAY_CLOSE_EVERY {
-                            let _ = r.close_replayed(index, now, lease);
-                            closed_below = index;
-                        }
                         let c = Compaction::decode(index, payload)?;
                         n += c.reporters.len();
                         r.agg.add_merged(&c);
@@ -323,10 +324,6 @@ impl Controller {
                         index,
                         payload,
                     } => {
-                        if index >= closed_below + REPLAY_CLOSE_EVERY {
-                            let _ = r.close_replayed(index, now, lease);
-                            closed_below = index;
-                        }
                         let msg = proto::StatsInterval::decode(payload)?;
                         let stats = CheckedInterval::check(&msg)?;
                         r.on_stats(slave_uid, index, msg.last, &stats);
