@@ -24,3 +24,8 @@ pub mod userdata;
 
 /// The version every Lobster binary reports (master and slaves must agree on the wire contract).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A slave sends an interval the master has not acknowledged again after this long. The
+/// master acknowledges each within half of it (it holds an open second's intervals until the
+/// second is stored merged, at most `HOLD` in `master/src/control/held.rs`).
+pub const RESEND_AFTER: std::time::Duration = std::time::Duration::from_secs(5);

@@ -9,9 +9,10 @@
 //! of the [`KEPT`] most recent seconds are recomputed, older seconds get its counts) and
 //! counted in `late_requests`, which the report shows.
 //!
-//! A closed second that two or more slaves reported is handed out as a [`Compaction`] (its
+//! A closed second that holds a slave's own interval is handed out as a [`Compaction`] (its
 //! merged statistics and who reported what), for the store to keep in place of the slaves'
-//! own intervals (`compaction.rs`).
+//! own intervals (`compaction.rs`): the master stores an open second's intervals only that
+//! way, merged (`control/held.rs`), so every such second is handed out, one reporter or many.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -235,6 +236,12 @@ impl Aggregator {
         }
     }
 
+    /// Whether second `index` is still open (an interval of it is merged into the second,
+    /// not late).
+    pub fn is_open(&self, index: u64) -> bool {
+        index >= self.next_to_close
+    }
+
     /// Seconds open now (holding intervals, not closed).
     #[cfg(test)]
     pub fn open_seconds(&self) -> usize {
@@ -298,7 +305,7 @@ impl Aggregator {
         // Kept seconds that took late intervals will not leave the window now: their
         // compactions are brought up to date here.
         for (k, b) in self.recent.iter_mut() {
-            if b.late && b.reporters.len() >= 2 {
+            if b.late {
                 b.late = false;
                 self.compactions.push(Compaction {
                     index: *k,
@@ -318,7 +325,7 @@ impl Aggregator {
         self.total.merge(&b.stats);
         self.series.push(point.clone());
         let stats = b.stats.clone();
-        if b.fresh && b.reporters.len() >= 2 {
+        if b.fresh && !b.reporters.is_empty() {
             self.compactions.push(Compaction {
                 index: k,
                 stats: stats.clone(),
@@ -329,7 +336,6 @@ impl Aggregator {
         if self.recent.len() > KEPT
             && let Some((old, mut b)) = self.recent.pop_front()
             && b.late
-            && b.reporters.len() >= 2
         {
             // Late intervals went into it after its compaction: the store's copy is
             // replaced by the whole second. Later ones stay the slaves' own.

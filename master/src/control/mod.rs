@@ -5,6 +5,7 @@
 //! are no locks around the state and every transition is logged in one place. Replies go back
 //! on oneshot channels.
 
+mod held;
 mod pulse;
 mod registry;
 pub mod run;
@@ -34,6 +35,7 @@ use registry::Slave;
 pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};
 use run::{Candidate, Outbox, Phase, Run, RunOptions};
 use slaves::{JoinBucket, candidate_of};
+use held::Held;
 use traces::TraceFetches;
 pub use traces::TraceSlaves;
 
@@ -224,7 +226,8 @@ pub struct Controller {
     registry: Registry,
     /// The active run, or the last one (kept to answer about it until the next is created).
     run: Option<Run>,
-    /// Runs, intervals and reports (SQLite); an interval is stored before it is acked.
+    /// Runs, merged seconds, intervals and reports (SQLite); an interval is stored (as its
+    /// own row or within its merged second) before it is acked.
     store: Store,
     /// Commands from the gRPC service and the API (bounded).
     rx: mpsc::Receiver<Command>,
@@ -239,6 +242,9 @@ pub struct Controller {
     /// An interval's encoding on its way to the store (reused: one allocation, not one per
     /// interval).
     encoded: Vec<u8>,
+    /// The active run's intervals of open seconds, merged and not stored yet: stored within
+    /// their merged second when it closes, or as rows once held too long.
+    held: Held,
     /// The slaves of the active run already noted in the store (`Store::note_slave`), by
     /// run id: each is noted once, when a second of it is first compacted.
     noted: (String, std::collections::HashSet<String>),
@@ -266,6 +272,7 @@ impl Controller {
             traces: TraceFetches::default(),
             acks: Default::default(),
             encoded: Vec::new(),
+            held: Held::default(),
             noted: Default::default(),
         };
         (c, ControlHandle { tx })
@@ -478,3 +485,6 @@ impl Controller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

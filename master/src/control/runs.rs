@@ -251,6 +251,7 @@ impl Controller {
             self.deliver(out);
         }
         self.save();
+        self.store_overdue(now);
     }
 
     pub(super) fn deliver(&mut self, out: Outbox) {
@@ -309,7 +310,9 @@ impl Controller {
     }
 
     /// Writes the seconds the active run compacted (`aggregate::Compaction`) into the
-    /// store's batch. One that cannot be written leaves its intervals as they are.
+    /// store's batch, and lets go of their held intervals, to acknowledge after the commit.
+    /// One that cannot be written leaves its stored intervals as they are and its held ones
+    /// unacknowledged (the slaves send them again, and they are stored as rows).
     fn compact(&mut self) {
         let Some(r) = self.run.as_mut() else {
             return;
@@ -322,6 +325,7 @@ impl Controller {
             self.noted = (r.id.clone(), Default::default());
         }
         let noted = &mut self.noted.1;
+        let mut stored = 0;
         let result = self.store.batch().and_then(|()| {
             for c in &compactions {
                 for uid in c.reporters.keys() {
@@ -331,11 +335,53 @@ impl Controller {
                     }
                 }
                 self.store.put_second(&r.id, c.index, &c.encode())?;
+                stored += 1;
             }
             Ok(())
         });
+        for (i, c) in compactions.iter().enumerate() {
+            for uid in self.held.release(&r.id, c.index) {
+                if i < stored {
+                    self.acks
+                        .entry((uid, r.id.clone()))
+                        .or_default()
+                        .push(c.index);
+                }
+            }
+        }
         if let Err(e) = result {
-            warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot compact merged seconds: their intervals stay");
+            warn!(run_id = %r.id, error = %format!("{e:#}"), "cannot compact merged seconds: their stored intervals stay, their held ones are not acknowledged");
+        }
+    }
+
+    /// Stores as rows, in the store's batch, the intervals held longer than `held::HOLD` at
+    /// `now` (their second waits for a slave's lease), to acknowledge after the commit, before
+    /// the slaves' resend timeout. Ones that cannot be written stay unacknowledged.
+    pub(super) fn store_overdue(&mut self, now: Instant) {
+        let (run_id, due) = self.held.overdue(now, held::HOLD);
+        if due.is_empty() {
+            return;
+        }
+        let run_id = run_id.to_string();
+        let mut stored = Vec::new();
+        let result = self.store.batch().and_then(|()| {
+            for (index, intervals) in &due {
+                for i in intervals {
+                    self.store
+                        .insert_interval(&run_id, &i.slave_uid, *index, &i.payload)?;
+                    stored.push((i.slave_uid.clone(), *index));
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = &result {
+            warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store held intervals: not acknowledged");
+        }
+        for (uid, index) in stored {
+            self.acks
+                .entry((uid, run_id.clone()))
+                .or_default()
+                .push(index);
         }
     }
 

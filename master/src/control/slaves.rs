@@ -92,7 +92,7 @@ impl Controller {
                 // The reply proves the master alive to the slave's dead-man switch.
                 self.registry.send(&uid, ack(String::new(), Vec::new()));
             }
-            Up::Stats(interval) => self.on_stats(&uid, interval),
+            Up::Stats(interval) => self.on_stats(&uid, interval, now),
             Up::TraceChunk(chunk) => self.traces.answer(&uid, chunk),
             Up::Event(ev) => {
                 let kind =
@@ -121,7 +121,10 @@ impl Controller {
         }
     }
 
-    pub(super) fn on_stats(&mut self, uid: &str, interval: proto::StatsInterval) {
+    /// Merges a slave's interval of the active run. One of a second still open is held
+    /// (`held.rs`) and acknowledged once its second is stored merged; any other (late, a
+    /// resend) is stored as its own row and acknowledged after the commit of its batch.
+    pub(super) fn on_stats(&mut self, uid: &str, interval: proto::StatsInterval, now: Instant) {
         // Checked in place: the histograms are added to the run's straight from their
         // encoding, never decoded whole (most of the master's CPU at thousands of slaves).
         let stats = match CheckedInterval::check(&interval) {
@@ -142,6 +145,14 @@ impl Controller {
         let (run_id, index) = (interval.run_id.clone(), interval.index);
         match self.run.as_mut().filter(|r| r.id == run_id) {
             Some(r) => {
+                if !r.is_done() && r.agg.is_open(index) && !r.agg.has(uid, index) {
+                    r.on_stats(uid, index, interval.last, &stats);
+                    self.metrics.intervals.inc();
+                    self.metrics.requests.inc_by(stats.requests());
+                    self.held
+                        .hold(&run_id, uid, index, interval.encode_to_vec(), now);
+                    return;
+                }
                 // Encoded into one buffer kept across intervals (thousands a second).
                 self.encoded.clear();
                 interval

@@ -98,8 +98,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Most spooled intervals sent at once (the rest follow on the next heartbeats), so a slave
 /// back after a long cut does not look like a flood.
 const FLUSH_BATCH: usize = 100;
-/// Unacked intervals are sent again after this long.
-const RESEND_AFTER: Duration = Duration::from_secs(5);
+/// Unacked intervals are sent again after this long (the master acknowledges within half).
+const RESEND_AFTER: Duration = lobster_fleet::RESEND_AFTER;
 
 /// Where the master is: its gRPC URL and the fingerprint to pin.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,181 @@
+//! The control loop with its real store, driven by commands as the gRPC service sends them:
+//! when an interval is stored and when it is acknowledged.
+
+use super::*;
+use crate::home::MasterDir;
+use lobster_fleet::stats::{EndpointStats, IntervalStats};
+
+const LEASE: Duration = Duration::from_secs(10);
+
+struct Bench {
+    c: Controller,
+    _dir: tempfile::TempDir,
+    /// Each slave's session and what the master sent it.
+    sessions: Vec<(u64, mpsc::Receiver<Result<MasterMessage, Status>>)>,
+}
+
+/// A master with `slaves` slaves attached and a closed-model run of theirs that started
+/// `started_ago` ago.
+fn bench(slaves: usize, started_ago: Duration) -> (Bench, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("lobster.db")).unwrap();
+    let settings = Settings {
+        state_dir: MasterDir::at(dir.path().to_path_buf()),
+        heartbeat: Duration::from_secs(1),
+        lease: LEASE,
+        max_slaves: 100,
+    };
+    let (mut c, _handle) = Controller::new(settings, store, Arc::new(Metrics::default()));
+    let now = Instant::now();
+    let mut sessions = Vec::new();
+    for i in 0..slaves {
+        let uid = format!("u{i}");
+        let (_, secret) = c
+            .registry
+            .join(
+                JoinRequest {
+                    instance_id: "i-1".into(),
+                    cores: 1,
+                    slave_index: i as u32 + 1,
+                    version: lobster_fleet::VERSION.into(),
+                    slave_uid: uid.clone(),
+                    millicores: 1000,
+                    ..Default::default()
+                },
+                "default",
+                LEASE,
+                100,
+                now,
+                0,
+            )
+            .unwrap();
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let session = c
+            .registry
+            .attach(&uid, &secret, tx, Arc::new(Pulse::new(now)), now)
+            .unwrap();
+        sessions.push((session, rx));
+    }
+    let scenario = lobster_fleet::scenario::parse(
+        "name: t\ntarget: http://127.0.0.1:9\nduration: 60s\nload: {users: 4}\nrequests: [{name: a, path: /}]\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let options = RunOptions {
+        quorum: slaves as u32,
+        quorum_timeout_ms: 5000,
+    };
+    let id = c.create_run(scenario, options, now - started_ago).unwrap();
+    assert_eq!(c.run.as_ref().unwrap().phase, Phase::Running);
+    (
+        Bench {
+            c,
+            _dir: dir,
+            sessions,
+        },
+        id,
+    )
+}
+
+impl Bench {
+    /// Slave `i` sends its interval `index` of `requests` requests.
+    fn send(&mut self, i: usize, run_id: &str, index: u64, requests: u64) {
+        let mut s = IntervalStats::default();
+        let mut e = EndpointStats {
+            requests,
+            ..Default::default()
+        };
+        for _ in 0..requests {
+            e.latency_us.record(2_000).unwrap();
+        }
+        s.endpoints.insert("a".into(), e);
+        let msg = s.to_proto(run_id, index, false);
+        self.c
+            .handle(Command::FromSlave(self.sessions[i].0, Up::Stats(msg)));
+    }
+
+    /// The interval indexes acknowledged to slave `i` since last asked.
+    fn acked(&mut self, i: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(Ok(m)) = self.sessions[i].1.try_recv() {
+            if let Some(Down::Ack(a)) = m.kind {
+                out.extend(a.indexes);
+            }
+        }
+        out
+    }
+
+    /// What the store holds of the run: (merged seconds, intervals as (second, slave)).
+    fn stored(&mut self, run_id: &str) -> (Vec<u64>, Vec<(u64, String)>) {
+        let (mut seconds, mut intervals) = (Vec::new(), Vec::new());
+        self.c
+            .store
+            .replay(run_id, |row| -> anyhow::Result<()> {
+                match row {
+                    Stored::Second { index, .. } => seconds.push(index),
+                    Stored::Interval {
+                        slave_uid, index, ..
+                    } => intervals.push((index, slave_uid.to_string())),
+                }
+                Ok(())
+            })
+            .unwrap();
+        (seconds, intervals)
+    }
+}
+
+/// An interval of an open second is merged and held, never written as its own row, and
+/// acknowledged only after the commit that stored its second merged.
+#[test]
+fn an_open_seconds_interval_is_acknowledged_with_its_merged_second() {
+    // Second 0 ended 0.5 s ago; it closes once both slaves reported it (or after the lease).
+    let (mut b, id) = bench(2, Duration::from_millis(1500));
+    b.send(0, &id, 0, 5);
+    b.c.tick();
+    b.c.tick();
+    assert_eq!(b.acked(0), Vec::<u64>::new(), "acknowledged before it is durable");
+    assert_eq!(b.stored(&id), (vec![], vec![]), "written before its second closed");
+    assert_eq!(b.c.held.len(), 1);
+    b.send(1, &id, 0, 7);
+    b.c.tick(); // closes second 0 and stores it merged, in the batch
+    b.c.tick(); // commits the batch, then acknowledges
+    assert_eq!(b.acked(0), [0]);
+    assert_eq!(b.acked(1), [0]);
+    assert_eq!(b.stored(&id), (vec![0], vec![]), "only the merged second");
+    assert_eq!(b.c.held.len(), 0);
+    assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 12);
+}
+
+/// A second held open past `HOLD` (a slave gone quiet holds it for a lease) has its
+/// intervals written as rows and acknowledged, before the slaves' resend timeout; a late or
+/// resent interval is stored as its own row at once.
+#[test]
+fn intervals_held_too_long_and_late_ones_are_stored_as_rows() {
+    let (mut b, id) = bench(2, Duration::from_millis(1500));
+    b.send(0, &id, 0, 5);
+    b.c.tick();
+    b.c.tick();
+    assert_eq!(b.acked(0), Vec::<u64>::new());
+    // The ticks after `HOLD` store it (the lease holds second 0 open for 10 s).
+    std::thread::sleep(held::HOLD + Duration::from_millis(100));
+    b.c.tick();
+    b.c.tick();
+    assert_eq!(b.acked(0), [0]);
+    assert_eq!(b.stored(&id), (vec![], vec![(0, "u0".to_string())]));
+    // A resend of it is stored again (ignored: it is there) and acknowledged.
+    b.send(0, &id, 0, 5);
+    b.c.commit();
+    assert_eq!(b.acked(0), [0]);
+    // Past the lease second 0 closes without slave 1; its late interval is a row at once.
+    let r = b.c.run.as_mut().unwrap();
+    let _ = r.tick(Instant::now() + LEASE, LEASE);
+    b.c.save();
+    b.c.commit();
+    b.send(1, &id, 0, 7);
+    b.c.commit();
+    assert_eq!(b.acked(1), [0]);
+    let (seconds, intervals) = b.stored(&id);
+    assert_eq!(seconds, [0], "closed with one reporter: stored merged");
+    assert_eq!(intervals, [(0, "u1".to_string())], "the late one");
+    assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 12);
+}
