@@ -235,7 +235,7 @@ proptest::proptest! {
             let stats = interval_of(slave, index);
             // One of an open second is held, the rest stored first (a resend of a compacted
             // interval is stored again), then merged.
-            if !(a.is_open(index) && !a.has(&uid, index)) {
+            if !a.is_open(index) || a.has(&uid, index) {
                 rows.entry((index, uid.clone())).or_insert_with(|| stats.clone());
             }
             if !a.add(&uid, index, &stats) {

@@ -29,13 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, info_span, warn};
 
+use held::Held;
 pub use pulse::Pulse;
 use registry::Registry;
 use registry::Slave;
 pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};
 use run::{Candidate, Outbox, Phase, Run, RunOptions};
 use slaves::{JoinBucket, candidate_of};
-use held::Held;
 use traces::TraceFetches;
 pub use traces::TraceSlaves;
 

@@ -133,8 +133,16 @@ fn an_open_seconds_interval_is_acknowledged_with_its_merged_second() {
     b.send(0, &id, 0, 5);
     b.c.tick();
     b.c.tick();
-    assert_eq!(b.acked(0), Vec::<u64>::new(), "acknowledged before it is durable");
-    assert_eq!(b.stored(&id), (vec![], vec![]), "written before its second closed");
+    assert_eq!(
+        b.acked(0),
+        Vec::<u64>::new(),
+        "acknowledged before it is durable"
+    );
+    assert_eq!(
+        b.stored(&id),
+        (vec![], vec![]),
+        "written before its second closed"
+    );
     assert_eq!(b.c.held.len(), 1);
     b.send(1, &id, 0, 7);
     b.c.tick(); // closes second 0 and stores it merged, in the batch
