@@ -2,6 +2,7 @@
 //!
 //! - [`proto`]: the gRPC contract (the only place wire types live).
 //! - [`flags`]: value parsers for numeric command-line flags (the rule in every error).
+//! - [`liveness`]: how long master and slave may each stay silent (dead-man switch, replies).
 //! - [`pin`]: the fingerprint slaves pin the master's certificate by.
 //! - [`recipe`]: the slave image's recipe (systemd units, user-data template, install script).
 //! - [`scenario`]: the YAML scenario format, its validation and the resolved model sent to slaves.
@@ -13,6 +14,7 @@
 //! Nothing here opens a socket or calls a cloud.
 
 pub mod flags;
+pub mod liveness;
 pub mod pin;
 pub mod proto;
 pub mod recipe;

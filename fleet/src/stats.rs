@@ -426,6 +426,7 @@ impl IntervalStats {
                 })
                 .collect(),
             resources: self.injectors.get(Self::REPORTER).map(Resources::to_proto),
+            heartbeat: None,
         }
     }
 

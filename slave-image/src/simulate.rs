@@ -257,11 +257,7 @@ async fn session(
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             _ = heartbeat.tick() => {
-                let msg = SlaveMessage { kind: Some(Up::Heartbeat(proto::Heartbeat {
-                    state: if share.is_some() { SlaveState::Running } else { SlaveState::Idle } as i32,
-                    run_id: share.as_ref().map(|s| s.run_id.clone()).unwrap_or_default(),
-                    ..Default::default()
-                }))};
+                let msg = SlaveMessage { kind: Some(Up::Heartbeat(beat(share.as_ref()))) };
                 if tx.send(msg).await.is_err() { break Err("session closed".to_string()); }
             }
             _ = async { tokio::time::sleep_until(next_interval.expect("guarded").into()).await }, if next_interval.is_some() => {
@@ -272,6 +268,11 @@ async fn session(
                 let mut msg = seconds[turn % seconds.len()].clone();
                 msg.run_id.clone_from(&s.run_id);
                 msg.index = s.next_index;
+                // As the agent does: the interval carries the heartbeat, and the next of its
+                // own is put off (`lobster_fleet::liveness`).
+                msg.heartbeat = Some(beat(Some(&*s)));
+                let put_off = heartbeat.period() * 5 / 4;
+                heartbeat.reset_after(put_off);
                 unacked.insert(s.next_index, Instant::now());
                 s.next_index += 1;
                 shared.lock().expect("lock").sent += 1;
@@ -331,6 +332,19 @@ async fn session(
     };
     shared.lock().expect("lock").open -= 1;
     result
+}
+
+/// A simulated slave's heartbeat: running its share, or idle.
+fn beat(share: Option<&Share>) -> proto::Heartbeat {
+    proto::Heartbeat {
+        state: if share.is_some() {
+            SlaveState::Running
+        } else {
+            SlaveState::Idle
+        } as i32,
+        run_id: share.map(|s| s.run_id.clone()).unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 /// One second of a simulated slave: each endpoint with a spread of latencies between 1 and

@@ -26,6 +26,9 @@ pub struct Session {
     pub tx: SessionTx,
     /// What its reader last heard (the lease is judged on it, see `pulse.rs`).
     pub pulse: Arc<Pulse>,
+    /// When a message was last queued for it (a heartbeat is answered only after a silence:
+    /// `lobster_fleet::liveness`).
+    pub last_sent: Option<Instant>,
 }
 
 /// One slave as the master knows it.
@@ -194,6 +197,7 @@ impl Registry {
             id: self.next_session,
             tx,
             pulse,
+            last_sent: None,
         });
         s.last_seen = now;
         self.by_session.insert(self.next_session, uid.to_string());
@@ -231,11 +235,14 @@ impl Registry {
         let Some(s) = self.slaves.get_mut(uid) else {
             return false;
         };
-        let Some(session) = &s.session else {
+        let Some(session) = &mut s.session else {
             return false;
         };
         match session.tx.try_send(Ok(msg)) {
-            Ok(()) => true,
+            Ok(()) => {
+                session.last_sent = Some(Instant::now());
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(slave = %s.id, "session queue full: cutting the slave off");
                 let _ = session

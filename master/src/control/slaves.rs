@@ -81,18 +81,14 @@ impl Controller {
         }
         match msg {
             Up::Attach(_) => {}
-            Up::Heartbeat(hb) => {
-                if let Some(s) = self.registry.slaves.get_mut(&uid) {
-                    let busy = !hb.run_id.is_empty();
-                    s.heartbeat = hb;
-                    if busy {
-                        s.last_busy = now;
-                    }
+            Up::Heartbeat(hb) => self.on_heartbeat(&uid, hb, now),
+            Up::Stats(mut interval) => {
+                // Its heartbeat is applied first and never stored with it.
+                if let Some(hb) = interval.heartbeat.take() {
+                    self.on_heartbeat(&uid, hb, now);
                 }
-                // The reply proves the master alive to the slave's dead-man switch.
-                self.registry.send(&uid, ack(String::new(), Vec::new()));
+                self.on_stats(&uid, interval, now)
             }
-            Up::Stats(interval) => self.on_stats(&uid, interval, now),
             Up::TraceChunk(chunk) => self.traces.answer(&uid, chunk),
             Up::Event(ev) => {
                 let kind =
@@ -118,6 +114,28 @@ impl Controller {
                     }
                 }
             }
+        }
+    }
+
+    /// A slave's state, on its own or carried by an interval. The master answers with an
+    /// empty `Ack` (proof of life for the slave's dead-man switch) only when it sent the
+    /// slave nothing for `heartbeat_reply_after`: a slave whose intervals are acknowledged
+    /// every second needs no other answer (`lobster_fleet::liveness`).
+    fn on_heartbeat(&mut self, uid: &str, hb: proto::Heartbeat, now: Instant) {
+        let reply_after = lobster_fleet::liveness::heartbeat_reply_after(
+            self.settings.lease,
+            self.settings.heartbeat,
+        );
+        let Some(s) = self.registry.slaves.get_mut(uid) else {
+            return;
+        };
+        if !hb.run_id.is_empty() {
+            s.last_busy = now;
+        }
+        s.heartbeat = hb;
+        let answered = s.session.as_ref().and_then(|x| x.last_sent);
+        if answered.is_none_or(|t| now.saturating_duration_since(t) >= reply_after) {
+            self.registry.send(uid, ack(String::new(), Vec::new()));
         }
     }
 

@@ -105,6 +105,21 @@ impl Bench {
         out
     }
 
+    /// How many empty `Ack`s (answers to heartbeats) slave `i` got since last asked; drops
+    /// anything else it got.
+    fn answers(&mut self, i: usize) -> usize {
+        let mut n = 0;
+        while let Ok(Ok(m)) = self.sessions[i].1.try_recv() {
+            if let Some(Down::Ack(a)) = m.kind
+                && a.run_id.is_empty()
+                && a.indexes.is_empty()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// What the store holds of the run: (merged seconds, intervals as (second, slave)).
     fn stored(&mut self, run_id: &str) -> (Vec<u64>, Vec<(u64, String)>) {
         let (mut seconds, mut intervals) = (Vec::new(), Vec::new());
@@ -186,4 +201,87 @@ fn intervals_held_too_long_and_late_ones_are_stored_as_rows() {
     assert_eq!(seconds, [0], "closed with one reporter: stored merged");
     assert_eq!(intervals, [(0, "u1".to_string())], "the late one");
     assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 12);
+}
+
+/// A heartbeat is answered (an empty `Ack`, the slave's proof of life) only when the master
+/// sent that slave nothing for `heartbeat_reply_after`; one carried by an interval is applied
+/// as a heartbeat and never stored with the interval.
+#[test]
+fn a_heartbeat_is_answered_only_after_a_silence_and_an_interval_may_carry_it() {
+    let (mut b, id) = bench(1, Duration::from_millis(1500));
+    let reply_after = lobster_fleet::liveness::heartbeat_reply_after(LEASE, Duration::from_secs(1));
+    assert_eq!(reply_after, Duration::from_secs(1));
+    let beat = |users: u32| proto::Heartbeat {
+        state: proto::SlaveState::Running as i32,
+        run_id: id.clone(),
+        active_users: users,
+        ..Default::default()
+    };
+    let session = b.sessions[0].0;
+    b.answers(0); // the run's assignment
+    // Just after the assignment: the slave heard from the master, no answer.
+    b.c.handle(Command::FromSlave(session, Up::Heartbeat(beat(1))));
+    assert_eq!(
+        b.answers(0),
+        0,
+        "answered a slave that just heard from the master"
+    );
+    assert_eq!(b.c.registry.slaves["u0"].heartbeat.active_users, 1);
+    // After a silence toward it as long as the reply threshold: answered, once.
+    let quiet_since = Instant::now() - reply_after;
+    b.c.registry
+        .slaves
+        .get_mut("u0")
+        .unwrap()
+        .session
+        .as_mut()
+        .unwrap()
+        .last_sent = Some(quiet_since);
+    b.c.handle(Command::FromSlave(session, Up::Heartbeat(beat(2))));
+    assert_eq!(b.answers(0), 1, "a silent master was not answered");
+    b.c.handle(Command::FromSlave(session, Up::Heartbeat(beat(3))));
+    assert_eq!(
+        b.answers(0),
+        0,
+        "the answer itself is a message: no second one"
+    );
+    // An interval carries the heartbeat: applied as one. Its second is stored merged, and a
+    // resend of it (a row) is stored without the heartbeat.
+    let mut msg = one_request_interval(&id, 0);
+    msg.heartbeat = Some(beat(7));
+    b.c.handle(Command::FromSlave(session, Up::Stats(msg.clone())));
+    assert_eq!(b.c.registry.slaves["u0"].heartbeat.active_users, 7);
+    b.c.tick();
+    b.c.tick();
+    assert_eq!(b.acked(0), [0]);
+    b.c.handle(Command::FromSlave(session, Up::Stats(msg)));
+    b.c.commit();
+    assert_eq!(b.acked(0), [0]);
+    let mut rows = Vec::new();
+    b.c.store
+        .replay(&id, |row| -> anyhow::Result<()> {
+            if let Stored::Interval { payload, .. } = row {
+                rows.push(proto::StatsInterval::decode(payload)?);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the resend is a row");
+    assert_eq!(
+        rows[0].heartbeat, None,
+        "the heartbeat was stored with the interval"
+    );
+    assert_eq!(rows[0].endpoints[0].requests, 1);
+}
+
+/// Interval `index` of one request to endpoint `a`.
+fn one_request_interval(run_id: &str, index: u64) -> proto::StatsInterval {
+    let mut s = IntervalStats::default();
+    let mut e = EndpointStats {
+        requests: 1,
+        ..Default::default()
+    };
+    e.latency_us.record(2_000).unwrap();
+    s.endpoints.insert("a".into(), e);
+    s.to_proto(run_id, index, false)
 }

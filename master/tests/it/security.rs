@@ -760,6 +760,7 @@ async fn bad_grpc_requests() {
         flows: Default::default(),
         resources: None,
         targets: Vec::new(),
+        heartbeat: None,
     })))
     .await
     .unwrap();

@@ -80,6 +80,7 @@ impl Loop {
             last_contact: Instant::now(),
             lease: Duration::from_secs(15),
             resources: crate::resources::Sampler::for_this_runtime(),
+            heartbeat_carried: false,
         };
         let master = MasterAddress {
             url: cfg.master.clone(),
@@ -181,8 +182,10 @@ impl Loop {
             Event::Tick => self.state.check_deadman(),
             Event::Heartbeat => {
                 if let Link::Up { tx, .. } = &self.link {
-                    let _ = tx.try_send(self.state.heartbeat());
                     self.state.flush(tx);
+                    if !self.state.heartbeat_carried {
+                        let _ = tx.try_send(self.state.heartbeat());
+                    }
                 }
                 self.state.check_deadman();
             }
@@ -193,6 +196,16 @@ impl Loop {
                 }
             }
             Event::Deadline => return Flow::Leave,
+        }
+        // An interval carried the heartbeat: the next of its own is due a heartbeat and a
+        // quarter after it, so that a slave reporting every second sends one message a
+        // second, and one that stops reporting still heartbeats well within the lease
+        // (`lobster_fleet::liveness`).
+        if std::mem::take(&mut self.state.heartbeat_carried)
+            && let Some(h) = &mut self.heartbeat
+        {
+            let put_off = h.period() * 5 / 4;
+            h.reset_after(put_off);
         }
         if self.deadline.is_some() && self.state.finished() {
             Flow::Leave
@@ -214,10 +227,8 @@ impl Loop {
         info!(slave_id = %session.slave_id, "joined the master");
         // Pause one heartbeat before the lease runs out, so the load has stopped by the time
         // the master would declare this slave lost.
-        self.state.lease = session
-            .lease
-            .saturating_sub(session.heartbeat)
-            .max(session.heartbeat * 2);
+        self.state.lease =
+            lobster_fleet::liveness::master_silence_limit(session.lease, session.heartbeat);
         self.state.last_contact = Instant::now();
         self.state.spool.reset_sent();
         self.state.flush(&session.tx);
@@ -396,6 +407,50 @@ mod tests {
         carry_a_run(&mut l);
         l.handle(Event::Shutdown);
         assert_eq!(l.handle(Event::Deadline), Flow::Leave);
+    }
+
+    /// The first interval a flush sends carries the heartbeat; the loop then puts its own
+    /// heartbeat off by a heartbeat and a quarter (one message a second while reporting).
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_carries_the_heartbeat_and_puts_off_the_next() {
+        let mut l = Loop::new(config());
+        carry_a_run(&mut l);
+        let (tx, mut rx) = mpsc::channel(8);
+        for index in [0, 1] {
+            let msg = lobster_fleet::stats::IntervalStats::default().to_proto("r-1", index, false);
+            l.state.spool.push("r-1".into(), msg);
+        }
+        l.state.flush(&tx);
+        let sent: Vec<proto::StatsInterval> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|m| match m.kind {
+                Some(Up::Stats(s)) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 2);
+        let hb = sent[0]
+            .heartbeat
+            .as_ref()
+            .expect("the first carries the heartbeat");
+        assert_eq!(
+            (hb.run_id.as_str(), hb.state, hb.spooled),
+            ("r-1", SlaveState::Running as i32, 2)
+        );
+        assert_eq!(sent[1].heartbeat, None, "one heartbeat per flush");
+        assert!(l.state.heartbeat_carried);
+        // The loop takes the flag and puts its heartbeat off: not due after 1.2 s, due by 1.25 s.
+        l.heartbeat = Some(tokio::time::interval(Duration::from_secs(1)));
+        l.handle(Event::Tick);
+        assert!(!l.state.heartbeat_carried);
+        let h = l.heartbeat.as_mut().unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(1200), h.tick()).await;
+        assert!(early.is_err(), "the heartbeat was not put off");
+        let due = tokio::time::timeout(Duration::from_millis(100), h.tick()).await;
+        assert!(due.is_ok(), "the heartbeat was put off too long");
+        // Nothing due: no interval, nothing carried.
+        l.state.flush(&tx);
+        assert!(rx.try_recv().is_err());
+        assert!(!l.state.heartbeat_carried);
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,6 +29,9 @@ pub(super) struct State {
     pub(super) lease: Duration,
     /// The injector's resources since the previous heartbeat.
     pub(super) resources: crate::resources::Sampler,
+    /// Set when an interval went out carrying the heartbeat (the main loop then puts off its
+    /// own heartbeat, see `lobster_fleet::liveness`); cleared by the loop.
+    pub(super) heartbeat_carried: bool,
 }
 
 pub(super) fn event(kind: EventKind, run_id: &str, message: impl Into<String>) -> SlaveMessage {
@@ -52,6 +55,13 @@ impl State {
     }
 
     pub(super) fn heartbeat(&mut self) -> SlaveMessage {
+        SlaveMessage {
+            kind: Some(Up::Heartbeat(self.heartbeat_state())),
+        }
+    }
+
+    /// What a heartbeat says now (its resources cover the time since the previous one).
+    fn heartbeat_state(&mut self) -> proto::Heartbeat {
         use std::sync::atomic::Ordering::Relaxed;
         let (state, run_id, rate) = match &self.current {
             None if self.draining => (SlaveState::Draining, String::new(), 0),
@@ -76,23 +86,26 @@ impl State {
                 (st, c.run_id.to_string(), rate)
             }
         };
-        SlaveMessage {
-            kind: Some(Up::Heartbeat(proto::Heartbeat {
-                state: state as i32,
-                run_id,
-                active_users: self.gauges.active_users.load(Relaxed),
-                rate_millis: rate,
-                in_flight: self.gauges.in_flight.load(Relaxed),
-                spooled: self.spool.len() as u32,
-                connections: self.gauges.connections.load(Relaxed),
-                resources: Some(self.resources.sample().to_proto()),
-            })),
+        proto::Heartbeat {
+            state: state as i32,
+            run_id,
+            active_users: self.gauges.active_users.load(Relaxed),
+            rate_millis: rate,
+            in_flight: self.gauges.in_flight.load(Relaxed),
+            spooled: self.spool.len() as u32,
+            connections: self.gauges.connections.load(Relaxed),
+            resources: Some(self.resources.sample().to_proto()),
         }
     }
 
     /// Sends spooled intervals that are due (never sent on this session, or unacked too long).
+    /// The first carries the heartbeat, in place of a message of its own.
     pub(super) fn flush(&mut self, tx: &mpsc::Sender<SlaveMessage>) {
-        for msg in self.spool.due(Instant::now(), RESEND_AFTER, FLUSH_BATCH) {
+        let due = self.spool.due(Instant::now(), RESEND_AFTER, FLUSH_BATCH);
+        for (i, mut msg) in due.into_iter().enumerate() {
+            if i == 0 {
+                msg.heartbeat = Some(self.heartbeat_state());
+            }
             if tx
                 .try_send(SlaveMessage {
                     kind: Some(Up::Stats(msg)),
@@ -103,6 +116,7 @@ impl State {
                 self.spool.reset_sent();
                 break;
             }
+            self.heartbeat_carried = true;
         }
     }
 
