@@ -10,6 +10,12 @@
 //! numbers, a negative number being a run of empty buckets). Adding bucket `i`'s count at the
 //! lowest value of that bucket lands it in the same bucket of a histogram of the same
 //! configuration, so the merge is the same as decoding and adding (proptested in `tests.rs`).
+//!
+//! The check reads every number anyway (to bound the indexes and count the samples), so it
+//! keeps what it read: each non-empty bucket as one word ([`Decoded`]), up to
+//! [`DECODED_LIMIT`] words per interval, and the merge adds those instead of reading the
+//! encoding a second time (at thousands of slaves, the two passes were a third of the
+//! master's core).
 
 use std::collections::HashSet;
 
@@ -63,6 +69,51 @@ pub struct WireHistogram<'a> {
     payload: &'a [u8],
     /// Samples it holds.
     len: u64,
+    /// Where its non-empty buckets are in its interval's [`Decoded`] words (start, end), when
+    /// the check kept them.
+    decoded: Option<(u32, u32)>,
+}
+
+/// Most words an interval's check keeps ([`Decoded`]): 512 KiB. Past it the rest of its
+/// histograms are read from their encoding again when merged (a slave's second holds a few
+/// thousand non-empty buckets; an encoding of up to 16 MiB could hold millions).
+const DECODED_LIMIT: usize = 1 << 16;
+/// Bits of a [`Decoded`] word that hold the count; the bucket index is above them.
+const COUNT_BITS: u32 = 48;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// The non-empty buckets an interval's check read, each a word `index << 48 | count`
+/// (indexes are below 2¹⁶; a count of 2⁴⁸ or more is split over several words of the same
+/// index, which add up to it).
+#[derive(Debug, Default)]
+pub(super) struct Decoded {
+    words: Vec<u64>,
+}
+
+impl Decoded {
+    /// Keeps `count` samples of bucket `index`; false once [`DECODED_LIMIT`] is reached.
+    #[inline]
+    fn keep(&mut self, index: usize, mut count: u64) -> bool {
+        loop {
+            if self.words.len() >= DECODED_LIMIT {
+                return false;
+            }
+            let part = count.min(COUNT_MASK);
+            self.words.push(((index as u64) << COUNT_BITS) | part);
+            count -= part;
+            if count == 0 {
+                return true;
+            }
+        }
+    }
+
+    /// The buckets kept for `range`: (index, count) pairs.
+    #[inline]
+    fn buckets(&self, (start, end): (u32, u32)) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.words[start as usize..end as usize]
+            .iter()
+            .map(|w| ((w >> COUNT_BITS) as usize, w & COUNT_MASK))
+    }
 }
 
 impl<'a> WireHistogram<'a> {
@@ -70,10 +121,17 @@ impl<'a> WireHistogram<'a> {
     /// significant digits, lowest value 1, a highest value up to 2⁴² and counts that decode
     /// within it (a foreign configuration could make a decoder allocate without bound).
     pub fn check(bytes: &'a [u8]) -> Result<Self, String> {
+        Self::check_keeping(bytes, None)
+    }
+
+    /// As [`WireHistogram::check`], keeping its non-empty buckets in `decoded` while there is
+    /// room.
+    fn check_keeping(bytes: &'a [u8], decoded: Option<&mut Decoded>) -> Result<Self, String> {
         if bytes.is_empty() {
             return Ok(WireHistogram {
                 payload: bytes,
                 len: 0,
+                decoded: None,
             });
         }
         if bytes.len() < HEADER {
@@ -102,14 +160,31 @@ impl<'a> WireHistogram<'a> {
         let payload = &bytes[HEADER..];
         let mut len: u64 = 0;
         let last = counts_len(highest) - 1;
-        indexed(payload, |index, count| {
+        let start = decoded.as_ref().map(|d| d.words.len());
+        let mut keep = decoded;
+        let read = indexed(payload, |index, count| {
             if index > last {
                 return Err("histogram counts beyond its highest value".to_string());
             }
             len = len.checked_add(count).ok_or("histogram counts overflow")?;
+            if let Some(d) = keep.as_deref_mut()
+                && !d.keep(index, count)
+            {
+                keep = None;
+            }
             Ok(())
-        })?;
-        Ok(WireHistogram { payload, len })
+        });
+        // Kept whole, or not at all (a histogram partly kept is read from its encoding).
+        let decoded = match (keep, start) {
+            (Some(d), Some(start)) if read.is_ok() => Some((start as u32, d.words.len() as u32)),
+            _ => None,
+        };
+        read?;
+        Ok(WireHistogram {
+            payload,
+            len,
+            decoded,
+        })
     }
 
     /// Samples it holds.
@@ -130,12 +205,22 @@ impl<'a> WireHistogram<'a> {
         });
     }
 
-    /// Adds its samples to `counts`, bucket by bucket (see [`super::pending`]).
-    pub(super) fn add_to_counts(&self, counts: &mut super::pending::Counts) {
-        let _ = indexed(self.payload, |index, count| {
-            counts.add(index, count);
-            Ok(())
-        });
+    /// Adds its samples to `counts`, bucket by bucket (see [`super::pending`]), from the words
+    /// its check kept in `decoded` when it kept them.
+    pub(super) fn add_to_counts(&self, decoded: &Decoded, counts: &mut super::pending::Counts) {
+        match self.decoded {
+            Some(range) => {
+                for (index, count) in decoded.buckets(range) {
+                    counts.add(index, count);
+                }
+            }
+            None => {
+                let _ = indexed(self.payload, |index, count| {
+                    counts.add(index, count);
+                    Ok(())
+                });
+            }
+        }
     }
 
     /// A histogram of its samples.
@@ -233,16 +318,18 @@ impl CheckedEndpoint<'_> {
         }
     }
 
-    /// As [`CheckedEndpoint::merge_into`], its histograms added to `pending` instead.
+    /// As [`CheckedEndpoint::merge_into`], its histograms added to `pending` instead (from
+    /// the words its check kept in `decoded`).
     fn merge_deferred(
         &self,
         into: &mut std::collections::BTreeMap<String, super::EndpointStats>,
         pending: &mut super::pending::Histograms,
+        decoded: &Decoded,
     ) {
         self.merge_counters(into);
         let slots = pending.slots(&self.wire.name);
         for (h, slot) in self.histograms.iter().zip(slots.iter_mut()) {
-            h.add_to_counts(slot);
+            h.add_to_counts(decoded, slot);
         }
     }
 
@@ -275,7 +362,10 @@ impl CheckedEndpoint<'_> {
 
 /// Checks an interval's per-target entries: at most [`crate::scenario::MAX_TARGETS`], each
 /// URL once, 1 to 1000 bytes, each entry as an endpoint's.
-fn check_targets(wire: &[proto::EndpointStats]) -> Result<Vec<CheckedEndpoint<'_>>, StatsError> {
+fn check_targets<'a>(
+    wire: &'a [proto::EndpointStats],
+    decoded: &mut Decoded,
+) -> Result<Vec<CheckedEndpoint<'a>>, StatsError> {
     let bad = || StatsError::BadTargets(wire.len());
     if wire.len() > crate::scenario::MAX_TARGETS {
         return Err(bad());
@@ -286,7 +376,7 @@ fn check_targets(wire: &[proto::EndpointStats]) -> Result<Vec<CheckedEndpoint<'_
             if t.name.is_empty() || t.name.len() > 1000 || !urls.insert(t.name.as_str()) {
                 return Err(bad());
             }
-            check_endpoint(t)
+            check_endpoint(t, decoded)
         })
         .collect()
 }
@@ -299,6 +389,8 @@ pub struct CheckedInterval<'a> {
     /// The same requests by target (a scenario with `targets:`).
     targets: Vec<CheckedEndpoint<'a>>,
     flows: Vec<(&'a str, WireHistogram<'a>)>,
+    /// The non-empty buckets of its histograms, as the check read them.
+    decoded: Decoded,
 }
 
 impl<'a> CheckedInterval<'a> {
@@ -310,6 +402,22 @@ impl<'a> CheckedInterval<'a> {
         }
         let mut names = HashSet::with_capacity(p.endpoints.len());
         let mut endpoints = Vec::with_capacity(p.endpoints.len());
+        // Each non-empty bucket takes a byte of its encoding at least: room for them all.
+        let bytes: usize = p
+            .endpoints
+            .iter()
+            .chain(&p.targets)
+            .map(|e| {
+                e.latency_us.len()
+                    + e.connecting_us.len()
+                    + e.tls_handshaking_us.len()
+                    + e.waiting_us.len()
+                    + e.receiving_us.len()
+            })
+            .sum();
+        let mut decoded = Decoded {
+            words: Vec::with_capacity(bytes.min(DECODED_LIMIT)),
+        };
         for e in &p.endpoints {
             if e.name.is_empty() || e.name.len() > 100 {
                 return Err(StatsError::BadName);
@@ -317,9 +425,9 @@ impl<'a> CheckedInterval<'a> {
             if !names.insert(e.name.as_str()) {
                 return Err(StatsError::DuplicateEndpoint(e.name.clone()));
             }
-            endpoints.push(check_endpoint(e)?);
+            endpoints.push(check_endpoint(e, &mut decoded)?);
         }
-        let targets = check_targets(&p.targets)?;
+        let targets = check_targets(&p.targets, &mut decoded)?;
         if p.checks.len() > MAX_WIRE_CHECKS || p.checks.keys().any(|k| k.len() > 1024) {
             return Err(StatsError::TooManyChecks(p.checks.len()));
         }
@@ -328,7 +436,7 @@ impl<'a> CheckedInterval<'a> {
         }
         let mut flows = Vec::with_capacity(p.flows.len());
         for (name, f) in &p.flows {
-            let h = WireHistogram::check(&f.duration_us)
+            let h = WireHistogram::check_keeping(&f.duration_us, Some(&mut decoded))
                 .map_err(|why| StatsError::Histogram(name.clone(), why))?;
             if h.len() > f.completed {
                 return Err(StatsError::Inconsistent(name.clone()));
@@ -340,6 +448,7 @@ impl<'a> CheckedInterval<'a> {
             endpoints,
             targets,
             flows,
+            decoded,
         })
     }
 
@@ -377,10 +486,10 @@ impl<'a> CheckedInterval<'a> {
     /// second: each slave's buckets land in an array, not a histogram).
     pub fn merge_deferred(&self, into: &mut IntervalStats, pending: &mut Pending, reporter: &str) {
         for e in &self.endpoints {
-            e.merge_deferred(&mut into.endpoints, &mut pending.endpoints);
+            e.merge_deferred(&mut into.endpoints, &mut pending.endpoints, &self.decoded);
         }
         for t in &self.targets {
-            t.merge_deferred(&mut into.targets, &mut pending.targets);
+            t.merge_deferred(&mut into.targets, &mut pending.targets, &self.decoded);
         }
         self.merge_rest(into, reporter, Some(pending));
     }
@@ -404,7 +513,7 @@ impl<'a> CheckedInterval<'a> {
             mine.completed = mine.completed.saturating_add(f.completed);
             mine.failed = mine.failed.saturating_add(f.failed);
             match pending.as_deref_mut() {
-                Some(p) => h.add_to_counts(&mut p.flows.slots(name)[0]),
+                Some(p) => h.add_to_counts(&self.decoded, &mut p.flows.slots(name)[0]),
                 None => h.add_to(&mut mine.duration_us),
             }
         }
@@ -474,7 +583,10 @@ impl Mergeable for IntervalStats {
     }
 }
 
-fn check_endpoint(p: &proto::EndpointStats) -> Result<CheckedEndpoint<'_>, StatsError> {
+fn check_endpoint<'a>(
+    p: &'a proto::EndpointStats,
+    decoded: &mut Decoded,
+) -> Result<CheckedEndpoint<'a>, StatsError> {
     let keys_ok = |m: &std::collections::HashMap<String, u64>| {
         m.len() <= MAX_WIRE_ERROR_KEYS && m.keys().all(|k| k.len() <= 64)
     };
@@ -488,7 +600,7 @@ fn check_endpoint(p: &proto::EndpointStats) -> Result<CheckedEndpoint<'_>, Stats
     {
         return Err(StatsError::TooManyErrorClasses(p.name.clone()));
     }
-    let latency = WireHistogram::check(&p.latency_us)
+    let latency = WireHistogram::check_keeping(&p.latency_us, Some(decoded))
         .map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
     if latency.len() > p.requests {
         return Err(StatsError::Inconsistent(p.name.clone()));
@@ -505,7 +617,7 @@ fn check_endpoint(p: &proto::EndpointStats) -> Result<CheckedEndpoint<'_>, Stats
         .zip(checked.iter_mut().skip(1))
         .zip(super::Phases::NAMES)
     {
-        let h = WireHistogram::check(bytes)
+        let h = WireHistogram::check_keeping(bytes, Some(decoded))
             .map_err(|why| StatsError::Histogram(p.name.clone(), format!("{name}: {why}")))?;
         if h.len() > p.requests {
             return Err(StatsError::Histogram(
@@ -603,6 +715,71 @@ mod tests {
             if index > 0 {
                 assert!(value_at(index) > value_at(index - 1), "index {index}");
             }
+        }
+    }
+
+    /// An interval past the words its check may keep, and a bucket whose count needs more
+    /// than 48 bits: the histograms kept and the ones read again from their encoding merge
+    /// exactly as the direct merge (decoding each encoding) does.
+    #[test]
+    fn past_the_kept_words_and_with_48_bit_counts_the_merge_is_the_same() {
+        let mut st = IntervalStats::default();
+        for name in ["a", "b", "c", "d", "e", "f"] {
+            let mut e = super::super::EndpointStats::default();
+            // About 6,800 distinct buckets each: six endpoints pass the 65,536 words.
+            for v in 1..=50_000u64 {
+                e.latency_us.record(v).unwrap();
+                super::super::Phases::record(&mut e.phases.waiting_us, v);
+            }
+            e.latency_us.record_n(7, (1 << 50) + 3).unwrap();
+            e.requests = e.latency_us.len();
+            st.endpoints.insert(name.into(), e);
+        }
+        let wire = st.to_proto("r", 0, false);
+        let c = CheckedInterval::check(&wire).unwrap();
+        let kept = |e: usize, h: usize| c.endpoints[e].histograms[h].decoded.is_some();
+        assert!(
+            kept(0, 0) && kept(0, 3),
+            "the first endpoint's buckets are kept"
+        );
+        assert!(
+            !kept(5, 0) && !kept(5, 3),
+            "the last endpoint's are past the limit"
+        );
+        assert!(c.decoded.words.len() <= DECODED_LIMIT);
+        // The count past 48 bits is split over two words that add up to it.
+        let seven: u64 = c
+            .decoded
+            .buckets(c.endpoints[0].histograms[0].decoded.unwrap())
+            .filter(|&(i, _)| i == 7)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(seven, (1 << 50) + 4);
+
+        let mut direct = IntervalStats::default();
+        c.merge_into(&mut direct, "s");
+        let mut deferred = IntervalStats::default();
+        let mut pending = Pending::default();
+        c.merge_deferred(&mut deferred, &mut pending, "s");
+        pending.finish(&mut deferred);
+        let buckets = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        };
+        for name in ["a", "f"] {
+            let (d, m) = (&direct.endpoints[name], &deferred.endpoints[name]);
+            assert_eq!(d.latency_us.len(), (1 << 50) + 50_003, "{name}");
+            assert_eq!(buckets(&d.latency_us), buckets(&m.latency_us), "{name}");
+            assert_eq!(
+                buckets(&d.phases.waiting_us),
+                buckets(&m.phases.waiting_us),
+                "{name}"
+            );
+            assert_eq!(
+                buckets(&st.endpoints[name].latency_us),
+                buckets(&m.latency_us)
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Intervals of open seconds, merged but not stored: each is held (its encoding) until its
-//! second is stored merged, and acknowledged then.
+//! Intervals of open seconds, merged but not stored: each is held (as it was received) until
+//! its second is stored merged, and acknowledged then.
 //!
 //! Storing every slave's interval as its own row, only to delete it once its second was
 //! stored merged (`aggregate::Compaction`), wrote each interval twice (SQLite's WAL, then its
@@ -22,36 +22,46 @@ use std::time::{Duration, Instant};
 pub(super) const HOLD: Duration = Duration::from_secs(2);
 const _: () = assert!(HOLD.as_millis() * 2 <= lobster_fleet::RESEND_AFTER.as_millis());
 
-/// One slave's interval, encoded as the store keeps it (`proto::StatsInterval`).
-pub(super) struct HeldInterval {
+/// One slave's interval: the master's `proto::StatsInterval` as it was received, encoded only
+/// if it has to be stored as a row (most never are: encoding each was a few per cent of the
+/// master's core at thousands of slaves).
+pub(super) struct HeldInterval<P> {
     pub(super) slave_uid: String,
-    pub(super) payload: Vec<u8>,
+    pub(super) payload: P,
 }
 
 /// The held intervals of one second.
-struct HeldSecond {
+struct HeldSecond<P> {
     /// When its first held interval arrived.
     since: Instant,
-    intervals: Vec<HeldInterval>,
+    intervals: Vec<HeldInterval<P>>,
 }
 
 /// The held intervals of the active run, by second.
-#[derive(Default)]
-pub(super) struct Held {
+pub(super) struct Held<P> {
     /// The run they belong to; holding one of another run drops the rest (a run is over only
     /// once each of its seconds was stored merged, which released them).
     run_id: String,
-    seconds: BTreeMap<u64, HeldSecond>,
+    seconds: BTreeMap<u64, HeldSecond<P>>,
 }
 
-impl Held {
+impl<P> Default for Held<P> {
+    fn default() -> Self {
+        Held {
+            run_id: String::new(),
+            seconds: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P> Held<P> {
     /// Holds `slave_uid`'s interval `index` of run `run_id` (already merged into the run).
     pub(super) fn hold(
         &mut self,
         run_id: &str,
         slave_uid: &str,
         index: u64,
-        payload: Vec<u8>,
+        payload: P,
         now: Instant,
     ) {
         if self.run_id != run_id {
@@ -89,7 +99,7 @@ impl Held {
         &mut self,
         now: Instant,
         limit: Duration,
-    ) -> (&str, Vec<(u64, Vec<HeldInterval>)>) {
+    ) -> (&str, Vec<(u64, Vec<HeldInterval<P>>)>) {
         let due: Vec<u64> = self
             .seconds
             .iter()

@@ -244,7 +244,7 @@ pub struct Controller {
     encoded: Vec<u8>,
     /// The active run's intervals of open seconds, merged and not stored yet: stored within
     /// their merged second when it closes, or as rows once held too long.
-    held: Held,
+    held: Held<proto::StatsInterval>,
     /// The slaves of the active run already noted in the store (`Store::note_slave`), by
     /// run id: each is noted once, when a second of it is first compacted.
     noted: (String, std::collections::HashSet<String>),

@@ -367,8 +367,12 @@ impl Controller {
         let result = self.store.batch().and_then(|()| {
             for (index, intervals) in &due {
                 for i in intervals {
+                    self.encoded.clear();
+                    i.payload
+                        .encode(&mut self.encoded)
+                        .expect("a Vec grows to any message");
                     self.store
-                        .insert_interval(&run_id, &i.slave_uid, *index, &i.payload)?;
+                        .insert_interval(&run_id, &i.slave_uid, *index, &self.encoded)?;
                     stored.push((i.slave_uid.clone(), *index));
                 }
             }

@@ -167,8 +167,7 @@ impl Controller {
                     r.on_stats(uid, index, interval.last, &stats);
                     self.metrics.intervals.inc();
                     self.metrics.requests.inc_by(stats.requests());
-                    self.held
-                        .hold(&run_id, uid, index, interval.encode_to_vec(), now);
+                    self.held.hold(&run_id, uid, index, interval, now);
                     return;
                 }
                 // Encoded into one buffer kept across intervals (thousands a second).
