@@ -30,6 +30,9 @@ pub(super) struct HeldInterval<P> {
     pub(super) payload: P,
 }
 
+/// A second held too long: its index and its held intervals.
+pub(super) type OverdueSecond<P> = (u64, Vec<HeldInterval<P>>);
+
 /// The held intervals of one second.
 struct HeldSecond<P> {
     /// When its first held interval arrived.
@@ -99,7 +102,7 @@ impl<P> Held<P> {
         &mut self,
         now: Instant,
         limit: Duration,
-    ) -> (&str, Vec<(u64, Vec<HeldInterval<P>>)>) {
+    ) -> (&str, Vec<OverdueSecond<P>>) {
         let due: Vec<u64> = self
             .seconds
             .iter()
