@@ -205,22 +205,35 @@ impl<'a> WireHistogram<'a> {
         });
     }
 
-    /// Adds its samples to `counts`, bucket by bucket (see [`super::pending`]), from the words
-    /// its check kept in `decoded` when it kept them.
-    pub(super) fn add_to_counts(&self, decoded: &Decoded, counts: &mut super::pending::Counts) {
+    /// Calls `f(bucket index, count)` for each non-empty bucket: from the words its check
+    /// kept in `decoded` when it kept them, else from its encoding.
+    #[inline]
+    fn each_bucket(&self, decoded: &Decoded, mut f: impl FnMut(usize, u64)) {
         match self.decoded {
-            Some(range) => {
-                for (index, count) in decoded.buckets(range) {
-                    counts.add(index, count);
-                }
-            }
+            Some(range) => decoded
+                .buckets(range)
+                .for_each(|(index, count)| f(index, count)),
             None => {
                 let _ = indexed(self.payload, |index, count| {
-                    counts.add(index, count);
+                    f(index, count);
                     Ok(())
                 });
             }
         }
+    }
+
+    /// Adds its samples to `h` (a histogram of our configuration), as
+    /// [`WireHistogram::add_to`] does, from the words its check kept in `decoded`.
+    fn add_kept_to(&self, decoded: &Decoded, h: &mut Histogram<u64>) {
+        self.each_bucket(decoded, |index, count| {
+            let _ = h.record_n(value_at(index), count);
+        });
+    }
+
+    /// Adds its samples to `counts`, bucket by bucket (see [`super::pending`]), from the words
+    /// its check kept in `decoded`.
+    pub(super) fn add_to_counts(&self, decoded: &Decoded, counts: &mut super::pending::Counts) {
+        self.each_bucket(decoded, |index, count| counts.add(index, count));
     }
 
     /// A histogram of its samples.
@@ -311,10 +324,14 @@ struct CheckedEndpoint<'a> {
 
 impl CheckedEndpoint<'_> {
     /// Adds it into its entry of `into` (by its name).
-    fn merge_into(&self, into: &mut std::collections::BTreeMap<String, super::EndpointStats>) {
+    fn merge_into(
+        &self,
+        into: &mut std::collections::BTreeMap<String, super::EndpointStats>,
+        decoded: &Decoded,
+    ) {
         let mine = self.merge_counters(into);
         for (wire, h) in self.histograms.iter().zip(mine.histograms_mut()) {
-            wire.add_to(h);
+            wire.add_kept_to(decoded, h);
         }
     }
 
@@ -473,10 +490,10 @@ impl<'a> CheckedInterval<'a> {
     /// Adds the interval into `into`; its resources are filed under `reporter`.
     pub fn merge_into(&self, into: &mut IntervalStats, reporter: &str) {
         for e in &self.endpoints {
-            e.merge_into(&mut into.endpoints);
+            e.merge_into(&mut into.endpoints, &self.decoded);
         }
         for t in &self.targets {
-            t.merge_into(&mut into.targets);
+            t.merge_into(&mut into.targets, &self.decoded);
         }
         self.merge_rest(into, reporter, None);
     }
@@ -514,7 +531,7 @@ impl<'a> CheckedInterval<'a> {
             mine.failed = mine.failed.saturating_add(f.failed);
             match pending.as_deref_mut() {
                 Some(p) => h.add_to_counts(&self.decoded, &mut p.flows.slots(name)[0]),
-                None => h.add_to(&mut mine.duration_us),
+                None => h.add_kept_to(&self.decoded, &mut mine.duration_us),
             }
         }
     }
