@@ -79,8 +79,10 @@ struct Bucket {
     stats: IntervalStats,
     /// An open second's histograms as bucket counts, recorded into `stats` when it closes.
     pending: Pending,
-    /// The slaves that reported this second, with the requests each reported in it.
-    reporters: BTreeMap<String, u64>,
+    /// The slaves that reported this second, with the requests each reported in it. A hash
+    /// map: one insert per slave per second (a B-tree of thousands of uids compared dozens
+    /// of strings per insert); sorted into the [`Compaction`] when the second is stored.
+    reporters: HashMap<String, u64>,
     /// Holds a slave's own interval (not only stored merged seconds, `add_merged`): its
     /// compaction is not in the store yet.
     fresh: bool,
@@ -259,7 +261,7 @@ impl Aggregator {
     pub fn close_ready(
         &mut self,
         elapsed: Duration,
-        complete: impl Fn(&BTreeMap<String, u64>) -> bool,
+        complete: impl Fn(&HashMap<String, u64>) -> bool,
         wait: Duration,
     ) -> Vec<Closed> {
         self.refresh();
@@ -310,7 +312,7 @@ impl Aggregator {
                 self.compactions.push(Compaction {
                     index: *k,
                     stats: b.stats.clone(),
-                    reporters: b.reporters.clone(),
+                    reporters: b.reporters.iter().map(|(u, &n)| (u.clone(), n)).collect(),
                 });
             }
         }
@@ -329,7 +331,7 @@ impl Aggregator {
             self.compactions.push(Compaction {
                 index: k,
                 stats: stats.clone(),
-                reporters: b.reporters.clone(),
+                reporters: b.reporters.iter().map(|(u, &n)| (u.clone(), n)).collect(),
             });
         }
         self.recent.push_back((k, b));
@@ -343,7 +345,7 @@ impl Aggregator {
             self.compactions.push(Compaction {
                 index: old,
                 stats: b.stats,
-                reporters: b.reporters,
+                reporters: b.reporters.into_iter().collect(),
             });
         }
         Closed {

@@ -4,7 +4,7 @@ use super::*;
 use lobster_fleet::stats::EndpointStats;
 
 /// Complete when every one of `expected` reported.
-fn covers(expected: &BTreeSet<String>) -> impl Fn(&BTreeMap<String, u64>) -> bool + '_ {
+fn covers(expected: &BTreeSet<String>) -> impl Fn(&HashMap<String, u64>) -> bool + '_ {
     |reporters| expected.iter().all(|s| reporters.contains_key(s))
 }
 

@@ -4,7 +4,7 @@
 //! is its key; a join with a uid whose session is alive is refused, so nobody can take over
 //! another slave's identity, and each session carries a secret handed out at join.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,7 +95,11 @@ pub struct SlaveView {
 
 #[derive(Default)]
 pub struct Registry {
-    pub slaves: BTreeMap<String, Slave>,
+    /// By uid. A hash map, not a B-tree: every message of every slave looks its slave up a
+    /// few times, and a B-tree of 10,000 uids compared a few dozen strings, each in its own
+    /// cache line, per lookup (with its `memcmp`, about 6 % of the master's core at 5,000
+    /// slaves). What lists slaves sorts them by uid.
+    pub slaves: HashMap<String, Slave>,
     /// Session id → the uid it was attached for, so each message finds its slave without a
     /// scan of every slave (a scan per message is quadratic in the fleet: 20,000 messages a
     /// second over 10,000 slaves). An entry whose slave holds another session by now is stale
@@ -261,7 +265,7 @@ impl Registry {
     }
 
     /// Slaves with a session but silent for longer than `lease`: their sessions are dropped and
-    /// their uids returned. Slaves without a session for `forget_after` are forgotten.
+    /// their uids returned, sorted. Slaves without a session for `forget_after` are forgotten.
     pub fn expire(&mut self, now: Instant, lease: Duration, forget_after: Duration) -> Vec<String> {
         let mut lost = Vec::new();
         for s in self.slaves.values_mut() {
@@ -277,6 +281,7 @@ impl Registry {
         }
         self.slaves
             .retain(|_, s| s.session.is_some() || now.duration_since(s.last_seen) < forget_after);
+        lost.sort_unstable();
         lost
     }
 
@@ -287,16 +292,21 @@ impl Registry {
 
     /// Connected slaves free for new work, sorted by uid.
     pub fn available(&self) -> Vec<&Slave> {
-        self.slaves
+        let mut free: Vec<&Slave> = self
+            .slaves
             .values()
             .filter(|s| s.session.is_some() && !s.draining)
             .filter(|s| matches!(s.state(), SlaveState::Idle | SlaveState::Unspecified))
-            .collect()
+            .collect();
+        free.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
+        free
     }
 
+    /// Every slave, sorted by uid.
     pub fn view(&self, now: Instant) -> Vec<SlaveView> {
-        self.slaves
-            .values()
+        let mut all: Vec<&Slave> = self.slaves.values().collect();
+        all.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
+        all.into_iter()
             .map(|s| SlaveView {
                 id: s.id.clone(),
                 fleet: s.fleet.clone(),

@@ -205,7 +205,16 @@ impl Controller {
         }
         self.last_tick = now;
         let lease = self.settings.lease;
-        let silent = self.registry.expire(now, lease, Duration::from_secs(600));
+        let silent = if now.duration_since(self.last_sweep) >= super::sweep_every(lease) {
+            self.last_sweep = now;
+            let silent = self.registry.expire(now, lease, Duration::from_secs(600));
+            self.metrics
+                .slaves_connected
+                .set(self.registry.connected() as i64);
+            silent
+        } else {
+            Vec::new()
+        };
         for uid in &silent {
             warn!(uid = %uid, "slave silent longer than its lease");
         }
@@ -219,13 +228,6 @@ impl Controller {
         };
         self.deliver(out);
         self.try_start(now);
-        let connected = self
-            .registry
-            .slaves
-            .values()
-            .filter(|s| s.session.is_some())
-            .count();
-        self.metrics.slaves_connected.set(connected as i64);
         if let Some(r) = self.run.as_mut().filter(|r| !r.is_done()) {
             let _span = info_span!("run", run_id = %r.id).entered();
             // Slaves that joined during the run take part.

@@ -4,7 +4,7 @@
 //! messages to send ([`Outbox`]); the controller delivers them. Nothing here does I/O, so the
 //! lifecycle is tested with plain values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -464,7 +464,7 @@ impl Run {
             let parts = &self.participants;
             let expected = || parts.iter().filter(|(_, p)| p.active && !p.got_last);
             let waiting_for = expected().count();
-            let complete = |reporters: &BTreeMap<String, u64>| {
+            let complete = |reporters: &HashMap<String, u64>| {
                 reporters.len() >= waiting_for && expected().all(|(u, _)| reporters.contains_key(u))
             };
             let elapsed = self.elapsed(now);
