@@ -74,7 +74,7 @@ impl Counts {
 
 /// The histograms of each named entry (an endpoint, a target, a flow): latency, then the
 /// phases in the order of [`super::Phases::NAMES`] (a flow uses the first for its durations).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Histograms {
     by_name: HashMap<String, [Counts; 5]>,
 }
@@ -90,7 +90,7 @@ impl Histograms {
 }
 
 /// The histograms of an open second, merged by [`super::Mergeable::merge_deferred`].
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Pending {
     pub(super) endpoints: Histograms,
     pub(super) targets: Histograms,

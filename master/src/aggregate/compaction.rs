@@ -89,6 +89,22 @@ impl Aggregator {
         std::mem::take(&mut self.compactions)
     }
 
+    /// Second `index` as merged so far while it is still open: its counters, its histograms
+    /// (the open bucket counts recorded into a copy) and its reporters. `None` when it is not
+    /// open or no slave reported it. Stored in place of the held intervals of a second that
+    /// stays open too long (`control::seconds`), it is one row however many slaves reported,
+    /// and the second's own compaction replaces it when it closes.
+    pub fn snapshot(&self, index: u64) -> Option<Compaction> {
+        let b = self.open.get(&index).filter(|b| !b.reporters.is_empty())?;
+        let mut stats = b.stats.clone();
+        b.pending.clone().finish(&mut stats);
+        Some(Compaction {
+            index,
+            stats,
+            reporters: b.reporters.iter().map(|(u, &n)| (u.clone(), n)).collect(),
+        })
+    }
+
     /// Adds a stored [`Compaction`] as if each of its reporters' intervals arrived (a master
     /// rebuilding a run); false, and nothing added, if any of them was already merged.
     pub fn add_merged(&mut self, c: &Compaction) -> bool {

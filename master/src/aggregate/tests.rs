@@ -134,6 +134,47 @@ fn a_late_interval_for_an_old_second_still_lands_in_it() {
     );
 }
 
+/// A second stored as its merge so far while still open (a snapshot, held too long) and
+/// rebuilt from the store by a restarted master, then completed by the intervals the slaves
+/// send again, is the second the master that stayed up closed: same totals, histograms,
+/// injectors, per-slave figures and point.
+#[test]
+fn a_run_rebuilt_from_a_snapshot_of_an_open_second_is_the_same_run() {
+    let mut a = Aggregator::default();
+    for slave in 0..2 {
+        assert!(a.add(&format!("s{slave}"), 3, &interval_of(slave, 3)));
+    }
+    assert!(a.snapshot(4).is_none(), "no second 4 is open");
+    let stored = a.snapshot(3).expect("second 3 is open").encode();
+    let mut b = Aggregator::default();
+    assert!(b.add_merged(&Compaction::decode(3, &stored).unwrap()));
+    // Both slaves' intervals are in the snapshot: their resends are not merged again.
+    assert!(!b.add("s0", 3, &interval_of(0, 3)));
+    assert!(!b.add("s1", 3, &interval_of(1, 3)));
+    for m in [&mut a, &mut b] {
+        assert!(m.add("s2", 3, &interval_of(2, 3)));
+        m.close_all();
+    }
+    assert_eq!(a.total.requests(), b.total.requests());
+    assert_eq!(
+        a.total.requests(),
+        (0..3).map(|s| interval_of(s, 3).requests()).sum::<u64>()
+    );
+    assert_eq!(
+        a.total.endpoints["a"].latency_us,
+        b.total.endpoints["a"].latency_us
+    );
+    assert_eq!(
+        a.total.endpoints["a"].failures,
+        b.total.endpoints["a"].failures
+    );
+    assert_eq!(a.total.injectors, b.total.injectors);
+    assert_eq!(a.per_slave, b.per_slave);
+    assert_eq!(a.series[3].requests, b.series[3].requests);
+    assert_eq!(a.series[3].slaves, 3);
+    assert_eq!(a.series[3].slaves, b.series[3].slaves);
+}
+
 proptest::proptest! {
     /// Exactly once, whatever the order and the resends: `add` agrees with a plain set of
     /// (slave, index) pairs.

@@ -297,14 +297,15 @@ impl Controller {
     /// `Ack` per slave and run). When the commit fails nothing is acknowledged: the slaves
     /// send those intervals again, and the merge counts each (slave, index) once.
     pub(super) fn commit(&mut self) {
-        let acks = std::mem::take(&mut self.acks);
         if let Err(e) = self.store.commit() {
-            warn!(error = %format!("{e:#}"), intervals = acks.values().map(Vec::len).sum::<usize>(), "cannot commit stored intervals: not acknowledged");
+            warn!(error = %format!("{e:#}"), intervals = self.acks.values().map(Vec::len).sum::<usize>(), "cannot commit stored intervals: not acknowledged");
+            self.acks.clear();
             // Slaves noted in the batch are not in the store after all.
             self.noted.1.clear();
             return;
         }
-        for ((uid, run_id), indexes) in acks {
+        // Drained, not taken: the map keeps its room for the next second's thousands.
+        for ((uid, run_id), indexes) in self.acks.drain() {
             self.registry.send(&uid, ack(run_id, indexes));
         }
     }

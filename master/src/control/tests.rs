@@ -120,6 +120,24 @@ impl Bench {
         n
     }
 
+    /// Second `index` of the run as the store holds it merged: its requests and reporters.
+    fn stored_second(&mut self, run_id: &str, index: u64) -> (u64, Vec<String>) {
+        let mut found = None;
+        self.c
+            .store
+            .replay(run_id, |row| -> anyhow::Result<()> {
+                if let Stored::Second { index: i, payload } = row
+                    && i == index
+                {
+                    let c = Compaction::decode(i, payload)?;
+                    found = Some((c.stats.requests(), c.reporters.into_keys().collect()));
+                }
+                Ok(())
+            })
+            .unwrap();
+        found.expect("the second is stored merged")
+    }
+
     /// What the store holds of the run: (merged seconds, intervals as (second, slave)).
     fn stored(&mut self, run_id: &str) -> (Vec<u64>, Vec<(u64, String)>) {
         let (mut seconds, mut intervals) = (Vec::new(), Vec::new());
@@ -169,13 +187,15 @@ fn an_open_seconds_interval_is_acknowledged_with_its_merged_second() {
     assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 12);
 }
 
-/// A second held open past `HOLD` (a slave gone quiet holds it for a lease) has its
-/// intervals written as rows and acknowledged, before the slaves' resend timeout; a late or
+/// A second held open past `HOLD` (a slave gone quiet holds it for a lease) is stored as its
+/// merge so far, one row however many reported, and its intervals are acknowledged before
+/// the slaves' resend timeout; the second's own merge replaces it when it closes. A late or
 /// resent interval is stored as its own row at once.
 #[test]
-fn intervals_held_too_long_and_late_ones_are_stored_as_rows() {
-    let (mut b, id) = bench(2, Duration::from_millis(1500));
+fn a_second_held_too_long_is_stored_merged_so_far_and_late_intervals_as_rows() {
+    let (mut b, id) = bench(4, Duration::from_millis(1500));
     b.send(0, &id, 0, 5);
+    b.send(1, &id, 0, 7);
     b.c.tick();
     b.c.tick();
     assert_eq!(b.acked(0), Vec::<u64>::new());
@@ -183,24 +203,50 @@ fn intervals_held_too_long_and_late_ones_are_stored_as_rows() {
     std::thread::sleep(held::HOLD + Duration::from_millis(100));
     b.c.tick();
     b.c.tick();
-    assert_eq!(b.acked(0), [0]);
-    assert_eq!(b.stored(&id), (vec![], vec![(0, "u0".to_string())]));
-    // A resend of it is stored again (ignored: it is there) and acknowledged.
+    assert_eq!((b.acked(0), b.acked(1)), (vec![0], vec![0]));
+    assert_eq!(
+        b.stored(&id),
+        (vec![0], vec![]),
+        "one merged row, not a row per interval"
+    );
+    assert_eq!(
+        b.stored_second(&id, 0),
+        (12, vec!["u0".into(), "u1".into()])
+    );
+    // Still open: a third slave's interval is merged and held, then stored with the second.
+    b.send(2, &id, 0, 11);
+    b.c.tick();
+    b.c.tick();
+    assert_eq!(
+        b.acked(2),
+        Vec::<u64>::new(),
+        "held until its second is stored"
+    );
+    // A resend of an interval merged already is stored as a row (ignored: it is there).
     b.send(0, &id, 0, 5);
     b.c.commit();
     assert_eq!(b.acked(0), [0]);
-    // Past the lease second 0 closes without slave 1; its late interval is a row at once.
+    // Past the lease second 0 closes without slave 3: its merge replaces the snapshot.
     let r = b.c.run.as_mut().unwrap();
     let _ = r.tick(Instant::now() + LEASE, LEASE);
     b.c.save();
     b.c.commit();
-    b.send(1, &id, 0, 7);
+    assert_eq!(b.acked(2), [0]);
+    assert_eq!(
+        b.stored(&id),
+        (vec![0], vec![]),
+        "the resent row went with it"
+    );
+    let all = vec!["u0".to_string(), "u1".into(), "u2".into()];
+    assert_eq!(b.stored_second(&id, 0), (23, all));
+    // Slave 3's interval of the closed second is late: a row at once.
+    b.send(3, &id, 0, 1);
     b.c.commit();
-    assert_eq!(b.acked(1), [0]);
+    assert_eq!(b.acked(3), [0]);
     let (seconds, intervals) = b.stored(&id);
-    assert_eq!(seconds, [0], "closed with one reporter: stored merged");
-    assert_eq!(intervals, [(0, "u1".to_string())], "the late one");
-    assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 12);
+    assert_eq!(seconds, [0]);
+    assert_eq!(intervals, [(0, "u3".to_string())], "the late one");
+    assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 24);
 }
 
 /// A heartbeat is answered (an empty `Ack`, the slave's proof of life) only when the master
