@@ -90,6 +90,16 @@ struct Bucket {
     late: bool,
 }
 
+impl Bucket {
+    /// Its reporters sorted by uid, as a [`Compaction`] keeps them.
+    fn sorted_reporters(&self) -> BTreeMap<String, u64> {
+        self.reporters
+            .iter()
+            .map(|(u, &n)| (u.clone(), n))
+            .collect()
+    }
+}
+
 /// What one slave sent over a run, from its own intervals.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SlaveTotals {
@@ -312,7 +322,7 @@ impl Aggregator {
                 self.compactions.push(Compaction {
                     index: *k,
                     stats: b.stats.clone(),
-                    reporters: b.reporters.iter().map(|(u, &n)| (u.clone(), n)).collect(),
+                    reporters: b.sorted_reporters(),
                 });
             }
         }
@@ -331,7 +341,7 @@ impl Aggregator {
             self.compactions.push(Compaction {
                 index: k,
                 stats: stats.clone(),
-                reporters: b.reporters.iter().map(|(u, &n)| (u.clone(), n)).collect(),
+                reporters: b.sorted_reporters(),
             });
         }
         self.recent.push_back((k, b));
@@ -342,10 +352,11 @@ impl Aggregator {
             // Late intervals went into it after its compaction: the store's copy is
             // replaced by the whole second. Later ones stay the slaves' own.
             std::mem::take(&mut b.pending).finish(&mut b.stats);
+            let reporters = b.sorted_reporters();
             self.compactions.push(Compaction {
                 index: old,
                 stats: b.stats,
-                reporters: b.reporters.into_iter().collect(),
+                reporters,
             });
         }
         Closed {

@@ -101,7 +101,7 @@ impl Aggregator {
         Some(Compaction {
             index,
             stats,
-            reporters: b.reporters.iter().map(|(u, &n)| (u.clone(), n)).collect(),
+            reporters: b.sorted_reporters(),
         })
     }
 
