@@ -23,7 +23,7 @@ pub use latency::LatencySummary;
 pub use pending::Pending;
 pub use phases::Phases;
 pub use resources::{Resources, SATURATED_PERCENT, SATURATED_SECONDS};
-pub use wire::{CheckedInterval, Mergeable, WireHistogram};
+pub use wire::{CheckRoom, CheckedInterval, Mergeable, WireHistogram};
 
 /// Significant decimal digits kept by every latency histogram (relative error ≤ 0.1 %).
 pub const SIGFIG: u8 = 3;

@@ -22,10 +22,6 @@ use crate::home::{Home, MasterDir, write_private};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
-/// HTTP/2 flow-control window of a slave's session on the master (bytes): the most a slave
-/// has in flight that the master has not read, about a dozen intervals of 10 endpoints.
-const STREAM_WINDOW: u32 = 64 * 1024;
-
 /// How to run a master.
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
@@ -277,7 +273,7 @@ impl Master {
         let servers = CancellationToken::new();
 
         let grpc_stop = servers.clone();
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = crate::grpc::transport();
         if let Some(t) = &self.tls {
             builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
                 tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem),
@@ -292,13 +288,6 @@ impl Master {
             Ok::<_, std::io::Error>(conn)
         });
         let grpc = builder
-            // What one slave may send ahead of the master's reading: a few intervals, not
-            // HTTP/2's server default of 1 MiB, which at 10,000 slaves let a master that fell
-            // behind buffer 12 GiB (a larger message still arrives, window by window).
-            .initial_stream_window_size(Some(STREAM_WINDOW))
-            .initial_connection_window_size(Some(2 * STREAM_WINDOW))
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(ControlService::server(self.control.clone()))
             .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned());
         let grpc = tokio::spawn(grpc);

@@ -216,10 +216,16 @@ proptest! {
         let mut direct = IntervalStats::default();
         let mut deferred = IntervalStats::default();
         let mut pending = Pending::default();
+        // The deferred side checks in one room, as the master does, and the room held the
+        // buckets of another interval before each (the last one's).
+        let mut room = CheckRoom::default();
         for (i, w) in wire.iter().enumerate() {
             let c = CheckedInterval::check(w).unwrap();
             c.merge_into(&mut direct, &format!("s{i}"));
+            CheckedInterval::check_in(&wire[wire.len() - 1 - i], &mut room).unwrap().give_back(&mut room);
+            let c = CheckedInterval::check_in(w, &mut room).unwrap();
             c.merge_deferred(&mut deferred, &mut pending, &format!("s{i}"));
+            c.give_back(&mut room);
         }
         pending.finish(&mut deferred);
         let buckets = |h: &Histogram<u64>| -> Vec<(u64, u64)> {

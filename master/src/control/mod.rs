@@ -214,6 +214,12 @@ impl ControlHandle {
     pub async fn tell(&self, cmd: Command) -> bool {
         self.tx.send(cmd).await.is_ok()
     }
+
+    /// A handle on a command queue the test reads itself (standing in for the loop).
+    #[cfg(test)]
+    pub(crate) fn for_tests(tx: mpsc::Sender<Command>) -> Self {
+        ControlHandle { tx }
+    }
 }
 
 /// The one task that owns the fleet's and the run's state.
@@ -247,6 +253,8 @@ pub struct Controller {
     /// An interval's encoding on its way to the store (reused: one allocation, not one per
     /// interval).
     encoded: Vec<u8>,
+    /// Memory for an interval's check (reused, as `encoded` is).
+    check_room: lobster_fleet::stats::CheckRoom,
     /// The active run's intervals of open seconds, merged and not stored yet: stored within
     /// their merged second when it closes, or as rows once held too long.
     held: Held<proto::StatsInterval>,
@@ -285,6 +293,7 @@ impl Controller {
             traces: TraceFetches::default(),
             acks: Default::default(),
             encoded: Vec::new(),
+            check_room: Default::default(),
             held: Held::default(),
             noted: Default::default(),
         };

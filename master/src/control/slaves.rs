@@ -145,7 +145,7 @@ impl Controller {
     pub(super) fn on_stats(&mut self, uid: &str, interval: proto::StatsInterval, now: Instant) {
         // Checked in place: the histograms are added to the run's straight from their
         // encoding, never decoded whole (most of the master's CPU at thousands of slaves).
-        let stats = match CheckedInterval::check(&interval) {
+        let stats = match CheckedInterval::check_in(&interval, &mut self.check_room) {
             Ok(s) => s,
             Err(e) => {
                 warn!(uid, error = %e, "malformed statistics interval: cutting the slave off");
@@ -167,6 +167,7 @@ impl Controller {
                     r.on_stats(uid, index, interval.last, &stats);
                     self.metrics.intervals.inc();
                     self.metrics.requests.inc_by(stats.requests());
+                    stats.give_back(&mut self.check_room);
                     self.held.hold(&run_id, uid, index, interval, now);
                     return;
                 }
@@ -188,6 +189,7 @@ impl Controller {
                     self.metrics.intervals.inc();
                     self.metrics.requests.inc_by(stats.requests());
                 }
+                stats.give_back(&mut self.check_room);
                 // Acknowledged once the batch it was stored in is committed (next tick).
                 self.acks
                     .entry((uid.to_string(), run_id))
