@@ -255,9 +255,10 @@ pub struct Controller {
     encoded: Vec<u8>,
     /// Memory for an interval's check (reused, as `encoded` is).
     check_room: lobster_fleet::stats::CheckRoom,
-    /// The active run's intervals of open seconds, merged and not stored yet: stored within
-    /// their merged second when it closes, or as rows once held too long.
-    held: Held<proto::StatsInterval>,
+    /// The active run's intervals of open seconds (who reported), merged and not stored yet:
+    /// stored within their merged second when it closes, or within a snapshot of it once
+    /// held too long.
+    held: Held,
     /// The slaves of the active run already noted in the store (`Store::note_slave`), by
     /// run id: each is noted once, when a second of it is first compacted.
     noted: (String, std::collections::HashSet<String>),

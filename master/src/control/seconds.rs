@@ -7,8 +7,9 @@
 //! compaction when it closes. Storing each of its held intervals as a row of its own made
 //! the master's slowest path its most expensive one: at 10,000 slaves one second past the
 //! hold was 10,000 rows (about 7 MiB a second to SQLite, on the control loop), which made the
-//! next second later still, until the fleet was lost by lease. Only an interval whose second
-//! the run no longer holds open (another run's, or none) is still stored as a row.
+//! next second later still, until the fleet was lost by lease. An interval whose second the
+//! run no longer holds open (another run's, or none) is not stored from here: its slave sends
+//! it again, and that copy is stored as a late row (`slaves.rs`).
 
 use std::collections::HashSet;
 
@@ -46,11 +47,12 @@ impl Controller {
         }
     }
 
-    /// Stores, in the store's batch, the intervals held longer than `held::HOLD` at `now`
-    /// (their second waits for a slave, or the master is behind), to acknowledge after the
-    /// commit, before the slaves' resend timeout: a second the active run still holds open
-    /// as a snapshot of its merge, any other interval as a row. What cannot be written stays
-    /// unacknowledged.
+    /// Stores, in the store's batch, the seconds whose intervals were held longer than
+    /// `held::HOLD` at `now` (they wait for a slave, or the master is behind) as snapshots of
+    /// their merge so far, to acknowledge their intervals after the commit, before the
+    /// slaves' resend timeout. What cannot be written stays unacknowledged, and so does an
+    /// interval whose run no longer holds its second open (`held.rs`): their slaves send them
+    /// again.
     pub(super) fn store_overdue(&mut self, now: Instant) {
         let (run_id, due) = self.held.overdue(now, held::HOLD);
         if due.is_empty() {
@@ -59,51 +61,33 @@ impl Controller {
         let run_id = run_id.to_string();
         let run = self.run.as_ref().filter(|r| r.id == run_id);
         let mut snapshots = Vec::new();
-        let mut snapshot_uids = Vec::new();
-        let mut rows = Vec::new();
-        for (index, intervals) in due {
+        let mut reporters = Vec::new();
+        for (index, uids) in due {
             match run.and_then(|r| r.agg.snapshot(index)) {
                 Some(c) => {
                     snapshots.push(c);
-                    snapshot_uids.push(intervals.into_iter().map(|i| i.slave_uid));
+                    reporters.push(uids);
                 }
-                None => rows.push((index, intervals)),
-            }
-        }
-        let mut acked: Vec<(String, u64)> = Vec::new();
-        if !snapshots.is_empty() {
-            debug!(run_id = %run_id, seconds = snapshots.len(), "seconds held open too long: stored as their merge so far");
-            let (stored, result) =
-                write_seconds(&mut self.store, &mut self.noted, &run_id, &snapshots);
-            for (c, uids) in snapshots.iter().zip(snapshot_uids).take(stored) {
-                acked.extend(uids.map(|uid| (uid, c.index)));
-            }
-            if let Err(e) = result {
-                warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store seconds held open: their intervals are not acknowledged");
-            }
-        }
-        let result = self.store.batch().and_then(|()| {
-            for (index, intervals) in &rows {
-                for i in intervals {
-                    self.encoded.clear();
-                    i.payload
-                        .encode(&mut self.encoded)
-                        .expect("a Vec grows to any message");
-                    self.store
-                        .insert_interval(&run_id, &i.slave_uid, *index, &self.encoded)?;
-                    acked.push((i.slave_uid.clone(), *index));
+                None => {
+                    debug!(run_id = %run_id, index, intervals = uids.len(), "held intervals of a second no longer open: left for their slaves to send again");
                 }
             }
-            Ok(())
-        });
-        if let Err(e) = &result {
-            warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store held intervals: not acknowledged");
         }
-        for (uid, index) in acked {
-            self.acks
-                .entry((uid, run_id.clone()))
-                .or_default()
-                .push(index);
+        if snapshots.is_empty() {
+            return;
+        }
+        debug!(run_id = %run_id, seconds = snapshots.len(), "seconds held open too long: stored as their merge so far");
+        let (stored, result) = write_seconds(&mut self.store, &mut self.noted, &run_id, &snapshots);
+        for (c, uids) in snapshots.iter().zip(reporters).take(stored) {
+            for uid in uids {
+                self.acks
+                    .entry((uid, run_id.clone()))
+                    .or_default()
+                    .push(c.index);
+            }
+        }
+        if let Err(e) = result {
+            warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store seconds held open: their intervals are not acknowledged");
         }
     }
 }

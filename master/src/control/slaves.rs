@@ -168,7 +168,7 @@ impl Controller {
                     self.metrics.intervals.inc();
                     self.metrics.requests.inc_by(stats.requests());
                     stats.give_back(&mut self.check_room);
-                    self.held.hold(&run_id, uid, index, interval, now);
+                    self.held.hold(&run_id, uid, index, now);
                     return;
                 }
                 // Encoded into one buffer kept across intervals (thousands a second).
