@@ -370,8 +370,7 @@ impl Controller {
                 // A stop already under way keeps its reason and verdict (a run that reached
                 // its duration is judged); any other run did not reach its end.
                 let _ = r.request_stop(now, reason, Some(RunStatus::Aborted));
-                // Nobody can send more: finish with what the store holds.
-                let _ = r.tick(now + Duration::from_secs(24 * 3600), self.settings.lease);
+                let _ = r.close_stale(now);
             }
             self.run = Some(r);
         }
@@ -504,7 +503,11 @@ impl Controller {
         // Sessions found closed while answering: lose those slaves now.
         self.deliver(Vec::new());
         if save_now {
+            // Committed at once, not at the next tick: a stop asked for by a Ctrl-C must be
+            // durable before a second Ctrl-C ends the process (it was lost when the second came
+            // within the tick, and the run was then closed as crashed, not as stopped).
             self.save();
+            self.commit();
         }
     }
 }

@@ -45,6 +45,25 @@ impl Run {
             .collect()
     }
 
+    /// Ends a run whose master ended before it did (found unfinished by the next master):
+    /// nobody can send it more, so it finishes at `now` with what the store holds, and its
+    /// slaves that never sent their last interval are lost. Its seconds end at the last one
+    /// with data. (Ticking a day ahead instead, as before, closed a day of empty seconds: a
+    /// report of 86,400 of them, ending a day after it was closed.)
+    pub fn close_stale(&mut self, now: Instant) -> Vec<Point> {
+        let missing: Vec<String> = self
+            .active()
+            .filter(|(_, p)| !p.got_last)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        let _ = self.lose_slaves(
+            now,
+            missing.iter().map(String::as_str),
+            "did not come back within its lease",
+        );
+        self.finish(now)
+    }
+
     /// Closes the run and builds its report.
     pub(super) fn finish(&mut self, now: Instant) -> Vec<Point> {
         let closed: Vec<Point> = self.agg.close_all().into_iter().map(|c| c.point).collect();
