@@ -424,8 +424,9 @@ impl<'a> CheckedInterval<'a> {
 
     /// As [`CheckedInterval::check`], keeping the buckets it reads in `room`'s memory, which
     /// [`CheckedInterval::give_back`] returns (an interval's check needs up to 512 KiB: a
-    /// slave's second with 10 endpoints needs about 48 KiB, and allocating and freeing that
-    /// for each of thousands of intervals a second was a tenth of the master's core).
+    /// slave's second with 10 endpoints about 48 KiB, allocated and freed for each of
+    /// thousands of intervals a second; glibc's `malloc` was 13.8 % of the master's samples
+    /// at 10,000 slaves before this and `control/held.rs` holding less).
     pub fn check_in(p: &'a proto::StatsInterval, room: &mut CheckRoom) -> Result<Self, StatsError> {
         if p.endpoints.len() > MAX_WIRE_ENDPOINTS {
             return Err(StatsError::TooManyEndpoints(p.endpoints.len()));
