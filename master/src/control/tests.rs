@@ -331,3 +331,29 @@ fn one_request_interval(run_id: &str, index: u64) -> proto::StatsInterval {
     s.endpoints.insert("a".into(), e);
     s.to_proto(run_id, index, false)
 }
+
+/// A stop asked for through the API is in the store when it has been answered, not at the
+/// next tick: a second Ctrl-C may end the process at once, and a run whose stop was not
+/// stored was then closed as crashed. Read by another connection, as the next master would.
+#[test]
+fn a_stop_is_durable_once_it_is_answered() {
+    let (mut b, id) = bench(1, Duration::from_millis(1500));
+    b.c.tick();
+    // Between ticks the store's batch is usually open (intervals stored, seconds compacted).
+    b.c.store.batch().unwrap();
+    let (tx, mut rx) = oneshot::channel();
+    b.c.handle(Command::Act(
+        id.clone(),
+        Action::Stop,
+        Some("Ctrl-C".into()),
+        tx,
+    ));
+    assert!(matches!(rx.try_recv(), Ok(Ok(()))), "the stop is answered");
+    let other = rusqlite::Connection::open(b._dir.path().join("lobster.db")).unwrap();
+    let state: String = other
+        .query_row("SELECT state_json FROM runs WHERE id = ?1", [&id], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert!(state.contains("Ctrl-C"), "stored state: {state}");
+}
