@@ -35,10 +35,7 @@ impl Controller {
         for (i, c) in compactions.iter().enumerate() {
             for uid in self.held.release(&run_id, c.index) {
                 if i < stored {
-                    self.acks
-                        .entry((uid, run_id.clone()))
-                        .or_default()
-                        .push(c.index);
+                    self.ack_after_commit(uid, run_id.clone(), c.index);
                 }
             }
         }
@@ -80,10 +77,7 @@ impl Controller {
         let (stored, result) = write_seconds(&mut self.store, &mut self.noted, &run_id, &snapshots);
         for (c, uids) in snapshots.iter().zip(reporters).take(stored) {
             for uid in uids {
-                self.acks
-                    .entry((uid, run_id.clone()))
-                    .or_default()
-                    .push(c.index);
+                self.ack_after_commit(uid, run_id.clone(), c.index);
             }
         }
         if let Err(e) = result {

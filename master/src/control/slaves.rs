@@ -191,10 +191,7 @@ impl Controller {
                 }
                 stats.give_back(&mut self.check_room);
                 // Acknowledged once the batch it was stored in is committed (next tick).
-                self.acks
-                    .entry((uid.to_string(), run_id))
-                    .or_default()
-                    .push(index);
+                self.ack_after_commit(uid.to_string(), run_id, index);
                 return;
             }
             None => {
@@ -310,6 +307,13 @@ impl Controller {
         for ((uid, run_id), indexes) in self.acks.drain() {
             self.registry.send(&uid, ack(run_id, indexes));
         }
+    }
+
+    /// Notes slave `uid`'s interval `index` of run `run_id`, written in the store's open
+    /// batch (as its own row or within its second), to acknowledge once that batch is
+    /// committed ([`Controller::commit`]).
+    pub(super) fn ack_after_commit(&mut self, uid: String, run_id: String, index: u64) {
+        self.acks.entry((uid, run_id)).or_default().push(index);
     }
 }
 
