@@ -1,0 +1,114 @@
+//! The master's cost of checking and merging one slave's second, without the network (run by
+//! `scripts/bench/interval-check`, in release).
+//!
+//! Intervals are made as `lobster-slave simulate` makes them (10 endpoints, 50 latencies each
+//! between 1 and 200 ms, with their waiting and receiving phases) and encoded once. Then, round
+//! after round, each is read byte by byte (a floor: what touching its histograms costs),
+//! checked ([`CheckedInterval::check_in`]), and checked and merged into an open second
+//! ([`CheckedInterval::merge_deferred`], the second closed by [`Pending::finish`] once all
+//! are in). Printed: the histogram bytes and LEB128 numbers of an interval, and nanoseconds
+//! per interval and per number for each pass, the best of the rounds.
+
+use std::time::{Duration, Instant};
+
+use lobster_fleet::stats::{CheckRoom, CheckedInterval, EndpointStats, IntervalStats, Pending};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+/// Distinct intervals (as many slaves' seconds), each read once per round.
+const SLAVES: usize = 1000;
+const ROUNDS: usize = 15;
+/// Bytes of a V2 histogram's header (before its counts).
+const HEADER: usize = 40;
+
+/// One simulated slave's second, as `lobster-slave simulate` makes it.
+fn interval(rng: &mut SmallRng) -> IntervalStats {
+    let mut stats = IntervalStats::default();
+    for e in 0..10 {
+        let mut s = EndpointStats {
+            requests: 50,
+            ..Default::default()
+        };
+        for _ in 0..50 {
+            let latency = rng.random_range(1_000..200_000u64);
+            let receiving = rng.random_range(10..latency / 10);
+            let _ = s.latency_us.record(latency);
+            let _ = s.phases.waiting_us.record(latency - receiving);
+            let _ = s.phases.receiving_us.record(receiving);
+        }
+        stats.endpoints.insert(format!("endpoint-{e}"), s);
+    }
+    stats
+}
+
+fn main() {
+    let mut rng = SmallRng::seed_from_u64(7);
+    let wire: Vec<_> = (0..SLAVES)
+        .map(|i| interval(&mut rng).to_proto("run", i as u64, false))
+        .collect();
+    let histograms = |w: &lobster_fleet::proto::StatsInterval| {
+        w.endpoints
+            .iter()
+            .flat_map(|e| [&e.latency_us, &e.waiting_us, &e.receiving_us])
+            .map(|h| h.get(HEADER..).unwrap_or_default().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let counts: Vec<Vec<Vec<u8>>> = wire.iter().map(histograms).collect();
+    let bytes: usize = counts.iter().flatten().map(Vec::len).sum::<usize>() / SLAVES;
+    // Each LEB128 number ends with a byte below 0x80.
+    let numbers = counts
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|&&b| b < 0x80)
+        .count()
+        / SLAVES;
+
+    let per = |d: Duration| d.as_nanos() as f64 / SLAVES as f64;
+    let mut room = CheckRoom::default();
+    let (mut touch, mut check, mut merge) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut touched, mut requests) = (0u64, 0u64);
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for h in counts.iter().flatten() {
+            touched += h.iter().map(|&b| u64::from(b)).sum::<u64>();
+        }
+        touch = touch.min(per(t.elapsed()));
+
+        let t = Instant::now();
+        for w in &wire {
+            let c = CheckedInterval::check_in(w, &mut room).expect("a valid interval");
+            requests += c.requests();
+            c.give_back(&mut room);
+        }
+        check = check.min(per(t.elapsed()));
+
+        let t = Instant::now();
+        let (mut second, mut pending) = (IntervalStats::default(), Pending::default());
+        for w in &wire {
+            let c = CheckedInterval::check_in(w, &mut room).expect("a valid interval");
+            c.merge_deferred(&mut second, &mut pending, "slave");
+            c.give_back(&mut room);
+        }
+        pending.finish(&mut second);
+        merge = merge.min(per(t.elapsed()));
+        requests += second.requests();
+    }
+    assert_eq!(requests, 2 * (ROUNDS * SLAVES * 10 * 50) as u64);
+    let n = numbers as f64;
+    println!(
+        "{SLAVES} intervals, best of {ROUNDS} rounds; an interval's histograms: \
+         {bytes} bytes of counts, {numbers} LEB128 numbers (checksum {touched})"
+    );
+    println!(
+        "  read each byte   {touch:>7.0} ns per interval {:>6.2} ns per number",
+        touch / n
+    );
+    println!(
+        "  check            {check:>7.0} ns per interval {:>6.2} ns per number",
+        check / n
+    );
+    println!(
+        "  check and merge  {merge:>7.0} ns per interval {:>6.2} ns per number",
+        merge / n
+    );
+}
