@@ -6,8 +6,8 @@
 //! after round, each is read byte by byte (a floor: what touching its histograms costs),
 //! checked ([`CheckedInterval::check_in`]), and checked and merged into an open second
 //! ([`CheckedInterval::merge_deferred`], the second closed by [`Pending::finish`] once all
-//! are in). Printed: the histogram bytes and LEB128 numbers of an interval, and nanoseconds
-//! per interval and per number for each pass, the best of the rounds.
+//! are in). Printed: the histogram bytes and non-empty buckets of an interval, and
+//! nanoseconds per interval and per bucket for each pass, the best of the rounds.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,6 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 /// Distinct intervals (as many slaves' seconds), each read once per round.
 const SLAVES: usize = 1000;
 const ROUNDS: usize = 15;
-/// Bytes of a V2 histogram's header (before its counts).
-const HEADER: usize = 40;
 
 /// One simulated slave's second, as `lobster-slave simulate` makes it.
 fn interval(rng: &mut SmallRng) -> IntervalStats {
@@ -42,26 +40,26 @@ fn interval(rng: &mut SmallRng) -> IntervalStats {
 
 fn main() {
     let mut rng = SmallRng::seed_from_u64(7);
-    let wire: Vec<_> = (0..SLAVES)
-        .map(|i| interval(&mut rng).to_proto("run", i as u64, false))
-        .collect();
-    let histograms = |w: &lobster_fleet::proto::StatsInterval| {
-        w.endpoints
-            .iter()
-            .flat_map(|e| [&e.latency_us, &e.waiting_us, &e.receiving_us])
-            .map(|h| h.get(HEADER..).unwrap_or_default().to_vec())
-            .collect::<Vec<_>>()
-    };
-    let counts: Vec<Vec<Vec<u8>>> = wire.iter().map(histograms).collect();
-    let bytes: usize = counts.iter().flatten().map(Vec::len).sum::<usize>() / SLAVES;
-    // Each LEB128 number ends with a byte below 0x80.
-    let numbers = counts
+    let seconds: Vec<IntervalStats> = (0..SLAVES).map(|_| interval(&mut rng)).collect();
+    // Non-empty buckets of an interval's histograms: what the master adds up.
+    let buckets = seconds
         .iter()
-        .flatten()
-        .flatten()
-        .filter(|&&b| b < 0x80)
-        .count()
+        .flat_map(|s| s.endpoints.values())
+        .flat_map(|e| [&e.latency_us, &e.phases.waiting_us, &e.phases.receiving_us])
+        .map(|h| h.iter_recorded().count())
+        .sum::<usize>()
         / SLAVES;
+    let wire: Vec<_> = seconds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.to_proto("run", i as u64, false))
+        .collect();
+    let histograms: Vec<&[u8]> = wire
+        .iter()
+        .flat_map(|w| &w.endpoints)
+        .flat_map(|e| [&e.latency_us[..], &e.waiting_us[..], &e.receiving_us[..]])
+        .collect();
+    let bytes = histograms.iter().map(|h| h.len()).sum::<usize>() / SLAVES;
 
     let per = |d: Duration| d.as_nanos() as f64 / SLAVES as f64;
     let mut room = CheckRoom::default();
@@ -69,7 +67,7 @@ fn main() {
     let (mut touched, mut requests) = (0u64, 0u64);
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        for h in counts.iter().flatten() {
+        for h in &histograms {
             touched += h.iter().map(|&b| u64::from(b)).sum::<u64>();
         }
         touch = touch.min(per(t.elapsed()));
@@ -94,21 +92,19 @@ fn main() {
         requests += second.requests();
     }
     assert_eq!(requests, 2 * (ROUNDS * SLAVES * 10 * 50) as u64);
-    let n = numbers as f64;
+    let n = buckets as f64;
     println!(
         "{SLAVES} intervals, best of {ROUNDS} rounds; an interval's histograms: \
-         {bytes} bytes of counts, {numbers} LEB128 numbers (checksum {touched})"
+         {bytes} bytes, {buckets} non-empty buckets (checksum {touched})"
     );
-    println!(
-        "  read each byte   {touch:>7.0} ns per interval {:>6.2} ns per number",
-        touch / n
-    );
-    println!(
-        "  check            {check:>7.0} ns per interval {:>6.2} ns per number",
-        check / n
-    );
-    println!(
-        "  check and merge  {merge:>7.0} ns per interval {:>6.2} ns per number",
-        merge / n
-    );
+    for (what, ns) in [
+        ("read each byte ", touch),
+        ("check          ", check),
+        ("check and merge", merge),
+    ] {
+        println!(
+            "  {what}  {ns:>7.0} ns per interval {:>6.2} ns per bucket",
+            ns / n
+        );
+    }
 }

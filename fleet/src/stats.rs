@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Serializer, V2Serializer};
 use serde::Serialize;
 
 use crate::proto;
@@ -17,6 +16,7 @@ mod latency;
 mod pending;
 mod phases;
 mod resources;
+mod sparse;
 mod wire;
 
 pub use latency::LatencySummary;
@@ -229,10 +229,7 @@ impl EndpointStats {
     }
 
     fn to_proto(&self, name: &str) -> proto::EndpointStats {
-        let mut latency = Vec::new();
-        V2Serializer::new()
-            .serialize(&self.latency_us, &mut latency)
-            .expect("serializing a histogram into memory cannot fail");
+        let latency = sparse::encode(&self.latency_us);
         let [connecting_us, tls_handshaking_us, waiting_us, receiving_us] = self.phases.encode();
         proto::EndpointStats {
             connecting_us,
@@ -260,7 +257,7 @@ impl EndpointStats {
     }
 }
 
-/// Decodes a V2 histogram from the wire, refusing configurations we never send (see
+/// Decodes a histogram from the wire, refusing configurations we never send (see
 /// [`WireHistogram::check`]).
 #[cfg(test)]
 fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, String> {
@@ -413,10 +410,7 @@ impl IntervalStats {
                 .flows
                 .iter()
                 .map(|(name, f)| {
-                    let mut duration_us = Vec::new();
-                    V2Serializer::new()
-                        .serialize(&f.duration_us, &mut duration_us)
-                        .expect("serializing a histogram into memory cannot fail");
+                    let duration_us = sparse::encode(&f.duration_us);
                     let counts = proto::FlowCounts {
                         completed: f.completed,
                         failed: f.failed,

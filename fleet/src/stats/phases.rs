@@ -9,7 +9,6 @@
 //! connections opened.
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Serializer, V2Serializer};
 
 use super::{MAX_LATENCY_US, new_histogram};
 
@@ -74,16 +73,9 @@ impl Phases {
         }
     }
 
-    /// The wire form: V2 encodings, empty for a phase without samples.
+    /// The wire form: sparse encodings ([`super::sparse`]), empty for a phase without
+    /// samples.
     pub(super) fn encode(&self) -> [bytes::Bytes; 4] {
-        self.each().map(|(_, h)| {
-            let mut bytes = Vec::new();
-            if !h.is_empty() {
-                V2Serializer::new()
-                    .serialize(h, &mut bytes)
-                    .expect("serializing a histogram into memory cannot fail");
-            }
-            bytes.into()
-        })
+        self.each().map(|(_, h)| super::sparse::encode(h).into())
     }
 }

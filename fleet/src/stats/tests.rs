@@ -1,5 +1,6 @@
 //! Merging is exact: fleet-wide percentiles equal the raw samples' within the precision.
 
+use hdrhistogram::serialization::{Serializer, V2Serializer};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -5,9 +5,11 @@
 //! Decoding it into a [`Histogram`] allocates and zeroes that array, and adding it to a merged
 //! histogram walks it: at 10,000 slaves with 10 endpoints that was most of the master's CPU.
 //! Here an interval is checked once ([`CheckedInterval::check`]: every rule the decoder ever
-//! enforced) and each histogram's non-zero buckets are added straight from its encoding
-//! (HdrHistogram's uncompressed V2 format: a 40-byte header, then counts as zig-zag LEB128
-//! numbers, a negative number being a run of empty buckets). Adding bucket `i`'s count at the
+//! enforced) and each histogram's non-zero buckets are added straight from its encoding:
+//! Lobster's sparse words ([`super::sparse`], what slaves and the run store write now) or
+//! HdrHistogram's uncompressed V2 format (what they wrote before: a 40-byte header, then
+//! counts as zig-zag LEB128 numbers, a negative number being a run of empty buckets; runs
+//! stored by earlier versions hold it). Adding bucket `i`'s count at the
 //! lowest value of that bucket lands it in the same bucket of a histogram of the same
 //! configuration, so the merge is the same as decoding and adding (proptested in `tests.rs`).
 //!
@@ -49,7 +51,7 @@ pub(super) fn value_at(index: usize) -> u64 {
 /// Buckets of a histogram of our configuration whose highest trackable value is `highest`
 /// (as HdrHistogram sizes its counts array: enough buckets that the untrackable starts above
 /// `highest`, each of half the sub-buckets, plus the first half).
-fn counts_len(highest: u64) -> usize {
+pub(super) fn counts_len(highest: u64) -> usize {
     let mut smallest_untrackable: u64 = (HALF_COUNT as u64) * 2;
     let mut buckets = 1usize;
     while smallest_untrackable <= highest {
@@ -66,7 +68,11 @@ fn counts_len(highest: u64) -> usize {
 /// A histogram's encoding whose header is ours and whose counts decode.
 #[derive(Clone, Copy, Debug)]
 pub struct WireHistogram<'a> {
+    /// Its buckets: V2's numbers after its header, or the sparse encoding's words after its
+    /// cookie.
     payload: &'a [u8],
+    /// Whether `payload` is sparse ([`super::sparse`]) rather than V2.
+    sparse: bool,
     /// Samples it holds.
     len: u64,
     /// Where its non-empty buckets are in its interval's [`Decoded`] words (start, end), when
@@ -116,10 +122,43 @@ impl Decoded {
     }
 }
 
+/// What a histogram's check counts as it reads its buckets.
+struct Tally<'d> {
+    /// The highest bucket index its configuration has.
+    last: usize,
+    /// Samples so far.
+    len: u64,
+    /// Where its buckets are kept, until there is no more room.
+    keep: Option<&'d mut Decoded>,
+}
+
+impl Tally<'_> {
+    /// Counts bucket `index`'s samples, refusing an index beyond its highest value and a sum
+    /// past 2⁶⁴, and keeps the bucket while there is room.
+    #[inline(always)]
+    fn add(&mut self, index: usize, count: u64) -> Result<(), String> {
+        if index > self.last {
+            return Err("histogram counts beyond its highest value".to_string());
+        }
+        self.len = self
+            .len
+            .checked_add(count)
+            .ok_or("histogram counts overflow")?;
+        if let Some(d) = self.keep.as_deref_mut()
+            && !d.keep(index, count)
+        {
+            self.keep = None;
+        }
+        Ok(())
+    }
+}
+
 impl<'a> WireHistogram<'a> {
-    /// Checks an encoding: empty (no samples), or an uncompressed V2 histogram with 3
-    /// significant digits, lowest value 1, a highest value up to 2⁴² and counts that decode
-    /// within it (a foreign configuration could make a decoder allocate without bound).
+    /// Checks an encoding: empty (no samples), sparse ([`super::sparse`]: what Lobster
+    /// writes), or an uncompressed V2 histogram (what earlier versions wrote, still in stored
+    /// runs) with 3 significant digits, lowest value 1, a highest value up to 2⁴² and counts
+    /// that decode within it (a foreign configuration could make a decoder allocate without
+    /// bound).
     pub fn check(bytes: &'a [u8]) -> Result<Self, String> {
         Self::check_keeping(bytes, None)
     }
@@ -130,9 +169,50 @@ impl<'a> WireHistogram<'a> {
         if bytes.is_empty() {
             return Ok(WireHistogram {
                 payload: bytes,
+                sparse: false,
                 len: 0,
                 decoded: None,
             });
+        }
+        let (payload, last, sparse) = match Self::header(bytes)? {
+            Some(highest) => (&bytes[HEADER..], counts_len(highest) - 1, false),
+            None => (&bytes[4..], counts_len(MAX_WIRE_HIGHEST) - 1, true),
+        };
+        let start = decoded.as_ref().map(|d| d.words.len());
+        let mut tally = Tally {
+            last,
+            len: 0,
+            keep: decoded,
+        };
+        // Each reader with a call of its own, so that each inlines it.
+        let read = if sparse {
+            super::sparse::buckets(payload, last, |index, count| tally.add(index, count))
+        } else {
+            indexed(payload, |index, count| tally.add(index, count))
+        };
+        let Tally { len, keep, .. } = tally;
+        // Kept whole, or not at all (a histogram partly kept is read from its encoding).
+        let decoded = match (keep, start) {
+            (Some(d), Some(start)) if read.is_ok() => Some((start as u32, d.words.len() as u32)),
+            _ => None,
+        };
+        read?;
+        Ok(WireHistogram {
+            payload,
+            sparse,
+            len,
+            decoded,
+        })
+    }
+
+    /// Checks the start of a non-empty encoding: `Some(highest trackable value)` for a V2
+    /// header of our configuration, `None` for a sparse encoding with at least one bucket.
+    fn header(bytes: &[u8]) -> Result<Option<u64>, String> {
+        if bytes.len() >= 4 && bytes[..4] == super::sparse::SPARSE_COOKIE.to_be_bytes() {
+            if bytes.len() == 4 {
+                return Err("sparse histogram without buckets".into());
+            }
+            return Ok(None);
         }
         if bytes.len() < HEADER {
             return Err("histogram shorter than its header".into());
@@ -157,34 +237,7 @@ impl<'a> WireHistogram<'a> {
         if !(2..=MAX_WIRE_HIGHEST).contains(&highest) {
             return Err(format!("histogram highest value {highest} out of range"));
         }
-        let payload = &bytes[HEADER..];
-        let mut len: u64 = 0;
-        let last = counts_len(highest) - 1;
-        let start = decoded.as_ref().map(|d| d.words.len());
-        let mut keep = decoded;
-        let read = indexed(payload, |index, count| {
-            if index > last {
-                return Err("histogram counts beyond its highest value".to_string());
-            }
-            len = len.checked_add(count).ok_or("histogram counts overflow")?;
-            if let Some(d) = keep.as_deref_mut()
-                && !d.keep(index, count)
-            {
-                keep = None;
-            }
-            Ok(())
-        });
-        // Kept whole, or not at all (a histogram partly kept is read from its encoding).
-        let decoded = match (keep, start) {
-            (Some(d), Some(start)) if read.is_ok() => Some((start as u32, d.words.len() as u32)),
-            _ => None,
-        };
-        read?;
-        Ok(WireHistogram {
-            payload,
-            len,
-            decoded,
-        })
+        Ok(Some(highest))
     }
 
     /// Samples it holds.
@@ -199,8 +252,8 @@ impl<'a> WireHistogram<'a> {
 
     /// Adds its samples to `h` (a histogram of our configuration, auto-resizing).
     pub fn add_to(&self, h: &mut Histogram<u64>) {
-        let _ = buckets(self.payload, |value, count| {
-            let _ = h.record_n(value, count);
+        let _ = read_buckets(self.payload, self.sparse, usize::MAX, |index, count| {
+            let _ = h.record_n(value_at(index), count);
             Ok(())
         });
     }
@@ -214,7 +267,7 @@ impl<'a> WireHistogram<'a> {
                 .buckets(range)
                 .for_each(|(index, count)| f(index, count)),
             None => {
-                let _ = indexed(self.payload, |index, count| {
+                let _ = read_buckets(self.payload, self.sparse, usize::MAX, |index, count| {
                     f(index, count);
                     Ok(())
                 });
@@ -244,12 +297,20 @@ impl<'a> WireHistogram<'a> {
     }
 }
 
-/// Calls `f(lowest value of the bucket, count)` for each non-empty bucket of a V2 payload.
-fn buckets(
+/// Calls `f(bucket index, count)` for each non-empty bucket of a checked histogram's
+/// payload: sparse words (indexes at most `last`) or V2 numbers.
+#[inline(always)]
+fn read_buckets(
     payload: &[u8],
-    mut f: impl FnMut(u64, u64) -> Result<(), String>,
+    sparse: bool,
+    last: usize,
+    f: impl FnMut(usize, u64) -> Result<(), String>,
 ) -> Result<(), String> {
-    indexed(payload, |index, count| f(value_at(index), count))
+    if sparse {
+        super::sparse::buckets(payload, last, f)
+    } else {
+        indexed(payload, f)
+    }
 }
 
 /// Calls `f(bucket index, count)` for each non-empty bucket of a V2 payload (indexes below
