@@ -404,3 +404,55 @@ fn a_rebuilt_second_is_compacted_again_only_with_new_intervals() {
         a.total.requests() + interval_of(2, 2).requests()
     );
 }
+
+/// A second stored by an earlier version, its histograms in HdrHistogram's V2 encoding (what
+/// slaves and the store wrote before the sparse bucket words), reads back bucket for bucket.
+#[test]
+fn a_second_stored_with_v2_histograms_by_an_earlier_version_reads_back_the_same() {
+    use hdrhistogram::Histogram;
+    use hdrhistogram::serialization::{Serializer, V2Serializer};
+    use lobster_fleet::proto;
+    use prost::Message;
+
+    let mut st = interval_of(1, 3);
+    let e = st.endpoints.get_mut("a").unwrap();
+    for v in [40u64, 40, 90_000, 3_600_000] {
+        lobster_fleet::stats::Phases::record(&mut e.phases.waiting_us, v);
+    }
+    let v2 = |h: &Histogram<u64>| {
+        let mut b = Vec::new();
+        V2Serializer::new().serialize(h, &mut b).unwrap();
+        bytes::Bytes::from(b)
+    };
+    let mut wire = st.to_proto("", 0, false);
+    let mine = &st.endpoints["a"];
+    wire.endpoints[0].latency_us = v2(&mine.latency_us);
+    wire.endpoints[0].waiting_us = v2(&mine.phases.waiting_us);
+    assert_eq!(
+        wire.endpoints[0].latency_us[..4],
+        0x1c84_9313u32.to_be_bytes()
+    );
+    let stored = proto::MergedSecond {
+        stats: Some(wire),
+        reporters: vec![proto::MergedReporter {
+            slave_uid: "s1".into(),
+            requests: mine.requests,
+            resources: None,
+        }],
+    }
+    .encode_to_vec();
+    let back = Compaction::decode(3, &stored).unwrap();
+    let buckets = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    };
+    let got = &back.stats.endpoints["a"];
+    assert_eq!(got.requests, mine.requests);
+    assert_eq!(buckets(&got.latency_us), buckets(&mine.latency_us));
+    assert_eq!(got.phases.waiting_us.len(), 4);
+    assert_eq!(
+        buckets(&got.phases.waiting_us),
+        buckets(&mine.phases.waiting_us)
+    );
+}
