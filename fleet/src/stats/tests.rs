@@ -296,6 +296,11 @@ fn foreign_histograms_are_refused() {
             .unwrap_err()
             .contains("significant digits")
     );
+    // HdrHistogram's compressed V2 (another cookie) is neither encoding we read.
+    let mut compressed = bytes.clone();
+    compressed[..4].copy_from_slice(&0x1c84_9314u32.to_be_bytes());
+    let e = decode_histogram(&compressed).unwrap_err();
+    assert!(e.contains("neither Lobster's sparse words nor"), "{e}");
     let wire = proto::StatsInterval {
         endpoints: vec![
             proto::EndpointStats {

@@ -220,7 +220,10 @@ impl<'a> WireHistogram<'a> {
         let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         if u32_at(0) != V2_COOKIE {
-            return Err("not an uncompressed V2 histogram".into());
+            return Err(
+                "not a histogram encoding: neither Lobster's sparse words nor an uncompressed V2 histogram"
+                    .into(),
+            );
         }
         if u32_at(4) as usize != bytes.len() - HEADER {
             return Err("histogram length does not match its payload".into());
