@@ -60,12 +60,12 @@ pub(super) fn encode(h: &Histogram<u64>) -> Vec<u8> {
 }
 
 /// Calls `f(bucket index, count)` for each bucket of a sparse encoding's words (after its
-/// cookie), refusing words out of order, empty buckets, indexes above `last` and encodings
-/// cut off or not canonical; stops at `f`'s first error.
+/// cookie), refusing words out of order, empty buckets and encodings cut off or not
+/// canonical; stops at `f`'s first error. Indexes are bounded by the caller's check, as V2's
+/// are (`wire.rs`: one bound for both encodings).
 #[inline(always)]
 pub(super) fn buckets(
     words: &[u8],
-    last: usize,
     mut f: impl FnMut(usize, u64) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut at = 0;
@@ -91,9 +91,6 @@ pub(super) fn buckets(
         }
         if count == 0 {
             return Err("histogram bucket without samples".into());
-        }
-        if index > last {
-            return Err("histogram counts beyond any value".into());
         }
         f(index, count)?;
         next = index + 1;

@@ -186,7 +186,7 @@ impl<'a> WireHistogram<'a> {
         };
         // Each reader with a call of its own, so that each inlines it.
         let read = if sparse {
-            super::sparse::buckets(payload, last, |index, count| tally.add(index, count))
+            super::sparse::buckets(payload, |index, count| tally.add(index, count))
         } else {
             indexed(payload, |index, count| tally.add(index, count))
         };
@@ -255,7 +255,7 @@ impl<'a> WireHistogram<'a> {
 
     /// Adds its samples to `h` (a histogram of our configuration, auto-resizing).
     pub fn add_to(&self, h: &mut Histogram<u64>) {
-        let _ = read_buckets(self.payload, self.sparse, usize::MAX, |index, count| {
+        let _ = read_buckets(self.payload, self.sparse, |index, count| {
             let _ = h.record_n(value_at(index), count);
             Ok(())
         });
@@ -270,7 +270,7 @@ impl<'a> WireHistogram<'a> {
                 .buckets(range)
                 .for_each(|(index, count)| f(index, count)),
             None => {
-                let _ = read_buckets(self.payload, self.sparse, usize::MAX, |index, count| {
+                let _ = read_buckets(self.payload, self.sparse, |index, count| {
                     f(index, count);
                     Ok(())
                 });
@@ -301,16 +301,15 @@ impl<'a> WireHistogram<'a> {
 }
 
 /// Calls `f(bucket index, count)` for each non-empty bucket of a checked histogram's
-/// payload: sparse words (indexes at most `last`) or V2 numbers.
+/// payload: sparse words or V2 numbers.
 #[inline(always)]
 fn read_buckets(
     payload: &[u8],
     sparse: bool,
-    last: usize,
     f: impl FnMut(usize, u64) -> Result<(), String>,
 ) -> Result<(), String> {
     if sparse {
-        super::sparse::buckets(payload, last, f)
+        super::sparse::buckets(payload, f)
     } else {
         indexed(payload, f)
     }
