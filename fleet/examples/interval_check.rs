@@ -6,7 +6,8 @@
 //! after round, each is read byte by byte (a floor: what touching its histograms costs),
 //! checked ([`CheckedInterval::check_in`]), and checked and merged into an open second
 //! ([`CheckedInterval::merge_deferred`], the second closed by [`Pending::finish`] once all
-//! are in). Printed: the histogram bytes and non-empty buckets of an interval, and
+//! are in), and both in one pass ([`CheckedInterval::check_and_merge`], what the master does
+//! with an interval of an open second). Printed: the histogram bytes and non-empty buckets of an interval, and
 //! nanoseconds per interval and per bucket for each pass, the best of the rounds.
 
 use std::time::{Duration, Instant};
@@ -63,7 +64,7 @@ fn main() {
 
     let per = |d: Duration| d.as_nanos() as f64 / SLAVES as f64;
     let mut room = CheckRoom::default();
-    let (mut touch, mut check, mut merge) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut touch, mut check, mut merge, mut fused) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     let (mut touched, mut requests) = (0u64, 0u64);
     for _ in 0..ROUNDS {
         let t = Instant::now();
@@ -90,8 +91,18 @@ fn main() {
         pending.finish(&mut second);
         merge = merge.min(per(t.elapsed()));
         requests += second.requests();
+
+        let t = Instant::now();
+        let (mut second, mut pending) = (IntervalStats::default(), Pending::default());
+        for w in &wire {
+            CheckedInterval::check_and_merge(w, &mut room, &mut second, &mut pending, "slave")
+                .expect("a valid interval");
+        }
+        pending.finish(&mut second);
+        fused = fused.min(per(t.elapsed()));
+        requests += second.requests();
     }
-    assert_eq!(requests, 2 * (ROUNDS * SLAVES * 10 * 50) as u64);
+    assert_eq!(requests, 3 * (ROUNDS * SLAVES * 10 * 50) as u64);
     let n = buckets as f64;
     println!(
         "{SLAVES} intervals, best of {ROUNDS} rounds; an interval's histograms: \
@@ -101,6 +112,7 @@ fn main() {
         ("read each byte ", touch),
         ("check          ", check),
         ("check and merge", merge),
+        ("in one pass    ", fused),
     ] {
         println!(
             "  {what}  {ns:>7.0} ns per interval {:>6.2} ns per bucket",

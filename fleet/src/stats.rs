@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::proto;
 
+mod fused;
 mod latency;
 mod pending;
 mod phases;

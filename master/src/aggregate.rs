@@ -17,7 +17,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use lobster_fleet::stats::{IntervalStats, LatencySummary, Mergeable, Pending};
+use lobster_fleet::proto;
+use lobster_fleet::stats::{
+    CheckRoom, CheckedInterval, IntervalStats, LatencySummary, Mergeable, Pending, StatsError,
+};
 use rangemap::RangeInclusiveSet;
 use serde::{Deserialize, Serialize};
 
@@ -168,6 +171,39 @@ impl Aggregator {
             b.fresh = true;
         }
         true
+    }
+
+    /// Checks `slave`'s interval `index` of a second still open and merges it, in one pass
+    /// over its histograms ([`CheckedInterval::check_and_merge`]); its requests, or `None`
+    /// if it was merged already (nothing is checked then). A refused interval leaves the
+    /// aggregator as it was (no second opened for it either).
+    pub fn check_and_add_open(
+        &mut self,
+        slave: &str,
+        index: u64,
+        wire: &proto::StatsInterval,
+        room: &mut CheckRoom,
+    ) -> Result<Option<u64>, StatsError> {
+        debug_assert!(self.is_open(index), "second {index} is closed");
+        if self.has(slave, index) {
+            return Ok(None);
+        }
+        let opened = !self.open.contains_key(&index);
+        let b = self.open.entry(index).or_default();
+        match CheckedInterval::check_and_merge(wire, room, &mut b.stats, &mut b.pending, slave) {
+            Ok(requests) => {
+                b.reporters.insert(slave.to_string(), requests);
+                b.fresh = true;
+                self.note(slave, index, requests);
+                Ok(Some(requests))
+            }
+            Err(e) => {
+                if opened {
+                    self.open.remove(&index);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Records that `slave`'s interval `index`, of `requests` requests, is merged: in the

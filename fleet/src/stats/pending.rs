@@ -44,6 +44,22 @@ impl Counts {
         }
     }
 
+    /// Takes back `count` samples of bucket `index` that [`Counts::add`] added (`fused.rs`: an
+    /// interval refused after some of its buckets were added).
+    pub(super) fn sub(&mut self, index: usize, count: u64) {
+        let Some(low) = self.low.get_mut(index) else {
+            return;
+        };
+        let (rest, borrow) = low.overflowing_sub((count & 0xffff) as u16);
+        *low = rest;
+        let down = (count >> 16) + u64::from(borrow);
+        if down > 0
+            && let Some(c) = self.carries.get_mut(index)
+        {
+            *c = c.saturating_sub(down);
+        }
+    }
+
     #[cold]
     fn carry(&mut self, index: usize, carry: u64) {
         if index >= self.carries.len() {
@@ -86,6 +102,21 @@ impl Histograms {
             self.by_name.insert(name.to_string(), Default::default());
         }
         self.by_name.get_mut(name).expect("inserted above")
+    }
+
+    /// Whether entry `name` has counts.
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The counts of entry `name`, if it has any.
+    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut [Counts; 5]> {
+        self.by_name.get_mut(name)
+    }
+
+    /// Forgets entry `name`.
+    pub(super) fn remove(&mut self, name: &str) {
+        self.by_name.remove(name);
     }
 }
 
@@ -146,5 +177,28 @@ mod tests {
         small.record_into(&mut h);
         assert_eq!(h.len(), (1 << 33) + 1);
         assert_eq!(h.count_at(value_at(2000)), (1 << 33) + 1);
+    }
+
+    /// What [`Counts::sub`] takes back of what [`Counts::add`] added leaves each bucket as it
+    /// was, across the 16-bit boundary both ways (a borrow from the carries) and past 2³².
+    #[test]
+    fn taking_back_an_add_restores_the_bucket() {
+        let adds = [1, 0xffff, 0x1_0000, 0x1_2345, (7 << 32) + 0xfffe, 3];
+        for start in [0u64, 1, 0xfffe, 0xffff, 0x1_0000, (1 << 40) + 0x8001] {
+            for &a in &adds {
+                for &b in &adds {
+                    let mut c = Counts::default();
+                    if start > 0 {
+                        c.add(5, start);
+                    }
+                    c.add(5, a);
+                    c.add(5, b);
+                    c.sub(5, b);
+                    assert_eq!(c.get(5), start + a, "{start} + {a} + {b} − {b}");
+                    c.sub(5, a);
+                    assert_eq!(c.get(5), start, "{start} + {a} − {a}");
+                }
+            }
+        }
     }
 }

@@ -441,3 +441,126 @@ fn checks_flows_and_phases_survive_the_wire_and_merge() {
     bad.flows.get_mut("member").unwrap().completed = 1;
     assert!(IntervalStats::from_proto(&bad).is_err());
 }
+
+/// Spoils a valid interval so that its check fails late, after it added some buckets (or,
+/// for a flipped byte, perhaps not at all): `how` picks the fault, `at` where it lands.
+fn spoil(w: &mut proto::StatsInterval, how: u8, at: usize) {
+    let last = w.endpoints.len() - 1;
+    match how {
+        0 => {
+            let e = &mut w.endpoints[last];
+            let mut bytes = e.latency_us.to_vec();
+            if !bytes.is_empty() {
+                let i = at % bytes.len();
+                bytes[i] ^= 1 << (at % 8);
+                e.latency_us = bytes.into();
+            }
+        }
+        1 => w.endpoints[last].requests = 0,
+        2 => {
+            let first = w.endpoints[0].clone();
+            w.endpoints.push(first);
+        }
+        3 => {
+            if let Some(f) = w.flows.values_mut().next() {
+                f.completed = 0;
+            }
+        }
+        4 => {
+            if let Some(t) = w.targets.last_mut() {
+                t.name.clear();
+            }
+        }
+        5 => {
+            w.endpoints[last].errors = (0..65).map(|i| (format!("e{i}"), 1)).collect();
+        }
+        _ => {
+            if let Some(t) = w.targets.last_mut() {
+                let n = t.waiting_us.len();
+                t.waiting_us = t.waiting_us.slice(..n.saturating_sub(1 + at % 3));
+            }
+        }
+    }
+}
+
+/// An open second's merge as the master would store it: its counts recorded, on the wire.
+fn closed(into: &IntervalStats, pending: &Pending) -> proto::StatsInterval {
+    let mut s = into.clone();
+    pending.clone().finish(&mut s);
+    s.to_proto("r", 0, false)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The single pass (`fused.rs`) merges exactly what the check and then the deferred merge
+    /// do, and an interval it refuses is refused with the check's error and leaves the open
+    /// second as it was: every bucket, counter and name (a refused interval's new endpoint
+    /// or target does not appear).
+    #[test]
+    fn a_single_pass_merges_what_two_do_and_a_refusal_takes_back_everything(
+        slaves in 1usize..6,
+        seed in any::<u64>(),
+        how in 0u8..7,
+        at in any::<usize>(),
+        rename in any::<bool>(),
+    ) {
+        let wire = random_wire(slaves + 1, seed);
+        let (mut into, mut pending) = (IntervalStats::default(), Pending::default());
+        let (mut two_into, mut two_pending) = (IntervalStats::default(), Pending::default());
+        let mut room = CheckRoom::default();
+        for (i, w) in wire[..slaves].iter().enumerate() {
+            let r = format!("s{i}");
+            let n = CheckedInterval::check_and_merge(w, &mut room, &mut into, &mut pending, &r);
+            prop_assert_eq!(n, Ok(w.endpoints.iter().map(|e| e.requests).sum::<u64>()));
+            let c = CheckedInterval::check(w).unwrap();
+            c.merge_deferred(&mut two_into, &mut two_pending, &r);
+        }
+        prop_assert_eq!(closed(&into, &pending), closed(&two_into, &two_pending));
+
+        let mut bad = wire[slaves].clone();
+        if rename {
+            bad.endpoints[1].name = "new".into();
+            bad.targets[1].name = "http://new".into();
+            bad.flows = bad.flows.into_values().map(|f| ("new".to_string(), f)).collect();
+        }
+        spoil(&mut bad, how, at);
+        let before = closed(&into, &pending);
+        let expected = CheckedInterval::check(&bad).map(|c| c.requests());
+        let got = CheckedInterval::check_and_merge(&bad, &mut room, &mut into, &mut pending, "bad");
+        prop_assert_eq!(&got, &expected);
+        if got.is_err() {
+            prop_assert_eq!(closed(&into, &pending), before);
+        } else {
+            CheckedInterval::check(&bad).unwrap().merge_deferred(&mut two_into, &mut two_pending, "bad");
+            prop_assert_eq!(closed(&into, &pending), closed(&two_into, &two_pending));
+        }
+    }
+}
+
+/// Faults that fail the check after buckets were added are refused, and each leaves the
+/// open second unchanged (the cases the proptest above draws at random, each once).
+#[test]
+fn each_late_fault_is_taken_back() {
+    let wire = random_wire(3, 11);
+    for how in 1u8..7 {
+        let (mut into, mut pending) = (IntervalStats::default(), Pending::default());
+        let mut room = CheckRoom::default();
+        CheckedInterval::check_and_merge(&wire[0], &mut room, &mut into, &mut pending, "a")
+            .unwrap();
+        let before = closed(&into, &pending);
+        let mut bad = wire[1].clone();
+        bad.endpoints[1].name = "new".into();
+        spoil(&mut bad, how, 1);
+        let got = CheckedInterval::check_and_merge(&bad, &mut room, &mut into, &mut pending, "x");
+        assert!(got.is_err(), "fault {how} refused");
+        assert!(
+            pending.endpoints.get_mut("new").is_none(),
+            "fault {how}: no `new`"
+        );
+        assert_eq!(closed(&into, &pending), before, "fault {how}");
+        // And the room still checks the next interval.
+        CheckedInterval::check_and_merge(&wire[2], &mut room, &mut into, &mut pending, "b")
+            .unwrap();
+    }
+}

@@ -23,6 +23,7 @@ use std::collections::HashSet;
 
 use hdrhistogram::Histogram;
 
+use super::fused::{Adding, EntrySinks, Map, Taken};
 use super::pending::Pending;
 use super::{
     CheckCount, FlowCount, IntervalStats, MAX_SAMPLE_BYTES, MAX_WIRE_CHECKS, MAX_WIRE_ENDPOINTS,
@@ -122,19 +123,31 @@ impl Decoded {
     }
 }
 
+/// Where a histogram's check puts the buckets it reads.
+pub(super) enum Sink<'d> {
+    /// Nowhere.
+    Nowhere,
+    /// Kept as words, while there is room (then nowhere: the merge reads the encoding again).
+    Keep(&'d mut Decoded),
+    /// Added into counts at once (the single pass of `fused.rs`, which takes them back out if
+    /// the interval is refused).
+    Add(&'d mut super::pending::Counts),
+}
+
 /// What a histogram's check counts as it reads its buckets.
 struct Tally<'d> {
     /// The highest bucket index its configuration has.
     last: usize,
     /// Samples so far.
     len: u64,
-    /// Where its buckets are kept, until there is no more room.
-    keep: Option<&'d mut Decoded>,
+    /// Buckets passed to `sink` so far.
+    taken: u32,
+    sink: Sink<'d>,
 }
 
 impl Tally<'_> {
     /// Counts bucket `index`'s samples, refusing an index beyond its highest value and a sum
-    /// past 2⁶⁴, and keeps the bucket while there is room.
+    /// past 2⁶⁴, and passes the bucket to its sink.
     #[inline(always)]
     fn add(&mut self, index: usize, count: u64) -> Result<(), String> {
         if index > self.last {
@@ -144,11 +157,16 @@ impl Tally<'_> {
             .len
             .checked_add(count)
             .ok_or("histogram counts overflow")?;
-        if let Some(d) = self.keep.as_deref_mut()
-            && !d.keep(index, count)
-        {
-            self.keep = None;
+        match &mut self.sink {
+            Sink::Nowhere => {}
+            Sink::Keep(d) => {
+                if !d.keep(index, count) {
+                    self.sink = Sink::Nowhere;
+                }
+            }
+            Sink::Add(c) => c.add(index, count),
         }
+        self.taken += 1;
         Ok(())
     }
 }
@@ -166,23 +184,35 @@ impl<'a> WireHistogram<'a> {
     /// As [`WireHistogram::check`], keeping its non-empty buckets in `decoded` while there is
     /// room.
     fn check_keeping(bytes: &'a [u8], decoded: Option<&mut Decoded>) -> Result<Self, String> {
+        Self::check_into(bytes, decoded.map_or(Sink::Nowhere, Sink::Keep)).0
+    }
+
+    /// As [`WireHistogram::check`], passing its non-empty buckets to `sink` as it reads them;
+    /// with how many it passed, also when it is refused (`fused.rs` takes back that many).
+    pub(super) fn check_into(bytes: &'a [u8], sink: Sink<'_>) -> (Result<Self, String>, u32) {
         if bytes.is_empty() {
-            return Ok(WireHistogram {
+            let empty = WireHistogram {
                 payload: bytes,
                 sparse: false,
                 len: 0,
                 decoded: None,
-            });
+            };
+            return (Ok(empty), 0);
         }
-        let (payload, last, sparse) = match Self::header(bytes)? {
-            Some(highest) => (&bytes[HEADER..], counts_len(highest) - 1, false),
-            None => (&bytes[4..], counts_len(MAX_WIRE_HIGHEST) - 1, true),
+        let (payload, last, sparse) = match Self::header(bytes) {
+            Ok(Some(highest)) => (&bytes[HEADER..], counts_len(highest) - 1, false),
+            Ok(None) => (&bytes[4..], counts_len(MAX_WIRE_HIGHEST) - 1, true),
+            Err(e) => return (Err(e), 0),
         };
-        let start = decoded.as_ref().map(|d| d.words.len());
+        let start = match &sink {
+            Sink::Keep(d) => Some(d.words.len()),
+            _ => None,
+        };
         let mut tally = Tally {
             last,
             len: 0,
-            keep: decoded,
+            taken: 0,
+            sink,
         };
         // Each reader with a call of its own, so that each inlines it.
         let read = if sparse {
@@ -190,19 +220,43 @@ impl<'a> WireHistogram<'a> {
         } else {
             indexed(payload, |index, count| tally.add(index, count))
         };
-        let Tally { len, keep, .. } = tally;
+        let Tally {
+            len, taken, sink, ..
+        } = tally;
         // Kept whole, or not at all (a histogram partly kept is read from its encoding).
-        let decoded = match (keep, start) {
-            (Some(d), Some(start)) if read.is_ok() => Some((start as u32, d.words.len() as u32)),
+        let decoded = match (sink, start) {
+            (Sink::Keep(d), Some(start)) if read.is_ok() => {
+                Some((start as u32, d.words.len() as u32))
+            }
             _ => None,
         };
-        read?;
-        Ok(WireHistogram {
+        let checked = read.map(|()| WireHistogram {
             payload,
             sparse,
             len,
             decoded,
-        })
+        });
+        (checked, taken)
+    }
+
+    /// Takes the first `taken` buckets of `bytes` (an encoding whose check passed that many
+    /// to [`Sink::Add`]) back out of `counts`.
+    pub(super) fn take_back(bytes: &[u8], taken: u32, counts: &mut super::pending::Counts) {
+        let (payload, sparse) = match Self::header(bytes) {
+            Ok(Some(_)) => (&bytes[HEADER..], false),
+            Ok(None) => (&bytes[4..], true),
+            Err(_) => return,
+        };
+        let mut left = taken;
+        // Stops after the last bucket taken (the error only ends the read).
+        let _ = read_buckets(payload, sparse, |index, count| {
+            if left == 0 {
+                return Err(String::new());
+            }
+            counts.sub(index, count);
+            left -= 1;
+            Ok(())
+        });
     }
 
     /// Checks the start of a non-empty encoding: `Some(highest trackable value)` for a V2
@@ -445,26 +499,50 @@ impl CheckedEndpoint<'_> {
 fn check_targets<'a>(
     wire: &'a [proto::EndpointStats],
     decoded: &mut Decoded,
+    mut adding: Option<&mut Adding<'_>>,
 ) -> Result<Vec<CheckedEndpoint<'a>>, StatsError> {
     let bad = || StatsError::BadTargets(wire.len());
     if wire.len() > crate::scenario::MAX_TARGETS {
         return Err(bad());
     }
     let mut urls = HashSet::with_capacity(wire.len());
-    wire.iter()
-        .map(|t| {
-            if t.name.is_empty() || t.name.len() > 1000 || !urls.insert(t.name.as_str()) {
-                return Err(bad());
-            }
-            check_endpoint(t, decoded)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(wire.len());
+    for (at, t) in wire.iter().enumerate() {
+        if t.name.is_empty() || t.name.len() > 1000 || !urls.insert(t.name.as_str()) {
+            return Err(bad());
+        }
+        let sinks = adding
+            .as_deref_mut()
+            .map(|a| a.entry(Map::Targets, at, &t.name));
+        out.push(check_endpoint(t, decoded, sinks)?);
+    }
+    Ok(out)
+}
+
+/// Where [`CheckedInterval::merge_rest`] adds flow durations.
+enum Durations<'p> {
+    /// Into the merged statistics' histograms.
+    Into,
+    /// Into an open second's counts.
+    Pending(&'p mut Pending),
+    /// Nowhere: the check added them ([`Sink::Add`]).
+    Added,
 }
 
 /// Memory for the buckets an interval's check keeps, kept from one check to the next
 /// ([`CheckedInterval::check_in`]).
 #[derive(Debug, Default)]
-pub struct CheckRoom(Decoded);
+pub struct CheckRoom {
+    decoded: Decoded,
+    /// What a single-pass check added so far (`fused.rs`).
+    pub(super) journal: Vec<Taken>,
+}
+
+impl CheckRoom {
+    pub(super) fn decoded_mut(&mut self) -> &mut Decoded {
+        &mut self.decoded
+    }
+}
 
 /// An interval from the wire that passed every check, ready to merge.
 #[derive(Debug)]
@@ -491,37 +569,52 @@ impl<'a> CheckedInterval<'a> {
     /// thousands of intervals a second; glibc's `malloc` was 13.8 % of the master's samples
     /// at 10,000 slaves before this and `control/held.rs` holding less).
     pub fn check_in(p: &'a proto::StatsInterval, room: &mut CheckRoom) -> Result<Self, StatsError> {
+        Self::check_with(p, &mut room.decoded, None)
+    }
+
+    /// The check, keeping the buckets it reads in `room`'s words or, when `adding`, adding
+    /// them into its open second's counts at once (`fused.rs`).
+    pub(super) fn check_with(
+        p: &'a proto::StatsInterval,
+        room: &mut Decoded,
+        mut adding: Option<&mut Adding<'_>>,
+    ) -> Result<Self, StatsError> {
         if p.endpoints.len() > MAX_WIRE_ENDPOINTS {
             return Err(StatsError::TooManyEndpoints(p.endpoints.len()));
         }
         let mut names = HashSet::with_capacity(p.endpoints.len());
         let mut endpoints = Vec::with_capacity(p.endpoints.len());
-        // Each non-empty bucket takes a byte of its encoding at least: room for them all.
-        let bytes: usize = p
-            .endpoints
-            .iter()
-            .chain(&p.targets)
-            .map(|e| {
-                e.latency_us.len()
-                    + e.connecting_us.len()
-                    + e.tls_handshaking_us.len()
-                    + e.waiting_us.len()
-                    + e.receiving_us.len()
-            })
-            .sum();
-        let mut decoded = std::mem::take(&mut room.0);
+        let mut decoded = std::mem::take(room);
         decoded.words.clear();
-        decoded.words.reserve(bytes.min(DECODED_LIMIT));
-        for e in &p.endpoints {
+        if adding.is_none() {
+            // Each non-empty bucket takes a byte of its encoding at least: room for them all.
+            let bytes: usize = p
+                .endpoints
+                .iter()
+                .chain(&p.targets)
+                .map(|e| {
+                    e.latency_us.len()
+                        + e.connecting_us.len()
+                        + e.tls_handshaking_us.len()
+                        + e.waiting_us.len()
+                        + e.receiving_us.len()
+                })
+                .sum();
+            decoded.words.reserve(bytes.min(DECODED_LIMIT));
+        }
+        for (at, e) in p.endpoints.iter().enumerate() {
             if e.name.is_empty() || e.name.len() > 100 {
                 return Err(StatsError::BadName);
             }
             if !names.insert(e.name.as_str()) {
                 return Err(StatsError::DuplicateEndpoint(e.name.clone()));
             }
-            endpoints.push(check_endpoint(e, &mut decoded)?);
+            let sinks = adding
+                .as_deref_mut()
+                .map(|a| a.entry(Map::Endpoints, at, &e.name));
+            endpoints.push(check_endpoint(e, &mut decoded, sinks)?);
         }
-        let targets = check_targets(&p.targets, &mut decoded)?;
+        let targets = check_targets(&p.targets, &mut decoded, adding.as_deref_mut())?;
         if p.checks.len() > MAX_WIRE_CHECKS || p.checks.keys().any(|k| k.len() > 1024) {
             return Err(StatsError::TooManyChecks(p.checks.len()));
         }
@@ -529,9 +622,12 @@ impl<'a> CheckedInterval<'a> {
             return Err(StatsError::TooManyChecks(p.flows.len()));
         }
         let mut flows = Vec::with_capacity(p.flows.len());
-        for (name, f) in &p.flows {
-            let h = WireHistogram::check_keeping(&f.duration_us, Some(&mut decoded))
-                .map_err(|why| StatsError::Histogram(name.clone(), why))?;
+        for (at, (name, f)) in p.flows.iter().enumerate() {
+            let h = match adding.as_deref_mut() {
+                None => WireHistogram::check_keeping(&f.duration_us, Some(&mut decoded)),
+                Some(a) => a.entry(Map::Flows, at, name).check(0, &f.duration_us),
+            }
+            .map_err(|why| StatsError::Histogram(name.clone(), why))?;
             if h.len() > f.completed {
                 return Err(StatsError::Inconsistent(name.clone()));
             }
@@ -548,7 +644,7 @@ impl<'a> CheckedInterval<'a> {
 
     /// Returns the memory its check kept its buckets in to `room`, for the next check.
     pub fn give_back(self, room: &mut CheckRoom) {
-        room.0 = self.decoded;
+        room.decoded = self.decoded;
     }
 
     /// Requests of every endpoint.
@@ -577,7 +673,7 @@ impl<'a> CheckedInterval<'a> {
         for t in &self.targets {
             t.merge_into(&mut into.targets, &self.decoded);
         }
-        self.merge_rest(into, reporter, None);
+        self.merge_rest(into, reporter, Durations::Into);
     }
 
     /// As [`CheckedInterval::merge_into`], but its histograms are added to `pending` bucket
@@ -590,12 +686,23 @@ impl<'a> CheckedInterval<'a> {
         for t in &self.targets {
             t.merge_deferred(&mut into.targets, &mut pending.targets, &self.decoded);
         }
-        self.merge_rest(into, reporter, Some(pending));
+        self.merge_rest(into, reporter, Durations::Pending(pending));
     }
 
-    /// Resources, dropped arrivals, checks and flows (their durations into `pending` when
-    /// given).
-    fn merge_rest(&self, into: &mut IntervalStats, reporter: &str, pending: Option<&mut Pending>) {
+    /// Its counters into `into` (resources under `reporter`), its histograms having been
+    /// added by its check ([`Sink::Add`], `fused.rs`).
+    pub(super) fn merge_counters_into(&self, into: &mut IntervalStats, reporter: &str) {
+        for e in &self.endpoints {
+            e.merge_counters(&mut into.endpoints);
+        }
+        for t in &self.targets {
+            t.merge_counters(&mut into.targets);
+        }
+        self.merge_rest(into, reporter, Durations::Added);
+    }
+
+    /// Resources, dropped arrivals, checks and flows (their durations as `durations` says).
+    fn merge_rest(&self, into: &mut IntervalStats, reporter: &str, durations: Durations<'_>) {
         if let Some(r) = self.resources() {
             into.add_resources(reporter, &r);
         }
@@ -605,15 +712,18 @@ impl<'a> CheckedInterval<'a> {
             mine.passes = mine.passes.saturating_add(c.passes);
             mine.fails = mine.fails.saturating_add(c.fails);
         }
-        let mut pending = pending;
+        let mut durations = durations;
         for (name, h) in &self.flows {
             let f = &self.wire.flows[*name];
             let mine: &mut FlowCount = into.flows.entry((*name).to_string()).or_default();
             mine.completed = mine.completed.saturating_add(f.completed);
             mine.failed = mine.failed.saturating_add(f.failed);
-            match pending.as_deref_mut() {
-                Some(p) => h.add_to_counts(&self.decoded, &mut p.flows.slots(name)[0]),
-                None => h.add_kept_to(&self.decoded, &mut mine.duration_us),
+            match &mut durations {
+                Durations::Into => h.add_kept_to(&self.decoded, &mut mine.duration_us),
+                Durations::Pending(p) => {
+                    h.add_to_counts(&self.decoded, &mut p.flows.slots(name)[0])
+                }
+                Durations::Added => {}
             }
         }
     }
@@ -685,6 +795,7 @@ impl Mergeable for IntervalStats {
 fn check_endpoint<'a>(
     p: &'a proto::EndpointStats,
     decoded: &mut Decoded,
+    mut adding: Option<EntrySinks<'_>>,
 ) -> Result<CheckedEndpoint<'a>, StatsError> {
     let keys_ok = |m: &std::collections::HashMap<String, u64>| {
         m.len() <= MAX_WIRE_ERROR_KEYS && m.keys().all(|k| k.len() <= 64)
@@ -699,8 +810,12 @@ fn check_endpoint<'a>(
     {
         return Err(StatsError::TooManyErrorClasses(p.name.clone()));
     }
-    let latency = WireHistogram::check_keeping(&p.latency_us, Some(decoded))
-        .map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
+    let mut check = |slot: usize, bytes: &'a [u8]| match adding.as_mut() {
+        None => WireHistogram::check_keeping(bytes, Some(decoded)),
+        Some(sinks) => sinks.check(slot, bytes),
+    };
+    let latency =
+        check(0, &p.latency_us).map_err(|why| StatsError::Histogram(p.name.clone(), why))?;
     if latency.len() > p.requests {
         return Err(StatsError::Inconsistent(p.name.clone()));
     }
@@ -711,12 +826,12 @@ fn check_endpoint<'a>(
         &p.receiving_us[..],
     ];
     let mut checked = [latency; 5];
-    for ((bytes, slot), name) in phases
-        .into_iter()
+    for (((slot, bytes), into), name) in (1..)
+        .zip(phases)
         .zip(checked.iter_mut().skip(1))
         .zip(super::Phases::NAMES)
     {
-        let h = WireHistogram::check_keeping(bytes, Some(decoded))
+        let h = check(slot, bytes)
             .map_err(|why| StatsError::Histogram(p.name.clone(), format!("{name}: {why}")))?;
         if h.len() > p.requests {
             return Err(StatsError::Histogram(
@@ -724,7 +839,7 @@ fn check_endpoint<'a>(
                 format!("{name}: more samples than requests"),
             ));
         }
-        *slot = h;
+        *into = h;
     }
     Ok(CheckedEndpoint {
         wire: p,

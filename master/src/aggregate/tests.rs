@@ -457,3 +457,52 @@ fn a_second_stored_with_v2_histograms_by_an_earlier_version_reads_back_the_same(
         buckets(&mine.phases.waiting_us)
     );
 }
+
+/// The single pass the master takes for intervals of open seconds merges as `add` does; a
+/// refused interval opens no second, counts for no slave and leaves its second as it was,
+/// and the slave's next, valid copy of it is merged.
+#[test]
+fn a_refused_interval_of_an_open_second_leaves_no_trace() {
+    let mut room = CheckRoom::default();
+    let (mut one, mut two) = (Aggregator::default(), Aggregator::default());
+    let wire = stats(5).to_proto("r", 0, false);
+    assert_eq!(
+        one.check_and_add_open("x", 0, &wire, &mut room),
+        Ok(Some(5))
+    );
+    assert_eq!(one.check_and_add_open("x", 0, &wire, &mut room), Ok(None));
+    assert!(two.add("x", 0, &stats(5)));
+
+    // More latency samples than requests: refused after its buckets were added.
+    let mut bad = stats(3).to_proto("r", 1, false);
+    bad.endpoints[0].requests = 1;
+    assert!(one.check_and_add_open("y", 1, &bad, &mut room).is_err());
+    let mut bad0 = stats(3).to_proto("r", 0, false);
+    bad0.endpoints[0].requests = 1;
+    assert!(one.check_and_add_open("y", 0, &bad0, &mut room).is_err());
+    assert_eq!(
+        one.open_seconds(),
+        1,
+        "no second opened by a refused interval"
+    );
+    assert!(!one.has("y", 0) && !one.has("y", 1));
+
+    let good = stats(3).to_proto("r", 0, false);
+    assert_eq!(
+        one.check_and_add_open("y", 0, &good, &mut room),
+        Ok(Some(3))
+    );
+    assert!(two.add("y", 0, &stats(3)));
+    let all: BTreeSet<String> = ["x".to_string(), "y".to_string()].into();
+    let (a, b) = (
+        one.close_ready(Duration::from_millis(3000), covers(&all), WAIT),
+        two.close_ready(Duration::from_millis(3000), covers(&all), WAIT),
+    );
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(a[0].point.requests, 8);
+    assert_eq!(a[0].point, b[0].point);
+    assert_eq!(
+        one.total.endpoints["a"].latency_us,
+        two.total.endpoints["a"].latency_us
+    );
+}

@@ -143,34 +143,32 @@ impl Controller {
     /// (`held.rs`) and acknowledged once its second is stored merged; any other (late, a
     /// resend) is stored as its own row and acknowledged after the commit of its batch.
     pub(super) fn on_stats(&mut self, uid: &str, interval: proto::StatsInterval, now: Instant) {
-        // Checked in place: the histograms are added to the run's straight from their
-        // encoding, never decoded whole (most of the master's CPU at thousands of slaves).
+        let (run_id, index) = (interval.run_id.clone(), interval.index);
+        // An interval of a second still open (nearly all of them): checked and merged in one
+        // pass over its histograms, straight from their encoding (`lobster_fleet::stats`'s
+        // `fused.rs`: the check and the merge were most of the master's CPU at thousands of
+        // slaves).
+        if let Some(r) = self.run.as_mut().filter(|r| {
+            r.id == run_id && !r.is_done() && r.agg.is_open(index) && !r.agg.has(uid, index)
+        }) {
+            match r.on_open_stats(uid, &interval, &mut self.check_room) {
+                Ok(Some(requests)) => {
+                    self.metrics.intervals.inc();
+                    self.metrics.requests.inc_by(requests);
+                    self.held.hold(&run_id, uid, index, now);
+                }
+                Ok(None) => {}
+                Err(e) => self.refuse_interval(uid, &e),
+            }
+            return;
+        }
+        // Any other (late, a resend, of another run): checked in place, then stored.
         let stats = match CheckedInterval::check_in(&interval, &mut self.check_room) {
             Ok(s) => s,
-            Err(e) => {
-                warn!(uid, error = %e, "malformed statistics interval: cutting the slave off");
-                self.metrics.intervals_rejected.inc();
-                if let Some(s) = self.registry.slaves.get_mut(uid)
-                    && let Some(sess) = s.session.take()
-                {
-                    let _ = sess.tx.try_send(Err(Status::invalid_argument(format!(
-                        "malformed interval: {e}"
-                    ))));
-                }
-                return;
-            }
+            Err(e) => return self.refuse_interval(uid, &e),
         };
-        let (run_id, index) = (interval.run_id.clone(), interval.index);
         match self.run.as_mut().filter(|r| r.id == run_id) {
             Some(r) => {
-                if !r.is_done() && r.agg.is_open(index) && !r.agg.has(uid, index) {
-                    r.on_stats(uid, index, interval.last, &stats);
-                    self.metrics.intervals.inc();
-                    self.metrics.requests.inc_by(stats.requests());
-                    stats.give_back(&mut self.check_room);
-                    self.held.hold(&run_id, uid, index, now);
-                    return;
-                }
                 // Encoded into one buffer kept across intervals (thousands a second).
                 self.encoded.clear();
                 interval
@@ -202,6 +200,19 @@ impl Controller {
             }
         }
         self.registry.send(uid, ack(run_id, vec![index]));
+    }
+
+    /// Cuts off a slave that sent a malformed interval (its stream ends with the reason).
+    fn refuse_interval(&mut self, uid: &str, e: &lobster_fleet::stats::StatsError) {
+        warn!(uid, error = %e, "malformed statistics interval: cutting the slave off");
+        self.metrics.intervals_rejected.inc();
+        if let Some(s) = self.registry.slaves.get_mut(uid)
+            && let Some(sess) = s.session.take()
+        {
+            let _ = sess.tx.try_send(Err(Status::invalid_argument(format!(
+                "malformed interval: {e}"
+            ))));
+        }
     }
 
     pub(super) fn drain(&mut self, req: proto::DrainRequest) -> Result<DrainReply, Status> {

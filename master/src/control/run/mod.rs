@@ -377,6 +377,27 @@ impl Run {
         stats: &S,
     ) -> bool {
         let new = self.agg.add(uid, index, stats);
+        self.got_last(uid, last);
+        new
+    }
+
+    /// As [`Run::on_stats`] for an interval of a second still open, checked and merged in one
+    /// pass ([`crate::aggregate::Aggregator::check_and_add_open`]): its requests if it is new.
+    pub fn on_open_stats(
+        &mut self,
+        uid: &str,
+        wire: &proto::StatsInterval,
+        room: &mut lobster_fleet::stats::CheckRoom,
+    ) -> Result<Option<u64>, lobster_fleet::stats::StatsError> {
+        let new = self.agg.check_and_add_open(uid, wire.index, wire, room)?;
+        if new.is_some() {
+            self.got_last(uid, wire.last);
+        }
+        Ok(new)
+    }
+
+    /// Notes a slave's `last` interval (it has reported all of its share).
+    fn got_last(&mut self, uid: &str, last: bool) {
         if last
             && let Some(p) = self.participants.get_mut(uid)
             && !p.got_last
@@ -386,7 +407,6 @@ impl Run {
             // this `last` came in (the stored interval then no longer says so).
             self.dirty = true;
         }
-        new
     }
 
     pub fn suspend(&mut self, now: Instant) -> Result<Outbox, String> {
