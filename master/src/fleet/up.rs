@@ -75,6 +75,13 @@ pub enum UpError {
         secs: u64,
         missing: String,
     },
+    /// When waiting ran out, no instance of the fleet was pending or running: they were
+    /// stopped or terminated (by the cloud, by themselves, by someone) before their slaves
+    /// registered. Says which instances were seen in which state.
+    #[error(
+        "no instance of the fleet is pending or running after {secs} s (seen: {seen}); they stopped before their slaves registered"
+    )]
+    NoneUp { secs: u64, seen: String },
 }
 
 /// What `fleet up` did.
@@ -268,7 +275,7 @@ async fn template(
 }
 
 /// Waits until every instance that is up runs and has its slaves registered, or the
-/// deadline; then says which instances lack slaves.
+/// deadline; then says which instances lack slaves, or that none is up ([`not_registered`]).
 async fn wait_for_slaves(
     req: &UpRequest,
     cloud: &dyn lobster_provision::cloud::Cloud,
@@ -305,34 +312,109 @@ async fn wait_for_slaves(
             return Ok((instances, registered));
         }
         if Instant::now() > deadline || shutdown.is_cancelled() {
-            let missing = short
-                .iter()
-                .map(|i| {
-                    let want = want(i).map_or("its".to_string(), |p| p.to_string());
-                    let log = match req.settings.cloud {
-                        CloudKind::Local => format!(
-                            "; its logs: LOBSTER_HOME/cloud/instances/{}/root/var/log/lobster/",
-                            i.id
-                        ),
-                        CloudKind::Aws => "; see its console output".to_string(),
-                    };
-                    format!(
-                        "{} ({}, {} of {want} slave(s){log})",
-                        i.id,
-                        i.state.name(),
-                        of(i)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let expected: u64 = up.iter().map(|i| want(i).unwrap_or(1)).sum();
-            return Err(UpError::NotRegistered {
-                registered,
-                expected,
-                secs: req.timeout.as_secs(),
-                missing,
-            });
+            let (secs, cloud) = (req.timeout.as_secs(), req.settings.cloud);
+            return Err(not_registered(secs, cloud, &instances, &of, &want));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Why waiting for the fleet's slaves ran out: which instances that are up lack slaves, or
+/// that none is up (then which were seen, in which state: "0 of 0 slaves registered" told
+/// nothing).
+fn not_registered(
+    secs: u64,
+    cloud: CloudKind,
+    instances: &[Instance],
+    of: &dyn Fn(&Instance) -> u64,
+    want: &dyn Fn(&Instance) -> Option<u64>,
+) -> UpError {
+    let up: Vec<&Instance> = instances.iter().filter(|i| i.state.is_up()).collect();
+    if up.is_empty() {
+        let seen = if instances.is_empty() {
+            "no instance".to_string()
+        } else {
+            instances
+                .iter()
+                .map(|i| format!("{} {}", i.id, i.state.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return UpError::NoneUp { secs, seen };
+    }
+    let short = up
+        .iter()
+        .filter(|i| i.state != InstanceState::Running || of(i) < want(i).unwrap_or(1));
+    let missing = short
+        .map(|i| {
+            let want = want(i).map_or("its".to_string(), |p| p.to_string());
+            let log = match cloud {
+                CloudKind::Local => format!(
+                    "; its logs: LOBSTER_HOME/cloud/instances/{}/root/var/log/lobster/",
+                    i.id
+                ),
+                CloudKind::Aws => "; see its console output".to_string(),
+            };
+            format!(
+                "{} ({}, {} of {want} slave(s){log})",
+                i.id,
+                i.state.name(),
+                of(i)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    UpError::NotRegistered {
+        registered: up.iter().map(|i| of(i)).sum(),
+        expected: up.iter().map(|i| want(i).unwrap_or(1)).sum(),
+        secs,
+        missing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, state: InstanceState) -> Instance {
+        Instance {
+            id: id.into(),
+            state,
+            instance_type: "t3.micro".into(),
+            image_id: "ami-1".into(),
+            launch_time: None,
+            private_ip: None,
+            tags: Default::default(),
+        }
+    }
+
+    /// Waiting that runs out with no instance up names the instances and their states
+    /// (a `fleet up` in the chaos suite once said only "0 of 0 slave(s) registered within
+    /// 300 s; not registered: "); with instances up, it names those that lack slaves.
+    #[test]
+    fn a_wait_that_runs_out_says_what_it_saw() {
+        let (of, want) = (|_: &Instance| 1u64, |_: &Instance| Some(2u64));
+        let gone = [
+            instance("i-1", InstanceState::Terminated),
+            instance("i-2", InstanceState::Stopped),
+        ];
+        let e = not_registered(300, CloudKind::Local, &gone, &of, &want).to_string();
+        assert_eq!(
+            e,
+            "no instance of the fleet is pending or running after 300 s (seen: i-1 terminated, \
+             i-2 stopped); they stopped before their slaves registered"
+        );
+        let e = not_registered(300, CloudKind::Aws, &[], &of, &want).to_string();
+        assert!(e.contains("(seen: no instance)"), "{e}");
+        let some = [
+            instance("i-3", InstanceState::Running),
+            instance("i-4", InstanceState::Terminated),
+        ];
+        let e = not_registered(300, CloudKind::Aws, &some, &of, &want).to_string();
+        assert_eq!(
+            e,
+            "1 of 2 slave(s) registered within 300 s; not registered: i-3 (running, 1 of 2 \
+             slave(s); see its console output)"
+        );
     }
 }
