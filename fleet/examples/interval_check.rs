@@ -7,8 +7,9 @@
 //! checked ([`CheckedInterval::check_in`]), and checked and merged into an open second
 //! ([`CheckedInterval::merge_deferred`], the second closed by [`Pending::finish`] once all
 //! are in), and both in one pass ([`CheckedInterval::check_and_merge`], what the master does
-//! with an interval of an open second). Printed: the histogram bytes and non-empty buckets of an interval, and
-//! nanoseconds per interval and per bucket for each pass, the best of the rounds.
+//! with an interval of an open second). Printed: the histogram bytes and non-empty buckets
+//! of an interval, and nanoseconds per interval and per bucket for each pass, the best of
+//! the rounds.
 
 use std::time::{Duration, Instant};
 

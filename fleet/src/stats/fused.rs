@@ -58,9 +58,9 @@ impl Adding<'_> {
     /// The sinks for the histograms of entry `name`, at position `at` of `map` in its interval:
     /// created (and noted so) if the open second has no counts for it yet.
     pub(super) fn entry(&mut self, map: Map, at: usize, name: &str) -> EntrySinks<'_> {
-        let counts = histograms(self.pending, map);
+        let (counts, new) = histograms(self.pending, map).slots_new(name);
         let at = at as u32;
-        if !counts.contains(name) {
+        if new {
             self.journal.push(Taken {
                 map,
                 at,
@@ -68,7 +68,7 @@ impl Adding<'_> {
             });
         }
         EntrySinks {
-            counts: counts.slots(name),
+            counts,
             journal: self.journal,
             map,
             at,
@@ -136,7 +136,7 @@ impl<'a> CheckedInterval<'a> {
                 pending,
                 journal: &mut journal,
             };
-            Self::check_with(p, room.decoded_mut(), Some(&mut adding))
+            Self::check_with(p, &mut room.decoded, Some(&mut adding))
         };
         let merged = match checked {
             Ok(c) => {

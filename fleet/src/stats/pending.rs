@@ -98,15 +98,16 @@ pub struct Histograms {
 impl Histograms {
     /// The counts of entry `name`.
     pub(super) fn slots(&mut self, name: &str) -> &mut [Counts; 5] {
-        if !self.by_name.contains_key(name) {
-            self.by_name.insert(name.to_string(), Default::default());
-        }
-        self.by_name.get_mut(name).expect("inserted above")
+        self.slots_new(name).0
     }
 
-    /// Whether entry `name` has counts.
-    pub(super) fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+    /// The counts of entry `name`, and whether they were made now (the entry had none).
+    pub(super) fn slots_new(&mut self, name: &str) -> (&mut [Counts; 5], bool) {
+        let new = !self.by_name.contains_key(name);
+        if new {
+            self.by_name.insert(name.to_string(), Default::default());
+        }
+        (self.by_name.get_mut(name).expect("inserted above"), new)
     }
 
     /// The counts of entry `name`, if it has any.

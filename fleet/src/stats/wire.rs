@@ -533,15 +533,9 @@ enum Durations<'p> {
 /// ([`CheckedInterval::check_in`]).
 #[derive(Debug, Default)]
 pub struct CheckRoom {
-    decoded: Decoded,
+    pub(super) decoded: Decoded,
     /// What a single-pass check added so far (`fused.rs`).
     pub(super) journal: Vec<Taken>,
-}
-
-impl CheckRoom {
-    pub(super) fn decoded_mut(&mut self) -> &mut Decoded {
-        &mut self.decoded
-    }
 }
 
 /// An interval from the wire that passed every check, ready to merge.

@@ -148,19 +148,22 @@ impl Controller {
         // pass over its histograms, straight from their encoding (`lobster_fleet::stats`'s
         // `fused.rs`: the check and the merge were most of the master's CPU at thousands of
         // slaves).
-        if let Some(r) = self.run.as_mut().filter(|r| {
-            r.id == run_id && !r.is_done() && r.agg.is_open(index) && !r.agg.has(uid, index)
-        }) {
+        if let Some(r) = self
+            .run
+            .as_mut()
+            .filter(|r| r.id == run_id && !r.is_done() && r.agg.is_open(index))
+        {
             match r.on_open_stats(uid, &interval, &mut self.check_room) {
                 Ok(Some(requests)) => {
                     self.metrics.intervals.inc();
                     self.metrics.requests.inc_by(requests);
                     self.held.hold(&run_id, uid, index, now);
+                    return;
                 }
+                // Merged already: a resend, stored and acknowledged as any other below.
                 Ok(None) => {}
-                Err(e) => self.refuse_interval(uid, &e),
+                Err(e) => return self.refuse_interval(uid, &e),
             }
-            return;
         }
         // Any other (late, a resend, of another run): checked in place, then stored.
         let stats = match CheckedInterval::check_in(&interval, &mut self.check_room) {
