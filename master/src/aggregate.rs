@@ -290,6 +290,24 @@ impl Aggregator {
         index >= self.next_to_close
     }
 
+    /// Whether second `index` is closed and still one of the [`KEPT`] recent seconds, whose
+    /// merge is kept (a late interval of it is merged into it, and it can be stored again
+    /// whole: [`Aggregator::snapshot`]).
+    pub fn is_recent(&self, index: u64) -> bool {
+        self.recent_bucket(index).is_some()
+    }
+
+    /// The merge of recent closed second `index`.
+    fn recent_bucket(&self, index: u64) -> Option<&Bucket> {
+        // Closed in order, so kept in order: the window is `front..next_to_close`.
+        let (first, _) = self.recent.front()?;
+        let at = usize::try_from(index.checked_sub(*first)?).ok()?;
+        self.recent
+            .get(at)
+            .filter(|(k, _)| *k == index)
+            .map(|(_, b)| b)
+    }
+
     /// Seconds open now (holding intervals, not closed).
     #[cfg(test)]
     pub fn open_seconds(&self) -> usize {

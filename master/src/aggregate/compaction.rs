@@ -89,13 +89,18 @@ impl Aggregator {
         std::mem::take(&mut self.compactions)
     }
 
-    /// Second `index` as merged so far while it is still open: its counters, its histograms
-    /// (the open bucket counts recorded into a copy) and its reporters. `None` when it is not
-    /// open or no slave reported it. Stored in place of the held intervals of a second that
-    /// stays open too long (`control::seconds`), it is one row however many slaves reported,
-    /// and the second's own compaction replaces it when it closes.
+    /// Second `index` as merged so far: its counters, its histograms (the bucket counts not
+    /// recorded yet recorded into a copy) and its reporters, while it is open or, closed,
+    /// still one of the [`KEPT`](super::KEPT) recent seconds (with the late intervals it
+    /// took). `None` for an older second or one no slave reported. Stored in place of the
+    /// held intervals of a second (`control::seconds`): one row however many slaves
+    /// reported, replaced by the next merge of the second stored.
     pub fn snapshot(&self, index: u64) -> Option<Compaction> {
-        let b = self.open.get(&index).filter(|b| !b.reporters.is_empty())?;
+        let b = match self.open.get(&index) {
+            Some(b) => b,
+            None => self.recent_bucket(index)?,
+        };
+        let b = Some(b).filter(|b| !b.reporters.is_empty())?;
         let mut stats = b.stats.clone();
         b.pending.clone().finish(&mut stats);
         Some(Compaction {

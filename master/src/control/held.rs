@@ -1,5 +1,6 @@
-//! Intervals of open seconds, merged but not stored: each is held (by its slave's uid) until
-//! its second is stored merged, and acknowledged then.
+//! Intervals merged but not stored: each is held (by its slave's uid) until its second is
+//! stored merged, and acknowledged then. Those of open seconds, late ones of recent closed
+//! seconds (`aggregate::KEPT`), and resends of either.
 //!
 //! Storing every slave's interval as its own row, only to delete it once its second was
 //! stored merged (`aggregate::Compaction`), wrote each interval twice (SQLite's WAL, then its
@@ -7,16 +8,23 @@
 //! core. An interval of a second still open is therefore merged at once and held here; the
 //! store sees it only inside its merged second. Invariant (design: an interval is never
 //! acknowledged before it is durable): an interval is acknowledged after the commit of the
-//! batch that holds it, either as its own row (late or resent) or within its merged second
-//! (closed, or a snapshot of it once held past [`HOLD`]: `seconds.rs`).
+//! batch that holds it, either as its own row (of an older second) or within its merged
+//! second (closed, or a snapshot of it once held past [`HOLD`]: `seconds.rs`).
 //!
 //! Only who reported is held, not the interval: its merge is in the run's open second, and
 //! keeping each message until its second closed kept the buffer it was received in, so each
 //! message needed a fresh one (at 10,000 slaves glibc's `malloc` was 13.8 % of the master's
 //! samples; about 5 % after this and the reused check memory of `CheckRoom`, and peak RSS
 //! fell from 824–964 MiB to 743–785 MiB). An interval whose run no longer holds its second
-//! open when it is overdue (the run ended or another began) is left unacknowledged: its slave
-//! sends it again, and that copy is stored as a late row.
+//! open or recent when it is overdue (another run began, or the second left the kept window
+//! without its compaction written) is left unacknowledged: its slave sends it again, and that
+//! copy is stored as a row of its own.
+//!
+//! A late interval was once stored as a row of its own at once: the slowest path was the
+//! most expensive one, as the snapshots below were for a second held open. A master behind
+//! by more than the lease closes seconds before their intervals are read, so nearly every
+//! interval was late and a row (at 10,000 slaves, 33.6 MB/s into the store, and a run that
+//! collapsed). Held and stored within their second's snapshot, they cost a row per second.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -7,9 +7,11 @@
 //! compaction when it closes. Storing each of its held intervals as a row of its own made
 //! the master's slowest path its most expensive one: at 10,000 slaves one second past the
 //! hold was 10,000 rows (about 7 MiB a second to SQLite, on the control loop), which made the
-//! next second later still, until the fleet was lost by lease. An interval whose second the
-//! run no longer holds open (another run's, or none) is not stored from here: its slave sends
-//! it again, and that copy is stored as a late row (`slaves.rs`).
+//! next second later still, until the fleet was lost by lease. A recent closed second whose
+//! late intervals are held is stored the same way, its kept merge with them, replacing its
+//! compaction. An interval whose second the run no longer keeps (another run's, or an older
+//! second) is not stored from here: its slave sends it again, and that copy is stored as a
+//! row of its own (`slaves.rs`).
 
 use std::collections::HashSet;
 
@@ -45,11 +47,11 @@ impl Controller {
     }
 
     /// Stores, in the store's batch, the seconds whose intervals were held longer than
-    /// `held::HOLD` at `now` (they wait for a slave, or the master is behind) as snapshots of
-    /// their merge so far, to acknowledge their intervals after the commit, before the
-    /// slaves' resend timeout. What cannot be written stays unacknowledged, and so does an
-    /// interval whose run no longer holds its second open (`held.rs`): their slaves send them
-    /// again.
+    /// `held::HOLD` at `now` (they wait for a slave, the master is behind, or they came late)
+    /// as snapshots of their merge so far, open or recent, to acknowledge their intervals
+    /// after the commit, before the slaves' resend timeout. What cannot be written stays
+    /// unacknowledged, and so does an interval whose run no longer keeps its second
+    /// (`held.rs`): their slaves send them again.
     pub(super) fn store_overdue(&mut self, now: Instant) {
         let (run_id, due) = self.held.overdue(now, held::HOLD);
         if due.is_empty() {
@@ -66,14 +68,14 @@ impl Controller {
                     reporters.push(uids);
                 }
                 None => {
-                    debug!(run_id = %run_id, index, intervals = uids.len(), "held intervals of a second no longer open: left for their slaves to send again");
+                    debug!(run_id = %run_id, index, intervals = uids.len(), "held intervals of a second no longer kept: left for their slaves to send again");
                 }
             }
         }
         if snapshots.is_empty() {
             return;
         }
-        debug!(run_id = %run_id, seconds = snapshots.len(), "seconds held open too long: stored as their merge so far");
+        debug!(run_id = %run_id, seconds = snapshots.len(), "seconds held too long: stored as their merge so far");
         let (stored, result) = write_seconds(&mut self.store, &mut self.noted, &run_id, &snapshots);
         for (c, uids) in snapshots.iter().zip(reporters).take(stored) {
             for uid in uids {
@@ -81,7 +83,7 @@ impl Controller {
             }
         }
         if let Err(e) = result {
-            warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store seconds held open: their intervals are not acknowledged");
+            warn!(run_id = %run_id, error = %format!("{e:#}"), "cannot store held seconds: their intervals are not acknowledged");
         }
     }
 }

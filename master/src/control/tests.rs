@@ -57,7 +57,7 @@ fn bench(slaves: usize, started_ago: Duration) -> (Bench, String) {
         sessions.push((session, rx));
     }
     let scenario = lobster_fleet::scenario::parse(
-        "name: t\ntarget: http://127.0.0.1:9\nduration: 60s\nload: {users: 4}\nrequests: [{name: a, path: /}]\n",
+        "name: t\ntarget: http://127.0.0.1:9\nduration: 10m\nload: {users: 4}\nrequests: [{name: a, path: /}]\n",
         "t.yaml",
     )
     .unwrap();
@@ -189,10 +189,10 @@ fn an_open_seconds_interval_is_acknowledged_with_its_merged_second() {
 
 /// A second held open past `HOLD` (a slave gone quiet holds it for a lease) is stored as its
 /// merge so far, one row however many reported, and its intervals are acknowledged before
-/// the slaves' resend timeout; the second's own merge replaces it when it closes. A late or
-/// resent interval is stored as its own row at once.
+/// the slaves' resend timeout; the second's own merge replaces it when it closes. A resend
+/// of an interval merged already is held with it, not stored again.
 #[test]
-fn a_second_held_too_long_is_stored_merged_so_far_and_late_intervals_as_rows() {
+fn a_second_held_too_long_is_stored_merged_so_far() {
     let (mut b, id) = bench(4, Duration::from_millis(1500));
     b.send(0, &id, 0, 5);
     b.send(1, &id, 0, 7);
@@ -213,40 +213,111 @@ fn a_second_held_too_long_is_stored_merged_so_far_and_late_intervals_as_rows() {
         b.stored_second(&id, 0),
         (12, vec!["u0".into(), "u1".into()])
     );
-    // Still open: a third slave's interval is merged and held, then stored with the second.
+    // Still open: a third slave's interval is merged and held, then stored with the second;
+    // so is a resend of slave 0's (its ack was lost, say), merged once.
     b.send(2, &id, 0, 11);
+    b.send(0, &id, 0, 5);
     b.c.tick();
     b.c.tick();
     assert_eq!(
-        b.acked(2),
-        Vec::<u64>::new(),
-        "held until its second is stored"
+        (b.acked(0), b.acked(2)),
+        (vec![], vec![]),
+        "held until their second is stored"
     );
-    // A resend of an interval merged already is stored as a row (ignored: it is there).
-    b.send(0, &id, 0, 5);
-    b.c.commit();
-    assert_eq!(b.acked(0), [0]);
+    assert_eq!(b.stored(&id), (vec![0], vec![]), "the resend was a row");
     // Past the lease second 0 closes without slave 3: its merge replaces the snapshot.
     let r = b.c.run.as_mut().unwrap();
     let _ = r.tick(Instant::now() + LEASE, LEASE);
     b.c.save();
     b.c.commit();
-    assert_eq!(b.acked(2), [0]);
-    assert_eq!(
-        b.stored(&id),
-        (vec![0], vec![]),
-        "the resent row went with it"
-    );
+    assert_eq!((b.acked(0), b.acked(2)), (vec![0], vec![0]), "once each");
+    assert_eq!(b.stored(&id), (vec![0], vec![]));
     let all = vec!["u0".to_string(), "u1".into(), "u2".into()];
     assert_eq!(b.stored_second(&id, 0), (23, all));
-    // Slave 3's interval of the closed second is late: a row at once.
-    b.send(3, &id, 0, 1);
+    assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 23);
+}
+
+/// A master behind closes seconds before their intervals are read. Those late intervals,
+/// and resends of intervals merged already, are merged into their recent second and held,
+/// and the second is stored again whole once they were held `HOLD`: one row however many
+/// came, never a row each (a row each, they fed a 10,000-slave master's collapse).
+#[test]
+fn late_and_resent_intervals_of_a_recent_second_are_stored_within_it() {
+    let (mut b, id) = bench(3, Duration::from_millis(1500));
+    b.send(0, &id, 0, 5);
+    // Second 0 closes by the lease without slaves 1 and 2.
+    let r = b.c.run.as_mut().unwrap();
+    let _ = r.tick(Instant::now() + LEASE, LEASE);
+    b.c.save();
     b.c.commit();
-    assert_eq!(b.acked(3), [0]);
-    let (seconds, intervals) = b.stored(&id);
-    assert_eq!(seconds, [0]);
-    assert_eq!(intervals, [(0, "u3".to_string())], "the late one");
-    assert_eq!(b.c.run.as_ref().unwrap().agg.series[0].requests, 24);
+    assert_eq!(b.acked(0), [0]);
+    // Their intervals arrive late, one of them twice; slave 0 resends its own.
+    b.send(1, &id, 0, 7);
+    b.send(2, &id, 0, 11);
+    b.send(2, &id, 0, 11);
+    b.send(0, &id, 0, 5);
+    b.c.tick();
+    b.c.tick();
+    assert_eq!(
+        (b.acked(0), b.acked(1), b.acked(2)),
+        (vec![], vec![], vec![]),
+        "acknowledged before they are stored"
+    );
+    assert_eq!(b.stored(&id), (vec![0], vec![]), "a row per late interval");
+    std::thread::sleep(held::HOLD + Duration::from_millis(100));
+    b.c.tick(); // stores second 0 again, merged with them
+    b.c.tick(); // commits, then acknowledges
+    assert_eq!(
+        (b.acked(0), b.acked(1), b.acked(2)),
+        (vec![0], vec![0], vec![0])
+    );
+    assert_eq!(b.stored(&id), (vec![0], vec![]));
+    let all = vec!["u0".to_string(), "u1".into(), "u2".into()];
+    assert_eq!(b.stored_second(&id, 0), (23, all), "merged once each");
+    let r = b.c.run.as_ref().unwrap();
+    assert_eq!(r.agg.series[0].requests, 23);
+    assert_eq!(r.agg.late_requests, 18);
+}
+
+/// An interval of a second older than the kept window (`aggregate::KEPT`) has no merge to
+/// go into: it is a row of its own, acknowledged after its commit, and stored without the
+/// heartbeat it carries. One of a recent second is held.
+#[test]
+fn an_interval_older_than_the_kept_seconds_is_a_row_without_its_heartbeat() {
+    // Started 75 s ago: the first tick closes seconds 0 to 64, and keeps 5 to 64.
+    let (mut b, id) = bench(1, Duration::from_secs(75));
+    b.c.tick();
+    let agg = &b.c.run.as_ref().unwrap().agg;
+    assert!(!agg.is_open(0) && !agg.is_recent(0) && agg.is_recent(5));
+    let mut msg = one_request_interval(&id, 0);
+    msg.heartbeat = Some(proto::Heartbeat {
+        state: proto::SlaveState::Running as i32,
+        run_id: id.clone(),
+        active_users: 7,
+        ..Default::default()
+    });
+    b.c.handle(Command::FromSlave(b.sessions[0].0, Up::Stats(msg)));
+    b.send(0, &id, 5, 3);
+    b.c.commit();
+    assert_eq!(b.acked(0), [0], "only the row is durable");
+    let mut rows = Vec::new();
+    b.c.store
+        .replay(&id, |row| -> anyhow::Result<()> {
+            if let Stored::Interval { index, payload, .. } = row {
+                rows.push((index, proto::StatsInterval::decode(payload)?));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, 0);
+    assert_eq!(
+        rows[0].1.heartbeat, None,
+        "the heartbeat was stored with the interval"
+    );
+    assert_eq!(rows[0].1.endpoints[0].requests, 1);
+    assert_eq!(b.c.registry.slaves["u0"].heartbeat.active_users, 7);
+    assert_eq!(b.c.held.len(), 1, "second 5's interval");
 }
 
 /// A heartbeat is answered (an empty `Ack`, the slave's proof of life) only when the master
@@ -291,33 +362,15 @@ fn a_heartbeat_is_answered_only_after_a_silence_and_an_interval_may_carry_it() {
         0,
         "the answer itself is a message: no second one"
     );
-    // An interval carries the heartbeat: applied as one. Its second is stored merged, and a
-    // resend of it (a row) is stored without the heartbeat.
+    // An interval carries the heartbeat: applied as one (and never stored with it:
+    // `an_interval_older_than_the_kept_seconds_is_a_row_without_its_heartbeat`).
     let mut msg = one_request_interval(&id, 0);
     msg.heartbeat = Some(beat(7));
-    b.c.handle(Command::FromSlave(session, Up::Stats(msg.clone())));
+    b.c.handle(Command::FromSlave(session, Up::Stats(msg)));
     assert_eq!(b.c.registry.slaves["u0"].heartbeat.active_users, 7);
     b.c.tick();
     b.c.tick();
     assert_eq!(b.acked(0), [0]);
-    b.c.handle(Command::FromSlave(session, Up::Stats(msg)));
-    b.c.commit();
-    assert_eq!(b.acked(0), [0]);
-    let mut rows = Vec::new();
-    b.c.store
-        .replay(&id, |row| -> anyhow::Result<()> {
-            if let Stored::Interval { payload, .. } = row {
-                rows.push(proto::StatsInterval::decode(payload)?);
-            }
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(rows.len(), 1, "the resend is a row");
-    assert_eq!(
-        rows[0].heartbeat, None,
-        "the heartbeat was stored with the interval"
-    );
-    assert_eq!(rows[0].endpoints[0].requests, 1);
 }
 
 /// Interval `index` of one request to endpoint `a`.
