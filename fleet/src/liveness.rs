@@ -6,7 +6,9 @@
 //! it. The other way round, a slave pauses its load (the dead-man switch) once the master has
 //! been silent for [`master_silence_limit`]; the master answers a heartbeat with an empty
 //! acknowledgement only when it sent that slave nothing for [`heartbeat_reply_after`], so a
-//! slave whose intervals are acknowledged every second gets one message a second, not two.
+//! slave whose intervals are acknowledged (every other second: the master spaces its
+//! acknowledgements) gets nothing else, and an idle slave hears from it every other
+//! heartbeat.
 
 use std::time::Duration;
 
@@ -18,12 +20,14 @@ pub fn master_silence_limit(lease: Duration, heartbeat: Duration) -> Duration {
 }
 
 /// The master answers a heartbeat (on its own, or carried by an interval) only when it sent
-/// that slave nothing for this long: one heartbeat, or less when the lease is short, so that
+/// that slave nothing for this long: two heartbeats, or less when the lease is short, so that
 /// the longest silence a slave sees (this, plus the heartbeat period until the next one)
-/// stays a quarter heartbeat within [`master_silence_limit`].
+/// stays a quarter heartbeat within [`master_silence_limit`]. Two, not one: a slave in a run
+/// is acknowledged every other second, and answering each heartbeat in between would send
+/// it a message a second again.
 pub fn heartbeat_reply_after(lease: Duration, heartbeat: Duration) -> Duration {
     let room = master_silence_limit(lease, heartbeat).saturating_sub(heartbeat * 5 / 4);
-    heartbeat.min(room)
+    (heartbeat * 2).min(room)
 }
 
 #[cfg(test)]
@@ -32,10 +36,16 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn the_defaults_answer_after_a_second_of_silence() {
+    fn the_defaults_answer_after_two_seconds_of_silence() {
         let (lease, hb) = (Duration::from_secs(5), Duration::from_secs(1));
         assert_eq!(master_silence_limit(lease, hb), Duration::from_secs(4));
-        assert_eq!(heartbeat_reply_after(lease, hb), Duration::from_secs(1));
+        assert_eq!(heartbeat_reply_after(lease, hb), Duration::from_secs(2));
+        // A lease a second shorter leaves less room: the answer comes sooner.
+        let lease = Duration::from_secs(4);
+        assert_eq!(
+            heartbeat_reply_after(lease, hb),
+            Duration::from_millis(1750)
+        );
         // The shortest lease allowed (twice the heartbeat): the reply comes sooner.
         let short = Duration::from_secs(2);
         assert_eq!(master_silence_limit(short, hb), Duration::from_secs(2));

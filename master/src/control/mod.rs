@@ -5,6 +5,7 @@
 //! are no locks around the state and every transition is logged in one place. Replies go back
 //! on oneshot channels.
 
+mod acks;
 mod held;
 mod pulse;
 mod registry;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, info_span, warn};
 
+use acks::Acks;
 use held::Held;
 pub use pulse::Pulse;
 use registry::Registry;
@@ -245,11 +247,11 @@ pub struct Controller {
     last_sweep: Instant,
     /// Trace slices asked of slaves and not answered yet.
     traces: TraceFetches,
-    /// Intervals stored in the store's open batch, to acknowledge once it is committed: by
-    /// (slave uid, run id), their indexes.
-    /// A hash map: one entry per slave a second, and a B-tree's string compares were a
-    /// visible share of the master's core at thousands of slaves.
-    acks: std::collections::HashMap<(String, String), Vec<u64>>,
+    /// Intervals stored in the store's open batch, to acknowledge once it is committed, and
+    /// committed ones waiting to go out with their slave's next (`acks.rs`).
+    acks: Acks,
+    /// Acknowledgements going out now (reused, as `encoded` is).
+    due: Vec<acks::AckDue>,
     /// An interval's encoding on its way to the store (reused: one allocation, not one per
     /// interval).
     encoded: Vec<u8>,
@@ -293,6 +295,7 @@ impl Controller {
             last_sweep: Instant::now(),
             traces: TraceFetches::default(),
             acks: Default::default(),
+            due: Vec::new(),
             encoded: Vec::new(),
             check_room: Default::default(),
             held: Held::default(),

@@ -29,6 +29,9 @@ pub struct Session {
     /// When a message was last queued for it (a heartbeat is answered only after a silence:
     /// `lobster_fleet::liveness`).
     pub last_sent: Option<Instant>,
+    /// When an acknowledgement of its intervals was last queued for it (they are spaced:
+    /// `acks.rs`).
+    pub last_ack: Option<Instant>,
 }
 
 /// One slave as the master knows it.
@@ -202,6 +205,7 @@ impl Registry {
             tx,
             pulse,
             last_sent: None,
+            last_ack: None,
         });
         s.last_seen = now;
         self.by_session.insert(self.next_session, uid.to_string());
@@ -232,6 +236,22 @@ impl Registry {
     /// lost: their stream's own end will no longer name them).
     pub fn take_dropped(&mut self) -> Vec<String> {
         std::mem::take(&mut self.dropped)
+    }
+
+    /// Queues an acknowledgement of intervals for a slave, as [`Registry::send`], noting when.
+    pub fn send_ack(&mut self, uid: &str, msg: MasterMessage) -> bool {
+        let sent = self.send(uid, msg);
+        if let Some(session) = self.slaves.get_mut(uid).and_then(|s| s.session.as_mut())
+            && sent
+        {
+            session.last_ack = session.last_sent;
+        }
+        sent
+    }
+
+    /// When slave `uid` was last queued an acknowledgement of intervals on its session.
+    pub fn last_ack(&self, uid: &str) -> Option<Instant> {
+        self.slaves.get(uid)?.session.as_ref()?.last_ack
     }
 
     /// Queues a message for a slave; a full queue cuts the slave off (returns false).

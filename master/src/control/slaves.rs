@@ -117,10 +117,11 @@ impl Controller {
         }
     }
 
-    /// A slave's state, on its own or carried by an interval. The master answers with an
-    /// empty `Ack` (proof of life for the slave's dead-man switch) only when it sent the
-    /// slave nothing for `heartbeat_reply_after`: a slave whose intervals are acknowledged
-    /// every second needs no other answer (`lobster_fleet::liveness`).
+    /// A slave's state, on its own or carried by an interval. The master answers (proof of
+    /// life for the slave's dead-man switch) only when it sent the slave nothing for
+    /// `heartbeat_reply_after`: a slave whose intervals are acknowledged needs no other
+    /// answer (`lobster_fleet::liveness`). The answer is what waits to be acknowledged to
+    /// it (`acks.rs`), or an empty `Ack`.
     fn on_heartbeat(&mut self, uid: &str, hb: proto::Heartbeat, now: Instant) {
         let reply_after = lobster_fleet::liveness::heartbeat_reply_after(
             self.settings.lease,
@@ -132,10 +133,19 @@ impl Controller {
         if !hb.run_id.is_empty() {
             s.last_busy = now;
         }
-        s.heartbeat = hb;
         let answered = s.session.as_ref().and_then(|x| x.last_sent);
         if answered.is_none_or(|t| now.saturating_duration_since(t) >= reply_after) {
-            self.registry.send(uid, ack(String::new(), Vec::new()));
+            // What waits to be acknowledged to it is the answer, if anything does.
+            let waiting = Some(&hb.run_id)
+                .filter(|r| !r.is_empty())
+                .and_then(|r| self.acks.take(uid, r));
+            match waiting {
+                Some(indexes) => self.registry.send_ack(uid, ack(hb.run_id.clone(), indexes)),
+                None => self.registry.send(uid, ack(String::new(), Vec::new())),
+            };
+        }
+        if let Some(s) = self.registry.slaves.get_mut(uid) {
+            s.heartbeat = hb;
         }
     }
 
@@ -326,31 +336,33 @@ impl JoinBucket {
 }
 
 impl Controller {
-    /// Commits the store's open batch, then acknowledges the intervals stored in it (one
-    /// `Ack` per slave and run). When the commit fails nothing is acknowledged: the slaves
-    /// send those intervals again, and the merge counts each (slave, index) once.
+    /// Commits the store's open batch, then acknowledges the intervals stored in it, and
+    /// those that waited, as `acks.rs` spaces them (one `Ack` per slave and run at most).
+    /// When the commit fails nothing of the batch is acknowledged: the slaves send those
+    /// intervals again, and the merge counts each (slave, index) once.
     pub(super) fn commit(&mut self) {
+        let now = Instant::now();
         if let Err(e) = self.store.commit() {
-            warn!(error = %format!("{e:#}"), intervals = self.acks.values().map(Vec::len).sum::<usize>(), "cannot commit stored intervals: not acknowledged");
-            self.acks.clear();
+            warn!(error = %format!("{e:#}"), intervals = self.acks.noted(), "cannot commit stored intervals: not acknowledged");
+            self.acks.forget_noted();
             // Slaves noted in the batch are not in the store after all.
             self.noted.1.clear();
-            return;
         }
-        // Drained, not taken: the map keeps its room for the next second's thousands.
-        for ((uid, run_id), mut indexes) in self.acks.drain() {
-            // A resend held beside its first copy is acknowledged with it: once.
-            indexes.sort_unstable();
-            indexes.dedup();
-            self.registry.send(&uid, ack(run_id, indexes));
+        let mut due = std::mem::take(&mut self.due);
+        let registry = &self.registry;
+        self.acks
+            .committed(now, |uid| registry.last_ack(uid), &mut due);
+        for (uid, run_id, indexes) in due.drain(..) {
+            self.registry.send_ack(&uid, ack(run_id, indexes));
         }
+        self.due = due;
     }
 
     /// Notes slave `uid`'s interval `index` of run `run_id`, written in the store's open
     /// batch (as its own row or within its second), to acknowledge once that batch is
     /// committed ([`Controller::commit`]).
     pub(super) fn ack_after_commit(&mut self, uid: String, run_id: String, index: u64) {
-        self.acks.entry((uid, run_id)).or_default().push(index);
+        self.acks.note(uid, run_id, index);
     }
 }
 
