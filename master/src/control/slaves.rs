@@ -134,18 +134,17 @@ impl Controller {
             s.last_busy = now;
         }
         let answered = s.session.as_ref().and_then(|x| x.last_sent);
-        if answered.is_none_or(|t| now.saturating_duration_since(t) >= reply_after) {
+        let due = answered.is_none_or(|t| now.saturating_duration_since(t) >= reply_after);
+        // Its run, to look for what waits for it, only when it is answered (a copy).
+        let run_id = Some(&hb.run_id).filter(|r| due && !r.is_empty()).cloned();
+        s.heartbeat = hb;
+        if due {
             // What waits to be acknowledged to it is the answer, if anything does.
-            let waiting = Some(&hb.run_id)
-                .filter(|r| !r.is_empty())
-                .and_then(|r| self.acks.take(uid, r));
+            let waiting = run_id.and_then(|r| self.acks.take(uid, &r).map(|i| (r, i)));
             match waiting {
-                Some(indexes) => self.registry.send_ack(uid, ack(hb.run_id.clone(), indexes)),
+                Some((run_id, indexes)) => self.registry.send_ack(uid, ack(run_id, indexes)),
                 None => self.registry.send(uid, ack(String::new(), Vec::new())),
             };
-        }
-        if let Some(s) = self.registry.slaves.get_mut(uid) {
-            s.heartbeat = hb;
         }
     }
 
