@@ -94,6 +94,15 @@ impl Bench {
             .handle(Command::FromSlave(self.sessions[i].0, Up::Stats(msg)));
     }
 
+    /// Closes the run's seconds as a lease from now would (every slave that has not reported
+    /// them given up), stores them merged and commits.
+    fn close_by_lease(&mut self) {
+        let r = self.c.run.as_mut().unwrap();
+        let _ = r.tick(Instant::now() + LEASE, LEASE);
+        self.c.save();
+        self.c.commit();
+    }
+
     /// The interval indexes acknowledged to slave `i` since last asked.
     fn acked(&mut self, i: usize) -> Vec<u64> {
         let mut out = Vec::new();
@@ -226,10 +235,7 @@ fn a_second_held_too_long_is_stored_merged_so_far() {
     );
     assert_eq!(b.stored(&id), (vec![0], vec![]), "the resend was a row");
     // Past the lease second 0 closes without slave 3: its merge replaces the snapshot.
-    let r = b.c.run.as_mut().unwrap();
-    let _ = r.tick(Instant::now() + LEASE, LEASE);
-    b.c.save();
-    b.c.commit();
+    b.close_by_lease();
     // Slave 0 was acknowledged just now: its ack waits to be spaced (`acks.rs`).
     assert_eq!((b.acked(0), b.acked(2)), (vec![], vec![0]));
     std::thread::sleep(acks::ACK_WAIT);
@@ -250,10 +256,7 @@ fn late_and_resent_intervals_of_a_recent_second_are_stored_within_it() {
     let (mut b, id) = bench(3, Duration::from_millis(1500));
     b.send(0, &id, 0, 5);
     // Second 0 closes by the lease without slaves 1 and 2.
-    let r = b.c.run.as_mut().unwrap();
-    let _ = r.tick(Instant::now() + LEASE, LEASE);
-    b.c.save();
-    b.c.commit();
+    b.close_by_lease();
     assert_eq!(b.acked(0), [0]);
     // Their intervals arrive late, one of them twice; slave 0 resends its own.
     b.send(1, &id, 0, 7);
@@ -396,10 +399,7 @@ fn an_acknowledgement_right_after_another_waits_for_the_next_or_a_heartbeat() {
     // Second 1 closes (by the lease, as good as any close here) and is stored at once.
     b.send(0, &id, 1, 5);
     b.send(1, &id, 1, 7);
-    let r = b.c.run.as_mut().unwrap();
-    let _ = r.tick(Instant::now() + LEASE, LEASE);
-    b.c.save();
-    b.c.commit();
+    b.close_by_lease();
     assert_eq!(b.stored(&id).0, [0, 1], "second 1 is durable");
     assert_eq!(
         (b.acked(0), b.acked(1)),
