@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::TICK;
 use super::held::HOLD;
 
 /// A slave sent an `Ack` less than this long ago is sent the next one with the one after.
@@ -28,10 +29,11 @@ pub(super) const ACK_SPACING: Duration = Duration::from_millis(1500);
 /// Longest a committed acknowledgement waits to go out with a later one: past one commit
 /// (a second's), short of two.
 pub(super) const ACK_WAIT: Duration = Duration::from_millis(1200);
-// Held, waiting, three ticks of the control loop (100 ms each) and a second for the round
-// trip: still before the slave sends the interval again.
+// Held, waiting, three ticks of the control loop and a second for the round trip: still
+// before the slave sends the interval again.
 const _: () = assert!(
-    HOLD.as_millis() + ACK_WAIT.as_millis() + 300 + 1000 <= lobster_fleet::RESEND_AFTER.as_millis()
+    HOLD.as_millis() + ACK_WAIT.as_millis() + 3 * TICK.as_millis() + 1000
+        <= lobster_fleet::RESEND_AFTER.as_millis()
 );
 
 /// An acknowledgement to send now: the slave's uid, the run, the interval indexes (sorted,

@@ -241,9 +241,7 @@ impl Registry {
     /// Queues an acknowledgement of intervals for a slave, as [`Registry::send`], noting when.
     pub fn send_ack(&mut self, uid: &str, msg: MasterMessage) -> bool {
         let sent = self.send(uid, msg);
-        if let Some(session) = self.slaves.get_mut(uid).and_then(|s| s.session.as_mut())
-            && sent
-        {
+        if sent && let Some(session) = self.slaves.get_mut(uid).and_then(|s| s.session.as_mut()) {
             session.last_ack = session.last_sent;
         }
         sent
