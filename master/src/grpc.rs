@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use lobster_fleet::proto::{
     DrainReply, DrainRequest, JoinReply, JoinRequest, MasterMessage, SlaveMessage,
     control_server::{Control, ControlServer},
@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span};
 
-use crate::control::{Command, ControlHandle, Pulse, SESSION_QUEUE};
+use crate::control::{Command, ControlHandle, Pulse, Queued, SESSION_QUEUE};
 
 /// Largest gRPC message accepted from a slave.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -150,7 +150,10 @@ impl Control for ControlService {
             }
             .instrument(span),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // Each message is made as it leaves its queue: the run's clocks it carries are those
+        // of now, not of when it was queued (`control/queued.rs`).
+        let outbound = ReceiverStream::new(rx).map(|m| m.map(Queued::into_message));
+        Ok(Response::new(Box::pin(outbound)))
     }
 
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {

@@ -8,6 +8,7 @@
 mod acks;
 mod held;
 mod pulse;
+mod queued;
 mod registry;
 pub mod run;
 mod runs;
@@ -34,6 +35,7 @@ use tracing::{debug, info, info_span, warn};
 use acks::Acks;
 use held::Held;
 pub use pulse::Pulse;
+pub use queued::Queued;
 use registry::Registry;
 use registry::Slave;
 pub use registry::{SESSION_QUEUE, SessionTx, SlaveView};

@@ -14,9 +14,11 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::pulse::Pulse;
+use super::queued::Queued;
 
-/// Outbound queue of one session; a slave that lets it fill up is cut off.
-pub type SessionTx = mpsc::Sender<Result<MasterMessage, Status>>;
+/// Outbound queue of one session; a slave that lets it fill up is cut off. Its stream
+/// writes each message as [`Queued::into_message`] makes it.
+pub type SessionTx = mpsc::Sender<Result<Queued, Status>>;
 
 /// Capacity of a session's outbound queue.
 pub const SESSION_QUEUE: usize = 256;
@@ -260,7 +262,7 @@ impl Registry {
         let Some(session) = &mut s.session else {
             return false;
         };
-        match session.tx.try_send(Ok(msg)) {
+        match session.tx.try_send(Ok(Queued::now(msg))) {
             Ok(()) => {
                 session.last_sent = Some(Instant::now());
                 true

@@ -11,7 +11,7 @@ struct Bench {
     c: Controller,
     _dir: tempfile::TempDir,
     /// Each slave's session and what the master sent it.
-    sessions: Vec<(u64, mpsc::Receiver<Result<MasterMessage, Status>>)>,
+    sessions: Vec<(u64, mpsc::Receiver<Result<super::Queued, Status>>)>,
 }
 
 /// A master with `slaves` slaves attached and a closed-model run of theirs that started
@@ -107,7 +107,7 @@ impl Bench {
     fn acked(&mut self, i: usize) -> Vec<u64> {
         let mut out = Vec::new();
         while let Ok(Ok(m)) = self.sessions[i].1.try_recv() {
-            if let Some(Down::Ack(a)) = m.kind {
+            if let Some(Down::Ack(a)) = m.into_message().kind {
                 out.extend(a.indexes);
             }
         }
@@ -119,7 +119,7 @@ impl Bench {
     fn answers(&mut self, i: usize) -> usize {
         let mut n = 0;
         while let Ok(Ok(m)) = self.sessions[i].1.try_recv() {
-            if let Some(Down::Ack(a)) = m.kind
+            if let Some(Down::Ack(a)) = m.into_message().kind
                 && a.run_id.is_empty()
                 && a.indexes.is_empty()
             {

@@ -142,3 +142,77 @@ async fn a_slave_is_heard_while_others_on_its_connection_wait_for_a_control_loop
     drop((inbound, downs, commands));
     server.abort();
 }
+
+/// An `Assign` that waited in its session's queue (one slicing queues thousands, written as
+/// their connections get to them) reaches the slave with the run's clocks of the moment it
+/// is written: the slave starts its seconds from them, and an `Assign` written 0.7 s after
+/// it was made ended that slave's every second 0.7 s late, which every merged second waited
+/// for.
+#[tokio::test]
+async fn an_assignment_that_waited_in_its_queue_carries_the_run_clocks_of_when_it_is_written() {
+    let (tx, mut commands) = mpsc::channel(1);
+    let control = ControlHandle::for_tests(tx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        transport()
+            .add_service(ControlService::server(control))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (up, rx) = mpsc::channel::<SlaveMessage>(1);
+    up.send(SlaveMessage {
+        kind: Some(Up::Attach(proto::Attach {
+            slave_uid: "u".into(),
+            session_secret: "s".into(),
+            run_id: String::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut client = ControlClient::new(channel);
+    let call = tokio::spawn(async move { client.session(ReceiverStream::new(rx)).await });
+    let down = match commands.recv().await.expect("the server holds the handle") {
+        Command::Attach { tx, reply, .. } => {
+            reply.send(Ok(0)).unwrap();
+            tx
+        }
+        _ => panic!("the session attaches first"),
+    };
+    let mut inbound = call.await.unwrap().expect("session accepted").into_inner();
+
+    // Made (its clocks read) 700 ms ago, written now.
+    let waited = Duration::from_millis(700);
+    let made = Instant::now() - waited;
+    down.send(Ok(Queued {
+        msg: proto::MasterMessage {
+            kind: Some(proto::master_message::Kind::Assign(proto::Assign {
+                run_id: "r".into(),
+                run_elapsed_ms: 5_000,
+                load_elapsed_ms: 4_000,
+                ..Default::default()
+            })),
+        },
+        at: made,
+    }))
+    .await
+    .unwrap();
+    let got = inbound.message().await.unwrap().expect("the assignment");
+    let written = made.elapsed().as_millis() as u64;
+    let Some(proto::master_message::Kind::Assign(a)) = got.kind else {
+        panic!("not an assignment: {got:?}");
+    };
+    // Its clocks advanced by its wait: at least 700 ms, at most until it was read here.
+    assert!(
+        (5_700..=5_000 + written).contains(&a.run_elapsed_ms),
+        "run clock {} ms, written {written} ms after it was made",
+        a.run_elapsed_ms
+    );
+    assert_eq!(a.run_elapsed_ms - 5_000, a.load_elapsed_ms - 4_000);
+    drop((up, down, commands));
+    server.abort();
+}
