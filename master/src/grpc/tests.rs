@@ -25,15 +25,14 @@ fn message(bytes: usize) -> SlaveMessage {
     }
 }
 
-/// Slaves whose messages wait for the control loop must not make the other slaves sharing
-/// their HTTP/2 connection silent: the connection's window holds every stream's, so a slave
-/// that sends is heard (its reader holds its message for the loop) however much the others
-/// have in flight. With a window of two streams', three waiting sessions stalled the whole
-/// connection and the fourth slave's message never reached its reader: its lease ran out
-/// while it was sending (whole connections of a 10,000-slave bench were cut off so).
-#[tokio::test]
-async fn a_slave_is_heard_while_others_on_its_connection_wait_for_a_control_loop_behind() {
-    let (tx, mut commands) = mpsc::channel(1);
+/// The service on a loopback port with a control loop this test stands in for (its commands),
+/// and one HTTP/2 connection to it.
+async fn serve() -> (
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    tonic::transport::Channel,
+    mpsc::Receiver<Command>,
+) {
+    let (tx, commands) = mpsc::channel(1);
     let control = ControlHandle::for_tests(tx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -42,12 +41,24 @@ async fn a_slave_is_heard_while_others_on_its_connection_wait_for_a_control_loop
             .add_service(ControlService::server(control))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    // One connection: every session below is a stream of it.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
+    (server, channel, commands)
+}
+
+/// Slaves whose messages wait for the control loop must not make the other slaves sharing
+/// their HTTP/2 connection silent: the connection's window holds every stream's, so a slave
+/// that sends is heard (its reader holds its message for the loop) however much the others
+/// have in flight. With a window of two streams', three waiting sessions stalled the whole
+/// connection and the fourth slave's message never reached its reader: its lease ran out
+/// while it was sending (whole connections of a 10,000-slave bench were cut off so).
+#[tokio::test]
+async fn a_slave_is_heard_while_others_on_its_connection_wait_for_a_control_loop_behind() {
+    // One connection: every session below is a stream of it.
+    let (server, channel, mut commands) = serve().await;
 
     // FLOODING sessions and one more (the last), each attached by this test standing in for
     // the control loop.
@@ -150,20 +161,7 @@ async fn a_slave_is_heard_while_others_on_its_connection_wait_for_a_control_loop
 /// for.
 #[tokio::test]
 async fn an_assignment_that_waited_in_its_queue_carries_the_run_clocks_of_when_it_is_written() {
-    let (tx, mut commands) = mpsc::channel(1);
-    let control = ControlHandle::for_tests(tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        transport()
-            .add_service(ControlService::server(control))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (server, channel, mut commands) = serve().await;
     let (up, rx) = mpsc::channel::<SlaveMessage>(1);
     up.send(SlaveMessage {
         kind: Some(Up::Attach(proto::Attach {
