@@ -24,17 +24,15 @@ pub struct Queued {
 }
 
 impl Queued {
-    /// A message queued now.
-    pub(crate) fn now(msg: MasterMessage) -> Self {
-        Queued {
-            msg,
-            at: Instant::now(),
-        }
-    }
-
-    /// The message as it is written now: its clocks advanced by its wait in the queue.
+    /// The message as it is written now: its clocks advanced by its wait in the queue (the
+    /// clock is read only for a message that carries the run's clocks; most are `Ack`s).
     pub fn into_message(self) -> MasterMessage {
-        advanced(self.msg, self.at.elapsed())
+        match self.msg.kind {
+            Some(Down::Assign(_) | Down::Rescale(_) | Down::Resume(_)) => {
+                advanced(self.msg, self.at.elapsed())
+            }
+            _ => self.msg,
+        }
     }
 }
 

@@ -262,9 +262,10 @@ impl Registry {
         let Some(session) = &mut s.session else {
             return false;
         };
-        match session.tx.try_send(Ok(Queued::now(msg))) {
+        let now = Instant::now();
+        match session.tx.try_send(Ok(Queued { msg, at: now })) {
             Ok(()) => {
-                session.last_sent = Some(Instant::now());
+                session.last_sent = Some(now);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
