@@ -15,6 +15,7 @@ use lobster_fleet::scenario::Scenario;
 use lobster_fleet::stats::ErrorClass;
 
 use super::Gauges;
+use super::deadline::Deadline;
 use super::http::{Connection, HttpError, Kept, OpenError, Opened, Response};
 use super::mix::Prepared;
 use super::recorder::{Failure, Recorder, Sample, Timing};
@@ -39,6 +40,8 @@ pub struct Worker {
     /// The target it talks to (an index into [`Shared::sites`]).
     site: usize,
     conn: Option<Connection>,
+    /// The request timeout, one timer for all of this worker's exchanges.
+    deadline: Deadline,
     scratch: Vec<u8>,
     /// The `trace.output` values the next requests are sent with (empty without them).
     trace_values: Vec<(String, String)>,
@@ -57,6 +60,7 @@ impl Worker {
         Worker {
             site,
             conn: None,
+            deadline: Deadline::default(),
             scratch: Vec::new(),
             trace_values: Vec::new(),
         }
@@ -143,7 +147,8 @@ impl Worker {
         let gauges = &shared.gauges;
         gauges.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut opened: Option<Opened> = None;
-        let result = tokio::time::timeout(shared.timeout, async {
+        let mut deadline = std::mem::take(&mut self.deadline);
+        let result = deadline.run(shared.timeout, async {
             if self.conn.as_mut().is_some_and(Connection::is_stale) {
                 self.conn = None;
                 gauges.connections.fetch_sub(1, Ordering::Relaxed);
@@ -176,6 +181,7 @@ impl Worker {
             }
         })
         .await;
+        self.deadline = deadline;
         gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
         let latency_us = start.elapsed().as_micros() as u64;
         let mut sample = Sample {
@@ -425,6 +431,53 @@ mod tests {
             r.failure_kinds["io"].sample,
             "connection closed before a complete response"
         );
+        server.await.unwrap();
+    }
+    /// A request with no answer fails as a timeout at its own start + the timeout, even
+    /// though the worker's timer was set for an earlier request (the lazy [`Deadline`]); the
+    /// connection is closed and the next request opens a fresh one and succeeds.
+    #[tokio::test]
+    async fn a_request_without_an_answer_times_out_at_its_own_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            // Connection 1: one answer, then silence until the client closes it.
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert!(read_request(&mut s).await);
+            s.write_all(OK).await.unwrap();
+            assert!(read_request(&mut s).await);
+            assert!(!read_request(&mut s).await, "the client closed it");
+            // Connection 2: answers.
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert!(read_request(&mut s).await);
+            s.write_all(OK).await.unwrap();
+            let _ = read_request(&mut s).await;
+        });
+        let mut shared = shared(addr);
+        let timeout = Duration::from_millis(600);
+        shared.timeout = timeout;
+        let mut w = Worker::new(0);
+        let req = shared.sites.get(0).mix.pick(0);
+        w.exchange(&shared, req, "", None).await;
+        // Half the timeout later, the request that gets no answer: a timer left at the first
+        // request's due time would end it after about 300 ms.
+        tokio::time::sleep(timeout / 2).await;
+        let start = Instant::now();
+        w.exchange(&shared, req, "", None).await;
+        let waited = start.elapsed();
+        assert!(waited >= timeout, "ended after {waited:?}");
+        w.exchange(&shared, req, "", None).await;
+        let got = shared.recorder.take();
+        let r = &got.endpoints["r"];
+        assert_eq!((r.requests, r.failures), (3, 1), "{:?}", r.errors);
+        assert_eq!(r.errors.get("timeout"), Some(&1), "{:?}", r.errors);
+        assert_eq!(
+            r.failure_kinds["timeout"].sample,
+            "no complete response within the 0.6 s timeout"
+        );
+        // Its recorded latency is the timeout's (the histogram's top is the timed-out one).
+        assert!(r.latency_us.max() >= 600_000, "{}", r.latency_us.max());
+        w.finish(&shared.gauges);
         server.await.unwrap();
     }
 }

@@ -11,6 +11,7 @@
 
 mod closed;
 mod cursor;
+mod deadline;
 mod exchange;
 pub mod http;
 mod journey;
