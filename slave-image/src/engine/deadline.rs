@@ -9,8 +9,9 @@
 //! (the request timed out) or an older one, and then it is set again to this exchange's due
 //! time. So the timer is touched about once per timeout period rather than twice per
 //! request, and a request still times out at exactly its own start + timeout (to the
-//! timer's millisecond), as with `tokio::time::timeout`. The netty/Linux-kernel idea of a
-//! lazily re-armed timer ("timer slack" without the slack).
+//! timer's millisecond), as with `tokio::time::timeout`. Netty's `IdleStateHandler` keeps its
+//! idle timeouts the same way: a read only notes the time, and the timer, when it fires,
+//! reschedules itself from the last read instead of being cancelled on every read.
 
 use std::future::Future;
 use std::pin::{Pin, pin};

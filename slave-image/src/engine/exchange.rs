@@ -433,6 +433,7 @@ mod tests {
         );
         server.await.unwrap();
     }
+
     /// A request with no answer fails as a timeout at its own start + the timeout, even
     /// though the worker's timer was set for an earlier request (the lazy [`Deadline`]); the
     /// connection is closed and the next request opens a fresh one and succeeds.
