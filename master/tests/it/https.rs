@@ -231,16 +231,7 @@ flows:
     assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
     assert_eq!(r["status"], "passed");
     assert_eq!(r["totals"]["failures"], 0, "{}", r["totals"]["errors"]);
-    let count = |name: &str| {
-        r["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .unwrap()["requests"]
-            .as_u64()
-            .unwrap()
-    };
+    let count = |name: &str| endpoint(&r, name)["requests"].as_u64().unwrap();
     let (page, login, account) = (count("login-page"), count("login"), count("account"));
     // Each user runs the flow again and again (1 s of think after the account page); a flow
     // cut by the end of the run is at most one per user behind.

@@ -242,12 +242,7 @@ fn a_markov_mix_walks_the_matrix_as_written() {
         }
     }
     for (i, name) in ["home", "browse", "bid"].iter().enumerate() {
-        let e = r["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == *name)
-            .unwrap();
+        let e = endpoint(&r, name);
         assert_eq!(e["requests"].as_u64(), Some(visits[i]), "{name}");
     }
     eprintln!("MARKOV: visits {visits:?}, transitions {counts:?}");

@@ -137,14 +137,7 @@ flows:
     assert_eq!(r["totals"]["failures"], 0, "{}", r["totals"]["errors"]);
     let checks = &r["totals"]["checks"][0];
     assert_eq!(checks["fails"], 0, "{checks}");
-    let account = r["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "account")
-        .unwrap()["requests"]
-        .as_u64()
-        .unwrap();
+    let account = endpoint(&r, "account")["requests"].as_u64().unwrap();
     let views = |addr| {
         let v: serde_json::Value =
             serde_json::from_str(&http_get(addr, "/__lobster/count")).unwrap();

@@ -143,17 +143,8 @@ fn each_slave_keeps_its_sampled_share_and_the_merge_is_in_time_order() {
     // `bad` requests the report counted, whatever the draw gave (at least 20 with 1:1 odds
     // fails about once in 10^12 runs; 3:1 odds failed a CI run with 19).
     let failures = f["totals"]["failures"].as_u64().unwrap();
-    let endpoint = |name: &str| {
-        f["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .unwrap_or_else(|| panic!("endpoint {name} in {f}"))
-            .clone()
-    };
-    assert_eq!(failures, endpoint("bad")["requests"].as_u64().unwrap());
-    assert_eq!(endpoint("home")["failures"].as_u64(), Some(0));
+    assert_eq!(failures, endpoint(&f, "bad")["requests"].as_u64().unwrap());
+    assert_eq!(endpoint(&f, "home")["failures"].as_u64(), Some(0));
     assert!(failures >= 20, "{failures}");
     assert_eq!(records.len() as u64, failures);
     assert!(

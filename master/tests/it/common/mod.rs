@@ -368,6 +368,16 @@ pub fn report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The entry of endpoint `name` in a report's `endpoints`; panics naming it when missing.
+pub fn endpoint<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["endpoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a report without endpoints: {r}"))
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no endpoint {name} in {r}"))
+}
+
 /// Output of a finished command with its texts.
 pub fn run(mut cmd: Command) -> (Output, String, String) {
     let out = cmd.stdin(Stdio::null()).output().unwrap();
