@@ -16,8 +16,6 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::Poll;
-use std::time::Duration;
-
 use tokio::time::{Instant, Sleep};
 
 /// The exchange did not finish within its timeout.
@@ -33,13 +31,13 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
-    /// Runs `fut` to completion or until `timeout` from now has passed, whichever is first.
+    /// Runs `fut` to completion or until `due` (the exchange's start + its timeout; the
+    /// caller has read the clock already), whichever is first.
     pub(crate) async fn run<F: Future>(
         &mut self,
-        timeout: Duration,
+        due: Instant,
         fut: F,
     ) -> Result<F::Output, Elapsed> {
-        let due = Instant::now() + timeout;
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
@@ -68,6 +66,7 @@ impl Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     async fn after(d: Duration) -> Duration {
         tokio::time::sleep(d).await;
@@ -82,25 +81,34 @@ mod tests {
         let timeout = Duration::from_secs(10);
         // Quick exchanges spread over 25 s: the first armed the timer for 10 s.
         for _ in 0..250 {
-            let got = d.run(timeout, after(Duration::from_millis(100))).await;
+            let got = d
+                .run(Instant::now() + timeout, after(Duration::from_millis(100)))
+                .await;
             assert_eq!(got, Ok(Duration::from_millis(100)));
         }
         // One that takes 9.999 s still completes (the timer, armed for an older exchange,
         // fired on the way and was moved on).
         assert_eq!(
-            d.run(timeout, after(Duration::from_millis(9_999))).await,
+            d.run(
+                Instant::now() + timeout,
+                after(Duration::from_millis(9_999))
+            )
+            .await,
             Ok(Duration::from_millis(9_999))
         );
         // One that never completes ends at exactly 10 s from its start.
         let start = Instant::now();
-        let got = d.run(timeout, std::future::pending::<()>()).await;
+        let got = d
+            .run(Instant::now() + timeout, std::future::pending::<()>())
+            .await;
         assert_eq!(got, Err(Elapsed));
         assert_eq!(start.elapsed(), timeout);
         // After an idle spell longer than the timeout (the timer fired with no one waiting).
         tokio::time::sleep(Duration::from_secs(30)).await;
         let start = Instant::now();
         assert_eq!(
-            d.run(timeout, std::future::pending::<()>()).await,
+            d.run(Instant::now() + timeout, std::future::pending::<()>())
+                .await,
             Err(Elapsed)
         );
         assert_eq!(start.elapsed(), timeout);
@@ -111,11 +119,17 @@ mod tests {
     async fn a_shorter_timeout_is_not_held_back_by_a_longer_one() {
         let mut d = Deadline::default();
         let _ = d
-            .run(Duration::from_secs(60), after(Duration::from_millis(1)))
+            .run(
+                Instant::now() + Duration::from_secs(60),
+                after(Duration::from_millis(1)),
+            )
             .await;
         let start = Instant::now();
         let got = d
-            .run(Duration::from_secs(2), std::future::pending::<()>())
+            .run(
+                Instant::now() + Duration::from_secs(2),
+                std::future::pending::<()>(),
+            )
             .await;
         assert_eq!(got, Err(Elapsed));
         assert_eq!(start.elapsed(), Duration::from_secs(2));

@@ -142,13 +142,15 @@ impl Worker {
         redirect_hop: bool,
         judge: &mut (dyn FnMut(&Response, Option<&Kept>) -> Option<Judged> + Send),
     ) -> (Outcome, Option<Response>) {
-        let start = intended.unwrap_or_else(Instant::now);
+        // One clock read for the latency's start (closed model) and the timeout's.
+        let now = Instant::now();
+        let start = intended.unwrap_or(now);
         let sent = bytes.len() as u64;
         let gauges = &shared.gauges;
         gauges.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut opened: Option<Opened> = None;
         let mut deadline = std::mem::take(&mut self.deadline);
-        let result = deadline.run(shared.timeout, async {
+        let result = deadline.run((now + shared.timeout).into(), async {
             if self.conn.as_mut().is_some_and(Connection::is_stale) {
                 self.conn = None;
                 gauges.connections.fetch_sub(1, Ordering::Relaxed);
