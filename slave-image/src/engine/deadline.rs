@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::Poll;
+
 use tokio::time::{Instant, Sleep};
 
 /// The exchange did not finish within its timeout.
